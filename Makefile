@@ -1,0 +1,35 @@
+# Set-up and entry points.  `make run` and `make test` each create the virtual environment
+# (.venv) and install everything on first use, so a fresh machine needs nothing else.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@# Icarus Verilog comes from Debian; install it when missing and we are root.
+	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q iverilog >/dev/null; } \
+	  || echo "warning: iverilog missing and not root: Icarus tests will be skipped"
+	touch $(STAMP)
+
+# The main job.
+run: $(STAMP)
+	$(BIN)/refree analyze --trace movielens --batch-size 128
+
+# The whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/pytest
+
+# Long runs: million-vector sweeps and soak tests.
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m refree.golden.bench
+
+clean:
+	rm -rf $(VENV) build out sim_build

@@ -1,0 +1,146 @@
+"""Batches in FBGEMM's table-batched-embedding (TBE) layout, their checks and their files.
+
+A batch of B samples over T tables:
+
+* ``indices``  int64, every table's lookups concatenated, each index local to its table;
+* ``offsets``  int64, length T*B+1, table-major: bag ``t*B + b`` is
+  ``indices[offsets[t*B+b] : offsets[t*B+b+1]]``;
+* ``per_sample_weights``  optional float32, one weight per index;
+* ``batch_size``  B.
+
+Batch files are ``.npz`` archives holding exactly those arrays (``batch_size`` as a 0-d
+integer array).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BatchError, ErrorCode
+
+__all__ = ["Batch", "load_batch", "save_batch", "POOLINGS"]
+
+POOLINGS = ("sum", "mean")
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    indices: np.ndarray
+    offsets: np.ndarray
+    batch_size: int
+    per_sample_weights: np.ndarray | None = None
+
+    def __post_init__(self):
+        self._check_layout()
+
+    # -- structure ---------------------------------------------------------------------
+    @property
+    def num_tables(self):
+        return (len(self.offsets) - 1) // self.batch_size
+
+    @property
+    def weighted(self):
+        return self.per_sample_weights is not None
+
+    def bag_range(self, t, b):
+        k = t * self.batch_size + b
+        return int(self.offsets[k]), int(self.offsets[k + 1])
+
+    def table_slice(self, t):
+        """(indices, offsets rebased to 0, weights or None) of table t."""
+        lo = int(self.offsets[t * self.batch_size])
+        hi = int(self.offsets[(t + 1) * self.batch_size])
+        offs = self.offsets[t * self.batch_size:(t + 1) * self.batch_size + 1] - lo
+        w = None if self.per_sample_weights is None else self.per_sample_weights[lo:hi]
+        return self.indices[lo:hi], offs, w
+
+    # -- checks ------------------------------------------------------------------------
+    def _check_layout(self):
+        def dtype_check(name, arr, dtype):
+            if not isinstance(arr, np.ndarray):
+                raise BatchError(name, f"must be a numpy array, not {type(arr).__name__}")
+            if arr.dtype != dtype:
+                raise BatchError(name, f"must have dtype {np.dtype(dtype).name}, not {arr.dtype}")
+            if arr.ndim != 1:
+                raise BatchError(name, f"must be one-dimensional, not of shape {arr.shape}")
+
+        dtype_check("indices", self.indices, np.int64)
+        dtype_check("offsets", self.offsets, np.int64)
+        B = self.batch_size
+        if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
+            raise BatchError("batch_size", f"must be a positive integer, not {B!r}")
+        object.__setattr__(self, "batch_size", int(B))
+        n = len(self.offsets)
+        if n < B + 1 or (n - 1) % B:
+            raise BatchError("offsets", f"length must be T*B+1 for B={B} and some T >= 1, not {n}",
+                             ErrorCode.MALFORMED_OFFSETS)
+        offs = self.offsets
+        if offs[0] != 0:
+            raise BatchError("offsets[0]", f"must be 0, not {int(offs[0])}", ErrorCode.MALFORMED_OFFSETS)
+        step = np.diff(offs)
+        if (step < 0).any():
+            k = int(np.argmax(step < 0))
+            raise BatchError(f"offsets[{k + 1}]",
+                             f"decreases: {int(offs[k + 1])} after {int(offs[k])}",
+                             ErrorCode.MALFORMED_OFFSETS)
+        if offs[-1] != len(self.indices):
+            raise BatchError(f"offsets[{n - 1}]",
+                             f"must equal len(indices) = {len(self.indices)}, not {int(offs[-1])}",
+                             ErrorCode.MALFORMED_OFFSETS)
+        if self.per_sample_weights is not None:
+            dtype_check("per_sample_weights", self.per_sample_weights, np.float32)
+            if len(self.per_sample_weights) != len(self.indices):
+                raise BatchError("per_sample_weights",
+                                 f"length must equal len(indices) = {len(self.indices)}, "
+                                 f"not {len(self.per_sample_weights)}")
+
+    def check_against(self, num_rows, poolings):
+        """Check the batch against the tables it will run on.
+
+        num_rows: rows of each table; poolings: "sum" or "mean" per table.
+        """
+        T = self.num_tables
+        if len(num_rows) != T:
+            raise BatchError("offsets", f"describe {T} tables of {self.batch_size} bags, "
+                             f"but {len(num_rows)} tables were given")
+        if len(poolings) != T:
+            raise BatchError("pooling", f"needs one mode per table ({T}), not {len(poolings)}")
+        for t, p in enumerate(poolings):
+            if p not in POOLINGS:
+                raise BatchError(f"pooling[{t}]", f"must be one of {POOLINGS}, not {p!r}")
+        if self.weighted and any(p != "sum" for p in poolings):
+            raise BatchError("per_sample_weights", "are allowed only when every table pools by sum, "
+                             f"not with poolings {list(poolings)}")
+        for t in range(T):
+            idx, _, _ = self.table_slice(t)
+            bad = (idx < 0) | (idx >= num_rows[t])
+            if bad.any():
+                k = int(np.argmax(bad)) + int(self.offsets[t * self.batch_size])
+                raise BatchError(f"indices[{k}]",
+                                 f"{int(self.indices[k])} is outside table {t} of {num_rows[t]} rows",
+                                 ErrorCode.INDEX_OUT_OF_RANGE)
+
+
+def load_batch(path):
+    """Read a batch file (``.npz``); errors name the missing or malformed field."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BatchError(str(path), f"cannot be read as an .npz batch file ({e})") from None
+    with f:
+        for name in ("indices", "offsets", "batch_size"):
+            if name not in f.files:
+                raise BatchError(name, f"missing from batch file {path}")
+        bs = f["batch_size"]
+        if bs.shape != () or not np.issubdtype(bs.dtype, np.integer):
+            raise BatchError("batch_size", f"must be one integer, not {bs!r}")
+        w = f["per_sample_weights"] if "per_sample_weights" in f.files else None
+        return Batch(indices=f["indices"], offsets=f["offsets"], batch_size=int(bs),
+                     per_sample_weights=w)
+
+
+def save_batch(path, batch):
+    arrays = dict(indices=batch.indices, offsets=batch.offsets,
+                  batch_size=np.int64(batch.batch_size))
+    if batch.per_sample_weights is not None:
+        arrays["per_sample_weights"] = batch.per_sample_weights
+    np.savez(path, **arrays)

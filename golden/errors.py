@@ -1,0 +1,31 @@
+"""Error codes shared by the golden model, the host tools and (later) the RTL's status register.
+
+Pure Python on purpose: `hw/` may import this module without pulling in numpy.
+"""
+import enum
+
+__all__ = ["ErrorCode", "BatchError"]
+
+
+class ErrorCode(enum.IntEnum):
+    """Values of the engine's error code register (0 = no error)."""
+    OK = 0
+    INDEX_OUT_OF_RANGE = 1
+    MALFORMED_OFFSETS = 2
+    BAG_TOO_LONG = 3
+    ACCESS_OUTSIDE_TABLES = 4
+    BATCH_TOO_LARGE_FOR_ADAGRAD = 5
+
+
+class BatchError(ValueError):
+    """A batch, table or step argument that the engine must refuse.
+
+    ``field`` names the offending input (``"offsets"``, ``"indices[17]"``, ``"lr"``, ...),
+    ``code`` is the engine error code the hardware would raise for it (``None`` for inputs
+    that only the host tools see, such as a wrong dtype).
+    """
+
+    def __init__(self, field, message, code=None):
+        self.field = field
+        self.code = code
+        super().__init__(f"{field}: {message}")

@@ -1,0 +1,200 @@
+"""Schedule-exact replay of an embedding training step (DESIGN.md section 2).
+
+`step` runs forward over every part of every table, then backward and the optimizer update
+part by part in the same order, in one of the modes `baseline`, `dedup`, `refree`.  All
+arithmetic is binary32 in the exact order of the design, so the RTL must match it bit for
+bit.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arith import fma, canonical_nan
+from .batch import POOLINGS
+from .counts import MODES, count_part, add_counts, zero_counts
+from .errors import BatchError, ErrorCode
+from .planner import PartLimits, partition, plan_part
+from .replay import fold_rows, replay_trie
+
+__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "plan_batch", "forward",
+           "backward_update", "step"]
+
+OPTIMIZERS = ("sgd", "rowwise-adagrad")
+ADAGRAD_STRIDE = 8      # strided partial sums of squares, combined by a fixed tree
+
+
+@dataclass
+class StepResult:
+    pooled: np.ndarray                  # (B, T*D) float32
+    tables: list                        # updated tables, float32 (rows, D)
+    state: list | None                  # Adagrad state per table, float32 (rows,)
+    counts: dict                        # total counts
+    table_counts: list = field(default_factory=list)
+
+
+def check_tables(tables, batch, poolings):
+    """Validate tables (float32, 2-D, one shared D) against the batch; errors name the field."""
+    if len(tables) == 0:
+        raise BatchError("tables", "at least one table is needed")
+    for t, E in enumerate(tables):
+        if not isinstance(E, np.ndarray) or E.dtype != np.float32 or E.ndim != 2:
+            raise BatchError(f"table_{t}", "must be a 2-D float32 array, not "
+                             f"{getattr(E, 'dtype', type(E).__name__)} of shape {getattr(E, 'shape', None)}")
+        if E.shape[1] != tables[0].shape[1] or E.shape[1] < 1:
+            raise BatchError(f"table_{t}", f"has vector length {E.shape[1]}, but every table must "
+                             f"share table_0's {tables[0].shape[1]}")
+    batch.check_against([E.shape[0] for E in tables], poolings)
+
+
+def plan_batch(batch, poolings, limits):
+    return [plan_part(batch, p, poolings[p.table]) for p in partition(batch, limits)]
+
+
+def _pool(acc, plan):
+    if plan.pooling == "mean":
+        n = plan.bag_len
+        acc[n > 0] = acc[n > 0] / n[n > 0, None].astype(np.float32)
+    return acc
+
+
+def _forward_part(E, plan, mode):
+    nb, D = plan.num_bags, E.shape[1]
+    acc = np.zeros((nb, D), np.float32)
+    coef = plan.occ_w if plan.weighted else None
+    if mode == "baseline":          # index order
+        fold_rows(acc, plan.occ_bag, plan.occ_row, E, coef)
+    elif mode == "dedup":           # row-stream order, index order within a row
+        o = np.argsort(plan.occ_stream_pos, kind="stable")
+        fold_rows(acc, plan.occ_bag[o], plan.occ_row[o], E, None if coef is None else coef[o])
+    else:                           # refree: each trie node once
+        V = replay_trie(plan.fwd_trie, plan.fkey_c, plan.rows[plan.fkey_row], E)
+        acc = V[plan.fwd_trie.owner_node]
+    return _pool(acc, plan)
+
+
+def _occurrence_terms(G, plan):
+    """fl(coef * G[b]) per occurrence: coef = 1 (sum), w (weighted), fl(1/len) (mean)."""
+    Gb = G[plan.occ_bag]
+    if plan.pooling == "mean":
+        inv = np.float32(1) / np.maximum(plan.bag_len, 1).astype(np.float32)
+        return (inv[plan.occ_bag, None] * Gb).astype(np.float32)
+    if plan.weighted:
+        return (plan.occ_w[:, None] * Gb).astype(np.float32)
+    return Gb
+
+
+def _adagrad(E, state, rows, g, lr, eps):
+    D = g.shape[1]
+    s = np.zeros((len(rows), ADAGRAD_STRIDE), np.float32)
+    for d in range(D):
+        s[:, d % ADAGRAD_STRIDE] = fma(g[:, d], g[:, d], s[:, d % ADAGRAD_STRIDE])
+    total = ((s[:, 0] + s[:, 1]) + (s[:, 2] + s[:, 3])) + ((s[:, 4] + s[:, 5]) + (s[:, 6] + s[:, 7]))
+    state[rows] = state[rows] + total / np.float32(D)
+    m = lr / (np.sqrt(state[rows]) + eps)
+    E[rows] = fma(-m[:, None], g, E[rows])
+
+
+def _backward_update_part(E, state, G, plan, mode, optimizer, lr, eps):
+    if mode == "baseline":          # one read-modify-write per occurrence, index order
+        terms = _occurrence_terms(G, plan)
+        n = len(plan.occ_row)
+        fold_rows(E, plan.occ_row, np.arange(n), terms, np.full(n, -lr, np.float32))
+        return
+    if mode == "dedup":
+        terms = _occurrence_terms(G, plan)
+        g = np.zeros((len(plan.rows), G.shape[1]), np.float32)
+        fold_rows(g, plan.occ_stream_pos, np.arange(len(terms)), terms)
+    else:
+        V = replay_trie(plan.bwd_trie, plan.bkey_c, plan.bkey_bag, G)
+        g = V[plan.bwd_trie.owner_node]
+    if optimizer == "sgd":
+        E[plan.rows] = fma(-lr, g, E[plan.rows])
+    else:
+        _adagrad(E, state, plan.rows, g, lr, eps)
+
+
+def _check_args(mode, optimizer, lr, eps):
+    if mode not in MODES:
+        raise BatchError("mode", f"must be one of {MODES}, not {mode!r}")
+    if optimizer not in OPTIMIZERS:
+        raise BatchError("optimizer", f"must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if mode == "baseline" and optimizer != "sgd":
+        raise BatchError("optimizer", f"{optimizer!r} needs mode dedup or refree: baseline applies "
+                         "updates per occurrence, which only SGD allows")
+    for name, v in (("lr", lr), ("eps", eps)):
+        if not np.isfinite(np.float32(v)):
+            raise BatchError(name, f"must be a finite number, not {v!r}")
+
+
+def forward(tables, batch, poolings, mode, plans):
+    """Pooled outputs (B, T*D) of every part, as the mode computes them."""
+    B, D = batch.batch_size, tables[0].shape[1]
+    pooled = np.zeros((B, batch.num_tables * D), np.float32)
+    for plan in plans:
+        p = plan.part
+        pooled[p.bag_lo:p.bag_hi, p.table * D:(p.table + 1) * D] = _forward_part(tables[p.table], plan, mode)
+    return pooled
+
+
+def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
+    """Apply backward and the update in place on `tables` (and `state`), part by part."""
+    D = tables[0].shape[1]
+    for plan in plans:
+        p = plan.part
+        G = grad[p.bag_lo:p.bag_hi, p.table * D:(p.table + 1) * D]
+        _backward_update_part(tables[p.table], None if state is None else state[p.table],
+                              G, plan, mode, optimizer, lr, eps)
+
+
+def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
+         state=None, limits=None):
+    """One training step.  Inputs are not modified; returns a StepResult.
+
+    tables: list of float32 (rows, D); grad: float32 (B, T*D), the upstream gradient of the
+    pooled output; poolings: "sum"/"mean" per table (default all "sum"); state: Adagrad
+    state per table (float32 (rows,), default zeros); limits: PartLimits.
+    """
+    tables = list(tables)
+    T = len(tables)
+    poolings = list(poolings) if poolings is not None else ["sum"] * T
+    limits = limits or PartLimits()
+    _check_args(mode, optimizer, lr, eps)
+    check_tables(tables, batch, poolings)
+    D = tables[0].shape[1]
+    if not (isinstance(grad, np.ndarray) and grad.dtype == np.float32
+            and grad.shape == (batch.batch_size, T * D)):
+        raise BatchError("grad", f"must be float32 of shape {(batch.batch_size, T * D)}, not "
+                         f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
+    if optimizer == "rowwise-adagrad":
+        state = ([np.zeros(E.shape[0], np.float32) for E in tables] if state is None
+                 else [np.array(s, np.float32, copy=True) for s in state])
+        for t, (s, E) in enumerate(zip(state, tables)):
+            if s.shape != (E.shape[0],):
+                raise BatchError(f"state_{t}", f"must have shape {(E.shape[0],)}, not {s.shape}")
+    else:
+        state = None
+    lr32, eps32 = np.float32(lr), np.float32(eps)
+
+    plans = plan_batch(batch, poolings, limits)
+    if optimizer == "rowwise-adagrad":
+        for t in range(T):
+            n = sum(1 for p in plans if p.part.table == t)
+            if n > 1:
+                raise BatchError(f"table {t}", f"needs {n} parts under {limits}; row-wise Adagrad "
+                                 "needs each table's batch in one part",
+                                 ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
+    new_tables = [E.copy() for E in tables]
+    with np.errstate(all="ignore"):     # inf and NaN are data here, not accidents
+        pooled = forward(tables, batch, poolings, mode, plans)
+        backward_update(new_tables, state, grad, plans, mode, optimizer, lr32, eps32)
+
+    table_counts = [zero_counts() for _ in range(T)]
+    for plan in plans:
+        t = plan.part.table
+        table_counts[t] = add_counts(table_counts[t], count_part(plan, mode))
+    total = zero_counts()
+    for c in table_counts:
+        total = add_counts(total, c)
+    return StepResult(canonical_nan(pooled), [canonical_nan(E) for E in new_tables],
+                      None if state is None else [canonical_nan(s) for s in state],
+                      total, table_counts)

@@ -1,0 +1,250 @@
+"""The sharing planner of section 2 of DESIGN.md: parts, row order, keys, key order, tries.
+
+Everything here works on one *part* of one table: a run of consecutive bags that fits the
+configured limits.  The plan fixes the order of every operation of the `dedup` and
+`refree` modes; `replay.py` carries them out and `counts.py` counts them.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BatchError, ErrorCode
+from .replay import segment_ranks, fold_rows
+
+__all__ = ["PartLimits", "Part", "partition", "Trie", "TablePlan", "plan_part"]
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """The on-chip buffer limits that a part must fit (parameters of the golden model too).
+
+    Parameters
+    ----------
+    max_bags, max_lookups, max_distinct_rows:
+        The most bags, lookups and distinct rows one part of one table may hold.
+    max_bag_len:
+        The longest bag accepted; a longer one is rejected with BAG_TOO_LONG.
+    """
+    max_bags: int = 4096
+    max_lookups: int = 65536
+    max_distinct_rows: int = 16384
+    max_bag_len: int = 1024
+
+    def __post_init__(self):
+        for name in ("max_bags", "max_lookups", "max_distinct_rows", "max_bag_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"PartLimits.{name} must be a positive integer, not {v!r}")
+
+    @classmethod
+    def unlimited(cls):
+        big = 1 << 62
+        return cls(big, big, big, big)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Bags [bag_lo, bag_hi) of table `table`; `lo`, `hi` bound its slice of `indices`."""
+    table: int
+    bag_lo: int
+    bag_hi: int
+    lo: int
+    hi: int
+
+
+def partition(batch, limits):
+    """Split each table's bags into parts by the rule of DESIGN.md section 2.
+
+    Scanning bags b = 0..B-1, a bag joins the current part unless the part would then
+    exceed a limit; then the part closes before that bag.  A bag that alone exceeds a limit
+    is rejected (BAG_TOO_LONG).  Returns the parts table by table, in processing order.
+    """
+    B = batch.batch_size
+    parts = []
+    for t in range(batch.num_tables):
+        bag_lo, rows, lookups = 0, set(), 0
+        for b in range(B):
+            lo, hi = batch.bag_range(t, b)
+            bag_rows = set(batch.indices[lo:hi].tolist())
+            n = hi - lo
+            if n > limits.max_bag_len or n > limits.max_lookups or len(bag_rows) > limits.max_distinct_rows:
+                raise BatchError(f"bag {t * B + b}",
+                                 f"of {n} lookups ({len(bag_rows)} distinct rows) exceeds the limits "
+                                 f"{limits}", ErrorCode.BAG_TOO_LONG)
+            if (b - bag_lo + 1 > limits.max_bags or lookups + n > limits.max_lookups
+                    or len(rows | bag_rows) > limits.max_distinct_rows):
+                parts.append(_make_part(batch, t, bag_lo, b))
+                bag_lo, rows, lookups = b, set(), 0
+            rows |= bag_rows
+            lookups += n
+        parts.append(_make_part(batch, t, bag_lo, B))
+    return parts
+
+
+def _make_part(batch, t, bag_lo, bag_hi):
+    lo, _ = batch.bag_range(t, bag_lo)
+    hi = batch.bag_range(t, bag_hi - 1)[1]
+    return Part(t, bag_lo, bag_hi, lo, hi)
+
+
+@dataclass(frozen=True)
+class Trie:
+    """Prefix tree of key sequences; node 0 is the root (the +0 accumulator).
+
+    node_parent, node_key, node_depth: per node (the root has key -1, depth 0).
+    owner_node: the terminal node of each owner's sequence (0 for an empty one).
+    Nodes are numbered level by level, so a parent always precedes its children.
+    """
+    node_parent: np.ndarray
+    node_key: np.ndarray
+    node_depth: np.ndarray
+    owner_node: np.ndarray
+
+    @property
+    def num_nodes(self):
+        return len(self.node_parent) - 1
+
+    def nodes_at_depth_2_or_more(self):
+        return int((self.node_depth >= 2).sum())
+
+
+def build_trie(owner, key, num_owners):
+    """Trie of the sequences `key[owner == o]`, each already in fold order (key ascending)."""
+    pos = segment_ranks(owner)
+    parent_of_owner = np.zeros(num_owners, np.int64)
+    parents, keys, depths = [np.array([-1])], [np.array([-1])], [np.array([0])]
+    next_id = 1
+    depth_max = int(pos.max()) + 1 if len(pos) else 0
+    num_keys = int(key.max()) + 1 if len(key) else 1
+    by_depth = np.argsort(pos, kind="stable")
+    bounds = np.searchsorted(pos[by_depth], np.arange(depth_max + 1))
+    for d in range(depth_max):
+        sel = by_depth[bounds[d]:bounds[d + 1]]
+        o = owner[sel]
+        edge = parent_of_owner[o] * num_keys + key[sel]
+        uniq, inverse = np.unique(edge, return_inverse=True)
+        parents.append(uniq // num_keys)
+        keys.append(uniq % num_keys)
+        depths.append(np.full(len(uniq), d + 1))
+        parent_of_owner[o] = next_id + inverse
+        next_id += len(uniq)
+    return Trie(np.concatenate(parents), np.concatenate(keys), np.concatenate(depths),
+                parent_of_owner)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Plan of one part of one table.
+
+    Occurrence arrays (one entry per lookup, in index order): ``occ_row``, ``occ_bag``
+    (bag number within the part), ``occ_w`` (weight, or 1), ``occ_stream_pos`` (position
+    of the occurrence's row in the row stream).
+
+    Row order: ``rows`` (distinct rows in stream order) and ``row_bags`` (bags containing each).
+
+    Forward keys (one per distinct (bag, row) pair), sorted in key order:
+    ``fkey_row`` (index into ``rows``), ``fkey_c``; ``fwd_pairs`` = (bag, key rank) of
+    every pair; ``fwd_trie`` over bags.
+
+    Backward keys, sorted in key order: ``bkey_bag``, ``bkey_c``; ``bwd_trie`` over the
+    positions of ``rows``.
+    """
+    part: Part
+    pooling: str
+    num_bags: int
+    bag_len: np.ndarray
+    occ_row: np.ndarray
+    occ_bag: np.ndarray
+    occ_w: np.ndarray
+    occ_stream_pos: np.ndarray
+    weighted: bool
+    rows: np.ndarray
+    row_bags: np.ndarray
+    fkey_row: np.ndarray
+    fkey_c: np.ndarray
+    fwd_trie: Trie
+    bkey_bag: np.ndarray
+    bkey_c: np.ndarray
+    bwd_trie: Trie
+
+
+def _order(*keys):
+    """Indices that sort by the given keys, the first key most significant."""
+    return np.lexsort(keys[::-1])
+
+
+def plan_part(batch, part, pooling):
+    """Build the plan of one part (see TablePlan)."""
+    idx = batch.indices[part.lo:part.hi]
+    offs = batch.offsets[part.table * batch.batch_size + part.bag_lo:
+                         part.table * batch.batch_size + part.bag_hi + 1] - part.lo
+    nb = part.bag_hi - part.bag_lo
+    bag_len = np.diff(offs)
+    occ_bag = np.repeat(np.arange(nb), bag_len)
+    weighted = batch.per_sample_weights is not None
+    occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
+             else np.ones(len(idx), np.float32))
+
+    # Distinct (bag, row) pairs; a pair's coefficient c is the left fold of its weights in
+    # index order starting from the first weight (the multiplicity when unweighted).
+    rows, occ_rowpos = np.unique(idx, return_inverse=True)       # rows ascending
+    pair_id = occ_bag * len(rows) + occ_rowpos
+    pairs, occ_pair = np.unique(pair_id, return_inverse=True)    # by (bag, row)
+    pair_bag, pair_rowpos = pairs // max(len(rows), 1), pairs % max(len(rows), 1)
+    first = np.zeros(len(pairs), np.int64)
+    first[occ_pair[::-1]] = np.arange(len(idx))[::-1]            # first occurrence of a pair
+    c = occ_w[first].copy()
+    rest = np.ones(len(idx), bool)
+    rest[first] = False
+    fold_rows(c[:, None], occ_pair[rest], np.arange(len(idx))[rest], occ_w[:, None])
+
+    # Row order: bags containing the row (descending), then row ascending.
+    row_bags = np.bincount(pair_rowpos, minlength=len(rows))
+    row_order = _order(-row_bags, rows)
+    row_rank = np.empty(len(rows), np.int64)
+    row_rank[row_order] = np.arange(len(rows))
+
+    # Forward keys (row, bits of c): frequency = bags holding the key; key order = row
+    # order, then frequency descending, then c's bits ascending.
+    cbits = c.view(np.uint32).astype(np.int64)
+    fkeys, pair_fkey, ffreq = np.unique(pair_rowpos * (1 << 32) + cbits,
+                                        return_inverse=True, return_counts=True)
+    fk_rowpos, fk_bits = fkeys >> 32, fkeys & 0xFFFFFFFF
+    fk_order = _order(row_rank[fk_rowpos], -ffreq, fk_bits)
+    fk_rank = np.empty(len(fkeys), np.int64)
+    fk_rank[fk_order] = np.arange(len(fkeys))
+    pair_frank = fk_rank[pair_fkey]
+    s = _order(pair_bag, pair_frank)
+    fwd_trie = build_trie(pair_bag[s], pair_frank[s], nb)
+
+    # Backward keys (bag, c'), c' = c, or fl(c * fl(1/len)) for mean.  Gradient rows are
+    # ordered by the embedding rows using them (descending), then bag ascending.
+    if pooling == "mean":
+        inv_len = (np.float32(1) / np.maximum(bag_len, 1).astype(np.float32)).astype(np.float32)
+        cb = (c * inv_len[pair_bag]).astype(np.float32)
+    else:
+        cb = c
+        inv_len = None
+    cbbits = cb.view(np.uint32).astype(np.int64)
+    bag_rows = np.bincount(pair_bag, minlength=nb)
+    bkeys, pair_bkey, bfreq = np.unique(pair_bag * (1 << 32) + cbbits,
+                                        return_inverse=True, return_counts=True)
+    bk_bag, bk_bits = bkeys >> 32, bkeys & 0xFFFFFFFF
+    bk_order = _order(-bag_rows[bk_bag], bk_bag, -bfreq, bk_bits)
+    bk_rank = np.empty(len(bkeys), np.int64)
+    bk_rank[bk_order] = np.arange(len(bkeys))
+    pair_brank = bk_rank[pair_bkey]
+    s = _order(pair_rowpos, pair_brank)
+    bwd_trie = build_trie(row_rank[pair_rowpos[s]], pair_brank[s], len(rows))
+
+    return TablePlan(
+        part=part, pooling=pooling, num_bags=nb, bag_len=bag_len,
+        occ_row=idx, occ_bag=occ_bag, occ_w=occ_w, occ_stream_pos=row_rank[occ_rowpos],
+        weighted=weighted,
+        rows=rows[row_order], row_bags=row_bags[row_order],
+        fkey_row=row_rank[fk_rowpos[fk_order]],
+        fkey_c=fk_bits[fk_order].astype(np.uint32).view(np.float32),
+        fwd_trie=fwd_trie,
+        bkey_bag=bk_bag[bk_order], bkey_c=bk_bits[bk_order].astype(np.uint32).view(np.float32),
+        bwd_trie=bwd_trie,
+    )
