@@ -1,0 +1,181 @@
+"""`refree` command line: analyze, step (and synth, from the arithmetic work).
+
+Every bad input ends with a message naming the field and the value, exit status 2, and no
+output file written.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from refree.golden.batch import POOLINGS, load_batch
+from refree.golden.counts import MODES
+from refree.golden.errors import BatchError
+from refree.golden.model import OPTIMIZERS, step
+from refree.golden.traces import make_trace
+
+from .report import analyze, format_report
+
+TRACES = ("movielens", "zipf", "uniform", "meta")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _poolings(arg, T):
+    """--pooling: one mode for every table, or a comma-separated mode per table."""
+    modes = arg.split(",")
+    if len(modes) == 1:
+        modes = modes * T
+    if len(modes) != T:
+        raise BatchError("--pooling", f"gives {len(modes)} modes for {T} tables: {arg!r}")
+    for m in modes:
+        if m not in POOLINGS:
+            raise BatchError("--pooling", f"must be one of {POOLINGS}, not {m!r}")
+    return modes
+
+
+def cmd_analyze(args):
+    if args.batch:
+        if args.trace:
+            raise UsageError("give either a batch file or --trace, not both")
+        batch = load_batch(args.batch)
+        title = os.path.basename(args.batch)
+    else:
+        if not args.trace:
+            raise UsageError("give a batch file or --trace NAME")
+        if args.trace == "movielens":
+            batch = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index).batch
+            title = f"trace movielens (batch {args.batch_index})"
+        else:
+            batch = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed).batch
+            title = f"trace {args.trace} (seed {args.seed})"
+    poolings = _poolings(args.pooling, batch.num_tables)
+    rows = [int(batch.table_slice(t)[0].max(initial=-1)) + 1 for t in range(batch.num_tables)]
+    batch.check_against(rows, poolings)         # rejects negative indices, weights with mean
+    rep = analyze(batch, poolings)
+    print(json.dumps(rep) if args.json else format_report(rep, title))
+
+
+def _load_npy(path, field):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BatchError(field, f"cannot read {path!r} ({e})") from None
+
+
+def _load_tables(path):
+    """A .npy (one table) or an .npz with table_0 .. table_{T-1}; returns (tables, was_npz)."""
+    data = _load_npy(path, "--table")
+    if isinstance(data, np.ndarray):
+        return [data], False
+    with data:
+        names = data.files
+        T = len(names)
+        want = [f"table_{t}" for t in range(T)]
+        if sorted(names) != sorted(want):
+            raise BatchError("--table", f"an .npz must hold exactly table_0 .. table_{T - 1}, not {names}")
+        return [data[n] for n in want], True
+
+
+def _load_state(path, T):
+    data = _load_npy(path, "--state")
+    if isinstance(data, np.ndarray) or sorted(data.files) != sorted(f"state_{t}" for t in range(T)):
+        raise BatchError("--state", f"must be an .npz with state_0 .. state_{T - 1}")
+    with data:
+        return [data[f"state_{t}"] for t in range(T)]
+
+
+def _write_outputs(out_dir, res, was_npz):
+    """Write into a temporary folder first, so a failure leaves no partial output."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)) or ".", exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".refree-", dir=os.path.dirname(os.path.abspath(out_dir)))
+    np.save(os.path.join(tmp, "pooled.npy"), res.pooled)
+    if was_npz:
+        np.savez(os.path.join(tmp, "table.npz"), **{f"table_{t}": E for t, E in enumerate(res.tables)})
+    else:
+        np.save(os.path.join(tmp, "table.npy"), res.tables[0])
+    if res.state is not None:
+        np.savez(os.path.join(tmp, "state.npz"), **{f"state_{t}": s for t, s in enumerate(res.state)})
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(tmp):
+        os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    os.rmdir(tmp)
+
+
+def cmd_step(args):
+    if args.engine != "golden":
+        raise UsageError(f"--engine {args.engine!r} is not available yet (only 'golden')")
+    batch = load_batch(args.batch)
+    tables, was_npz = _load_tables(args.table)
+    grad = _load_npy(args.grad, "--grad")
+    state = _load_state(args.state, len(tables)) if args.state else None
+    if state is not None and args.optimizer != "rowwise-adagrad":
+        raise BatchError("--state", "is only used with --optimizer rowwise-adagrad")
+    poolings = _poolings(args.pooling, len(tables))
+    res = step(tables, batch, grad, args.lr, poolings=poolings, mode=args.mode,
+               optimizer=args.optimizer, eps=args.eps, state=state)
+    _write_outputs(args.out, res, was_npz)
+    print(json.dumps({"mode": args.mode, "engine": args.engine, "optimizer": args.optimizer,
+                      "counts": res.counts, "tables": res.table_counts}))
+
+
+def cmd_synth(args, rest):
+    from . import synth
+    return synth.main(rest)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="refree", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes")
+    a.add_argument("batch", nargs="?", help="batch file (.npz, see README)")
+    a.add_argument("--trace", choices=TRACES, help="build the batch from a trace instead")
+    a.add_argument("--batch-size", type=int, default=128)
+    a.add_argument("--tables", type=int, default=1)
+    a.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
+    a.add_argument("--batch-index", type=int, default=0,
+                   help="MovieLens: which batch of B consecutive samples (time order)")
+    a.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = sub.add_parser("step", help="run one embedding training step")
+    s.add_argument("batch")
+    s.add_argument("--table", required=True, help=".npy, or .npz with table_0 ..")
+    s.add_argument("--grad", required=True, help="upstream gradient .npy, float32 (B, T*D)")
+    s.add_argument("--lr", type=float, required=True)
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--pooling", default="sum")
+    s.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    s.add_argument("--eps", type=float, default=1e-8)
+    s.add_argument("--state", help="Adagrad state .npz (state_0 ..) from an earlier step")
+    s.add_argument("--mode", choices=MODES, default="refree")
+    s.add_argument("--engine", choices=["golden", "rtl"], default="golden")
+
+    sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units", add_help=False)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["synth"]:
+        return cmd_synth(None, argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        {"analyze": cmd_analyze, "step": cmd_step}[args.command](args)
+    except UsageError as e:
+        parser.error(str(e))
+    except BatchError as e:
+        print(f"refree: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The `refree` command line: reports, step outputs, and bad input (exit 2, nothing written)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refree.gen.cli import main
+from refree.golden.batch import Batch, load_batch, save_batch
+from refree.golden.model import step
+
+
+@pytest.fixture
+def case(tmp_path):
+    """A two-table batch with its tables, gradient and files."""
+    rng = np.random.default_rng(0)
+    idx = np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int64)
+    offs = np.array([0, 3, 5, 8, 10], np.int64)
+    batch = Batch(idx, offs, 2)
+    tables = [rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)]
+    grad = rng.standard_normal((2, 8)).astype(np.float32)
+    save_batch(tmp_path / "batch.npz", batch)
+    np.savez(tmp_path / "tables.npz", table_0=tables[0], table_1=tables[1])
+    np.save(tmp_path / "grad.npy", grad)
+    return tmp_path, batch, tables, grad
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_batch_file_round_trip(case):
+    d, batch, _, _ = case
+    b = load_batch(d / "batch.npz")
+    assert np.array_equal(b.indices, batch.indices) and np.array_equal(b.offsets, batch.offsets)
+    assert b.batch_size == 2 and b.per_sample_weights is None
+
+
+def test_analyze_json_has_the_documented_shape(case, capsys):
+    d, batch, _, _ = case
+    code, out, _ = run(["analyze", d / "batch.npz", "--json"], capsys)
+    assert code == 0
+    rep = json.loads(out)
+    tot = rep["total"]
+    assert set(tot["forward"]) >= {"reads", "adds"} and set(tot["backward"]) >= {"reads", "adds"}
+    assert tot["forward"]["reads"] == {"baseline": 10, "dedup": 7, "refree": 7}   # rows {0,1,2,3} + {0,1,4}
+    assert tot["update"]["rmw"]["baseline"] == 10
+    assert len(rep["tables"]) == 2
+    assert rep["tables"][0]["forward"]["adds"]["baseline"] == 3   # bags of 3 and 2
+
+
+def test_analyze_text_report(case, capsys):
+    d, *_ = case
+    code, out, _ = run(["analyze", d / "batch.npz"], capsys)
+    assert code == 0 and "forward   table-row reads" in out and "table 1" in out
+
+
+def test_step_writes_the_golden_results_and_prints_counters(case, capsys):
+    d, batch, tables, grad = case
+    code, out, _ = run(["step", d / "batch.npz", "--table", d / "tables.npz", "--grad", d / "grad.npy",
+                        "--lr", "0.1", "--out", d / "out", "--mode", "dedup"], capsys)
+    assert code == 0
+    want = step(tables, batch, grad, 0.1, mode="dedup")
+    assert np.array_equal(np.load(d / "out" / "pooled.npy"), want.pooled)
+    with np.load(d / "out" / "table.npz") as f:
+        assert all(np.array_equal(f[f"table_{t}"], want.tables[t]) for t in range(2))
+    assert json.loads(out)["counts"] == want.counts
+
+
+def test_adagrad_steps_chain_through_the_state_file(case, capsys):
+    d, batch, tables, grad = case
+    common = ["--grad", d / "grad.npy", "--lr", "0.1", "--optimizer", "rowwise-adagrad"]
+    assert run(["step", d / "batch.npz", "--table", d / "tables.npz", *common, "--out", d / "s1"], capsys)[0] == 0
+    assert run(["step", d / "batch.npz", "--table", d / "s1" / "table.npz", *common, "--state",
+                d / "s1" / "state.npz", "--out", d / "s2"], capsys)[0] == 0
+    r1 = step(tables, batch, grad, 0.1, optimizer="rowwise-adagrad")
+    r2 = step(r1.tables, batch, grad, 0.1, optimizer="rowwise-adagrad", state=r1.state)
+    with np.load(d / "s2" / "table.npz") as f, np.load(d / "s2" / "state.npz") as s:
+        assert np.array_equal(f["table_1"], r2.tables[1]) and np.array_equal(s["state_0"], r2.state[0])
+
+
+def bad_batch(tmp, **arrays):
+    np.savez(tmp / "bad.npz", **arrays)
+    return tmp / "bad.npz"
+
+
+GOOD = dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int64),
+            offsets=np.array([0, 3, 5, 8, 10], np.int64), batch_size=np.int64(2))
+
+BAD_BATCHES = [
+    ("offsets[0]", dict(offsets=np.array([1, 3, 5, 8, 10], np.int64))),
+    ("offsets[2]", dict(offsets=np.array([0, 3, 2, 8, 10], np.int64))),
+    ("offsets[4]", dict(offsets=np.array([0, 3, 5, 8, 9], np.int64))),
+    ("offsets", dict(offsets=np.array([0, 3, 5, 10], np.int64))),
+    ("indices[7]", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 6, 0, 1], np.int64))),   # table 1 has 6 rows
+    ("indices[2]", dict(indices=np.array([1, 2, 5, 0, 3, 1, 4, 4, 0, 1], np.int64))),   # table 0 has 5 rows
+    ("indices[0]", dict(indices=np.array([-1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int64))),
+    ("indices", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int32))),
+    ("offsets", dict(offsets=np.array([0, 3, 5, 8, 10], np.float64))),
+    ("per_sample_weights", dict(per_sample_weights=np.ones(10, np.float64))),
+    ("per_sample_weights", dict(per_sample_weights=np.ones(9, np.float32))),
+    ("batch_size", dict(batch_size=np.int64(0))),
+    ("batch_size", dict(batch_size=np.array([2, 2]))),
+    ("indices", dict(indices=np.ones((2, 5), np.int64))),
+]
+
+
+@pytest.mark.parametrize("field,change", BAD_BATCHES, ids=[f for f, _ in BAD_BATCHES])
+def test_bad_batches_are_rejected_naming_the_field_and_nothing_is_written(case, capsys, field, change):
+    d, *_ = case
+    path = bad_batch(d, **{**GOOD, **change})
+    code, out, err = run(["step", path, "--table", d / "tables.npz", "--grad", d / "grad.npy",
+                          "--lr", "0.1", "--out", d / "out"], capsys)
+    assert code == 2
+    assert err.startswith(f"refree: error: {field}"), err
+    assert not (d / "out").exists()
+
+
+BAD_ARGS = [
+    ("lr", ["--lr", "nan"]),
+    ("lr", ["--lr", "inf"]),
+    ("per_sample_weights", ["--pooling", "mean", "--batch", "weighted"]),
+    ("grad", ["--grad", "wrong-grad"]),
+    ("table_1", ["--table", "wrong-table"]),
+    ("--pooling", ["--pooling", "max"]),
+    ("optimizer", ["--mode", "baseline", "--optimizer", "rowwise-adagrad"]),
+]
+
+
+@pytest.mark.parametrize("field,args", BAD_ARGS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_ARGS)])
+def test_bad_step_arguments_are_rejected(case, capsys, field, args):
+    d, batch, tables, grad = case
+    save_batch(d / "weighted.npz", Batch(batch.indices, batch.offsets, 2, np.ones(10, np.float32)))
+    np.save(d / "wrong-grad.npy", grad.astype(np.float64))
+    np.savez(d / "wrong-table.npz", table_0=tables[0], table_1=tables[1][:, :3])
+    argv = dict(batch=d / "batch.npz", table=d / "tables.npz", grad=d / "grad.npy", lr="0.1")
+    extra = []
+    it = iter(args)
+    for k in it:
+        v = next(it)
+        name = k.lstrip("-")
+        if name in ("batch", "table", "grad"):
+            v = d / f"{v}.npz" if name != "grad" else d / f"{v}.npy"
+        if name in argv:
+            argv[name] = v
+        else:
+            extra += [k, v]
+    code, out, err = run(["step", argv["batch"], "--table", argv["table"], "--grad", argv["grad"],
+                          "--lr", argv["lr"], "--out", d / "out", *extra], capsys)
+    assert code == 2 and err.startswith(f"refree: error: {field}"), err
+    assert not (d / "out").exists()
+
+
+def test_installed_command_exits_2_on_bad_input(case):
+    d, *_ = case
+    path = bad_batch(d, **{**GOOD, "offsets": np.array([0, 3, 2, 8, 10], np.int64)})
+    p = subprocess.run([sys.executable, "-m", "refree.gen.cli", "analyze", str(path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "offsets[2]: decreases: 2 after 3" in p.stderr
