@@ -53,7 +53,7 @@ def backward_sequences(bags, weighted, mean):
     coal = [coalesce(b, weighted) for b in bags]
     uses = {}                       # row -> [(bag, c')]
     for b, keys in enumerate(coal):
-        inv = f32(f32(1) / f32(len(bags[b]))) if mean else None
+        inv = f32(f32(1) / f32(len(bags[b]))) if mean and bags[b] else None
         for r, c in keys:
             uses.setdefault(r, []).append((b, f32(c * inv) if mean else c))
     bag_rows = [len(k) for k in coal]
