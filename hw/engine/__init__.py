@@ -1,0 +1,1 @@
+"""The NMP engine: analyzer, aggregation buffer, controller (DESIGN.md sections 3 to 5)."""

@@ -1,0 +1,377 @@
+"""Analyzer, first half: distinct rows, (bag, row) pairs and the row order of one part.
+
+The controller streams the lookups of one part of one table, bag by bag, as
+``(row, bag)`` with ``bag`` counted from the part's first bag.  The analyzer builds, on
+chip and at one lookup per cycle:
+
+* the distinct-row table: a slot per distinct row, numbered by first appearance, found
+  through an open-addressing hash table (linear probing, at most half full, entries tagged
+  with a part generation so that a new part needs no clearing);
+* the (bag, row) pairs, numbered in bag order, with their multiplicity, and for each slot
+  the number of bags holding it;
+* the row order of DESIGN.md section 2 (bags holding the row descending, then row
+  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``.
+
+Partition rule: when a lookup would create slot ``max_distinct_rows + 1``, the bag it
+belongs to does not fit.  The analyzer stops taking lookups, rolls that bag back (its pairs
+are the newest ones, its new slots the newest slots), reports ``full`` with the bag, and
+drops the rest of the stream until the controller raises ``finish``.  The controller checks
+the bag and lookup limits itself (it knows the offsets).
+
+Insertion pipeline (one lookup per cycle; a hash collision stalls the input one cycle per
+extra probe):
+
+====== =====================================================================
+stage  work
+====== =====================================================================
+0      accept ``(row, bag)``; read the hash table at ``hash(row)``
+1      hit: the slot; empty: insert a new slot; other row: probe the next entry.
+       Read the slot's info.
+2      same bag as the slot's last pair: the pair's multiplicity grows; else a new pair.
+       Read the pair's multiplicity.
+3      write the multiplicity
+====== =====================================================================
+
+Every read-modify-write is one cycle apart from the next one of the same address, so the
+read ports are transparent to their write ports and no other forwarding is needed.
+"""
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import EngineParams
+
+__all__ = ["Analyzer"]
+
+GEN_BITS = 8
+
+
+class Analyzer(wiring.Component):
+    """Distinct rows, pairs and row order of one part (see the module docstring).
+
+    Parameters
+    ----------
+    params : EngineParams
+
+    Members
+    -------
+    start : In(1)
+        Pulse in ``IDLE`` or ``DONE``: forget the previous part and take a new one.
+    lookups : In(stream.Signature(row, bag))
+        The part's lookups, bag by bag, in index order.
+    finish : In(1)
+        Pulse: the controller has sent every lookup of the part (or has seen ``full``);
+        it is remembered until the part is sorted.
+    busy : Out(1)
+        Between ``start`` and the end of sorting.
+    full, full_bag : Out(1), Out(bag_bits)
+        The part closed before bag ``full_bag`` (the distinct-row limit).
+    num_rows, num_pairs, num_lookups : Out
+        Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
+    order : Out(stream.Signature(slot, row, bags, pair_count))
+        After sorting, the distinct rows in row order.
+    pair_read : In(pair_bits) / pair_data : Out(slot, bag, mult)
+        Read port of the pair table for later stages (one cycle latency), valid after
+        ``busy`` falls.
+    """
+
+    def __init__(self, params):
+        if not isinstance(params, EngineParams):
+            raise TypeError(f"Analyzer params must be an EngineParams, not {params!r}")
+        self.params = p = params
+        self.key_bits = p.bag_count_bits + p.index_width
+        self.passes = -(-self.key_bits // p.radix_bits)
+        self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits})
+        self.Row = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
+                                      "bags": p.bag_count_bits})
+        self.Pair = data.StructLayout({"slot": p.slot_bits, "bag": p.bag_bits, "mult": p.mult_bits})
+        super().__init__({
+            "start": In(1),
+            "lookups": In(stream.Signature(self.Lookup)),
+            "finish": In(1),
+            "busy": Out(1),
+            "full": Out(1),
+            "full_bag": Out(p.bag_bits),
+            "num_rows": Out(p.slot_bits + 1),
+            "num_pairs": Out(p.pair_bits + 1),
+            "num_lookups": Out(p.pair_bits + 1),
+            "order": Out(stream.Signature(self.Row)),
+            "pair_read": In(p.pair_bits),
+            "pair_data": Out(self.Pair),
+        })
+
+    def _hash(self, row):
+        """Fold the row bits onto the table's address bits by XOR."""
+        abits = (self.params.hash_depth - 1).bit_length()
+        chunks = [row[i:i + abits] for i in range(0, len(row), abits)]
+        h = chunks[0]
+        for c in chunks[1:]:
+            h = h ^ c
+        return h[:abits]
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        H = p.hash_depth
+        HashEntry = data.StructLayout({"gen": GEN_BITS, "row": p.index_width, "slot": p.slot_bits})
+        SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
+                                      "pair": p.pair_bits, "bags": p.bag_count_bits})
+
+        def mem(name, shape, depth):
+            # Transparent reads: a read-modify-write one cycle behind sees the write.
+            m.submodules[name] = mm = memory.Memory(shape=shape, depth=depth, init=[])
+            wr = mm.write_port()
+            rd = mm.read_port(transparent_for=(wr,))
+            return rd, wr
+
+        hash_rd, hash_wr = mem("hash", HashEntry, H)
+        row_rd, row_wr = mem("slot_row", p.index_width, p.slot_capacity)
+        info_rd, info_wr = mem("slot_info", SlotInfo, p.slot_capacity)
+        pslot_rd, pslot_wr = mem("pair_slot", p.slot_bits, p.max_lookups)
+        pbag_rd, pbag_wr = mem("pair_bag", p.bag_bits, p.max_lookups)
+        pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
+        # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
+        perm_rd, perm_wr = mem("perm", p.slot_bits, 2 * p.slot_capacity)
+        cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
+
+        gen = Signal(GEN_BITS, init=1)
+        nslots = Signal.like(self.num_rows)
+        npairs = Signal.like(self.num_pairs)
+        nlookups = Signal.like(self.num_lookups)
+        m.d.comb += [self.num_rows.eq(nslots), self.num_pairs.eq(npairs),
+                     self.num_lookups.eq(nlookups)]
+
+        # Pair table read port for later stages (the rollback uses it too, see below).
+        pair_addr = Signal(p.pair_bits)
+        m.d.comb += [pair_addr.eq(self.pair_read),
+                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
+                     self.pair_data.slot.eq(pslot_rd.data), self.pair_data.bag.eq(pbag_rd.data),
+                     self.pair_data.mult.eq(pmul_rd.data)]
+
+        # ---- insertion pipeline ----------------------------------------------------------
+        # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight
+        # in any state (their valid bits are clear otherwise).
+        s1_valid, s1_row, s1_bag = Signal(), Signal(p.index_width), Signal(p.bag_bits)
+        s1_addr = Signal(range(H))
+        s2_valid, s2_new, s2_slot, s2_bag = Signal(), Signal(), Signal(p.slot_bits), Signal(p.bag_bits)
+        s3_valid, s3_newpair, s3_pair = Signal(), Signal(), Signal(p.pair_bits)
+
+        info = info_rd.data
+        same = s2_valid & ~s2_new & (info.last_bag == s2_bag)
+        newpair = s2_valid & ~same
+        pair = Mux(same, info.pair, npairs)
+        with m.If(newpair):
+            m.d.comb += [
+                info_wr.addr.eq(s2_slot), info_wr.en.eq(1),
+                info_wr.data.first_bag.eq(Mux(s2_new, s2_bag, info.first_bag)),
+                info_wr.data.last_bag.eq(s2_bag), info_wr.data.pair.eq(npairs),
+                info_wr.data.bags.eq(Mux(s2_new, 1, info.bags + 1)),
+                pslot_wr.addr.eq(npairs), pslot_wr.data.eq(s2_slot), pslot_wr.en.eq(1),
+                pbag_wr.addr.eq(npairs), pbag_wr.data.eq(s2_bag), pbag_wr.en.eq(1),
+            ]
+            m.d.sync += npairs.eq(npairs + 1)
+        m.d.sync += [s2_valid.eq(0), s3_valid.eq(s2_valid), s3_newpair.eq(newpair), s3_pair.eq(pair)]
+        with m.If(s3_valid):
+            m.d.comb += [pmul_wr.addr.eq(s3_pair), pmul_wr.en.eq(1),
+                         pmul_wr.data.eq(Mux(s3_newpair, 1, pmul_rd.data + 1))]
+        drained = ~s1_valid & ~s2_valid & ~s3_valid
+
+        # Pair table read address: stage 2 (the multiplicity), the rollback, or the port.
+        pair_addr = Signal(p.pair_bits)
+        m.d.comb += [pair_addr.eq(Mux(s2_valid, pair, self.pair_read)),
+                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
+                     self.pair_data.slot.eq(pslot_rd.data), self.pair_data.bag.eq(pbag_rd.data),
+                     self.pair_data.mult.eq(pmul_rd.data)]
+
+        # ---- radix sort ------------------------------------------------------------------
+        # Pipeline over the slots: A read perm[i] -> B read the slot's key -> C read
+        # count[digit] -> D count (+1) or scatter (perm_out[count] = slot, count + 1).
+        pass_no = Signal(range(self.passes + 1))
+        scatter = Signal()
+        idx = Signal(max(p.slot_bits, p.radix_bits, (H - 1).bit_length()) + 1)
+        sb_valid, sb_idx = Signal(), Signal(p.slot_bits)
+        sc_valid, sc_slot = Signal(), Signal(p.slot_bits)
+        sd_valid, sd_slot, sd_digit = Signal(), Signal(p.slot_bits), Signal(p.radix_bits)
+        running = Signal(p.slot_bits + 1)
+        pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
+        read_bank = pass_no[0]
+        cap = p.slot_capacity
+
+        key = Cat(row_rd.data, ~info.bags)
+        digit = Signal(p.radix_bits)
+        with m.Switch(pass_no):
+            for k in range(self.passes):
+                with m.Case(k):
+                    m.d.comb += digit.eq(key[k * p.radix_bits:(k + 1) * p.radix_bits])
+        sb_slot = Mux(pass_no == 0, sb_idx, perm_rd.data)   # pass 0 starts from slot order
+        sorting = Signal()
+        with m.If(sorting):
+            m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_slot.eq(sb_slot),
+                         sd_valid.eq(sc_valid), sd_slot.eq(sc_slot), sd_digit.eq(digit)]
+            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), cnt_rd.addr.eq(digit)]
+            with m.If(sd_valid):
+                m.d.comb += [cnt_wr.addr.eq(sd_digit), cnt_wr.data.eq(cnt_rd.data + 1), cnt_wr.en.eq(1)]
+                with m.If(scatter):
+                    m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + cnt_rd.data),
+                                 perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
+        sort_drained = ~sb_valid & ~sc_valid & ~sd_valid
+
+        # ---- row-order output ------------------------------------------------------------
+        final_bank = self.passes % 2
+        out_slot = Signal(p.slot_bits)
+
+        rb_slot = Signal(p.slot_bits)
+        finishing = Signal()
+        with m.If(self.finish):
+            m.d.sync += finishing.eq(1)
+        m.d.comb += self.busy.eq(1)
+        with m.FSM(name="phase"):
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.next = "NEW_PART"
+
+            with m.State("NEW_PART"):
+                m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0),
+                             s1_valid.eq(0), idx.eq(0), finishing.eq(0)]
+                with m.If(gen == (1 << GEN_BITS) - 1):
+                    m.d.sync += gen.eq(1)
+                    m.next = "CLEAR_HASH"
+                with m.Else():
+                    m.d.sync += gen.eq(gen + 1)
+                    m.next = "INSERT"
+
+            with m.State("CLEAR_HASH"):         # once every 255 parts: forget old tags
+                m.d.comb += [hash_wr.addr.eq(idx), hash_wr.en.eq(1), hash_wr.data.gen.eq(0)]
+                m.d.sync += idx.eq(idx + 1)
+                with m.If(idx == H - 1):
+                    m.next = "INSERT"
+
+            with m.State("INSERT"):
+                entry = hash_rd.data
+                hit = s1_valid & (entry.gen == gen) & (entry.row == s1_row)
+                empty = s1_valid & (entry.gen != gen)
+                collide = s1_valid & ~hit & ~empty
+                overflow = empty & (nslots == p.max_distinct_rows)
+                insert = empty & ~overflow
+                slot = Mux(hit, entry.slot, nslots)
+                advance = ~collide & ~overflow
+                m.d.comb += [
+                    self.lookups.ready.eq(advance),
+                    hash_rd.addr.eq(Mux(collide, s1_addr + 1, self._hash(self.lookups.payload.row))),
+                    info_rd.addr.eq(slot),
+                ]
+                with m.If(collide):
+                    m.d.sync += s1_addr.eq(s1_addr + 1)
+                with m.Elif(advance):
+                    m.d.sync += [s1_valid.eq(self.lookups.valid), s1_row.eq(self.lookups.payload.row),
+                                 s1_bag.eq(self.lookups.payload.bag),
+                                 s1_addr.eq(self._hash(self.lookups.payload.row))]
+                with m.If(insert):
+                    m.d.comb += [hash_wr.addr.eq(s1_addr), hash_wr.en.eq(1),
+                                 hash_wr.data.gen.eq(gen), hash_wr.data.row.eq(s1_row),
+                                 hash_wr.data.slot.eq(nslots),
+                                 row_wr.addr.eq(nslots), row_wr.data.eq(s1_row), row_wr.en.eq(1)]
+                    m.d.sync += nslots.eq(nslots + 1)
+                with m.If(hit | insert):
+                    m.d.sync += [s2_valid.eq(1), s2_new.eq(insert), s2_slot.eq(slot), s2_bag.eq(s1_bag),
+                                 nlookups.eq(nlookups + 1)]
+                with m.If(overflow):
+                    m.d.sync += [self.full.eq(1), self.full_bag.eq(s1_bag), s1_valid.eq(0)]
+                    m.next = "DRAIN"
+                with m.Elif((self.finish | finishing) & ~self.lookups.valid & drained):
+                    m.next = "SORT_CLEAR"
+
+            with m.State("DRAIN"):              # let stages 2 and 3 finish; drop new lookups
+                m.d.comb += self.lookups.ready.eq(1)
+                with m.If(drained):
+                    m.next = "ROLLBACK_READ"
+
+            # Undo the bag that did not fit: its pairs are the newest; a slot it created goes
+            # (slots are numbered in order too), a slot it shared loses one bag.
+            with m.State("ROLLBACK_READ"):
+                m.d.comb += [self.lookups.ready.eq(1), pair_addr.eq(npairs - 1)]
+                with m.If(npairs == 0):
+                    m.next = "FULL"
+                with m.Else():
+                    m.next = "ROLLBACK_INFO"
+            with m.State("ROLLBACK_INFO"):
+                m.d.comb += [self.lookups.ready.eq(1), info_rd.addr.eq(pslot_rd.data)]
+                m.d.sync += rb_slot.eq(pslot_rd.data)
+                with m.If(pbag_rd.data != self.full_bag):
+                    m.next = "FULL"
+                with m.Else():
+                    m.d.sync += nlookups.eq(nlookups - pmul_rd.data)
+                    m.next = "ROLLBACK_FIX"
+            with m.State("ROLLBACK_FIX"):
+                m.d.comb += self.lookups.ready.eq(1)
+                with m.If(info.first_bag == self.full_bag):
+                    m.d.sync += nslots.eq(nslots - 1)
+                with m.Else():
+                    m.d.comb += [info_wr.addr.eq(rb_slot), info_wr.en.eq(1), info_wr.data.eq(info),
+                                 info_wr.data.bags.eq(info.bags - 1)]
+                m.d.sync += npairs.eq(npairs - 1)
+                m.next = "ROLLBACK_READ"
+
+            with m.State("FULL"):               # wait for the controller to stop
+                m.d.comb += self.lookups.ready.eq(1)
+                with m.If(self.finish | finishing):
+                    m.next = "SORT_CLEAR"
+
+            # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
+            with m.State("SORT_CLEAR"):
+                m.d.comb += [cnt_wr.addr.eq(idx), cnt_wr.data.eq(0), cnt_wr.en.eq(1)]
+                m.d.sync += idx.eq(idx + 1)
+                with m.If(idx == (1 << p.radix_bits) - 1):
+                    m.d.sync += [idx.eq(0), scatter.eq(0)]
+                    m.next = "SORT_RUN"
+            with m.State("SORT_RUN"):
+                m.d.comb += [sorting.eq(1), perm_rd.addr.eq(Mux(read_bank, cap, 0) + idx)]
+                with m.If(idx < nslots):
+                    m.d.sync += [sb_valid.eq(1), sb_idx.eq(idx), idx.eq(idx + 1)]
+                with m.Elif(sort_drained):
+                    m.d.sync += idx.eq(0)
+                    with m.If(~scatter):
+                        m.d.sync += [running.eq(0), pf_valid.eq(0)]
+                        m.next = "SORT_PREFIX"
+                    with m.Elif(pass_no == self.passes - 1):
+                        m.d.sync += [pass_no.eq(0), out_slot.eq(0)]
+                        m.next = "OUT_READ"
+                    with m.Else():
+                        m.d.sync += pass_no.eq(pass_no + 1)
+                        m.next = "SORT_CLEAR"
+            with m.State("SORT_PREFIX"):        # exclusive prefix sum over the counts
+                m.d.comb += cnt_rd.addr.eq(idx)
+                m.d.sync += [pf_valid.eq(idx < (1 << p.radix_bits)), pf_idx.eq(idx), idx.eq(idx + 1)]
+                with m.If(pf_valid):
+                    m.d.comb += [cnt_wr.addr.eq(pf_idx), cnt_wr.data.eq(running), cnt_wr.en.eq(1)]
+                    m.d.sync += running.eq(running + cnt_rd.data)
+                with m.If(pf_valid & (pf_idx == (1 << p.radix_bits) - 1)):
+                    m.d.sync += [idx.eq(0), scatter.eq(1)]
+                    m.next = "SORT_RUN"
+
+            # ---- the distinct rows in row order ---------------------------------------
+            with m.State("OUT_READ"):
+                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+                with m.If(idx == nslots):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "OUT_KEY"
+            with m.State("OUT_KEY"):
+                m.d.comb += [row_rd.addr.eq(perm_rd.data), info_rd.addr.eq(perm_rd.data)]
+                m.d.sync += out_slot.eq(perm_rd.data)
+                m.next = "OUT_SEND"
+            with m.State("OUT_SEND"):
+                m.d.comb += [self.order.valid.eq(1), self.order.payload.slot.eq(out_slot),
+                             self.order.payload.row.eq(row_rd.data),
+                             self.order.payload.bags.eq(info.bags),
+                             row_rd.addr.eq(out_slot), info_rd.addr.eq(out_slot)]
+                with m.If(self.order.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "OUT_READ"
+
+            with m.State("DONE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.next = "NEW_PART"
+        return m

@@ -1,0 +1,76 @@
+"""Generator parameters of the engine, validated once, with documented defaults."""
+from dataclasses import dataclass
+
+__all__ = ["EngineParams"]
+
+
+def _bits(n):
+    """Bits to hold the values 0 .. n."""
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Parameters of the engine.
+
+    Parameters
+    ----------
+    index_width:
+        Bits of a table index (row number) inside the engine; indices of the batch must fit.
+    max_bags, max_lookups, max_distinct_rows, max_bag_len:
+        The part limits of DESIGN.md section 2 (same meaning as
+        :class:`refree.golden.planner.PartLimits`): they size the on-chip buffers.
+    radix_bits:
+        Digit width of the analyzer's radix sort; each pass costs 2**radix_bits cycles of
+        count clearing and prefix sum plus two passes over the distinct rows.
+    """
+    index_width: int = 32
+    max_bags: int = 256
+    max_lookups: int = 4096
+    max_distinct_rows: int = 1024
+    max_bag_len: int = 64
+    radix_bits: int = 8
+
+    def __post_init__(self):
+        ranges = {
+            "index_width": (1, 63), "max_bags": (1, 1 << 20), "max_lookups": (1, 1 << 24),
+            "max_distinct_rows": (1, 1 << 20), "max_bag_len": (1, 1 << 16), "radix_bits": (1, 12),
+        }
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"EngineParams.{name} must be an integer in [{lo}, {hi}], not {v!r}")
+        if self.max_bag_len > self.max_lookups:
+            raise ValueError(f"EngineParams.max_bag_len ({self.max_bag_len}) must not exceed "
+                             f"max_lookups ({self.max_lookups})")
+
+    # Derived widths, so every block sizes its memories the same way.
+    @property
+    def slot_capacity(self):
+        """Distinct-row slots (a lookup that would need one more closes the part)."""
+        return self.max_distinct_rows
+
+    @property
+    def hash_depth(self):
+        """Entries of the analyzer's hash table: a power of two, at most half full."""
+        return 1 << (2 * self.slot_capacity - 1).bit_length()
+
+    @property
+    def bag_bits(self):
+        return _bits(self.max_bags - 1)
+
+    @property
+    def bag_count_bits(self):
+        return _bits(self.max_bags)
+
+    @property
+    def slot_bits(self):
+        return _bits(self.slot_capacity - 1)
+
+    @property
+    def pair_bits(self):
+        return _bits(self.max_lookups - 1)
+
+    @property
+    def mult_bits(self):
+        return _bits(self.max_bag_len)

@@ -1,0 +1,130 @@
+"""The analyzer (distinct rows, pairs, row order, partition by distinct rows) against the
+golden planner, in Amaranth's simulator."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from refree.golden.batch import Batch
+from refree.golden.planner import PartLimits, partition, plan_part
+from refree.hw.engine.analyzer import Analyzer
+from refree.hw.engine.params import EngineParams
+
+from test_golden_planner import one_table
+
+SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_rows=12,
+                     max_bag_len=8, radix_bits=3)
+
+
+MAX_CYCLES = 100_000
+
+
+def run_analyzer(params, bags, stall_every=0):
+    """Feed a table's bags as the controller would (bags/lookups limits checked here, the
+    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts."""
+    dut = Analyzer(params)
+    parts = []
+
+    async def bench(ctx):
+        b0 = 0
+        while b0 < len(bags):
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            b, lookups, full = b0, 0, False
+            while b < len(bags) and b - b0 < params.max_bags and lookups + len(bags[b]) <= params.max_lookups:
+                for k, r in enumerate(bags[b]):
+                    ctx.set(dut.lookups.payload.row, int(r))
+                    ctx.set(dut.lookups.payload.bag, b - b0)
+                    ctx.set(dut.lookups.valid, 1)
+                    await ctx.tick().until(dut.lookups.ready)
+                    if stall_every and k % stall_every == 0:
+                        ctx.set(dut.lookups.valid, 0)
+                        await ctx.tick()
+                    if ctx.get(dut.full):
+                        full = True
+                        break
+                ctx.set(dut.lookups.valid, 0)
+                if full:
+                    break
+                lookups += len(bags[b])
+                b += 1
+            ctx.set(dut.finish, 1)
+            await ctx.tick()
+            ctx.set(dut.finish, 0)
+            order = []
+            ctx.set(dut.order.ready, 1)
+            while ctx.get(dut.busy):
+                if ctx.get(dut.order.valid):
+                    order.append((ctx.get(dut.order.payload.row), ctx.get(dut.order.payload.bags)))
+                await ctx.tick()
+            end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
+            pairs = []
+            for i in range(ctx.get(dut.num_pairs)):
+                ctx.set(dut.pair_read, i)
+                await ctx.tick()
+                pairs.append((ctx.get(dut.pair_data.bag), ctx.get(dut.pair_data.slot),
+                              ctx.get(dut.pair_data.mult)))
+            parts.append(dict(bags=(b0, end), order=order, pairs=pairs,
+                              rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups)))
+            b0 = end
+        done.append(True)
+
+    done = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run_until(1e-8 * MAX_CYCLES)
+    assert done, f"the analyzer did not finish within {MAX_CYCLES} cycles"
+    return parts
+
+
+def check(params, bags, **kw):
+    batch = one_table(bags)
+    limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
+    want = partition(batch, limits)
+    got = run_analyzer(params, bags, **kw)
+    assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
+    for g, part in zip(got, want):
+        plan = plan_part(batch, part, "sum")
+        assert g["order"] == list(zip(plan.rows.tolist(), plan.row_bags.tolist()))
+        assert g["rows"] == len(plan.rows) and g["lookups"] == part.hi - part.lo
+        # pairs in bag order, rows of a bag by first appearance, with multiplicities
+        slot_rows = {}
+        want_pairs = []
+        for b in range(part.bag_lo, part.bag_hi):
+            seen = {}
+            for r in bags[b]:
+                slot_rows.setdefault(r, len(slot_rows))
+                seen[r] = seen.get(r, 0) + 1
+            want_pairs += [(b - part.bag_lo, slot_rows[r], n) for r, n in seen.items()]
+        assert g["pairs"] == want_pairs
+    return got
+
+
+def test_worked_example():
+    got = check(SMALL, [[5, 2, 0], [5, 2, 6], [5, 2], [1]])
+    assert got[0]["order"][:2] == [(2, 3), (5, 3)]
+
+
+def test_repeated_rows_colliding_hashes_and_empty_bags():
+    # The hash XOR-folds the row's bits: 3, H+2 and 2H+1 all land on entry 3 and must
+    # probe, and 4 then finds its entry taken by the probe chain.
+    h = SMALL.hash_depth
+    bags = [[3, 3, h + 2, 3], [], [h + 2, 4, 4], [2 * h + 1], [], [4, 2 * h + 1, h + 2, 3]]
+    check(SMALL, bags)
+
+
+def test_partition_by_distinct_rows_rolls_back_the_bag():
+    rng = np.random.default_rng(3)
+    bags = [list(rng.integers(0, 40, rng.integers(0, 8))) for _ in range(30)]
+    got = check(SMALL, bags)
+    assert len(got) > 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_tables_with_input_stalls(seed):
+    rng = np.random.default_rng(seed)
+    params = EngineParams(index_width=20, max_bags=8, max_lookups=40, max_distinct_rows=24,
+                          max_bag_len=8, radix_bits=4)
+    bags = [list(rng.zipf(1.3, rng.integers(0, 9)) % 1000) for _ in range(40)]
+    check(params, bags, stall_every=3 if seed == 1 else 0)
