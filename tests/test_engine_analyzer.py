@@ -51,21 +51,19 @@ def run_analyzer(params, bags, stall_every=0):
             ctx.set(dut.finish, 1)
             await ctx.tick()
             ctx.set(dut.finish, 0)
-            order = []
-            ctx.set(dut.order.ready, 1)
+            members, cycle = [], 0
             while ctx.get(dut.busy):
-                if ctx.get(dut.order.valid):
-                    order.append((ctx.get(dut.order.payload.row), ctx.get(dut.order.payload.bags)))
+                take = not (stall_every and cycle % stall_every == 0)   # consumer backpressure
+                ctx.set(dut.members.ready, take)
+                if take and ctx.get(dut.members.valid):
+                    members.append({k: ctx.get(getattr(dut.members.payload, k))
+                                    for k in ("slot", "row", "bags", "bag", "mult", "first")})
                 await ctx.tick()
+                cycle += 1
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
-            pairs = []
-            for i in range(ctx.get(dut.num_pairs)):
-                ctx.set(dut.pair_read, i)
-                await ctx.tick()
-                pairs.append((ctx.get(dut.pair_data.bag), ctx.get(dut.pair_data.slot),
-                              ctx.get(dut.pair_data.mult)))
-            parts.append(dict(bags=(b0, end), order=order, pairs=pairs,
-                              rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups)))
+            parts.append(dict(bags=(b0, end), members=members,
+                              rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups),
+                              pairs=ctx.get(dut.num_pairs)))
             b0 = end
         done.append(True)
 
@@ -86,24 +84,27 @@ def check(params, bags, **kw):
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
-        assert g["order"] == list(zip(plan.rows.tolist(), plan.row_bags.tolist()))
         assert g["rows"] == len(plan.rows) and g["lookups"] == part.hi - part.lo
-        # pairs in bag order, rows of a bag by first appearance, with multiplicities
-        slot_rows = {}
-        want_pairs = []
+        # Expected members: rows in the golden row order, each row's bags ascending with
+        # the row's multiplicity in the bag; slots numbered by first appearance.
+        slot_of, mult = {}, {}
         for b in range(part.bag_lo, part.bag_hi):
-            seen = {}
             for r in bags[b]:
-                slot_rows.setdefault(r, len(slot_rows))
-                seen[r] = seen.get(r, 0) + 1
-            want_pairs += [(b - part.bag_lo, slot_rows[r], n) for r, n in seen.items()]
-        assert g["pairs"] == want_pairs
+                slot_of.setdefault(r, len(slot_of))
+                mult[(r, b - part.bag_lo)] = mult.get((r, b - part.bag_lo), 0) + 1
+        want_members = []
+        for r, nb in zip(plan.rows.tolist(), plan.row_bags.tolist()):
+            mine = sorted(b for (rr, b) in mult if rr == r)
+            want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=mult[(r, b)], first=int(k == 0))
+                             for k, b in enumerate(mine)]
+        assert g["members"] == want_members
+        assert g["pairs"] == len(want_members)
     return got
 
 
 def test_worked_example():
     got = check(SMALL, [[5, 2, 0], [5, 2, 6], [5, 2], [1]])
-    assert got[0]["order"][:2] == [(2, 3), (5, 3)]
+    assert [(x["row"], x["bags"]) for x in got[0]["members"] if x["first"]][:2] == [(2, 3), (5, 3)]
 
 
 def test_repeated_rows_colliding_hashes_and_empty_bags():

@@ -1,4 +1,4 @@
-"""Analyzer, first half: distinct rows, (bag, row) pairs and the row order of one part.
+"""Analyzer: distinct rows, (bag, row) pairs, row order and member lists of one part.
 
 The controller streams the lookups of one part of one table, bag by bag, as
 ``(row, bag)`` with ``bag`` counted from the part's first bag.  The analyzer builds, on
@@ -10,7 +10,10 @@ chip and at one lookup per cycle:
 * the (bag, row) pairs, numbered in bag order, with their multiplicity, and for each slot
   the number of bags holding it;
 * the row order of DESIGN.md section 2 (bags holding the row descending, then row
-  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``.
+  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``;
+* the member lists: every pair once, grouped by row in row order, a row's pairs in bag
+  order (a prefix sum over the row order and one scatter pass over the pairs), streamed
+  out to the scheduler at one pair per cycle.
 
 Partition rule: when a lookup would create slot ``max_distinct_rows + 1``, the bag it
 belongs to does not fit.  The analyzer stops taking lookups, rolls that bag back (its pairs
@@ -36,7 +39,7 @@ Every read-modify-write is one cycle apart from the next one of the same address
 read ports are transparent to their write ports and no other forwarding is needed.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import EngineParams
@@ -68,11 +71,10 @@ class Analyzer(wiring.Component):
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
         Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
-    order : Out(stream.Signature(slot, row, bags, pair_count))
-        After sorting, the distinct rows in row order.
-    pair_read : In(pair_bits) / pair_data : Out(slot, bag, mult)
-        Read port of the pair table for later stages (one cycle latency), valid after
-        ``busy`` falls.
+    members : Out(stream.Signature(slot, row, bags, bag, mult, first))
+        After sorting, every (bag, row) pair once, grouped by row in row order, a row's
+        pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
+        One pair per cycle while taken.
     """
 
     def __init__(self, params):
@@ -82,9 +84,9 @@ class Analyzer(wiring.Component):
         self.key_bits = p.bag_count_bits + p.index_width
         self.passes = -(-self.key_bits // p.radix_bits)
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits})
-        self.Row = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
-                                      "bags": p.bag_count_bits})
-        self.Pair = data.StructLayout({"slot": p.slot_bits, "bag": p.bag_bits, "mult": p.mult_bits})
+        self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
+                                         "bags": p.bag_count_bits, "bag": p.bag_bits,
+                                         "mult": p.mult_bits, "first": 1})
         super().__init__({
             "start": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
@@ -95,9 +97,7 @@ class Analyzer(wiring.Component):
             "num_rows": Out(p.slot_bits + 1),
             "num_pairs": Out(p.pair_bits + 1),
             "num_lookups": Out(p.pair_bits + 1),
-            "order": Out(stream.Signature(self.Row)),
-            "pair_read": In(p.pair_bits),
-            "pair_data": Out(self.Pair),
+            "members": Out(stream.Signature(self.Member)),
         })
 
     def _hash(self, row):
@@ -133,6 +133,9 @@ class Analyzer(wiring.Component):
         # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
         perm_rd, perm_wr = mem("perm", p.slot_bits, 2 * p.slot_capacity)
         cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
+        # Member lists: where each row's pairs start, and the pairs grouped by row.
+        start_rd, start_wr = mem("member_start", p.pair_bits + 1, p.slot_capacity)
+        memb_rd, memb_wr = mem("member", p.pair_bits, p.max_lookups)
 
         gen = Signal(GEN_BITS, init=1)
         nslots = Signal.like(self.num_rows)
@@ -140,13 +143,6 @@ class Analyzer(wiring.Component):
         nlookups = Signal.like(self.num_lookups)
         m.d.comb += [self.num_rows.eq(nslots), self.num_pairs.eq(npairs),
                      self.num_lookups.eq(nlookups)]
-
-        # Pair table read port for later stages (the rollback uses it too, see below).
-        pair_addr = Signal(p.pair_bits)
-        m.d.comb += [pair_addr.eq(self.pair_read),
-                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
-                     self.pair_data.slot.eq(pslot_rd.data), self.pair_data.bag.eq(pbag_rd.data),
-                     self.pair_data.mult.eq(pmul_rd.data)]
 
         # ---- insertion pipeline ----------------------------------------------------------
         # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight
@@ -176,12 +172,10 @@ class Analyzer(wiring.Component):
                          pmul_wr.data.eq(Mux(s3_newpair, 1, pmul_rd.data + 1))]
         drained = ~s1_valid & ~s2_valid & ~s3_valid
 
-        # Pair table read address: stage 2 (the multiplicity), the rollback, or the port.
+        # Pair table read address: stage 2 (the multiplicity) or the phase that owns it.
         pair_addr = Signal(p.pair_bits)
-        m.d.comb += [pair_addr.eq(Mux(s2_valid, pair, self.pair_read)),
-                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
-                     self.pair_data.slot.eq(pslot_rd.data), self.pair_data.bag.eq(pbag_rd.data),
-                     self.pair_data.mult.eq(pmul_rd.data)]
+        m.d.comb += [pair_addr.eq(pair),
+                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr)]
 
         # ---- radix sort ------------------------------------------------------------------
         # Pipeline over the slots: A read perm[i] -> B read the slot's key -> C read
@@ -216,9 +210,21 @@ class Analyzer(wiring.Component):
                                  perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
         sort_drained = ~sb_valid & ~sc_valid & ~sd_valid
 
-        # ---- row-order output ------------------------------------------------------------
+        # ---- member lists ----------------------------------------------------------------
+        # OFFSETS walks the rows in row order: start[slot] = pairs of the rows before it.
+        # SCATTER walks the pairs in bag order: member[start[slot]++] = pair.
+        # EMIT walks the member array: pair -> (slot, bag, mult) -> row, through a FIFO
+        # that absorbs the read latency, so that a stalled consumer loses nothing.
         final_bank = self.passes % 2
-        out_slot = Signal(p.slot_bits)
+        # Valid bits of the walks' pipelines: data of stage A, B, C read ports is valid.
+        ma_valid, mb_valid, mc_valid = Signal(), Signal(), Signal()
+        mb_slot, mc_slot = Signal(p.slot_bits), Signal(p.slot_bits)
+        mb_pair = Signal(p.pair_bits)
+        m.d.sync += [mb_valid.eq(0), mc_valid.eq(0)]
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=self.Member.size, depth=8)
+        prev_slot = Signal(p.slot_bits + 1)     # slot of the last pair emitted (first flag)
+        m.d.comb += [self.members.valid.eq(out_fifo.r_rdy), self.members.payload.eq(out_fifo.r_data),
+                     out_fifo.r_en.eq(self.members.ready)]
 
         rb_slot = Signal(p.slot_bits)
         finishing = Signal()
@@ -335,8 +341,8 @@ class Analyzer(wiring.Component):
                         m.d.sync += [running.eq(0), pf_valid.eq(0)]
                         m.next = "SORT_PREFIX"
                     with m.Elif(pass_no == self.passes - 1):
-                        m.d.sync += [pass_no.eq(0), out_slot.eq(0)]
-                        m.next = "OUT_READ"
+                        m.d.sync += [pass_no.eq(0), running.eq(0), ma_valid.eq(0)]
+                        m.next = "OFFSETS"
                     with m.Else():
                         m.d.sync += pass_no.eq(pass_no + 1)
                         m.next = "SORT_CLEAR"
@@ -350,25 +356,52 @@ class Analyzer(wiring.Component):
                     m.d.sync += [idx.eq(0), scatter.eq(1)]
                     m.next = "SORT_RUN"
 
-            # ---- the distinct rows in row order ---------------------------------------
-            with m.State("OUT_READ"):
-                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
-                with m.If(idx == nslots):
-                    m.next = "DONE"
+            # ---- member lists --------------------------------------------------------
+            with m.State("OFFSETS"):            # perm[k] -> bags(slot) -> start[slot]
+                m.d.comb += [perm_rd.addr.eq(final_bank * cap + idx), info_rd.addr.eq(perm_rd.data)]
+                m.d.sync += [mb_valid.eq(ma_valid), mb_slot.eq(perm_rd.data)]
+                with m.If(mb_valid):
+                    m.d.comb += [start_wr.addr.eq(mb_slot), start_wr.data.eq(running), start_wr.en.eq(1)]
+                    m.d.sync += running.eq(running + info.bags)
+                with m.If(idx < nslots):
+                    m.d.sync += [ma_valid.eq(1), idx.eq(idx + 1)]
                 with m.Else():
-                    m.next = "OUT_KEY"
-            with m.State("OUT_KEY"):
-                m.d.comb += [row_rd.addr.eq(perm_rd.data), info_rd.addr.eq(perm_rd.data)]
-                m.d.sync += out_slot.eq(perm_rd.data)
-                m.next = "OUT_SEND"
-            with m.State("OUT_SEND"):
-                m.d.comb += [self.order.valid.eq(1), self.order.payload.slot.eq(out_slot),
-                             self.order.payload.row.eq(row_rd.data),
-                             self.order.payload.bags.eq(info.bags),
-                             row_rd.addr.eq(out_slot), info_rd.addr.eq(out_slot)]
-                with m.If(self.order.ready):
+                    m.d.sync += ma_valid.eq(0)
+                    with m.If(~ma_valid & ~mb_valid):
+                        m.d.sync += idx.eq(0)
+                        m.next = "SCATTER"
+            with m.State("SCATTER"):            # pair -> start[slot] -> member[start++]
+                m.d.comb += [pair_addr.eq(idx), start_rd.addr.eq(pslot_rd.data)]
+                m.d.sync += [mb_valid.eq(ma_valid), mb_slot.eq(pslot_rd.data), mb_pair.eq(idx - 1)]
+                with m.If(mb_valid):
+                    m.d.comb += [start_wr.addr.eq(mb_slot), start_wr.data.eq(start_rd.data + 1),
+                                 start_wr.en.eq(1),
+                                 memb_wr.addr.eq(start_rd.data), memb_wr.data.eq(mb_pair), memb_wr.en.eq(1)]
+                with m.If(idx < npairs):
+                    m.d.sync += [ma_valid.eq(1), idx.eq(idx + 1)]
+                with m.Else():
+                    m.d.sync += ma_valid.eq(0)
+                    with m.If(~ma_valid & ~mb_valid):
+                        m.d.sync += [idx.eq(0), prev_slot.eq(-1)]
+                        m.next = "EMIT"
+            with m.State("EMIT"):               # member[k] -> pair -> row -> FIFO
+                m.d.comb += [memb_rd.addr.eq(idx), pair_addr.eq(memb_rd.data),
+                             row_rd.addr.eq(pslot_rd.data), info_rd.addr.eq(pslot_rd.data)]
+                entry = Signal(self.Member)
+                mc_bag, mc_mult = Signal(p.bag_bits), Signal(p.mult_bits)
+                m.d.sync += [mb_valid.eq(ma_valid), mc_valid.eq(mb_valid), mc_slot.eq(pslot_rd.data),
+                             mc_bag.eq(pbag_rd.data), mc_mult.eq(pmul_rd.data)]
+                m.d.comb += [entry.slot.eq(mc_slot), entry.row.eq(row_rd.data), entry.bags.eq(info.bags),
+                             entry.bag.eq(mc_bag), entry.mult.eq(mc_mult), entry.first.eq(mc_slot != prev_slot),
+                             out_fifo.w_data.eq(entry), out_fifo.w_en.eq(mc_valid)]
+                with m.If(mc_valid):
+                    m.d.sync += prev_slot.eq(mc_slot)
+                issue = (idx < npairs) & (out_fifo.level + ma_valid + mb_valid + mc_valid < out_fifo.depth - 1)
+                m.d.sync += ma_valid.eq(issue)
+                with m.If(issue):
                     m.d.sync += idx.eq(idx + 1)
-                    m.next = "OUT_READ"
+                with m.If((idx == npairs) & ~ma_valid & ~mb_valid & ~mc_valid & ~out_fifo.r_rdy):
+                    m.next = "DONE"
 
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(0)
