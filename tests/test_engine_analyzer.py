@@ -36,7 +36,13 @@ def run_analyzer(params, bags, stall_every=0):
                     ctx.set(dut.lookups.payload.row, int(r))
                     ctx.set(dut.lookups.payload.bag, b - b0)
                     ctx.set(dut.lookups.valid, 1)
-                    await ctx.tick().until(dut.lookups.ready)
+                    for _ in range(MAX_CYCLES):
+                        if ctx.get(dut.lookups.ready):
+                            break
+                        await ctx.tick()
+                    else:
+                        raise AssertionError("the analyzer stopped taking lookups")
+                    await ctx.tick()
                     if stall_every and k % stall_every == 0:
                         ctx.set(dut.lookups.valid, 0)
                         await ctx.tick()
@@ -53,6 +59,7 @@ def run_analyzer(params, bags, stall_every=0):
             ctx.set(dut.finish, 0)
             members, cycle = [], 0
             while ctx.get(dut.busy):
+                assert cycle < MAX_CYCLES, "the analyzer did not finish"
                 take = not (stall_every and cycle % stall_every == 0)   # consumer backpressure
                 ctx.set(dut.members.ready, take)
                 if take and ctx.get(dut.members.valid):
@@ -65,14 +72,11 @@ def run_analyzer(params, bags, stall_every=0):
                               rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups),
                               pairs=ctx.get(dut.num_pairs)))
             b0 = end
-        done.append(True)
 
-    done = []
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
-    sim.run_until(1e-8 * MAX_CYCLES)
-    assert done, f"the analyzer did not finish within {MAX_CYCLES} cycles"
+    sim.run()
     return parts
 
 

@@ -1,0 +1,263 @@
+"""Sharing scheduler: turns member lists into vector operations, one per trie node.
+
+The stream of items (table rows in forward, gradient rows in backward) arrives in the
+design's order, each item with its members (bags in forward, embedding rows in backward)
+and the coefficient ``c`` of the item in each member.  The fold of every member is
+``acc = +0; acc = fma(c, item, acc)`` over its items in that order.
+
+``refree`` (share = 1): members whose folds so far are equal, because their item sequences
+so far are equal, form a *class* with one partial sum.  When an item arrives, the members of
+class ``q`` that hold it with coefficient ``c`` move together to a new class ``n`` whose
+partial sum is ``fma(c, item, PS[q])``: one operation per trie node, which is exactly the
+sharing of DESIGN.md section 2 (the trie's nodes are the classes ever created).  Classes are
+found through a remap table tagged with the current *sweep*; a member whose class was
+already split in this sweep with another coefficient is deferred to a later sweep of the
+same item (coefficients of one item never meet inside one member, so any sweep order gives
+the same folds).  A class whose last member leaves is recycled.
+
+``dedup`` (share = 0): every member is its own class (its accumulator is numbered by the
+member) and takes ``repeat`` operations per item, as the per-occurrence folds of ``dedup``.
+
+Outputs: ``ops`` (``PS[dst] = fma(c, item, PS[src] or +0)``; ``kind`` passes through, see
+the datapath), then ``finals``: for members 0 .. num_members-1 the class holding their
+result (``zero`` when the member holds no item: an empty bag).
+
+Throughput: one member every four cycles (a member's class, then the remap and reference
+counts, then the new class's count); one operation per new class.
+"""
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ShareScheduler"]
+
+TAG_BITS = 16      # part and sweep tags; the tables are cleared before a tag can wrap
+
+
+class ShareScheduler(wiring.Component):
+    """See the module docstring.
+
+    Parameters
+    ----------
+    num_members : int
+        Capacity: members (and therefore classes) of one part.
+    item_bits : int
+        Width of the item identifier passed through to the operations.
+    repeat_bits : int
+        Width of the repeat count (dedup).
+
+    Members
+    -------
+    start : In(1)
+        Pulse: a new part with ``num_members`` members, sharing on when ``share``.
+    items : In(stream.Signature(item, member, c, kind, repeat, first, last))
+        ``first`` marks an item's first member, ``last`` the part's last member.
+    ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind))
+    finals : Out(stream.Signature(member, node, zero))
+    busy : Out(1)
+    """
+
+    def __init__(self, num_members, item_bits, repeat_bits=8, kind_bits=2):
+        for name, v in (("num_members", num_members), ("item_bits", item_bits),
+                        ("repeat_bits", repeat_bits), ("kind_bits", kind_bits)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ShareScheduler {name} must be a positive integer, not {v!r}")
+        self.num_members_max = num_members
+        # Classes: one per started member, plus the one being created while its member
+        # still holds the old one.
+        self.num_classes = num_members + 1
+        nb = max(1, (self.num_classes - 1).bit_length())
+        self.node_bits = nb
+        self.Item = data.StructLayout({"item": item_bits, "member": nb, "c": 32, "kind": kind_bits,
+                                       "repeat": repeat_bits, "first": 1, "last": 1})
+        self.Op = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "item": item_bits,
+                                     "item_first": 1, "c": 32, "kind": kind_bits})
+        self.Final = data.StructLayout({"member": nb, "node": nb, "zero": 1})
+        super().__init__({
+            "start": In(1),
+            "share": In(1),
+            "num_members": In(nb + 1),
+            "items": In(stream.Signature(self.Item)),
+            "ops": Out(stream.Signature(self.Op)),
+            "finals": Out(stream.Signature(self.Final)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        N, C, nb = self.num_members_max, self.num_classes, self.node_bits
+        Cls = data.StructLayout({"part": TAG_BITS, "node": nb})
+        Remap = data.StructLayout({"sweep": TAG_BITS, "c": 32, "node": nb})
+
+        def mem(name, shape, depth):
+            m.submodules[name] = mm = memory.Memory(shape=shape, depth=depth, init=[])
+            wr = mm.write_port()
+            return mm.read_port(transparent_for=(wr,)), wr
+
+        cls_rd, cls_wr = mem("cls", Cls, N)
+        remap_rd, remap_wr = mem("remap", Remap, C)
+        ref_rd, ref_wr = mem("refcount", nb + 1, C)
+        m.submodules.free = free = fifo.SyncFIFOBuffered(width=nb, depth=C)
+        m.submodules.deferred = deferred = fifo.SyncFIFOBuffered(width=self.Item.size, depth=N)
+
+        part = Signal(TAG_BITS)                 # tags cls entries: older parts read as root
+        sweep = Signal(TAG_BITS)                # tags remap entries: older sweeps are misses
+        root_remap = Signal(Remap)              # the root class's remap entry
+        fresh = Signal(nb + 1)                  # classes never used in this part
+        share = Signal()
+        members = Signal(nb + 1)
+
+        cur = Signal(self.Item)                 # the member being processed
+        q, q_root = Signal(nb), Signal()
+        n = Signal(nb)
+        reps = Signal.like(cur.repeat)
+        item_first_pending = Signal()           # next op is the first of its item
+        round_left = Signal(range(N + 1))       # deferred members of the current round
+        draining = Signal()
+        end_seen = Signal()
+        k = Signal(nb + 1)
+        created = Signal()                      # the member's new class was made for it
+
+        m.d.comb += self.busy.eq(1)
+        entry = Signal(Remap)                   # remap entry of the member's class
+        m.d.comb += entry.eq(Mux(q_root, root_remap.as_value(), remap_rd.data.as_value()))
+
+        with m.FSM(name="scheduler"):
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0),
+                                 share.eq(self.share), members.eq(self.num_members),
+                                 end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), k.eq(0)]
+                    # A part makes at most 2 * N sweeps (each takes a member); clear the
+                    # tagged tables before a tag could come round again.
+                    with m.If((part == (1 << TAG_BITS) - 1) | (sweep >= (1 << TAG_BITS) - 2 * N - 2)):
+                        m.d.sync += [part.eq(1), sweep.eq(1), root_remap.sweep.eq(0)]
+                        m.next = "CLEAR"
+                    with m.Else():
+                        m.next = "TAKE"
+
+            with m.State("CLEAR"):
+                m.d.comb += [cls_wr.addr.eq(k), cls_wr.en.eq(k < N), cls_wr.data.part.eq(0),
+                             remap_wr.addr.eq(k), remap_wr.en.eq(1), remap_wr.data.sweep.eq(0)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == C - 1):
+                    m.next = "TAKE"
+
+            # Take the next member: a deferred one while a round is on, else a new one.
+            with m.State("TAKE"):
+                with m.If(draining):
+                    with m.If(round_left == 0):
+                        with m.If(deferred.r_rdy):      # another round of the same item
+                            m.d.sync += [sweep.eq(sweep + 1), round_left.eq(deferred.r_level)]
+                        with m.Else():
+                            m.d.sync += draining.eq(0)
+                    with m.Else():
+                        m.d.comb += deferred.r_en.eq(1)
+                        m.d.sync += [cur.eq(deferred.r_data), round_left.eq(round_left - 1)]
+                        m.next = "CLASS"
+                with m.Elif(end_seen & deferred.r_rdy):
+                    m.d.sync += [draining.eq(1), round_left.eq(0)]  # the last item's rounds
+                with m.Elif(end_seen):
+                    m.d.sync += k.eq(0)
+                    m.next = "FINALS"
+                with m.Elif(self.items.valid & self.items.payload.first & deferred.r_rdy):
+                    m.d.sync += [draining.eq(1), round_left.eq(0)]  # finish the previous item first
+                with m.Elif(self.items.valid):
+                    m.d.comb += self.items.ready.eq(1)
+                    m.d.sync += [cur.eq(self.items.payload), end_seen.eq(self.items.payload.last)]
+                    with m.If(self.items.payload.first):
+                        m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
+                    m.next = "CLASS"
+
+            with m.State("CLASS"):              # read the member's class
+                m.d.comb += cls_rd.addr.eq(cur.member)
+                m.next = "REMAP"
+
+            with m.State("REMAP"):              # read the class's remap entry and count
+                started = cls_rd.data.part == part
+                m.d.sync += [q.eq(cls_rd.data.node), q_root.eq(~started)]
+                m.d.comb += [remap_rd.addr.eq(cls_rd.data.node), ref_rd.addr.eq(cls_rd.data.node)]
+                with m.If(~share):
+                    m.d.sync += [n.eq(cur.member), reps.eq(cur.repeat)]
+                    m.next = "DEDUP_OP"
+                with m.Else():
+                    m.next = "DECIDE"
+
+            with m.State("DEDUP_OP"):           # PS[member] = fma(c, item, PS[member] or +0)
+                m.d.comb += [self.ops.valid.eq(reps != 0), self.ops.payload.dst.eq(n),
+                             self.ops.payload.src.eq(n), self.ops.payload.src_zero.eq(q_root),
+                             self.ops.payload.item.eq(cur.item), self.ops.payload.c.eq(cur.c),
+                             self.ops.payload.kind.eq(cur.kind),
+                             self.ops.payload.item_first.eq(item_first_pending)]
+                with m.If(reps == 0):
+                    m.next = "TAKE"
+                with m.Elif(self.ops.ready):
+                    m.d.sync += [reps.eq(reps - 1), q_root.eq(0), item_first_pending.eq(0)]
+                    with m.If(q_root):          # the member has started
+                        m.d.comb += [cls_wr.addr.eq(n), cls_wr.en.eq(1),
+                                     cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
+
+            with m.State("DECIDE"):
+                hit = (entry.sweep == sweep) & (entry.c == cur.c)
+                conflict = (entry.sweep == sweep) & (entry.c != cur.c)
+                miss = entry.sweep != sweep
+                new = Mux(free.r_rdy, free.r_data, fresh[:nb])
+                commit = hit | miss & self.ops.ready
+                # Hold the class's entry and count while the operation waits; on a hit,
+                # read the joined class's count for MOVE.
+                m.d.comb += [remap_rd.addr.eq(q), ref_rd.addr.eq(Mux(hit, entry.node, q))]
+                m.d.comb += [self.ops.valid.eq(miss), self.ops.payload.dst.eq(new),
+                             self.ops.payload.src.eq(q), self.ops.payload.src_zero.eq(q_root),
+                             self.ops.payload.item.eq(cur.item), self.ops.payload.c.eq(cur.c),
+                             self.ops.payload.kind.eq(cur.kind),
+                             self.ops.payload.item_first.eq(item_first_pending)]
+                with m.If(conflict):
+                    m.d.comb += [deferred.w_en.eq(1), deferred.w_data.eq(cur)]
+                    m.next = "TAKE"
+                with m.If(hit):
+                    m.d.sync += [n.eq(entry.node), created.eq(0)]
+                with m.If(miss & self.ops.ready):
+                    m.d.sync += [n.eq(new), created.eq(1), item_first_pending.eq(0)]
+                    with m.If(free.r_rdy):
+                        m.d.comb += free.r_en.eq(1)
+                    with m.Else():
+                        m.d.sync += fresh.eq(fresh + 1)
+                    with m.If(q_root):
+                        m.d.sync += [root_remap.sweep.eq(sweep), root_remap.c.eq(cur.c),
+                                     root_remap.node.eq(new)]
+                    with m.Else():
+                        m.d.comb += [remap_wr.addr.eq(q), remap_wr.en.eq(1),
+                                     remap_wr.data.sweep.eq(sweep), remap_wr.data.c.eq(cur.c),
+                                     remap_wr.data.node.eq(new)]
+                with m.If(commit):
+                    m.next = "MOVE"
+                    # Leave the old class: one member fewer; recycle it when empty.
+                    with m.If(~q_root):
+                        m.d.comb += [ref_wr.addr.eq(q), ref_wr.en.eq(1), ref_wr.data.eq(ref_rd.data - 1)]
+                        with m.If(ref_rd.data == 1):
+                            m.d.comb += [free.w_en.eq(1), free.w_data.eq(q)]
+
+            with m.State("MOVE"):               # join the new class
+                # (its count was read in DECIDE when it existed; a new class starts at 1)
+                m.d.comb += [ref_wr.addr.eq(n), ref_wr.en.eq(1),
+                             ref_wr.data.eq(Mux(created, 1, ref_rd.data + 1)),
+                             cls_wr.addr.eq(cur.member), cls_wr.en.eq(1),
+                             cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
+                m.next = "TAKE"
+
+            with m.State("FINALS"):             # each member's result class
+                m.d.comb += cls_rd.addr.eq(k)
+                m.next = "FINAL_SEND"
+            with m.State("FINAL_SEND"):
+                m.d.comb += [cls_rd.addr.eq(k), self.finals.valid.eq(1),
+                             self.finals.payload.member.eq(k),
+                             self.finals.payload.node.eq(cls_rd.data.node),
+                             self.finals.payload.zero.eq(cls_rd.data.part != part)]
+                with m.If(self.finals.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k + 1 == members):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FINALS"
+        return m
