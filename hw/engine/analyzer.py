@@ -66,7 +66,9 @@ class Analyzer(wiring.Component):
         Pulse: the controller has sent every lookup of the part (or has seen ``full``);
         it is remembered until the part is sorted.
     busy : Out(1)
-        Between ``start`` and the end of sorting.
+        Between ``start`` and the last member taken.
+    inserted : Out(1)
+        The part's lookups are all in (``full`` and the counts are final).
     full, full_bag : Out(1), Out(bag_bits)
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
@@ -92,6 +94,7 @@ class Analyzer(wiring.Component):
             "lookups": In(stream.Signature(self.Lookup)),
             "finish": In(1),
             "busy": Out(1),
+            "inserted": Out(1),
             "full": Out(1),
             "full_bag": Out(p.bag_bits),
             "num_rows": Out(p.slot_bits + 1),
@@ -239,7 +242,7 @@ class Analyzer(wiring.Component):
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0),
-                             s1_valid.eq(0), idx.eq(0), finishing.eq(0)]
+                             s1_valid.eq(0), idx.eq(0), finishing.eq(0), self.inserted.eq(0)]
                 with m.If(gen == (1 << GEN_BITS) - 1):
                     m.d.sync += gen.eq(1)
                     m.next = "CLEAR_HASH"
@@ -326,6 +329,7 @@ class Analyzer(wiring.Component):
 
             # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
             with m.State("SORT_CLEAR"):
+                m.d.sync += self.inserted.eq(1)
                 m.d.comb += [cnt_wr.addr.eq(idx), cnt_wr.data.eq(0), cnt_wr.en.eq(1)]
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx == (1 << p.radix_bits) - 1):

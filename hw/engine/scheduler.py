@@ -50,6 +50,9 @@ class ShareScheduler(wiring.Component):
     -------
     start : In(1)
         Pulse: a new part with ``num_members`` members, sharing on when ``share``.
+    end : In(1)
+        Pulse after the part's last item has been taken (instead of a ``last`` flag, for
+        a part with no items at all).
     items : In(stream.Signature(item, member, c, kind, repeat, first, last))
         ``first`` marks an item's first member, ``last`` the part's last member.
     ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind))
@@ -75,6 +78,7 @@ class ShareScheduler(wiring.Component):
         self.Final = data.StructLayout({"member": nb, "node": nb, "zero": 1})
         super().__init__({
             "start": In(1),
+            "end": In(1),
             "share": In(1),
             "num_members": In(nb + 1),
             "items": In(stream.Signature(self.Item)),
@@ -119,6 +123,8 @@ class ShareScheduler(wiring.Component):
         created = Signal()                      # the member's new class was made for it
 
         m.d.comb += self.busy.eq(1)
+        with m.If(self.end):
+            m.d.sync += end_seen.eq(1)
         entry = Signal(Remap)                   # remap entry of the member's class
         m.d.comb += entry.eq(Mux(q_root, root_remap.as_value(), remap_rd.data.as_value()))
 
@@ -165,7 +171,7 @@ class ShareScheduler(wiring.Component):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # finish the previous item first
                 with m.Elif(self.items.valid):
                     m.d.comb += self.items.ready.eq(1)
-                    m.d.sync += [cur.eq(self.items.payload), end_seen.eq(self.items.payload.last)]
+                    m.d.sync += [cur.eq(self.items.payload), end_seen.eq(self.items.payload.last | self.end)]
                     with m.If(self.items.payload.first):
                         m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
                     m.next = "CLASS"

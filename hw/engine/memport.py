@@ -1,0 +1,170 @@
+"""The engine's generic memory port and the units that use it.
+
+The port (:data:`MemPort`) moves 64-byte beats: a command stream (beat address, write
+flag, data) and a read-response stream, in order, with any latency and backpressure.  The
+DDR4/LRDIMM work replaces what sits behind it.  Inside the engine several units share it
+through :class:`MemArbiter`:
+
+* :class:`ArrayReader` streams a range of int64 elements (offsets, indices);
+* :class:`RowFetcher` reads whole table rows (D/16 beats) for a stream of row addresses;
+* writes (pooled outputs, updated rows) go straight to an arbiter port.
+
+Reads of one requester come back in order.  A requester may have at most
+``max_outstanding`` reads in flight, and the arbiter holds a response buffer of that size
+for it, so a slow requester never blocks the responses of another (no deadlock).
+"""
+from amaranth.hdl import C, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["BEAT_BITS", "mem_port", "MemArbiter", "ArrayReader", "RowFetcher"]
+
+BEAT_BITS = 512
+
+
+def mem_cmd(addr_bits):
+    return data.StructLayout({"addr": addr_bits, "write": 1, "data": BEAT_BITS})
+
+
+def mem_port(addr_bits):
+    """Signature of a memory port as its user sees it (commands out, responses in)."""
+    return wiring.Signature({"cmd": Out(stream.Signature(mem_cmd(addr_bits))),
+                             "rsp": In(stream.Signature(BEAT_BITS))})
+
+
+class MemArbiter(wiring.Component):
+    """Share one memory port between ``num_ports`` users; port 0 has the highest priority.
+
+    Members
+    -------
+    ports : list of In(mem_port)
+    mem : Out(mem_port)
+    """
+
+    def __init__(self, num_ports, addr_bits, max_outstanding=16):
+        self.num_ports, self.addr_bits, self.max_outstanding = num_ports, addr_bits, max_outstanding
+        super().__init__({"mem": Out(mem_port(addr_bits)),
+                          **{f"port{i}": In(mem_port(addr_bits)) for i in range(num_ports)}})
+
+    def ports(self):
+        return [getattr(self, f"port{i}") for i in range(self.num_ports)]
+
+    def elaborate(self, platform):
+        m = Module()
+        K = self.max_outstanding
+        ports = self.ports()
+        tag_bits = max(1, (self.num_ports - 1).bit_length())
+        m.submodules.tags = tags = fifo.SyncFIFOBuffered(width=tag_bits, depth=K * self.num_ports)
+        bufs, outstanding = [], []
+        for i, p in enumerate(ports):
+            buf = fifo.SyncFIFOBuffered(width=BEAT_BITS, depth=K)
+            m.submodules[f"rsp{i}"] = buf
+            bufs.append(buf)
+            n = Signal(range(K + 1), name=f"outstanding{i}")
+            outstanding.append(n)
+            m.d.comb += [p.rsp.valid.eq(buf.r_rdy), p.rsp.payload.eq(buf.r_data), buf.r_en.eq(p.rsp.ready)]
+
+        # Grant: the first port with a command that may go (a read needs a free slot in its
+        # response buffer and in the tag queue).
+        earlier = C(0, 1)                       # some port before this one may go
+        for i, p in enumerate(ports):
+            may = p.cmd.valid & (p.cmd.payload.write | ((outstanding[i] < K) & tags.w_rdy))
+            with m.If(may & ~earlier):
+                m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.eq(p.cmd.payload),
+                             p.cmd.ready.eq(self.mem.cmd.ready)]
+                with m.If(self.mem.cmd.ready & ~p.cmd.payload.write):
+                    m.d.comb += [tags.w_en.eq(1), tags.w_data.eq(i)]
+            earlier = earlier | may
+        # Responses go to the buffer of the port at the head of the tag queue.
+        m.d.comb += self.mem.rsp.ready.eq(tags.r_rdy)
+        with m.If(self.mem.rsp.valid & tags.r_rdy):
+            m.d.comb += tags.r_en.eq(1)
+        for i, p in enumerate(ports):
+            m.d.comb += [bufs[i].w_data.eq(self.mem.rsp.payload),
+                         bufs[i].w_en.eq(self.mem.rsp.valid & tags.r_rdy & (tags.r_data == i))]
+            issued = p.cmd.valid & p.cmd.ready & ~p.cmd.payload.write
+            taken = p.rsp.valid & p.rsp.ready
+            m.d.sync += outstanding[i].eq(outstanding[i] + issued - taken)
+        return m
+
+
+class ArrayReader(wiring.Component):
+    """Stream ``count`` int64 elements starting at element ``first`` of an array at beat
+    address ``base``, one element per cycle.
+
+    Members
+    -------
+    start : In(1)     pulse (only when not ``busy``) with ``base``, ``first``, ``count``
+    data : Out(stream.Signature(signed(64)))
+    busy : Out(1)     until every element has been taken
+    port : Out(mem_port)
+    """
+
+    def __init__(self, addr_bits, count_bits=32):
+        self.addr_bits = addr_bits
+        super().__init__({"start": In(1), "base": In(addr_bits), "first": In(count_bits),
+                          "count": In(count_bits), "busy": Out(1),
+                          "data": Out(stream.Signature(64)), "port": Out(mem_port(addr_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        next_beat = Signal(self.addr_bits)      # next beat address to request
+        beats_left = Signal(len(self.count))    # beats still to request
+        left = Signal(len(self.count))          # elements still to deliver
+        lane = Signal(3)
+        m.d.comb += [self.busy.eq(left != 0), self.port.rsp.ready.eq(0)]
+        with m.If(self.start):
+            end = self.first + self.count
+            m.d.sync += [next_beat.eq(self.base + self.first[3:]), lane.eq(self.first[:3]), left.eq(self.count),
+                         beats_left.eq(Mux(self.count == 0, 0, ((end + 7) >> 3) - self.first[3:]))]
+        # requests
+        m.d.comb += [self.port.cmd.valid.eq(beats_left != 0), self.port.cmd.payload.addr.eq(next_beat),
+                     self.port.cmd.payload.write.eq(0)]
+        with m.If(self.port.cmd.valid & self.port.cmd.ready):
+            m.d.sync += [next_beat.eq(next_beat + 1), beats_left.eq(beats_left - 1)]
+        # delivery: one lane of the response beat at the head per cycle
+        lanes = [self.port.rsp.payload[64 * k:64 * (k + 1)] for k in range(8)]
+        cur = Signal(64)
+        with m.Switch(lane):
+            for k in range(8):
+                with m.Case(k):
+                    m.d.comb += cur.eq(lanes[k])
+        m.d.comb += [self.data.valid.eq(self.port.rsp.valid & (left != 0)), self.data.payload.eq(cur)]
+        with m.If(self.data.valid & self.data.ready):
+            m.d.sync += [left.eq(left - 1), lane.eq(lane + 1)]
+            with m.If((lane == 7) | (left == 1)):
+                m.d.comb += self.port.rsp.ready.eq(1)
+        return m
+
+
+class RowFetcher(wiring.Component):
+    """Read ``beats`` consecutive beats for each row address taken, and stream them out.
+
+    Members
+    -------
+    rows : In(stream.Signature(addr_bits))   beat address of each row, in order
+    beats_out : Out(stream.Signature(512))   the rows' beats, in order
+    port : Out(mem_port)
+    """
+
+    def __init__(self, addr_bits, beats):
+        self.addr_bits, self.beats = addr_bits, beats
+        super().__init__({"rows": In(stream.Signature(addr_bits)),
+                          "beats_out": Out(stream.Signature(BEAT_BITS)),
+                          "port": Out(mem_port(addr_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        k = Signal(range(self.beats + 1))
+        m.d.comb += [self.port.cmd.valid.eq(self.rows.valid),
+                     self.port.cmd.payload.addr.eq(self.rows.payload + k),
+                     self.port.cmd.payload.write.eq(0)]
+        with m.If(self.port.cmd.valid & self.port.cmd.ready):
+            with m.If(k == self.beats - 1):
+                m.d.sync += k.eq(0)
+                m.d.comb += self.rows.ready.eq(1)
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+        m.d.comb += [self.beats_out.valid.eq(self.port.rsp.valid), self.beats_out.payload.eq(self.port.rsp.payload),
+                     self.port.rsp.ready.eq(self.beats_out.ready)]
+        return m

@@ -1,0 +1,72 @@
+"""Host side of the engine's memory: where the batch, the tables and the outputs live.
+
+Packs a batch and its tables into 64-byte beats (a dict ``beat address -> int``, lane 0 in
+the low bits), gives the engine's configuration, and reads results back.  Used by the
+Amaranth-simulator and cocotb testbenches alike.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "BEAT_BYTES"]
+
+BEAT_BYTES = 64
+
+
+def _beats(nbytes):
+    return -(-nbytes // BEAT_BYTES)
+
+
+@dataclass(frozen=True)
+class StagingLayout:
+    """Beat addresses of every array (tables are padded to whole beats per row)."""
+    offsets: int
+    indices: int
+    pooled: int
+    tables: tuple            # (base, rows, stride) per table
+    row_beats: int
+    end: int
+
+
+def layout(batch, tables):
+    D = tables[0].shape[1]
+    row_beats = _beats(4 * D)
+    T, B = batch.num_tables, batch.batch_size
+    a = 0
+    offsets = a
+    a += _beats(8 * len(batch.offsets))
+    indices = a
+    a += _beats(8 * max(len(batch.indices), 1))
+    pooled = a
+    a += B * T * row_beats
+    descs = []
+    for E in tables:
+        descs.append((a, E.shape[0], row_beats))
+        a += E.shape[0] * row_beats
+    return StagingLayout(offsets, indices, pooled, tuple(descs), row_beats, a)
+
+
+def _to_beats(raw, base):
+    """bytes -> {beat address: int} from `base`, zero-padded to whole beats."""
+    raw = raw + bytes(-len(raw) % BEAT_BYTES)
+    return {base + k: int.from_bytes(raw[k * BEAT_BYTES:(k + 1) * BEAT_BYTES], "little")
+            for k in range(len(raw) // BEAT_BYTES)}
+
+
+def pack(batch, tables, lay):
+    """The memory image of a batch and its tables."""
+    mem = {}
+    mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
+    mem.update(_to_beats(batch.indices.astype("<i8").tobytes(), lay.indices))
+    for E, (base, rows, stride) in zip(tables, lay.tables):
+        D = E.shape[1]
+        padded = np.zeros((rows, stride * 16), np.float32)
+        padded[:, :D] = E
+        mem.update(_to_beats(padded.astype("<f4").tobytes(), base))
+    return mem
+
+
+def unpack_rows(mem, base, rows, row_beats, dim):
+    """float32 (rows, dim) read back from `rows` rows of `row_beats` beats at `base`."""
+    raw = b"".join(mem.get(base + k, 0).to_bytes(BEAT_BYTES, "little") for k in range(rows * row_beats))
+    return np.frombuffer(raw, "<f4").reshape(rows, row_beats * 16)[:, :dim].copy()
