@@ -37,7 +37,7 @@ def unpack_fields(layout_, value):
 
 
 def run_engine(batch, tables, mode, sim="verilator", seed=0, latency=(1, 8), ready_p=0.8,
-               tag="job"):
+               tag="job", max_cycles=100_000):
     require_simulator(sim)
     design, build = engine_build(sim)
     eng = design.component
@@ -55,7 +55,7 @@ def run_engine(batch, tables, mode, sim="verilator", seed=0, latency=(1, 8), rea
     data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
     np.savez(run_dir / "job.npz", addrs=addrs, data=data, config=str(config),
              addr_bits=ADDR_BITS, latency=np.array(latency), ready_p=ready_p, seed=seed,
-             max_cycles=2_000_000)
+             max_cycles=max_cycles)
     build.run("refree.verif.engine_tb", run_dir, env={"REFREE_JOB": str(run_dir / "job.npz"),
                                                       "REFREE_OUT": str(run_dir / "out.npz")})
     with np.load(run_dir / "out.npz", allow_pickle=True) as out:
@@ -97,3 +97,59 @@ def test_worked_example(mode):
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     check_forward(batch, tables, mode)
+
+
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_two_tables_several_parts_empty_bags_repeated_rows(mode):
+    rng = np.random.default_rng(1)
+    bags = [list(rng.zipf(1.3, rng.integers(0, 8)) % 30) for _ in range(2 * 12)]
+    bags[3], bags[5], bags[20] = [], [7, 7, 7], [29] * 8
+    batch = make_batch(bags, T=2)
+    tables = [rng.standard_normal((30, DIM)).astype(np.float32) for _ in range(2)]
+    tables[1][7] = [-0.0, np.inf, 1e-45, -1e-45, 3.4e38, 3.4e38, 0, 1, 2, 3, 4, 5, 6, 7, 8, np.nan]
+    counters = check_forward(batch, tables, mode, seed=2, latency=(1, 20), ready_p=0.5)
+    assert counters["parts"] > 2
+
+
+def test_movielens_window_refree():
+    from refree.golden.traces import make_trace
+    trace = make_trace("movielens", 16, 1, batch_index=40)
+    rng = np.random.default_rng(3)
+    rows = int(trace.batch.indices.max()) + 1
+    tables = [rng.standard_normal((rows, DIM)).astype(np.float32)]
+    limits_ok = max(np.diff(trace.batch.offsets)) <= PARAMS.max_bag_len
+    if not limits_ok:
+        pytest.skip("window has a bag longer than the test configuration's max_bag_len")
+    check_forward(trace.batch, tables, "refree", seed=4)
+
+
+BAD = [
+    ("decreasing offsets", dict(offsets=[0, 3, 2, 5]), ErrorCode.MALFORMED_OFFSETS),
+    ("offsets not from 0", dict(offsets=[1, 2, 3, 5]), ErrorCode.MALFORMED_OFFSETS),
+    ("last offset short", dict(offsets=[0, 2, 3, 4]), ErrorCode.MALFORMED_OFFSETS),
+    ("index past the table", dict(indices=[1, 2, 99, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
+    ("negative index", dict(indices=[1, 2, -1, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
+    ("bag too long", dict(offsets=[0, 0, 0, 9], indices=[1] * 9), ErrorCode.BAG_TOO_LONG),
+]
+
+
+@pytest.mark.parametrize("what,bad,code", BAD, ids=[b[0] for b in BAD])
+def test_bad_batches_set_the_error_code_and_write_nothing(what, bad, code):
+    rng = np.random.default_rng(2)
+    batch = Batch.__new__(Batch)        # bypass the host's checks: the engine must catch it
+    object.__setattr__(batch, "indices", np.array(bad.get("indices", [1, 2, 3, 0, 1]), np.int64))
+    object.__setattr__(batch, "offsets", np.array(bad.get("offsets", [0, 2, 3, 5]), np.int64))
+    object.__setattr__(batch, "batch_size", 3)
+    object.__setattr__(batch, "per_sample_weights", None)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    before, after, lay, error, counters = run_engine(batch, tables, "refree", tag=what.replace(" ", "-"))
+    assert error == code
+    assert after == before
+    assert counters["pooled_writes"] == 0
+
+
+def test_icarus_worked_example_refree():
+    rng = np.random.default_rng(0)
+    batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    check_forward(batch, tables, "refree", sim="icarus")

@@ -29,26 +29,45 @@ def member_stream(plan, share):
     return out
 
 
-def run_scheduler(stream, num_members, share, ops_stall=0):
-    dut = ShareScheduler(num_members=max(num_members, 2), item_bits=12)
+def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
+    """Run one part; `warmup` (a stream) runs as an earlier part on the same instance, so
+    that state left by a part (recycled classes, tags) is exercised."""
+    dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
     ops, finals = [], []
+    parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
+    started = []
 
     async def feed(ctx):
-        ctx.set(dut.share, share)
-        ctx.set(dut.num_members, num_members)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        for x in stream:
-            for k, v in x.items():
-                ctx.set(getattr(dut.items.payload, k), v)
-            ctx.set(dut.items.valid, 1)
-            await ctx.tick().until(dut.items.ready)
-        ctx.set(dut.items.valid, 0)
+        for items, n in parts:
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.share, share)
+            ctx.set(dut.num_members, n)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            started.append(True)
+            for x in items:
+                for k, v in x.items():
+                    ctx.set(getattr(dut.items.payload, k), v)
+                ctx.set(dut.items.valid, 1)
+                await ctx.tick().until(dut.items.ready)
+            ctx.set(dut.items.valid, 0)
 
     async def drain(ctx):
         cycle = 0
         await ctx.tick()
+        if warmup:                      # the earlier part: take and forget its output
+            seen = 0
+            while seen < 8:
+                assert cycle < MAX_CYCLES, "the scheduler did not finish"
+                ctx.set(dut.ops.ready, 1)
+                ctx.set(dut.finals.ready, 1)
+                seen += ctx.get(dut.finals.valid)
+                await ctx.tick()
+                cycle += 1
+            while len(started) < 2:
+                await ctx.tick()
         while len(finals) < num_members:
             assert cycle < MAX_CYCLES, "the scheduler did not finish"
             take = not (ops_stall and cycle % ops_stall == 0)
@@ -81,7 +100,7 @@ def replay(ops, finals, rows, E, D):
                      for f in sorted(finals, key=lambda f: f["member"])])
 
 
-def check(bags, rows_total, seed=0, ops_stall=0):
+def check(bags, rows_total, seed=0, ops_stall=0, warmup=None):
     batch = one_table(bags)
     rng = np.random.default_rng(seed)
     D = 3
@@ -90,7 +109,8 @@ def check(bags, rows_total, seed=0, ops_stall=0):
     plan = plan_part(batch, part, "sum")
     G = np.zeros((len(bags), D), np.float32)
     for share, mode in ((1, "refree"), (0, "dedup")):
-        ops, finals = run_scheduler(member_stream(plan, share), len(bags), share, ops_stall)
+        ops, finals = run_scheduler(member_stream(plan, share), len(bags), share, ops_stall,
+                                    warmup and member_stream(warmup, share))
         got = replay(ops, finals, plan.rows.tolist(), E, D)
         want = step([E], batch, G, 0.0, mode=mode).pooled
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), mode
@@ -116,3 +136,12 @@ def test_random_bags_with_output_backpressure(seed):
     rng = np.random.default_rng(seed)
     bags = [list(rng.zipf(1.4, rng.integers(0, 7)) % 12) for _ in range(20)]
     check(bags, 12, seed, ops_stall=3 if seed == 2 else 0)
+
+
+def test_a_second_part_on_the_same_instance():
+    """Classes recycled in one part must not leak into the next one: the first part frees
+    two classes at its end; in the second every bag keeps its own class to the end, so a
+    leaked free class would be handed out twice."""
+    first = one_table([[5, 1], [5, 2], [6, 1], [6, 2], [], [], [], []])
+    plan = plan_part(first, partition(first, PartLimits.unlimited())[0], "sum")
+    check([[7], [8], [9], [3], [0], [1]], 10, warmup=plan)

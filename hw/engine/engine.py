@@ -184,6 +184,9 @@ class Engine(wiring.Component):
         with m.If(dp.results.valid & dp.results.ready & dp.results.payload.last):
             m.d.sync += out_addr.eq(out_addr + T * self.beats)
 
+        # In baseline the analyzer only decides the parts; its member lists are dropped.
+        m.d.comb += an.members.ready.eq(cfg.mode == MODE_BASELINE)
+
         def lookup_walker(source_valid, on_lookup):
             """Label the lookups of the part with their bag (skipping empty bags)."""
             with m.If(len_state == 0):
@@ -305,7 +308,6 @@ class Engine(wiring.Component):
                     m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
                                  sch.num_members.eq(Mux(an.full, an.full_bag, nb)), dp.start.eq(1)]
                     with m.If(cfg.mode == MODE_BASELINE):
-                        # (the analyzer only decided the part; its member lists are dropped)
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(part_lo),
                                      idxr.count.eq(an.num_lookups)]
                         m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0)]
@@ -331,7 +333,6 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_BASELINE"):       # every lookup is an item with its own row read
-                m.d.comb += an.members.ready.eq(1)
                 def item_out():
                     m.d.comb += [item_valid.eq(1), item_needs_row.eq(1), item_row.eq(idxr.data.payload),
                                  idxr.data.ready.eq(item_taken),

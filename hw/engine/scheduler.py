@@ -141,14 +141,19 @@ class ShareScheduler(wiring.Component):
                         m.d.sync += [part.eq(1), sweep.eq(1), root_remap.sweep.eq(0)]
                         m.next = "CLEAR"
                     with m.Else():
-                        m.next = "TAKE"
+                        m.next = "FORGET_FREE"
+
+            with m.State("FORGET_FREE"):        # the last part's recycled classes: all fresh now
+                m.d.comb += free.r_en.eq(1)
+                with m.If(~free.r_rdy & (free.level == 0)):
+                    m.next = "TAKE"
 
             with m.State("CLEAR"):
                 m.d.comb += [cls_wr.addr.eq(k), cls_wr.en.eq(k < N), cls_wr.data.part.eq(0),
                              remap_wr.addr.eq(k), remap_wr.en.eq(1), remap_wr.data.sweep.eq(0)]
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == C - 1):
-                    m.next = "TAKE"
+                    m.next = "FORGET_FREE"
 
             # Take the next member: a deferred one while a round is on, else a new one.
             with m.State("TAKE"):
