@@ -124,6 +124,16 @@ def cmd_step(args):
                       "counts": res.counts, "tables": res.table_counts}))
 
 
+def cmd_generate(args):
+    from .generate import generate
+    try:
+        vpath, manifest = generate(args.config, args.out)
+    except (ValueError, TypeError) as e:
+        raise BatchError("--config", str(e)) from None
+    print(f"wrote {vpath} and {os.path.splitext(vpath)[0]}.json "
+          f"({len(manifest['ports'])} ports)")
+
+
 def cmd_synth(args, rest):
     from . import synth
     return synth.main(rest)
@@ -157,6 +167,10 @@ def build_parser():
     s.add_argument("--mode", choices=MODES, default="refree")
     s.add_argument("--engine", choices=["golden", "rtl"], default="golden")
 
+    g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
+    g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
+    g.add_argument("-o", "--out", required=True, help="output folder")
+
     sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units", add_help=False)
     return p
 
@@ -168,7 +182,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"analyze": cmd_analyze, "step": cmd_step}[args.command](args)
+        {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:

