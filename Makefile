@@ -5,7 +5,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-slow bench clean
+.PHONY: run test test-slow bench bench-fp synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m refree.golden.bench
+
+# Simulated binary32 operations per second under Verilator.
+bench-fp: $(STAMP)
+	$(BIN)/python -m refree.verif.bench_fp
+
+# Yosys + nextpnr-ecp5 figures of the arithmetic units (minutes; the vector unit ~9 min).
+synth: $(STAMP)
+	$(BIN)/refree synth
 
 clean:
 	rm -rf $(VENV) build out sim_build

@@ -96,8 +96,8 @@ def _unit(key: str, lanes: int, length: int, dsp: str):
 
 def _count(stat: dict) -> tuple[int, int, int]:
     design = stat.get("design", stat)
-    cells = int(design.get("num_cells", 0))
     by_type = design.get("num_cells_by_type", {})
+    cells = int(design.get("num_cells", 0)) - by_type.get("$scopeinfo", 0)  # not logic
     ffs = sum(n for t, n in by_type.items() if "TRELLIS_FF" in t or t.startswith("$_DFF"))
     dsps = sum(n for t, n in by_type.items() if t in ("MULT18X18D", "ALU54B", "MULT9X9D"))
     return cells, ffs, dsps

@@ -293,6 +293,15 @@ class VectorUnit(wiring.Component):
         m.submodules.g_mem = g_mem
         m.submodules.e_mem = e_mem
         g_wr, e_wr = g_mem.write_port(), e_mem.write_port()
+        # row beats are written one cycle after they are accepted (short paths); the
+        # reduction reads no earlier than two cycles after the last write is requested
+        wr_en, wr_addr = Signal(), Signal(range(beats))
+        wr_g, wr_e = Signal(lane_w), Signal(lane_w)
+        wr_req, wr_req_addr = Signal(), Signal(range(beats))
+        m.d.sync += [wr_en.eq(wr_req), wr_addr.eq(wr_req_addr), wr_g.eq(self.i.payload.x),
+                     wr_e.eq(self.i.payload.y)]
+        m.d.comb += [g_wr.addr.eq(wr_addr), g_wr.data.eq(wr_g), g_wr.en.eq(wr_en),
+                     e_wr.addr.eq(wr_addr), e_wr.data.eq(wr_e), e_wr.en.eq(wr_en)]
         g_red = g_mem.read_port()            # reduction: one element at a time
         g_upd, e_upd = g_mem.read_port(), e_mem.read_port()   # update: whole beats
 
@@ -378,13 +387,15 @@ class VectorUnit(wiring.Component):
                     with m.If(elementwise):
                         m.d.comb += issue.eq(1)
                     with m.Else():
-                        m.d.comb += [g_wr.addr.eq(0), g_wr.data.eq(i_p.x), g_wr.en.eq(1),
-                                     e_wr.addr.eq(0), e_wr.data.eq(i_p.y), e_wr.en.eq(1)]
-                        m.d.sync += [regs["lr"].eq(i_p.scalar), regs["eps"].eq(i_p.eps),
-                                     regs["state"].eq(i_p.state), beat.eq(1)]
-                        for k in range(8):
-                            m.d.sync += regs[f"s{k}"].eq(0)
+                        m.d.comb += [wr_req.eq(1), wr_req_addr.eq(0)]
+                        m.d.sync += beat.eq(1)
                         m.next = "LOAD" if beats > 1 else "REDUCE_START"
+                # Adagrad scalars: captured in every idle cycle (the scalar units are idle
+                # then), so the accepted row's first beat leaves its values behind
+                m.d.sync += [regs["lr"].eq(i_p.scalar), regs["eps"].eq(i_p.eps),
+                             regs["state"].eq(i_p.state)]
+                for k in range(8):
+                    m.d.sync += regs[f"s{k}"].eq(0)
                 # element-wise lane operands
                 s = i_p.scalar
                 neg_s = Cat(s[:31], ~s[31])
@@ -417,8 +428,7 @@ class VectorUnit(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.comb += [g_wr.addr.eq(beat), g_wr.data.eq(i_p.x), g_wr.en.eq(1),
-                                 e_wr.addr.eq(beat), e_wr.data.eq(i_p.y), e_wr.en.eq(1)]
+                    m.d.comb += [wr_req.eq(1), wr_req_addr.eq(beat)]
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == beats - 1):
                         m.next = "REDUCE_START"
