@@ -18,7 +18,7 @@ SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_r
 MAX_CYCLES = 100_000
 
 
-def run_analyzer(params, bags, stall_every=0):
+def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
     distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts."""
     dut = Analyzer(params)
@@ -28,6 +28,8 @@ def run_analyzer(params, bags, stall_every=0):
         b0 = 0
         while b0 < len(bags):
             ctx.set(dut.start, 1)
+            ctx.set(dut.backward, backward)
+            ctx.set(dut.sort_bags, sort_bags)
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
@@ -64,7 +66,7 @@ def run_analyzer(params, bags, stall_every=0):
                 ctx.set(dut.members.ready, take)
                 if take and ctx.get(dut.members.valid):
                     members.append({k: ctx.get(getattr(dut.members.payload, k))
-                                    for k in ("slot", "row", "bags", "bag", "mult", "first")})
+                                    for k in ("slot", "row", "bags", "bag", "mult", "first", "upd")})
                 await ctx.tick()
                 cycle += 1
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
@@ -81,6 +83,42 @@ def run_analyzer(params, bags, stall_every=0):
 
 
 def check(params, bags, **kw):
+    check_backward(params, bags, **kw)
+    check_backward(params, bags, sort_bags=False, **kw)
+    return check_forward(params, bags, **kw)
+
+
+def check_backward(params, bags, sort_bags=True, **kw):
+    """Backward: pairs grouped by bag in the golden gradient-row order (rows per bag
+    descending, then bag; bag order without ``sort_bags``), a bag's pairs by first
+    appearance; then every slot's row."""
+    batch = one_table(bags)
+    limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
+    want = partition(batch, limits)
+    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, **kw)
+    assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
+    for g, part in zip(got, want):
+        plan = plan_part(batch, part, "sum")
+        slot_of, pairs = {}, {}
+        for b in range(part.bag_lo, part.bag_hi):
+            for r in bags[b]:
+                slot_of.setdefault(r, len(slot_of))
+                pairs.setdefault(b - part.bag_lo, {})
+                pairs[b - part.bag_lo][r] = pairs[b - part.bag_lo].get(r, 0) + 1
+        # the golden key order lists each gradient row's keys together, rows in order
+        bag_order = list(dict.fromkeys(plan.bkey_bag.tolist()))
+        assert bag_order == sorted(pairs, key=lambda b: (-len(pairs[b]), b))
+        if not sort_bags:
+            bag_order = sorted(pairs)
+        want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, first=int(k == 0), upd=0)
+                        for b in bag_order for k, (r, n) in enumerate(pairs[b].items())]
+        want_members += [dict(slot=k, row=r, bags=0, bag=0, mult=0, first=0, upd=1)
+                         for k, r in enumerate(slot_of)]
+        assert g["members"] == want_members
+        assert g["rows"] == len(plan.rows)
+
+
+def check_forward(params, bags, **kw):
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
@@ -99,7 +137,8 @@ def check(params, bags, **kw):
         want_members = []
         for r, nb in zip(plan.rows.tolist(), plan.row_bags.tolist()):
             mine = sorted(b for (rr, b) in mult if rr == r)
-            want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=mult[(r, b)], first=int(k == 0))
+            want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=mult[(r, b)], first=int(k == 0),
+                                  upd=0)
                              for k, b in enumerate(mine)]
         assert g["members"] == want_members
         assert g["pairs"] == len(want_members)

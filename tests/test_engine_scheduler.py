@@ -145,3 +145,44 @@ def test_a_second_part_on_the_same_instance():
     first = one_table([[5, 1], [5, 2], [6, 1], [6, 2], [], [], [], []])
     plan = plan_part(first, partition(first, PartLimits.unlimited())[0], "sum")
     check([[7], [8], [9], [3], [0], [1]], 10, warmup=plan)
+
+
+def gradient_stream(plan, share):
+    """The analyzer's backward member lists: gradient rows (bags) in the design's order
+    (``refree``) or bag order (``dedup``, whose merge folds in index order), each bag's
+    distinct rows by first appearance with the row's multiplicity in the bag."""
+    order = list(dict.fromkeys(plan.bkey_bag.tolist())) if share else sorted(set(plan.occ_bag.tolist()))
+    pos = {r: k for k, r in enumerate(plan.rows.tolist())}
+    out = []
+    for b in order:
+        rows = plan.occ_row[plan.occ_bag == b].tolist()
+        for k, r in enumerate(dict.fromkeys(rows)):
+            mult = rows.count(r)
+            c = np.float32(mult if share else 1).view(np.uint32)
+            out.append(dict(item=b, member=pos[r], c=int(c), kind=0, repeat=1 if share else mult,
+                            first=int(k == 0), last=0))
+    out[-1]["last"] = 1
+    return out
+
+
+@pytest.mark.parametrize("bags", [[[5, 2, 0], [5, 2, 6], [5, 2], [1]],
+                                  [[29] * 8, [4, 4, 9, 4, 9], [6, 5, 1], [8, 27, 1, 1, 1, 1]],
+                                  [[1, 2, 2], [1, 2], [2, 1, 1, 3], [3, 3, 1, 2]]])
+def test_backward_merge_of_gradient_rows(bags):
+    """Items are the bags' gradient rows and members the distinct rows: the merged gradients
+    equal the golden model's, with one operation per node of the gradient trie."""
+    batch = one_table(bags)
+    rng = np.random.default_rng(7)
+    D = 3
+    G = rng.standard_normal((len(bags), D)).astype(np.float32)
+    plan = plan_part(batch, partition(batch, PartLimits.unlimited())[0], "sum")
+    n = len(plan.rows)
+    for share, mode in ((1, "refree"), (0, "dedup")):
+        ops, finals = run_scheduler(gradient_stream(plan, share), n, share)
+        got = replay(ops, finals, list(range(len(bags))), G, D)
+        # the golden merged gradient: lr = -1 on a zero table leaves exactly g
+        E0 = np.zeros((int(plan.rows.max()) + 1, D), np.float32)
+        want = step([E0], batch, np.ascontiguousarray(G), -1.0, mode=mode).tables[0][plan.rows]
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), mode
+        if share:
+            assert len(ops) == plan.bwd_trie.num_nodes

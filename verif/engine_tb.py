@@ -1,10 +1,11 @@
-"""cocotb test of the engine on generated Verilog: one job against a memory model.
+"""cocotb test of the engine on generated Verilog: jobs against a memory model.
 
-The pytest side (tests/test_engine_forward.py) writes the job file: the memory image, the
-packed configuration and the memory's latency and backpressure settings.  This module
-models the memory port (in-order responses after a random latency, random command
-backpressure), runs the job, and writes the memory image and the engine's outputs back
-for the pytest side to check against the golden model.
+The pytest side (:mod:`refree.verif.engine_run`) writes the job file: the memory image,
+the packed configurations of the jobs to run one after the other (a forward job, then a
+backward job, ...) and the memory's latency and backpressure settings.  This module models
+the memory port (in-order responses after a random latency, random command backpressure),
+runs the jobs, and writes the memory image and each job's error code, counters and cycles
+back for the pytest side to check against the golden model.
 """
 import os
 import random
@@ -16,7 +17,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 
 @cocotb.test()
-async def run_job(dut):
+async def run_jobs(dut):
     job = np.load(os.environ["REFREE_JOB"])
     out_path = os.environ["REFREE_OUT"]
     addr_bits = int(job["addr_bits"])
@@ -33,39 +34,48 @@ async def run_job(dut):
     dut.mem__rsp__valid.value = 0
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
-    dut.config.value = int(str(job["config"]))
-    await RisingEdge(dut.clk)
-    dut.start.value = 1
-    await RisingEdge(dut.clk)
-    dut.start.value = 0
 
     mask = (1 << addr_bits) - 1
-    pending = []                    # [due cycle, data], in order
-    cycle, busy_seen = 0, False
-    while cycle < max_cycles:
-        ready = rng.random() < ready_p
-        dut.mem__cmd__ready.value = int(ready)
-        head = bool(pending) and pending[0][0] <= cycle
-        dut.mem__rsp__valid.value = int(head)
-        if head:
-            dut.mem__rsp__payload.value = pending[0][1]
-        await ReadOnly()
-        if ready and int(dut.mem__cmd__valid.value):
-            cmd = int(dut.mem__cmd__payload.value)
-            addr, write, data = cmd & mask, (cmd >> addr_bits) & 1, cmd >> (addr_bits + 1)
-            if write:
-                mem[addr] = data
-            else:
-                pending.append([cycle + rng.randint(lat_lo, lat_hi), mem.get(addr, 0)])
-        if head and int(dut.mem__rsp__ready.value):
-            pending.pop(0)
-        busy = int(dut.busy.value)
+    errors, counters, cycles = [], [], []
+    for config in job["configs"]:
+        dut.config.value = int(str(config))
         await RisingEdge(dut.clk)
-        cycle += 1
-        if not busy and cycle > 2:
+        dut.start.value = 1
+        await RisingEdge(dut.clk)
+        dut.start.value = 0
+        pending = []                    # [due cycle, data], in order
+        cycle = 0
+        while cycle < max_cycles:
+            ready = rng.random() < ready_p
+            dut.mem__cmd__ready.value = int(ready)
+            head = bool(pending) and pending[0][0] <= cycle
+            dut.mem__rsp__valid.value = int(head)
+            if head:
+                dut.mem__rsp__payload.value = pending[0][1]
+            await ReadOnly()
+            if ready and int(dut.mem__cmd__valid.value):
+                cmd = int(dut.mem__cmd__payload.value)
+                addr, write, data = cmd & mask, (cmd >> addr_bits) & 1, cmd >> (addr_bits + 1)
+                if write:
+                    mem[addr] = data
+                else:
+                    pending.append([cycle + rng.randint(lat_lo, lat_hi), mem.get(addr, 0)])
+            if head and int(dut.mem__rsp__ready.value):
+                pending.pop(0)
+            busy = int(dut.busy.value)
+            await RisingEdge(dut.clk)
+            cycle += 1
+            if not busy and cycle > 2:
+                break
+        assert cycle < max_cycles, f"the engine did not finish within {max_cycles} cycles"
+        assert not pending, "the engine finished with reads outstanding"
+        errors.append(int(dut.error.value))
+        counters.append(str(int(dut.counters.value)))
+        cycles.append(cycle)
+        dut.mem__rsp__valid.value = 0
+        if errors[-1]:
             break
-    assert cycle < max_cycles, f"the engine did not finish within {max_cycles} cycles"
     addrs = np.array(sorted(mem), np.int64)
     data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
-    np.savez(out_path, addrs=addrs, data=data, error=int(dut.error.value),
-             counters=int(dut.counters.value), cycles=cycle)
+    np.savez(out_path, addrs=addrs, data=data, errors=np.array(errors), counters=np.array(counters),
+             cycles=np.array(cycles))

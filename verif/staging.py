@@ -23,6 +23,7 @@ class StagingLayout:
     offsets: int
     indices: int
     pooled: int
+    grad: int
     tables: tuple            # (base, rows, stride) per table
     row_beats: int
     end: int
@@ -39,11 +40,13 @@ def layout(batch, tables):
     a += _beats(8 * max(len(batch.indices), 1))
     pooled = a
     a += B * T * row_beats
+    grad = a
+    a += B * T * row_beats
     descs = []
     for E in tables:
         descs.append((a, E.shape[0], row_beats))
         a += E.shape[0] * row_beats
-    return StagingLayout(offsets, indices, pooled, tuple(descs), row_beats, a)
+    return StagingLayout(offsets, indices, pooled, grad, tuple(descs), row_beats, a)
 
 
 def _to_beats(raw, base):
@@ -53,16 +56,22 @@ def _to_beats(raw, base):
             for k in range(len(raw) // BEAT_BYTES)}
 
 
-def pack(batch, tables, lay):
-    """The memory image of a batch and its tables."""
+def _rows_to_beats(rows, row_beats, base):
+    padded = np.zeros((rows.shape[0], row_beats * 16), np.float32)
+    padded[:, :rows.shape[1]] = rows
+    return _to_beats(padded.astype("<f4").tobytes(), base)
+
+
+def pack(batch, tables, lay, grad=None):
+    """The memory image of a batch, its tables and (optionally) the upstream gradient
+    ``(B, T*D)``."""
     mem = {}
+    if grad is not None:
+        mem.update(_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay.row_beats, lay.grad))
     mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
     mem.update(_to_beats(batch.indices.astype("<i8").tobytes(), lay.indices))
     for E, (base, rows, stride) in zip(tables, lay.tables):
-        D = E.shape[1]
-        padded = np.zeros((rows, stride * 16), np.float32)
-        padded[:, :D] = E
-        mem.update(_to_beats(padded.astype("<f4").tobytes(), base))
+        mem.update(_rows_to_beats(E, stride, base))
     return mem
 
 

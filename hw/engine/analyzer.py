@@ -15,6 +15,14 @@ chip and at one lookup per cycle:
   order (a prefix sum over the row order and one scatter pass over the pairs), streamed
   out to the scheduler at one pair per cycle.
 
+Backward (``backward`` high at ``start``): the items are the part's bags (their upstream
+gradient rows) and the members the distinct rows.  The analyzer also keeps a list of the
+bags that hold lookups (first pair, pair count), sorts it by the same radix sort on the key
+``(~pairs, position)``, i.e. by rows per bag descending then bag ascending (DESIGN.md's
+gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
+pairs in first-appearance order; ``first`` marks a bag's first pair).  Then it streams the
+update list: every slot once, in slot order, with its row (``upd`` set).
+
 Partition rule: when a lookup would create slot ``max_distinct_rows + 1``, the bag it
 belongs to does not fit.  The analyzer stops taking lookups, rolls that bag back (its pairs
 are the newest ones, its new slots the newest slots), reports ``full`` with the bag, and
@@ -73,9 +81,14 @@ class Analyzer(wiring.Component):
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
         Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
-    members : Out(stream.Signature(slot, row, bags, bag, mult, first))
+    backward, sort_bags : In(1)
+        Sampled with ``start``: order the part for the backward pass (see above), its bags
+        in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
+        whose merge folds every row's terms in index order).
+    members : Out(stream.Signature(slot, row, bags, bag, mult, first, upd))
         After sorting, every (bag, row) pair once, grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
+        Backward: grouped by bag in gradient-row order, then the update list (``upd``).
         One pair per cycle while taken.
     """
 
@@ -83,14 +96,20 @@ class Analyzer(wiring.Component):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Analyzer params must be an EngineParams, not {params!r}")
         self.params = p = params
-        self.key_bits = p.bag_count_bits + p.index_width
+        # Sort key (high, low): forward (bags, row), backward (pairs, bag-list position).
+        self.elem_bits = max(p.slot_bits, p.bag_bits)
+        self.key_low_bits = max(p.index_width, self.elem_bits)
+        self.key_high_bits = max(p.bag_count_bits, p.mult_bits)
+        self.key_bits = self.key_low_bits + self.key_high_bits
         self.passes = -(-self.key_bits // p.radix_bits)
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits})
         self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
                                          "bags": p.bag_count_bits, "bag": p.bag_bits,
-                                         "mult": p.mult_bits, "first": 1})
+                                         "mult": p.mult_bits, "first": 1, "upd": 1})
         super().__init__({
             "start": In(1),
+            "backward": In(1),
+            "sort_bags": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
             "finish": In(1),
             "busy": Out(1),
@@ -119,6 +138,9 @@ class Analyzer(wiring.Component):
         HashEntry = data.StructLayout({"gen": GEN_BITS, "row": p.index_width, "slot": p.slot_bits})
         SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
                                       "pair": p.pair_bits, "bags": p.bag_count_bits})
+        BagEntry = data.StructLayout({"bag": p.bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
+        E = self.elem_bits
+        cap = max(p.slot_capacity, p.max_bags)      # elements of a sort (slots or bags)
 
         def mem(name, shape, depth):
             # Transparent reads: a read-modify-write one cycle behind sees the write.
@@ -134,13 +156,19 @@ class Analyzer(wiring.Component):
         pbag_rd, pbag_wr = mem("pair_bag", p.bag_bits, p.max_lookups)
         pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
         # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
-        perm_rd, perm_wr = mem("perm", p.slot_bits, 2 * p.slot_capacity)
+        perm_rd, perm_wr = mem("perm", E, 2 * cap)
         cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
         # Member lists: where each row's pairs start, and the pairs grouped by row.
         start_rd, start_wr = mem("member_start", p.pair_bits + 1, p.slot_capacity)
         memb_rd, memb_wr = mem("member", p.pair_bits, p.max_lookups)
+        # Backward: the bags that hold pairs, in bag order.
+        bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
 
         gen = Signal(GEN_BITS, init=1)
+        bwd, sort_bags = Signal(), Signal()
+        nbl = Signal(p.bag_count_bits)          # entries of the bag list
+        cur_bl = Signal(BagEntry)               # the newest entry
+        bl_fixed = Signal()
         nslots = Signal.like(self.num_rows)
         npairs = Signal.like(self.num_pairs)
         nlookups = Signal.like(self.num_lookups)
@@ -169,6 +197,13 @@ class Analyzer(wiring.Component):
                 pbag_wr.addr.eq(npairs), pbag_wr.data.eq(s2_bag), pbag_wr.en.eq(1),
             ]
             m.d.sync += npairs.eq(npairs + 1)
+            # bag list: a new entry at a bag's first pair, else the newest entry grows
+            new_bag = (nbl == 0) | (cur_bl.bag != s2_bag)
+            entry = Signal(BagEntry)
+            m.d.comb += [entry.bag.eq(s2_bag), entry.start.eq(Mux(new_bag, npairs, cur_bl.start)),
+                         entry.pairs.eq(Mux(new_bag, 1, cur_bl.pairs + 1)),
+                         bl_wr.addr.eq(Mux(new_bag, nbl, nbl - 1)), bl_wr.data.eq(entry), bl_wr.en.eq(1)]
+            m.d.sync += [cur_bl.eq(entry), nbl.eq(nbl + new_bag)]
         m.d.sync += [s2_valid.eq(0), s3_valid.eq(s2_valid), s3_newpair.eq(newpair), s3_pair.eq(pair)]
         with m.If(s3_valid):
             m.d.comb += [pmul_wr.addr.eq(s3_pair), pmul_wr.en.eq(1),
@@ -185,16 +220,18 @@ class Analyzer(wiring.Component):
         # count[digit] -> D count (+1) or scatter (perm_out[count] = slot, count + 1).
         pass_no = Signal(range(self.passes + 1))
         scatter = Signal()
-        idx = Signal(max(p.slot_bits, p.radix_bits, (H - 1).bit_length()) + 1)
-        sb_valid, sb_idx = Signal(), Signal(p.slot_bits)
-        sc_valid, sc_slot = Signal(), Signal(p.slot_bits)
-        sd_valid, sd_slot, sd_digit = Signal(), Signal(p.slot_bits), Signal(p.radix_bits)
-        running = Signal(p.slot_bits + 1)
+        idx = Signal(max(E, p.radix_bits, (H - 1).bit_length()) + 1)
+        sb_valid, sb_idx = Signal(), Signal(E)
+        sc_valid, sc_slot = Signal(), Signal(E)
+        sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
+        running = Signal(max(p.slot_bits, p.bag_bits) + 1)
         pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
         read_bank = pass_no[0]
-        cap = p.slot_capacity
-
-        key = Cat(row_rd.data, ~info.bags)
+        n_elems = Mux(bwd, nbl, nslots)
+        key_low, key_high = Signal(self.key_low_bits), Signal(self.key_high_bits)
+        m.d.comb += [key_low.eq(Mux(bwd, sc_slot, row_rd.data)),
+                     key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
+        key = Cat(key_low, ~key_high)
         digit = Signal(p.radix_bits)
         with m.Switch(pass_no):
             for k in range(self.passes):
@@ -205,7 +242,8 @@ class Analyzer(wiring.Component):
         with m.If(sorting):
             m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_slot.eq(sb_slot),
                          sd_valid.eq(sc_valid), sd_slot.eq(sc_slot), sd_digit.eq(digit)]
-            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), cnt_rd.addr.eq(digit)]
+            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), bl_rd.addr.eq(sb_slot),
+                         cnt_rd.addr.eq(digit)]
             with m.If(sd_valid):
                 m.d.comb += [cnt_wr.addr.eq(sd_digit), cnt_wr.data.eq(cnt_rd.data + 1), cnt_wr.en.eq(1)]
                 with m.If(scatter):
@@ -230,18 +268,36 @@ class Analyzer(wiring.Component):
                      out_fifo.r_en.eq(self.members.ready)]
 
         rb_slot = Signal(p.slot_bits)
+        cursor, left = Signal(p.pair_bits), Signal(p.mult_bits)
+        item_bag, first_pending = Signal(p.bag_bits), Signal()
+        bb_valid, bb_first, bb_bag = Signal(), Signal(), Signal(p.bag_bits)
+        bc_valid, bc_first, bc_bag = Signal(), Signal(), Signal(p.bag_bits)
+        bc_slot, bc_mult = Signal(p.slot_bits), Signal(p.mult_bits)
+        rr_valid, rr_slot = Signal(), Signal(p.slot_bits)
+        m.d.sync += [rr_valid.eq(0), bb_valid.eq(0)]     # set in BW_ROWS, BW_PAIRS only
         finishing = Signal()
         with m.If(self.finish):
             m.d.sync += finishing.eq(1)
         m.d.comb += self.busy.eq(1)
+
+        def after_insertion():
+            # Backward in bag order (dedup) needs no sort: the bag list is in bag order.
+            with m.If(bwd & ~sort_bags):
+                m.d.sync += [self.inserted.eq(1), idx.eq(0)]
+                m.next = "BW_NEXT"
+            with m.Else():
+                m.next = "SORT_CLEAR"
+
         with m.FSM(name="phase"):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags)]
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0),
+                             nbl.eq(0), bl_fixed.eq(0),
                              s1_valid.eq(0), idx.eq(0), finishing.eq(0), self.inserted.eq(0)]
                 with m.If(gen == (1 << GEN_BITS) - 1):
                     m.d.sync += gen.eq(1)
@@ -289,7 +345,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += [self.full.eq(1), self.full_bag.eq(s1_bag), s1_valid.eq(0)]
                     m.next = "DRAIN"
                 with m.Elif((self.finish | finishing) & ~self.lookups.valid & drained):
-                    m.next = "SORT_CLEAR"
+                    after_insertion()
 
             with m.State("DRAIN"):              # let stages 2 and 3 finish; drop new lookups
                 m.d.comb += self.lookups.ready.eq(1)
@@ -324,8 +380,12 @@ class Analyzer(wiring.Component):
 
             with m.State("FULL"):               # wait for the controller to stop
                 m.d.comb += self.lookups.ready.eq(1)
+                with m.If(~bl_fixed):           # the rolled-back bag leaves the bag list
+                    m.d.sync += bl_fixed.eq(1)
+                    with m.If((nbl != 0) & (cur_bl.bag == self.full_bag)):
+                        m.d.sync += nbl.eq(nbl - 1)
                 with m.If(self.finish | finishing):
-                    m.next = "SORT_CLEAR"
+                    after_insertion()
 
             # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
             with m.State("SORT_CLEAR"):
@@ -337,7 +397,7 @@ class Analyzer(wiring.Component):
                     m.next = "SORT_RUN"
             with m.State("SORT_RUN"):
                 m.d.comb += [sorting.eq(1), perm_rd.addr.eq(Mux(read_bank, cap, 0) + idx)]
-                with m.If(idx < nslots):
+                with m.If(idx < n_elems):
                     m.d.sync += [sb_valid.eq(1), sb_idx.eq(idx), idx.eq(idx + 1)]
                 with m.Elif(sort_drained):
                     m.d.sync += idx.eq(0)
@@ -347,6 +407,8 @@ class Analyzer(wiring.Component):
                     with m.Elif(pass_no == self.passes - 1):
                         m.d.sync += [pass_no.eq(0), running.eq(0), ma_valid.eq(0)]
                         m.next = "OFFSETS"
+                        with m.If(bwd):
+                            m.next = "BW_NEXT"
                     with m.Else():
                         m.d.sync += pass_no.eq(pass_no + 1)
                         m.next = "SORT_CLEAR"
@@ -407,8 +469,57 @@ class Analyzer(wiring.Component):
                 with m.If((idx == npairs) & ~ma_valid & ~mb_valid & ~mc_valid & ~out_fifo.r_rdy):
                     m.next = "DONE"
 
+            # ---- backward: pairs by bag in gradient-row order, then the update list ------
+            with m.State("BW_NEXT"):            # the next bag of the sorted list
+                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+                with m.If(idx != nbl):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "BW_ENTRY"
+                with m.Elif(~bb_valid & ~bc_valid):
+                    m.d.sync += idx.eq(0)
+                    m.next = "BW_ROWS"
+            with m.State("BW_ENTRY"):
+                m.d.comb += bl_rd.addr.eq(Mux(sort_bags, perm_rd.data, idx - 1))
+                m.next = "BW_LOAD"
+            with m.State("BW_LOAD"):
+                m.d.sync += [cursor.eq(bl_rd.data.start), left.eq(bl_rd.data.pairs),
+                             item_bag.eq(bl_rd.data.bag), first_pending.eq(1)]
+                m.next = "BW_PAIRS"
+            with m.State("BW_PAIRS"):           # cursor -> (slot, mult) -> row -> FIFO
+                issue = (left != 0) & (out_fifo.level + bb_valid + bc_valid < out_fifo.depth - 1)
+                m.d.comb += pair_addr.eq(cursor)
+                m.d.sync += [bb_valid.eq(issue), bb_first.eq(first_pending), bb_bag.eq(item_bag)]
+                with m.If(issue):
+                    m.d.sync += [cursor.eq(cursor + 1), left.eq(left - 1), first_pending.eq(0)]
+                with m.If(left == 0):
+                    m.next = "BW_NEXT"
+            with m.State("BW_ROWS"):            # slot k -> row -> FIFO, with upd
+                issue = (idx < nslots) & (out_fifo.level + rr_valid < out_fifo.depth - 1)
+                m.d.comb += row_rd.addr.eq(idx)
+                m.d.sync += [rr_valid.eq(issue), rr_slot.eq(idx)]
+                with m.If(issue):
+                    m.d.sync += idx.eq(idx + 1)
+                with m.If((idx == nslots) & ~rr_valid & ~out_fifo.r_rdy):
+                    m.next = "DONE"
+
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags)]
                     m.next = "NEW_PART"
+
+        # Backward pair pipeline (state-independent, so that it drains across states):
+        # bb: the pair's slot and multiplicity are readable; bc: the slot's row is.
+        with m.If(bb_valid):
+            m.d.comb += row_rd.addr.eq(pslot_rd.data)
+        m.d.sync += [bc_valid.eq(bb_valid), bc_slot.eq(pslot_rd.data), bc_mult.eq(pmul_rd.data),
+                     bc_bag.eq(bb_bag), bc_first.eq(bb_first)]
+        out_entry = Signal(self.Member)
+        with m.If(bc_valid):
+            m.d.comb += [out_entry.slot.eq(bc_slot), out_entry.row.eq(row_rd.data), out_entry.bag.eq(bc_bag),
+                         out_entry.mult.eq(bc_mult), out_entry.first.eq(bc_first),
+                         out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
+        with m.If(rr_valid):
+            m.d.comb += [out_entry.slot.eq(rr_slot), out_entry.row.eq(row_rd.data), out_entry.upd.eq(1),
+                         out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
         return m

@@ -1,4 +1,12 @@
-"""The NMP engine, forward pass: batch check, parts, analysis, shared aggregation, outputs.
+"""The NMP engine: batch check, parts, analysis, shared aggregation, outputs, update.
+
+Two jobs, chosen by ``config.job`` (the host needs every pooled output before it can
+compute the upstream gradients, so a training step is a forward job, then a backward job):
+
+* ``JOB_FORWARD``: pooled outputs of every bag, written to the staging area;
+* ``JOB_BACKWARD``: the upstream gradient rows are read from the staging area, merged per
+  distinct row (``dedup``, ``refree``) and each table row is updated by SGD in place
+  (``baseline``: one read-modify-write per lookup, in index order).
 
 Job flow (one ``start`` pulse, configuration latched):
 
@@ -9,18 +17,28 @@ Job flow (one ``start`` pulse, configuration latched):
 2. Per table, per part (DESIGN.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).
-3. The part's items stream into the sharing scheduler: in ``refree`` and ``dedup`` the
-   analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
+3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
+   the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
    lookups again in index order (one row read per lookup).  Each item's row is fetched from
-   its table while the scheduler's operations run in the fold datapath.
-4. Each bag's result is written to the pooled output, ``(B, T*D)`` float32, row-major.
+   its table while the scheduler's operations run in the fold datapath.  Each bag's result
+   is written to the pooled output, ``(B, T*D)`` float32, row-major.
+   Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
+   order, the members its distinct rows; the scheduler's results are the merged gradients,
+   which the row updater applies to the table rows (fetched in slot order) and writes back.
+   Backward ``baseline``: per lookup in index order, the gradient row of its bag and the
+   table row go through the updater; a row still being updated is not fetched again (a
+   small table of rows in flight), so repeated rows see each other's updates in order.
 
 Memory layout: beat addresses (64 bytes); ``offsets`` and ``indices`` are int64 arrays
 from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
-pooled output's bag ``b`` of table ``t`` is at ``pooled + (b*T + t) * D/16``.
+pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is at
+``pooled + (b*T + t) * D/16`` (``grad + ...``).
 
-Scope of this version: forward pass, sum pooling, unweighted bags.  Mean pooling,
-weights, backward and the optimizer update are the next steps (see the issue notes).
+Parts are re-formed by the backward job exactly as by the forward job (same rule, same
+batch), and the parts' updates are complete before the next part reads a row.
+
+Scope of this version: sum pooling, unweighted bags, SGD.  Mean pooling, weights and
+row-wise Adagrad are the next steps (see the issue notes).
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -32,10 +50,13 @@ from .datapath import FoldDatapath
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
 from .params import EngineParams
 from .scheduler import ShareScheduler
+from .updater import RowUpdater
 
-__all__ = ["Engine", "MODE_BASELINE", "MODE_DEDUP", "MODE_REFREE"]
+__all__ = ["Engine", "MODE_BASELINE", "MODE_DEDUP", "MODE_REFREE", "JOB_FORWARD", "JOB_BACKWARD"]
 
 MODE_BASELINE, MODE_DEDUP, MODE_REFREE = 0, 1, 2
+JOB_FORWARD, JOB_BACKWARD = 0, 1
+IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet written back
 ONE_F32 = 0x3F800000
 
 
@@ -49,8 +70,43 @@ def small_int_to_f32(m, n, width):
     return out
 
 
+class RowsInFlight(wiring.Component):
+    """Addresses of rows fetched for an update and not yet written back, oldest first.
+
+    ``hit`` says whether ``addr`` is one of them (or the table is full); ``push`` adds
+    ``addr``; ``pop`` drops the oldest (its last beat was written).  Rows are written back
+    in the order they were fetched, so a circular buffer is enough.
+    """
+
+    def __init__(self, addr_bits, depth):
+        self.depth = depth
+        super().__init__({"addr": In(addr_bits), "hit": Out(1), "push": In(1), "pop": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        N = self.depth
+        addrs = [Signal.like(self.addr, name=f"addr{i}") for i in range(N)]
+        valid = Signal(N)
+        head, tail = Signal(range(N)), Signal(range(N))
+        m.d.comb += self.hit.eq(valid.all() | Cat(*[valid[i] & (addrs[i] == self.addr)
+                                                   for i in range(N)]).any())
+        with m.If(self.push):
+            m.d.sync += tail.eq(Mux(tail == N - 1, 0, tail + 1))
+            with m.Switch(tail):
+                for i in range(N):
+                    with m.Case(i):
+                        m.d.sync += [addrs[i].eq(self.addr), valid[i].eq(1)]
+        with m.If(self.pop):
+            m.d.sync += head.eq(Mux(head == N - 1, 0, head + 1))
+            with m.Switch(head):
+                for i in range(N):
+                    with m.Case(i):
+                        m.d.sync += valid[i].eq(0)
+        return m
+
+
 class Engine(wiring.Component):
-    """The engine (forward pass; see the module docstring).
+    """The engine (see the module docstring).
 
     Parameters
     ----------
@@ -63,7 +119,7 @@ class Engine(wiring.Component):
     -------
     start : In(1); config : In(Config)
     busy : Out(1); error : Out(ErrorCode width)
-    counters : Out(Counters)
+    counters : Out(Counters)    cleared at ``start``; memory traffic in 64-byte beats
     mem : Out(mem_port(addr_bits))
     """
 
@@ -77,12 +133,15 @@ class Engine(wiring.Component):
         p = params
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16})
         self.Config = data.StructLayout({
-            "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
+            "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
-            "pooled_addr": addr_bits, "tables": data.ArrayLayout(self.Table, max_tables)})
+            "pooled_addr": addr_bits, "grad_addr": addr_bits, "lr": 32,
+            "tables": data.ArrayLayout(self.Table, max_tables)})
         self.Counters = data.StructLayout({
-            "cycles": 48, "row_reads": 32, "staging_reads": 32, "pooled_writes": 32,
-            "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32})
+            "cycles": 48, "cycles_check": 48, "cycles_analysis": 48, "cycles_stream": 48,
+            "cycles_drain": 48,
+            "input_reads": 32, "table_reads": 32, "table_writes": 32, "grad_reads": 32,
+            "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32})
         super().__init__({
             "start": In(1), "config": In(self.Config),
             "busy": Out(1), "error": Out(8), "counters": Out(self.Counters),
@@ -91,53 +150,83 @@ class Engine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p, A = self.params, self.addr_bits
+        p, A, beats = self.params, self.addr_bits, self.beats
         cfg = Signal(self.Config)
         cnt = self.counters
+        forward = cfg.job == JOB_FORWARD
+        baseline = cfg.mode == MODE_BASELINE
 
-        m.submodules.arb = arb = MemArbiter(4, A)
+        m.submodules.arb = arb = MemArbiter(5, A)
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
-        m.submodules.fetch = fetch = RowFetcher(A, self.beats)
+        m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
+        m.submodules.fetch_grads = fetch_g = RowFetcher(A, beats)    # upstream gradient rows
         m.submodules.offs = offs = ArrayReader(A)
         m.submodules.idx = idxr = ArrayReader(A)
         wiring.connect(m, fetch.port, arb.port1)
         wiring.connect(m, offs.port, arb.port2)
         wiring.connect(m, idxr.port, arb.port3)
+        wiring.connect(m, fetch_g.port, arb.port4)
+        item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
-        m.submodules.scheduler = sch = ShareScheduler(num_members=p.max_bags,
-                                                      item_bits=max(p.slot_bits, p.pair_bits),
-                                                      repeat_bits=p.mult_bits)
-        m.submodules.datapath = dp = FoldDatapath(dim=self.dim, num_classes=sch.num_classes,
-                                                  node_bits=sch.node_bits,
-                                                  item_bits=max(p.slot_bits, p.pair_bits))
+        # members: bags (forward) or distinct rows (backward)
+        m.submodules.scheduler = sch = ShareScheduler(num_members=max(p.max_bags, p.max_distinct_rows),
+                                                      item_bits=item_bits, repeat_bits=p.mult_bits)
+        m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
+        m.submodules.updater = upd = RowUpdater()
+        m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
         wiring.connect(m, sch.finals, dp.finals)
-        # The scheduler's operations go to the datapath; counted on the way.
         wiring.connect(m, sch.ops, dp.ops)
-        wiring.connect(m, fetch.beats_out, dp.rows)
+        m.d.comb += upd.lr.eq(cfg.lr)
 
-        # Items and row addresses are forked through small FIFOs (no combinational loop
-        # between the scheduler's and the fetcher's handshakes).
+        def route(src, dst, when, payload=None):
+            with m.If(when):
+                m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                             dst.payload.eq(src.payload if payload is None else payload)]
+
+        # Forward: table rows feed the datapath.  Backward: gradient rows feed the datapath
+        # (dedup, refree) or the updater (baseline); table rows feed the updater.
+        route(fetch.beats_out, dp.rows, forward)
+        route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
+        route(fetch_g.beats_out, upd.g, ~forward & baseline)
+        route(dp.results, upd.g, ~forward & ~baseline, dp.results.payload.data)
+        route(fetch.beats_out, upd.e, ~forward)
+
+        # Work leaves the controller through small queues (no combinational loop between
+        # the controller's and the consumers' handshakes): scheduler items, table-row and
+        # gradient-row addresses to fetch, and the addresses the updated rows go back to.
         m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=4)
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=4)
+        m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
+        m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
         m.d.comb += [sch.items.valid.eq(item_q.r_rdy), sch.items.payload.eq(item_q.r_data),
                      item_q.r_en.eq(sch.items.ready),
                      fetch.rows.valid.eq(row_q.r_rdy), fetch.rows.payload.eq(row_q.r_data),
-                     row_q.r_en.eq(fetch.rows.ready)]
+                     row_q.r_en.eq(fetch.rows.ready),
+                     fetch_g.rows.valid.eq(grad_q.r_rdy), fetch_g.rows.payload.eq(grad_q.r_data),
+                     grad_q.r_en.eq(fetch_g.rows.ready)]
         item = Signal(sch.Item)
-        item_valid, item_needs_row = Signal(), Signal()
-        item_row = Signal(p.index_width)
-        item_taken = item_valid & item_q.w_rdy & (~item_needs_row | row_q.w_rdy)
-        m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(item_taken),
-                     row_q.w_en.eq(item_taken & item_needs_row)]
+        issue = Signal()                        # the controller offers one unit of work ...
+        need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
+        item_row = Signal(p.index_width)        # ... for table row item_row ...
+        grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
+        lock = ~forward & baseline
+        taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~(lock & locks.hit)) \
+            & (~need_grad | grad_q.w_rdy) & (~need_write | write_q.w_rdy)
+        m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
+                     row_q.w_en.eq(taken & need_row), grad_q.w_en.eq(taken & need_grad),
+                     write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
+                     locks.addr.eq(row_q.w_data), locks.push.eq(taken & need_row & lock)]
 
         # ---- configuration-derived state ---------------------------------------------
         T, B = cfg.num_tables, cfg.batch_size
         t = Signal(range(self.max_tables + 2))
         tb = Signal(48)                         # t * B
         b0 = Signal(32)                         # first bag of the part
+        part_row0 = Signal(48)                  # b0 * T + t: the part's first output row
         table = cfg.tables[t]
-        m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride)]
+        m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
+                     grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
         bound = Signal(data.ArrayLayout(32, self.max_tables + 1))  # offsets[t*B]
         out_addr = Signal(A)                    # pooled address of the next result bag
 
@@ -151,6 +240,7 @@ class Engine(wiring.Component):
         prev = Signal(64)
         k = Signal(48)
         closed = Signal()
+        end_sent = Signal()
 
         # ---- walking the part's lookups with their bag labels ---------------------------
         bi = Signal(range(p.max_bags + 1))      # bag of the next lookup
@@ -163,29 +253,43 @@ class Engine(wiring.Component):
         m.d.comb += [self.error.eq(error)]
         m.d.sync += cnt.cycles.eq(cnt.cycles + self.busy)
         m.d.comb += self.busy.eq(1)
-        # Counters tapped at the handshakes.
-        with m.If(fetch.rows.valid & fetch.rows.ready):
-            m.d.sync += cnt.row_reads.eq(cnt.row_reads + 1)
-        for r in (offs, idxr):
-            with m.If(r.port.cmd.valid & r.port.cmd.ready):
-                m.d.sync += cnt.staging_reads.eq(cnt.staging_reads + 1)
+        # Counters tapped at the handshakes (memory traffic in beats).
+        def count(counter, event):
+            with m.If(event):
+                m.d.sync += counter.eq(counter + 1)
+        fired = lambda port: port.cmd.valid & port.cmd.ready
+        count(cnt.table_reads, fired(fetch.port))
+        count(cnt.grad_reads, fired(fetch_g.port))
+        m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port))
+        count(cnt.pooled_writes, fired(writer) & forward)
+        count(cnt.table_writes, fired(writer) & ~forward)
         with m.If(sch.ops.valid & sch.ops.ready):
             m.d.sync += [cnt.adds.eq(cnt.adds + ~sch.ops.payload.src_zero),
                          cnt.muls.eq(cnt.muls + (sch.ops.payload.c != ONE_F32))]
-        with m.If(writer.cmd.valid & writer.cmd.ready):
-            m.d.sync += cnt.pooled_writes.eq(cnt.pooled_writes + 1)
 
-        # Results are written as they come: bag b of table t at pooled + (b*T + t) * D/16.
+        # Writes: forward, bag b of table t at pooled + (b*T + t) * D/16, as results come;
+        # backward, each updated row to the address queued when it was fetched.
         beat_off = dp.results.payload.beat
-        m.d.comb += [writer.cmd.valid.eq(dp.results.valid), writer.cmd.payload.write.eq(1),
-                     writer.cmd.payload.addr.eq(out_addr + beat_off),
-                     writer.cmd.payload.data.eq(dp.results.payload.data),
-                     dp.results.ready.eq(writer.cmd.ready)]
-        with m.If(dp.results.valid & dp.results.ready & dp.results.payload.last):
-            m.d.sync += out_addr.eq(out_addr + T * self.beats)
+        wbeat = Signal(range(beats))
+        with m.If(forward):
+            m.d.comb += [writer.cmd.valid.eq(dp.results.valid), writer.cmd.payload.write.eq(1),
+                         writer.cmd.payload.addr.eq(out_addr + beat_off),
+                         writer.cmd.payload.data.eq(dp.results.payload.data),
+                         dp.results.ready.eq(writer.cmd.ready)]
+            with m.If(dp.results.valid & dp.results.ready & dp.results.payload.last):
+                m.d.sync += out_addr.eq(out_addr + T * beats)
+        with m.Else():
+            m.d.comb += [writer.cmd.valid.eq(upd.out.valid), writer.cmd.payload.write.eq(1),
+                         writer.cmd.payload.addr.eq(write_q.r_data + wbeat),
+                         writer.cmd.payload.data.eq(upd.out.payload),
+                         upd.out.ready.eq(writer.cmd.ready)]
+            with m.If(upd.out.valid & upd.out.ready):
+                m.d.sync += wbeat.eq(Mux(wbeat == beats - 1, 0, wbeat + 1))
+                with m.If(wbeat == beats - 1):
+                    m.d.comb += [write_q.r_en.eq(1), locks.pop.eq(lock)]
 
         # In baseline the analyzer only decides the parts; its member lists are dropped.
-        m.d.comb += an.members.ready.eq(cfg.mode == MODE_BASELINE)
+        m.d.comb += an.members.ready.eq(baseline)
 
         def lookup_walker(source_valid, on_lookup):
             """Label the lookups of the part with their bag (skipping empty bags)."""
@@ -198,7 +302,7 @@ class Engine(wiring.Component):
             with m.Elif(source_valid):
                 on_lookup()
 
-        with m.FSM(name="engine"):
+        with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
@@ -257,11 +361,12 @@ class Engine(wiring.Component):
 
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
+                m.d.sync += part_row0.eq(b0 * T + t)
                 with m.If(t == T):
                     m.next = "IDLE"
                 with m.Elif(b0 == B):           # next table
                     m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0),
-                                 out_addr.eq(cfg.pooled_addr + (t + 1) * self.beats)]
+                                 out_addr.eq(cfg.pooled_addr + (t + 1) * beats)]
                 with m.Else():
                     left = B - b0
                     m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(tb + b0),
@@ -283,7 +388,9 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
-                    m.d.comb += [an.start.eq(1), idxr.start.eq(1), idxr.base.eq(cfg.indices_addr),
+                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward),
+                                 an.sort_bags.eq(cfg.mode == MODE_REFREE),
+                                 idxr.start.eq(1), idxr.base.eq(cfg.indices_addr),
                                  idxr.first.eq(part_lo), idxr.count.eq(lookups)]
                     m.d.sync += [bi.eq(0), len_state.eq(0)]
                     m.next = "PART_ANALYZE"
@@ -305,50 +412,99 @@ class Engine(wiring.Component):
                 with m.If(an.inserted):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
-                    m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
-                                 sch.num_members.eq(Mux(an.full, an.full_bag, nb)), dp.start.eq(1)]
-                    with m.If(cfg.mode == MODE_BASELINE):
+                    m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
+                    with m.If(baseline):        # the lookups again, in index order
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(part_lo),
                                      idxr.count.eq(an.num_lookups)]
-                        m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0)]
+                    with m.If(forward | ~baseline & (an.num_rows != 0)):
+                        # scheduler members: the bags (forward) or the distinct rows
+                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
+                                     sch.num_members.eq(Mux(forward, Mux(an.full, an.full_bag, nb),
+                                                            an.num_rows)),
+                                     dp.start.eq(1)]
+                    with m.If(forward & baseline):
                         m.next = "RUN_BASELINE"
-                    with m.Else():
+                    with m.Elif(forward):
                         m.next = "RUN_MEMBERS"
+                    with m.Elif(baseline):
+                        m.next = "RUN_BASELINE_UPDATE"
+                    with m.Else():
+                        m.next = "RUN_GRADIENTS"
 
             # ---- 3. items into the scheduler, rows into the datapath --------------------
-            with m.State("RUN_MEMBERS"):
+            with m.State("RUN_MEMBERS"):        # forward: each distinct row once, row order
                 mem_ = an.members.payload
                 c_mult = small_int_to_f32(m, mem_.mult, p.mult_bits)
-                m.d.comb += [item_valid.eq(an.members.valid), item_needs_row.eq(mem_.first),
-                             item_row.eq(mem_.row), an.members.ready.eq(item_taken),
-                             item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first),
-                             item.kind.eq(0)]
+                m.d.comb += [issue.eq(an.members.valid), need_item.eq(1), need_row.eq(mem_.first),
+                             item_row.eq(mem_.row), an.members.ready.eq(taken),
+                             item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first)]
                 with m.If(cfg.mode == MODE_REFREE):
                     m.d.comb += [item.c.eq(c_mult), item.repeat.eq(1)]
                 with m.Else():
                     m.d.comb += [item.c.eq(ONE_F32), item.repeat.eq(mem_.mult)]
                 with m.If(~an.busy & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
-                    m.d.sync += cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)
                     m.next = "PART_FINISH"
 
-            with m.State("RUN_BASELINE"):       # every lookup is an item with its own row read
+            with m.State("RUN_BASELINE"):       # forward: every lookup an item, its own row read
                 def item_out():
-                    m.d.comb += [item_valid.eq(1), item_needs_row.eq(1), item_row.eq(idxr.data.payload),
-                                 idxr.data.ready.eq(item_taken),
-                                 item.item.eq(k), item.member.eq(bi), item.first.eq(1), item.kind.eq(0),
+                    m.d.comb += [issue.eq(1), need_item.eq(1), need_row.eq(1), item_row.eq(idxr.data.payload),
+                                 idxr.data.ready.eq(taken),
+                                 item.item.eq(k), item.member.eq(bi), item.first.eq(1),
                                  item.c.eq(ONE_F32), item.repeat.eq(1)]
-                    with m.If(item_taken):
+                    with m.If(taken):
                         m.d.sync += [rem.eq(rem - 1), k.eq(k + 1)]
                 with m.If(idxr.busy):
                     lookup_walker(idxr.data.valid, item_out)
                 with m.Elif(item_q.level == 0):
                     m.d.comb += sch.end.eq(1)
-                    m.d.sync += cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)
                     m.next = "PART_FINISH"
 
-            with m.State("PART_FINISH"):        # the scheduler's finals drain through the datapath
-                with m.If(~sch.busy & ~dp.busy & ~an.busy):
-                    m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1)]
+            with m.State("RUN_GRADIENTS"):      # backward: gradient rows, then the update list
+                mem_ = an.members.payload
+                c_mult = small_int_to_f32(m, mem_.mult, p.mult_bits)
+                m.d.comb += [issue.eq(an.members.valid), an.members.ready.eq(taken),
+                             item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
+                             item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first)]
+                with m.If(mem_.upd):            # the row's update: fetch it, write it back
+                    m.d.comb += [need_row.eq(1), need_write.eq(1)]
+                with m.Else():
+                    m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
+                with m.If(cfg.mode == MODE_REFREE):
+                    m.d.comb += [item.c.eq(c_mult), item.repeat.eq(1)]
+                with m.Else():
+                    m.d.comb += [item.c.eq(ONE_F32), item.repeat.eq(mem_.mult)]
+                # every gradient row is in: the scheduler may send the merged gradients
+                items_in = (an.members.valid & mem_.upd) | ~an.busy
+                with m.If(~end_sent & items_in & (item_q.level == 0)):
+                    m.d.comb += sch.end.eq(1)
+                    m.d.sync += end_sent.eq(1)
+                with m.If(~an.busy & end_sent):
+                    m.next = "PART_FINISH"
+
+            with m.State("RUN_BASELINE_UPDATE"):    # backward: per lookup, in index order
+                def update_out():
+                    m.d.comb += [issue.eq(1), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
+                                 item_row.eq(idxr.data.payload), grad_bag.eq(bi), idxr.data.ready.eq(taken)]
+                    with m.If(taken):
+                        m.d.sync += rem.eq(rem - 1)
+                with m.If(idxr.busy):
+                    lookup_walker(idxr.data.valid, update_out)
+                with m.Else():
+                    m.next = "PART_FINISH"
+
+            with m.State("PART_FINISH"):        # results drain; updates reach memory
+                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~upd.busy & (write_q.level == 0)):
+                    m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
+                                 cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"
+
+        # Cycles per phase.
+        phases = {"cycles_check": ("CHECK_OFFSETS", "CHECK_INDICES"),
+                  "cycles_analysis": ("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER"),
+                  "cycles_stream": ("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"),
+                  "cycles_drain": ("PART_FINISH",)}
+        for name, states in phases.items():
+            counter = getattr(cnt, name)
+            count(counter, Cat(*[fsm.ongoing(s) for s in states]).any())
         return m

@@ -118,6 +118,10 @@ class ShareScheduler(wiring.Component):
         item_first_pending = Signal()           # next op is the first of its item
         round_left = Signal(range(N + 1))       # deferred members of the current round
         draining = Signal()
+        # Deferred members waiting; counted here because the FIFO's output lags its input
+        # (a member deferred in DECIDE is not yet readable in the next TAKE).
+        ndef = Signal(range(N + 1))
+        m.d.sync += ndef.eq(ndef + deferred.w_en - (deferred.r_en & deferred.r_rdy))
         end_seen = Signal()
         k = Signal(nb + 1)
         created = Signal()                      # the member's new class was made for it
@@ -159,20 +163,20 @@ class ShareScheduler(wiring.Component):
             with m.State("TAKE"):
                 with m.If(draining):
                     with m.If(round_left == 0):
-                        with m.If(deferred.r_rdy):      # another round of the same item
-                            m.d.sync += [sweep.eq(sweep + 1), round_left.eq(deferred.r_level)]
+                        with m.If(ndef != 0):           # another round of the same item
+                            m.d.sync += [sweep.eq(sweep + 1), round_left.eq(ndef)]
                         with m.Else():
                             m.d.sync += draining.eq(0)
-                    with m.Else():
+                    with m.Elif(deferred.r_rdy):
                         m.d.comb += deferred.r_en.eq(1)
                         m.d.sync += [cur.eq(deferred.r_data), round_left.eq(round_left - 1)]
                         m.next = "CLASS"
-                with m.Elif(end_seen & deferred.r_rdy):
+                with m.Elif(end_seen & (ndef != 0)):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # the last item's rounds
                 with m.Elif(end_seen):
                     m.d.sync += k.eq(0)
                     m.next = "FINALS"
-                with m.Elif(self.items.valid & self.items.payload.first & deferred.r_rdy):
+                with m.Elif(self.items.valid & self.items.payload.first & (ndef != 0)):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # finish the previous item first
                 with m.Elif(self.items.valid):
                     m.d.comb += self.items.ready.eq(1)
