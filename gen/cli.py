@@ -48,16 +48,12 @@ def cmd_analyze(args):
     else:
         if not args.trace:
             raise UsageError("give a batch file or --trace NAME")
-        if args.trace == "movielens":
-            batch = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index).batch
-            title = f"trace movielens (batch {args.batch_index})"
-        else:
-            batch = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed).batch
-            title = f"trace {args.trace} (seed {args.seed})"
+        tr, title = _trace_batch(args)
+        batch = tr.batch
     poolings = _poolings(args.pooling, batch.num_tables)
     rows = [int(batch.table_slice(t)[0].max(initial=-1)) + 1 for t in range(batch.num_tables)]
     batch.check_against(rows, poolings)         # rejects negative indices, weights with mean
-    rep = analyze(batch, poolings)
+    rep = analyze(batch, poolings, _limits(_config(args)) if args.engine_limits else None)
     print(json.dumps(rep) if args.json else format_report(rep, title))
 
 
@@ -107,9 +103,22 @@ def _write_outputs(out_dir, res, was_npz):
     os.rmdir(tmp)
 
 
+def _config(args):
+    from .config import load_config
+    try:
+        return load_config(args.config)
+    except (ValueError, TypeError) as e:
+        raise BatchError("--config", str(e)) from None
+
+
+def _limits(conf):
+    from refree.golden.planner import PartLimits
+    p = conf.params
+    return PartLimits(p.max_bags, p.max_lookups, p.max_distinct_rows, p.max_bag_len)
+
+
 def cmd_step(args):
-    if args.engine != "golden":
-        raise UsageError(f"--engine {args.engine!r} is not available yet (only 'golden')")
+    conf = _config(args)
     batch = load_batch(args.batch)
     tables, was_npz = _load_tables(args.table)
     grad = _load_npy(args.grad, "--grad")
@@ -117,11 +126,43 @@ def cmd_step(args):
     if state is not None and args.optimizer != "rowwise-adagrad":
         raise BatchError("--state", "is only used with --optimizer rowwise-adagrad")
     poolings = _poolings(args.pooling, len(tables))
-    res = step(tables, batch, grad, args.lr, poolings=poolings, mode=args.mode,
-               optimizer=args.optimizer, eps=args.eps, state=state)
+    # Both engines split the batch by the configured engine's part limits, so that their
+    # outputs are the same bytes.
+    if args.engine == "golden":
+        res = step(tables, batch, grad, args.lr, poolings=poolings, mode=args.mode,
+                   optimizer=args.optimizer, eps=args.eps, state=state, limits=_limits(conf))
+        report = {"counts": res.counts, "tables": res.table_counts}
+    else:
+        from .rtl import rtl_step
+        res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
+                                 poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state)
+        report = {"sim": args.sim, "counters": counters}
     _write_outputs(args.out, res, was_npz)
-    print(json.dumps({"mode": args.mode, "engine": args.engine, "optimizer": args.optimizer,
-                      "counts": res.counts, "tables": res.table_counts}))
+    print(json.dumps({"mode": args.mode, "engine": args.engine, "optimizer": args.optimizer, **report}))
+
+
+def _trace_batch(args):
+    """--trace and its options -> (batch, title)."""
+    if args.trace == "movielens":
+        tr = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index)
+        return tr, f"trace movielens (batch {args.batch_index})"
+    tr = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed)
+    return tr, f"trace {args.trace} (seed {args.seed})"
+
+
+def cmd_rtl_check(args):
+    from .rtl import format_counters, rtl_check
+    conf = _config(args)
+    tr, title = _trace_batch(args)
+    print(f"one training step (SGD, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
+          f"D={conf.dim}, on the engine's RTL ({args.sim}) and on the golden model")
+    try:
+        per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim)
+    except AssertionError as e:
+        print(f"refree: error: {e}", file=sys.stderr)
+        return 1
+    print(format_counters(per_mode))
+    return 0
 
 
 def cmd_generate(args):
@@ -153,6 +194,10 @@ def build_parser():
                    help="MovieLens: which batch of B consecutive samples (time order)")
     a.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--engine-limits", action="store_true",
+                   help="split the batch into parts by the configured engine's limits "
+                        "(default: the whole batch as one part)")
+    a.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
 
     s = sub.add_parser("step", help="run one embedding training step")
     s.add_argument("batch")
@@ -166,6 +211,21 @@ def build_parser():
     s.add_argument("--state", help="Adagrad state .npz (state_0 ..) from an earlier step")
     s.add_argument("--mode", choices=MODES, default="refree")
     s.add_argument("--engine", choices=["golden", "rtl"], default="golden")
+    s.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
+                   help="simulator of --engine rtl")
+    s.add_argument("--config", help="engine configuration TOML: part limits (both engines) and "
+                                    "the RTL's parameters (see gen/default_config.toml)")
+
+    r = sub.add_parser("rtl-check", help="main job: one training step per mode on the RTL, "
+                                         "checked against the golden model, counters side by side")
+    r.add_argument("--trace", choices=TRACES, default="movielens")
+    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--tables", type=int, default=1)
+    r.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
+    r.add_argument("--batch-index", type=int, default=0,
+                   help="MovieLens: which batch of B consecutive samples (time order)")
+    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    r.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
@@ -182,13 +242,14 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate}[args.command](args)
+        status = {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate,
+                  "rtl-check": cmd_rtl_check}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:
         print(f"refree: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

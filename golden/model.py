@@ -16,7 +16,7 @@ from .errors import BatchError, ErrorCode
 from .planner import PartLimits, partition, plan_part
 from .replay import fold_rows, replay_trie
 
-__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "plan_batch", "forward",
+__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "check_step_inputs", "plan_batch", "forward",
            "backward_update", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
@@ -146,6 +146,20 @@ def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
                               G, plan, mode, optimizer, lr, eps)
 
 
+def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps):
+    """Validate the inputs of a step (errors name the field); returns the poolings list."""
+    T = len(tables)
+    poolings = list(poolings) if poolings is not None else ["sum"] * T
+    _check_args(mode, optimizer, lr, eps)
+    check_tables(tables, batch, poolings)
+    D = tables[0].shape[1]
+    if not (isinstance(grad, np.ndarray) and grad.dtype == np.float32
+            and grad.shape == (batch.batch_size, T * D)):
+        raise BatchError("grad", f"must be float32 of shape {(batch.batch_size, T * D)}, not "
+                         f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
+    return poolings
+
+
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
          state=None, limits=None):
     """One training step.  Inputs are not modified; returns a StepResult.
@@ -156,15 +170,8 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
     """
     tables = list(tables)
     T = len(tables)
-    poolings = list(poolings) if poolings is not None else ["sum"] * T
     limits = limits or PartLimits()
-    _check_args(mode, optimizer, lr, eps)
-    check_tables(tables, batch, poolings)
-    D = tables[0].shape[1]
-    if not (isinstance(grad, np.ndarray) and grad.dtype == np.float32
-            and grad.shape == (batch.batch_size, T * D)):
-        raise BatchError("grad", f"must be float32 of shape {(batch.batch_size, T * D)}, not "
-                         f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
+    poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer == "rowwise-adagrad":
         state = ([np.zeros(E.shape[0], np.float32) for E in tables] if state is None
                  else [np.array(s, np.float32, copy=True) for s in state])

@@ -172,3 +172,8 @@ def test_random_tables_with_input_stalls(seed):
                           max_bag_len=8, radix_bits=4)
     bags = [list(rng.zipf(1.3, rng.integers(0, 9)) % 1000) for _ in range(40)]
     check(params, bags, stall_every=3 if seed == 1 else 0)
+
+
+def test_a_part_of_empty_bags_finishes():
+    # The controller's finish comes the cycle after start when a part has no lookups.
+    check(SMALL, [[]] * 20 + [[1, 1], []])

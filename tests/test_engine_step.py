@@ -139,3 +139,52 @@ def test_icarus_worked_example():
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     for mode in ("baseline", "refree"):
         check_step(batch, tables, mode, sim="icarus")
+
+
+def config_file(path):
+    """A generator configuration equal to the tests' engine (so the build is shared)."""
+    p = PARAMS
+    path.write_text(f"[engine]\ndim = {DIM}\nmax_tables = {MAX_TABLES}\naddr_bits = {ADDR_BITS}\n"
+                    f"[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
+                    f"max_lookups = {p.max_lookups}\nmax_distinct_rows = {p.max_distinct_rows}\n"
+                    f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n")
+    return path
+
+
+@pytest.mark.parametrize("mode", ["baseline", "refree"])
+def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
+    """`refree step --engine rtl` == `--engine golden`, file for file, byte for byte; two
+    tables of D = 12 (padded to one beat on the engine) and a batch of several parts."""
+    import json
+    from refree.gen.cli import main
+    from refree.golden.batch import save_batch
+    rng = np.random.default_rng(8)
+    bags = [list(rng.integers(0, 40, rng.integers(0, 7))) for _ in range(2 * 10)]
+    save_batch(tmp_path / "batch.npz", make_batch(bags, T=2))
+    np.savez(tmp_path / "tables.npz", table_0=rng.standard_normal((40, 12)).astype(np.float32),
+             table_1=rng.standard_normal((45, 12)).astype(np.float32))
+    np.save(tmp_path / "grad.npy", rng.standard_normal((10, 24)).astype(np.float32))
+    cfg = config_file(tmp_path / "engine.toml")
+    common = [str(tmp_path / "batch.npz"), "--table", str(tmp_path / "tables.npz"), "--grad",
+              str(tmp_path / "grad.npy"), "--lr", "0.05", "--mode", mode, "--config", str(cfg)]
+    assert main(["step", *common, "--out", str(tmp_path / "golden")]) == 0
+    assert main(["step", *common, "--engine", "rtl", "--out", str(tmp_path / "rtl")]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["counters"]["forward"]["parts"] > 2
+    for name in ("pooled.npy", "table.npz"):
+        assert (tmp_path / "golden" / name).read_bytes() == (tmp_path / "rtl" / name).read_bytes()
+
+
+def test_cli_step_rtl_rejects_what_the_engine_does_not_run_yet(tmp_path, capsys):
+    from refree.gen.cli import main
+    from refree.golden.batch import save_batch
+    save_batch(tmp_path / "batch.npz", make_batch([[1, 2], [0]]))
+    np.save(tmp_path / "table.npy", np.ones((3, 16), np.float32))
+    np.save(tmp_path / "grad.npy", np.ones((2, 16), np.float32))
+    base = ["step", str(tmp_path / "batch.npz"), "--table", str(tmp_path / "table.npy"), "--grad",
+            str(tmp_path / "grad.npy"), "--lr", "0.1", "--engine", "rtl", "--out", str(tmp_path / "o"),
+            "--config", str(config_file(tmp_path / "engine.toml"))]
+    assert main(base + ["--pooling", "mean"]) == 2
+    assert "--pooling" in capsys.readouterr().err
+    assert main(base + ["--optimizer", "rowwise-adagrad"]) == 2
+    assert not (tmp_path / "o").exists()

@@ -292,13 +292,14 @@ class Analyzer(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags)]
+                    # (a finish may come in the very next cycle: an empty part)
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0)]
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0),
                              nbl.eq(0), bl_fixed.eq(0),
-                             s1_valid.eq(0), idx.eq(0), finishing.eq(0), self.inserted.eq(0)]
+                             s1_valid.eq(0), idx.eq(0), self.inserted.eq(0)]
                 with m.If(gen == (1 << GEN_BITS) - 1):
                     m.d.sync += gen.eq(1)
                     m.next = "CLEAR_HASH"
@@ -466,7 +467,7 @@ class Analyzer(wiring.Component):
                 m.d.sync += ma_valid.eq(issue)
                 with m.If(issue):
                     m.d.sync += idx.eq(idx + 1)
-                with m.If((idx == npairs) & ~ma_valid & ~mb_valid & ~mc_valid & ~out_fifo.r_rdy):
+                with m.If((idx == npairs) & ~ma_valid & ~mb_valid & ~mc_valid & (out_fifo.level == 0)):
                     m.next = "DONE"
 
             # ---- backward: pairs by bag in gradient-row order, then the update list ------
@@ -499,13 +500,14 @@ class Analyzer(wiring.Component):
                 m.d.sync += [rr_valid.eq(issue), rr_slot.eq(idx)]
                 with m.If(issue):
                     m.d.sync += idx.eq(idx + 1)
-                with m.If((idx == nslots) & ~rr_valid & ~out_fifo.r_rdy):
+                with m.If((idx == nslots) & ~rr_valid & (out_fifo.level == 0)):
                     m.next = "DONE"
 
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags)]
+                    # (a finish may come in the very next cycle: an empty part)
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0)]
                     m.next = "NEW_PART"
 
         # Backward pair pipeline (state-independent, so that it drains across states):

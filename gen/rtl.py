@@ -1,0 +1,119 @@
+"""Training steps on the engine's generated Verilog, from the command line.
+
+``refree step --engine rtl`` and the main job (``refree rtl-check``) run here: the engine
+of the generator configuration (``--config``, default ``gen/default_config.toml``) is
+converted to Verilog and built once per configuration and simulator (under ``build/``),
+then driven by the cocotb testbench of :mod:`refree.verif.engine_run`.
+
+Tables whose vector length D is not a multiple of 16 run on an engine of the next multiple
+(rows are padded to whole 64-byte beats in memory anyway): the extra lanes hold +0 in the
+table and the gradient, so they stay +0 and the real lanes are unaffected.
+"""
+import numpy as np
+
+from refree.golden.errors import BatchError, ErrorCode
+from refree.golden.model import StepResult, check_step_inputs, step
+from refree.golden.counts import MODES
+
+__all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS"]
+
+# (job, counter, what it counts) in the order the main job prints them
+COUNTER_ROWS = [
+    ("forward", "cycles", "cycles"),
+    ("forward", "cycles_check", "  checking the batch"),
+    ("forward", "cycles_analysis", "  forming parts, analysis"),
+    ("forward", "cycles_stream", "  streaming rows, folding"),
+    ("forward", "cycles_drain", "  draining results"),
+    ("forward", "input_reads", "input beats read (offsets, indices)"),
+    ("forward", "table_reads", "table beats read"),
+    ("forward", "pooled_writes", "pooled beats written"),
+    ("forward", "adds", "additions"),
+    ("forward", "muls", "multiplies"),
+    ("backward", "cycles", "cycles"),
+    ("backward", "cycles_check", "  checking the batch"),
+    ("backward", "cycles_analysis", "  forming parts, analysis"),
+    ("backward", "cycles_stream", "  streaming rows, merging, updating"),
+    ("backward", "cycles_drain", "  draining updates"),
+    ("backward", "input_reads", "input beats read (offsets, indices)"),
+    ("backward", "grad_reads", "gradient beats read"),
+    ("backward", "table_reads", "table beats read"),
+    ("backward", "table_writes", "table beats written"),
+    ("backward", "adds", "additions (merge)"),
+    ("backward", "muls", "multiplies (merge)"),
+    ("backward", "distinct_rows", "distinct rows"),
+    ("backward", "parts", "parts"),
+]
+
+
+def _runner(conf, dim, sim):
+    from refree.verif.engine_run import EngineRunner
+    return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim)
+
+
+def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
+             eps=1e-8, state=None):
+    """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters})."""
+    poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
+    if optimizer != "sgd" or state is not None:
+        raise BatchError("--optimizer", f"the RTL engine runs sgd so far, not {optimizer!r}")
+    if any(p != "sum" for p in poolings):
+        raise BatchError("--pooling", f"the RTL engine runs sum pooling so far, not {poolings}")
+    if batch.per_sample_weights is not None:
+        raise BatchError("per_sample_weights", "the RTL engine runs unweighted bags so far")
+    if len(tables) > conf.max_tables:
+        raise BatchError("--table", f"has {len(tables)} tables; the engine is configured for at most "
+                         f"{conf.max_tables} (engine.max_tables)")
+    B, T, D = batch.batch_size, len(tables), tables[0].shape[1]
+    dim = -(-D // 16) * 16
+    padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
+    g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
+    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode)
+    if out.error:
+        raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
+                         ErrorCode(out.error))
+    pooled = np.ascontiguousarray(out.pooled.reshape(B, T, dim)[:, :, :D].reshape(B, T * D))
+    new = [np.ascontiguousarray(E[:, :D]) for E in out.tables]
+    return StepResult(pooled, new, None, {}, []), out.counters
+
+
+def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print):
+    """The main job: one step per mode on the RTL and on the golden model; every output
+    compared bit for bit and the counters against the golden counts.  Returns the RTL
+    counters per mode; raises AssertionError on any difference."""
+    from refree.verif.engine_run import limits_of
+    rng = np.random.default_rng(seed)
+    D = conf.dim
+    tables = [(0.1 * rng.standard_normal((n, D))).astype(np.float32) for n in num_rows]
+    grad = (0.1 * rng.standard_normal((batch.batch_size, len(tables) * D))).astype(np.float32)
+    limits = limits_of(conf.params)
+    runner = _runner(conf, D, sim)
+    runner.build()
+    out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
+    beats = D // 16
+    per_mode = {}
+    for mode in MODES:
+        want = step(tables, batch, grad, lr, mode=mode, limits=limits)
+        got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim)
+        same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
+            np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(got.tables, want.tables))
+        c, f, b = want.counts, counters["forward"], counters["backward"]
+        counts_equal = (f["table_reads"] == c["forward"]["reads"] * beats and f["adds"] == c["forward"]["adds"]
+                        and f["muls"] == c["forward"]["muls"] and b["grad_reads"] == c["backward"]["reads"] * beats
+                        and b["adds"] == c["backward"]["adds"] and b["muls"] == c["backward"]["muls"]
+                        and b["table_writes"] == c["update"]["rmw"] * beats and b["parts"] == c["parts"])
+        out(f"{mode:8s}: pooled outputs and tables bit-identical to the golden model: "
+            f"{'yes' if same else 'NO'}; counters equal the golden counts: {'yes' if counts_equal else 'NO'}")
+        assert same and counts_equal, f"{mode}: the RTL and the golden model differ"
+        per_mode[mode] = counters
+    return per_mode
+
+
+def format_counters(per_mode):
+    head = f"{'':44s}" + "".join(f"{m:>12s}" for m in per_mode)
+    lines, job = [head], None
+    for j, name, label in COUNTER_ROWS:
+        if j != job:
+            lines.append(f"{j} job")
+            job = j
+        lines.append(f"  {label:42s}" + "".join(f"{per_mode[m][j][name]:12d}" for m in per_mode))
+    return "\n".join(lines)
