@@ -5,7 +5,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-slow bench bench-fp synth clean
+.PHONY: run report test test-slow bench bench-fp synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	  || echo "warning: iverilog missing and not root: Icarus tests will be skipped"
 	touch $(STAMP)
 
-# The main job.
+# The main job: a MovieLens step on the engine's RTL, checked against the golden model.
 run: $(STAMP)
+	$(BIN)/refree rtl-check --trace movielens --batch-size 128
+
+# The redundancy report of the same batch (golden model only).
+report: $(STAMP)
 	$(BIN)/refree analyze --trace movielens --batch-size 128
 
 # The whole test suite (what CI runs).

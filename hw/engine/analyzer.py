@@ -220,11 +220,11 @@ class Analyzer(wiring.Component):
         # count[digit] -> D count (+1) or scatter (perm_out[count] = slot, count + 1).
         pass_no = Signal(range(self.passes + 1))
         scatter = Signal()
-        idx = Signal(max(E, p.radix_bits, (H - 1).bit_length()) + 1)
+        idx = Signal(max(E, p.radix_bits, (H - 1).bit_length(), p.pair_bits) + 1)   # also walks pairs
         sb_valid, sb_idx = Signal(), Signal(E)
         sc_valid, sc_slot = Signal(), Signal(E)
         sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
-        running = Signal(max(p.slot_bits, p.bag_bits) + 1)
+        running = Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1)   # counts, then pair offsets
         pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
         read_bank = pass_no[0]
         n_elems = Mux(bwd, nbl, nslots)
