@@ -16,9 +16,16 @@ class GeneratorConfig:
     dim: int
     max_tables: int
     addr_bits: int
+    div_lanes: int = 4
+
+    def engine_kwargs(self):
+        """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
+        return dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
+                    addr_bits=self.addr_bits, div_lanes=self.div_lanes)
 
     def as_dict(self):
-        return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits},
+        return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
+                           "div_lanes": self.div_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__}}
 
 
@@ -47,4 +54,7 @@ def load_config(path=None):
         v = e[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise ValueError(f"engine.{key} must be an integer in [{lo}, {hi}], not {v!r}")
-    return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"])
+    if e["div_lanes"] not in (1, 2, 4, 8, 16) or isinstance(e["div_lanes"], bool):
+        raise ValueError(f"engine.div_lanes must be 1, 2, 4, 8 or 16, not {e['div_lanes']!r}")
+    return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
+                           e["div_lanes"])

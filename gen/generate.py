@@ -25,7 +25,7 @@ def ports_of(component):
 
 def generate(config_path, out_dir, name="refree_engine"):
     conf = load_config(config_path)
-    engine = Engine(conf.params, dim=conf.dim, max_tables=conf.max_tables, addr_bits=conf.addr_bits)
+    engine = Engine(**conf.engine_kwargs())
     text = verilog.convert(engine, name=name, emit_src=False)
     os.makedirs(out_dir, exist_ok=True)
     vpath = os.path.join(out_dir, f"{name}.v")

@@ -47,7 +47,7 @@ COUNTER_ROWS = [
 
 def _runner(conf, dim, sim):
     from refree.verif.engine_run import EngineRunner
-    return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim)
+    return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
@@ -56,8 +56,6 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer != "sgd" or state is not None:
         raise BatchError("--optimizer", f"the RTL engine runs sgd so far, not {optimizer!r}")
-    if any(p != "sum" for p in poolings):
-        raise BatchError("--pooling", f"the RTL engine runs sum pooling so far, not {poolings}")
     if batch.per_sample_weights is not None:
         raise BatchError("per_sample_weights", "the RTL engine runs unweighted bags so far")
     if len(tables) > conf.max_tables:
@@ -67,7 +65,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     dim = -(-D // 16) * 16
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
-    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode)
+    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode, poolings=poolings)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
                          ErrorCode(out.error))

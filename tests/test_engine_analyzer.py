@@ -183,6 +183,6 @@ def test_more_pairs_than_slot_counts_hold():
     # 65 pairs in a part of 22 rows: the member-list offsets need the pair width, not the
     # slot width (a MovieLens window found this).
     params = EngineParams(index_width=16, max_bags=8, max_lookups=200, max_distinct_rows=24,
-                          max_bag_len=48, radix_bits=4)
+                          max_bag_len=24, radix_bits=4)
     common = [16, 142, 92, 141, 50, 52, 19, 135, 2, 53, 14, 25, 30, 148, 46, 48, 89, 6]
     check(params, [[30, 148, 46, 48, 89], [3, 9] + common, [9] + common + [155], common + [155, 86]])

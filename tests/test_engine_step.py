@@ -12,9 +12,9 @@ from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
 from refree.hw.engine.params import EngineParams
 from refree.verif.engine_run import EngineRunner, limits_of
 
-# Small buffers, so that a test batch needs several parts; bags as long as Meta's at B=16.
-PARAMS = EngineParams(index_width=16, max_bags=8, max_lookups=96, max_distinct_rows=24,
-                      max_bag_len=48, radix_bits=4)
+# Small buffers, so that a test batch needs several parts (closed by each of the limits).
+PARAMS = EngineParams(index_width=16, max_bags=8, max_lookups=80, max_distinct_rows=32,
+                      max_bag_len=32, radix_bits=4)
 DIM, MAX_TABLES, ADDR_BITS = 16, 4, 24
 RUNNERS = {sim: EngineRunner(PARAMS, DIM, MAX_TABLES, ADDR_BITS, sim) for sim in ("verilator", "icarus")}
 LR = 0.0625
@@ -26,14 +26,14 @@ def make_batch(bags, T=1):
     return Batch(idx, offs, len(bags) // T)
 
 
-def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, **kw):
+def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, **kw):
     """One step on the RTL against the golden model; returns the RTL's counters."""
     B, T = batch.batch_size, batch.num_tables
     if grad is None:
         grad = np.random.default_rng(99).standard_normal((B, T * DIM)).astype(np.float32)
-    got = RUNNERS[sim].step(tables, batch, grad, lr, mode, **kw)
+    got = RUNNERS[sim].step(tables, batch, grad, lr, mode, poolings=poolings, **kw)
     assert got.error == 0
-    want = step(tables, batch, grad, lr, mode=mode, limits=limits_of(PARAMS))
+    want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS))
     assert np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32))
     for t, (g, w) in enumerate(zip(got.tables, want.tables)):
         assert np.array_equal(g.view(np.uint32), w.view(np.uint32)), f"table {t} differs"
@@ -69,8 +69,9 @@ def test_worked_example(mode):
         assert counters["forward"]["adds"] == 3 and counters["backward"]["adds"] == 2
 
 
+@pytest.mark.parametrize("poolings", [("sum", "sum"), ("mean", "sum"), ("sum", "mean")], ids="-".join)
 @pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
-def test_two_tables_several_parts_empty_bags_repeated_rows(mode):
+def test_two_tables_several_parts_empty_bags_repeated_rows(mode, poolings):
     rng = np.random.default_rng(1)
     bags = [list(rng.zipf(1.3, rng.integers(0, 8)) % 30) for _ in range(2 * 12)]
     bags[3], bags[5], bags[20], bags[21] = [], [7, 7, 7], [29] * 8, [4, 4, 9, 4, 9]
@@ -79,7 +80,8 @@ def test_two_tables_several_parts_empty_bags_repeated_rows(mode):
     tables[1][7] = [-0.0, np.inf, 1e-45, -1e-45, 3.4e38, 3.4e38, 0, 1, 2, 3, 4, 5, 6, 7, 8, np.nan]
     grad = rng.standard_normal((12, 2 * DIM)).astype(np.float32)
     grad[1, :4] = [-0.0, 0.0, np.inf, 1e-40]
-    counters = check_step(batch, tables, mode, grad=grad, seed=2, latency=(1, 20), ready_p=0.5)
+    counters = check_step(batch, tables, mode, grad=grad, seed=2, latency=(1, 20), ready_p=0.5,
+                          poolings=list(poolings))
     assert counters["forward"]["parts"] > 2
 
 
@@ -91,16 +93,18 @@ def test_all_bags_empty_in_a_part():
         check_step(batch, tables, mode)
 
 
-@pytest.mark.parametrize("trace,mode", [("movielens", "refree"), ("movielens", "dedup"),
-                                        ("zipf", "refree"), ("uniform", "baseline"), ("meta", "refree")])
-def test_traces(trace, mode):
+@pytest.mark.parametrize("trace,mode,pooling", [
+    ("movielens", "refree", "sum"), ("movielens", "dedup", "mean"), ("movielens", "refree", "mean"),
+    ("zipf", "refree", "sum"), ("uniform", "baseline", "mean"), ("meta", "refree", "sum")])
+def test_traces(trace, mode, pooling):
     from refree.golden.traces import make_trace
-    kw = {"movielens": dict(batch_index=40), "zipf": dict(num_rows=200, bag_len=6),
-          "uniform": dict(num_rows=200, bag_len=6), "meta": dict(num_rows=500)}[trace]
-    tr = make_trace(trace, 16, 1, seed=3, **kw)
+    kw = {"movielens": dict(batch_index=40), "zipf": dict(num_rows=200, bag_len=6, seed=3),
+          "uniform": dict(num_rows=200, bag_len=6, seed=3),
+          "meta": dict(num_rows=500, seed=5)}[trace]      # seed 5: no bag over max_bag_len
+    tr = make_trace(trace, 16, 1, **kw)
     rng = np.random.default_rng(3)
     tables = [rng.standard_normal((tr.num_rows[0], DIM)).astype(np.float32)]
-    counters = check_step(tr.batch, tables, mode, seed=4)
+    counters = check_step(tr.batch, tables, mode, seed=4, poolings=[pooling])
     if mode == "refree" and trace == "movielens":       # sharing happens
         assert counters["forward"]["adds"] < sum(max(n - 1, 0) for n in np.diff(tr.batch.offsets))
 
@@ -111,7 +115,7 @@ BAD = [
     ("last offset short", dict(offsets=[0, 2, 3, 4]), ErrorCode.MALFORMED_OFFSETS),
     ("index past the table", dict(indices=[1, 2, 99, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
     ("negative index", dict(indices=[1, 2, -1, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
-    ("bag too long", dict(offsets=[0, 0, 0, 49], indices=[1] * 49), ErrorCode.BAG_TOO_LONG),
+    ("bag too long", dict(offsets=[0, 0, 0, 33], indices=[1] * 33), ErrorCode.BAG_TOO_LONG),
 ]
 
 
@@ -137,15 +141,15 @@ def test_icarus_worked_example():
     rng = np.random.default_rng(0)
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
-    for mode in ("baseline", "refree"):
-        check_step(batch, tables, mode, sim="icarus")
+    for mode, pooling in (("baseline", "sum"), ("refree", "mean")):
+        check_step(batch, tables, mode, sim="icarus", poolings=[pooling])
 
 
 def config_file(path):
     """A generator configuration equal to the tests' engine (so the build is shared)."""
     p = PARAMS
     path.write_text(f"[engine]\ndim = {DIM}\nmax_tables = {MAX_TABLES}\naddr_bits = {ADDR_BITS}\n"
-                    f"[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
+                    f"div_lanes = 4\n[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
                     f"max_lookups = {p.max_lookups}\nmax_distinct_rows = {p.max_distinct_rows}\n"
                     f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n")
     return path
@@ -166,7 +170,8 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
     np.save(tmp_path / "grad.npy", rng.standard_normal((10, 24)).astype(np.float32))
     cfg = config_file(tmp_path / "engine.toml")
     common = [str(tmp_path / "batch.npz"), "--table", str(tmp_path / "tables.npz"), "--grad",
-              str(tmp_path / "grad.npy"), "--lr", "0.05", "--mode", mode, "--config", str(cfg)]
+              str(tmp_path / "grad.npy"), "--lr", "0.05", "--mode", mode, "--config", str(cfg),
+              "--pooling", "sum,mean"]
     assert main(["step", *common, "--out", str(tmp_path / "golden")]) == 0
     assert main(["step", *common, "--engine", "rtl", "--out", str(tmp_path / "rtl")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -178,13 +183,16 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
 def test_cli_step_rtl_rejects_what_the_engine_does_not_run_yet(tmp_path, capsys):
     from refree.gen.cli import main
     from refree.golden.batch import save_batch
+    weighted = make_batch([[1, 2], [0]])
+    object.__setattr__(weighted, "per_sample_weights", np.ones(3, np.float32))
+    save_batch(tmp_path / "weighted.npz", weighted)
     save_batch(tmp_path / "batch.npz", make_batch([[1, 2], [0]]))
     np.save(tmp_path / "table.npy", np.ones((3, 16), np.float32))
     np.save(tmp_path / "grad.npy", np.ones((2, 16), np.float32))
     base = ["step", str(tmp_path / "batch.npz"), "--table", str(tmp_path / "table.npy"), "--grad",
             str(tmp_path / "grad.npy"), "--lr", "0.1", "--engine", "rtl", "--out", str(tmp_path / "o"),
             "--config", str(config_file(tmp_path / "engine.toml"))]
-    assert main(base + ["--pooling", "mean"]) == 2
-    assert "--pooling" in capsys.readouterr().err
+    assert main([base[0], str(tmp_path / "weighted.npz")] + base[2:]) == 2
+    assert "per_sample_weights" in capsys.readouterr().err
     assert main(base + ["--optimizer", "rowwise-adagrad"]) == 2
     assert not (tmp_path / "o").exists()

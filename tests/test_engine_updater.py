@@ -1,4 +1,4 @@
-"""The row updater (E' = fma(-lr, g, E), 16 lanes per beat) against the golden FMA, in
+"""The row updater (E' = fma(-lr, fl(s*g), E), 16 lanes per beat) against the golden FMA, in
 Amaranth's simulator, with gaps on both inputs and backpressure on the output."""
 import numpy as np
 from amaranth.sim import Simulator
@@ -19,7 +19,9 @@ def test_updates_match_the_golden_fma_under_backpressure():
     g[0] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, 0, 0, 0, 0, 1, 1, 1, 1]
     e[0] = [-0.0, -0.0, 1, np.inf, 0, 0, -0.0, 3.4e38, np.nan, 1e-38, -1e-38, 0, 0, 0, 0, 0]
     lr = np.float32(0.37)
-    want = canonical_nan(fma(-lr, g, e))
+    s = rng.choice(np.float32([1.0, 0.5, 1 / 3, 0.1]), n).astype(np.float32)
+    s[0] = 1.0
+    want = canonical_nan(fma(-lr, (s[:, None] * g).astype(np.float32), e))
     dut = RowUpdater()
     got = []
 
@@ -27,7 +29,11 @@ def test_updates_match_the_golden_fma_under_backpressure():
         for k, v in enumerate(data):
             if k % gap == 0:
                 await ctx.tick()
-            ctx.set(stream.payload, v)
+            if stream is dut.g:
+                ctx.set(stream.payload.data, v)
+                ctx.set(stream.payload.scale, int(s[k].view(np.uint32)))
+            else:
+                ctx.set(stream.payload, v)
             ctx.set(stream.valid, 1)
             await ctx.tick().until(stream.ready)
             ctx.set(stream.valid, 0)

@@ -52,32 +52,36 @@ class StepOutcome:
 class EngineRunner:
     """One engine configuration on one simulator (built on first use)."""
 
-    def __init__(self, params, dim, max_tables, addr_bits, sim="verilator"):
+    def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4):
         self.params, self.dim, self.max_tables, self.addr_bits, self.sim = \
             params, dim, max_tables, addr_bits, sim
+        self.div_lanes = div_lanes
         self._build = None
 
     def build(self):
         if self._build is None:
             require_simulator(self.sim)
             self.design = verilog_for(Engine, name="engine", subdir="engine", params=self.params,
-                                      dim=self.dim, max_tables=self.max_tables, addr_bits=self.addr_bits)
+                                      dim=self.dim, max_tables=self.max_tables, addr_bits=self.addr_bits,
+                                      div_lanes=self.div_lanes)
             # public: cocotb reaches the top-level ports through VPI
             self._build = SimBuild(self.sim, [self.design.verilog], "engine",
                                    self.design.directory / self.sim, public=True).build()
         return self._build
 
-    def config(self, batch, lay, mode, job, lr=0.0):
+    def config(self, batch, lay, mode, job, lr=0.0, poolings=None):
+        poolings = poolings or ["sum"] * batch.num_tables
         cfg = {"job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
                "num_tables": batch.num_tables, "num_indices": len(batch.indices),
                "offsets_addr": lay.offsets, "indices_addr": lay.indices, "pooled_addr": lay.pooled,
                "grad_addr": lay.grad, "lr": int(np.float32(lr).view(np.uint32)),
-               "tables": [{"base": b, "rows": r, "stride": s} for b, r, s in lay.tables]
-               + [{"base": 0, "rows": 0, "stride": 0}] * (self.max_tables - len(lay.tables))}
+               "tables": [{"base": b, "rows": r, "stride": s, "mean": int(pool == "mean")}
+                          for (b, r, s), pool in zip(lay.tables, poolings)]
+               + [{"base": 0, "rows": 0, "stride": 0, "mean": 0}] * (self.max_tables - len(lay.tables))}
         return Const.cast(self.design.component.Config.const(cfg)).value
 
-    def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, seed=0, latency=(1, 8), ready_p=0.8,
-            tag="job", max_cycles=1_000_000):
+    def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
+            ready_p=0.8, tag="job", max_cycles=1_000_000):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image."""
         build = self.build()
         if tables[0].shape[1] != self.dim:
@@ -89,7 +93,7 @@ class EngineRunner:
             raise ValueError(f"the batch and tables need {lay.end} beats of memory; the engine "
                              f"addresses {1 << self.addr_bits}")
         mem = pack(batch, tables, lay, grad)
-        configs = [str(self.config(batch, lay, mode, j, lr)) for j in jobs]
+        configs = [str(self.config(batch, lay, mode, j, lr, poolings)) for j in jobs]
         run_dir = build_root() / "engine" / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         addrs = np.array(sorted(mem), np.int64)
@@ -107,7 +111,8 @@ class EngineRunner:
                              [int(c) for c in out["cycles"]])
 
     def step(self, tables, batch, grad, lr, mode, **kw):
-        """One training step: a forward job, then a backward job (SGD)."""
+        """One training step: a forward job, then a backward job (SGD); ``poolings`` per table
+        ("sum" or "mean") in ``kw``."""
         r = self.run(batch, tables, [JOB_FORWARD, JOB_BACKWARD], mode, grad=grad, lr=lr, **kw)
         B, T, D = batch.batch_size, batch.num_tables, self.dim
         pooled = unpack_rows(r.after, r.lay.pooled, B * T, r.lay.row_beats, D).reshape(B, T * D)

@@ -47,7 +47,9 @@ from amaranth.lib.wiring import In, Out
 from refree.golden.errors import ErrorCode
 from .analyzer import Analyzer
 from .datapath import FoldDatapath
+from .coef import CoefStage
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
+from .rowdiv import RowDivider
 from .params import EngineParams
 from .scheduler import ShareScheduler
 from .updater import RowUpdater
@@ -58,6 +60,11 @@ MODE_BASELINE, MODE_DEDUP, MODE_REFREE = 0, 1, 2
 JOB_FORWARD, JOB_BACKWARD = 0, 1
 IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet written back
 ONE_F32 = 0x3F800000
+
+
+def f32_bits(x):
+    import struct
+    return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
 def small_int_to_f32(m, n, width):
@@ -123,15 +130,17 @@ class Engine(wiring.Component):
     mem : Out(mem_port(addr_bits))
     """
 
-    def __init__(self, params, dim=64, max_tables=4, addr_bits=32):
+    def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Engine params must be an EngineParams, not {params!r}")
         if not isinstance(dim, int) or dim < 16 or dim % 16:
             raise ValueError(f"Engine dim must be a positive multiple of 16, not {dim!r}")
         self.params, self.dim, self.max_tables, self.addr_bits = params, dim, max_tables, addr_bits
+        self.div_lanes = div_lanes
         self.beats = dim // 16
         p = params
-        self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16})
+        self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
+                                        "mean": 1})
         self.Config = data.StructLayout({
             "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
@@ -174,6 +183,8 @@ class Engine(wiring.Component):
                                                       item_bits=item_bits, repeat_bits=p.mult_bits)
         m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
         m.submodules.updater = upd = RowUpdater()
+        m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat) + 1)
+        m.submodules.coef = coef = CoefStage(an.Member)
         m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
         wiring.connect(m, sch.finals, dp.finals)
         wiring.connect(m, sch.ops, dp.ops)
@@ -188,8 +199,9 @@ class Engine(wiring.Component):
         # (dedup, refree) or the updater (baseline); table rows feed the updater.
         route(fetch.beats_out, dp.rows, forward)
         route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
-        route(fetch_g.beats_out, upd.g, ~forward & baseline)
-        route(dp.results, upd.g, ~forward & ~baseline, dp.results.payload.data)
+        scale_q_data = Signal(32)
+        route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
+        route(dp.results, upd.g, ~forward & ~baseline, Cat(dp.results.payload.data, C(ONE_F32, 32)))
         route(fetch.beats_out, upd.e, ~forward)
 
         # Work leaves the controller through small queues (no combinational loop between
@@ -199,6 +211,14 @@ class Engine(wiring.Component):
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
+        # baseline backward: each gradient row's scale (1, or fl(1/len) for mean pooling)
+        m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=8)
+        gbeat = Signal(range(beats))
+        m.d.comb += scale_q_data.eq(scale_q.r_data)
+        with m.If(~forward & baseline & upd.g.valid & upd.g.ready):
+            m.d.sync += gbeat.eq(Mux(gbeat == beats - 1, 0, gbeat + 1))
+            with m.If(gbeat == beats - 1):
+                m.d.comb += scale_q.r_en.eq(1)
         m.d.comb += [sch.items.valid.eq(item_q.r_rdy), sch.items.payload.eq(item_q.r_data),
                      item_q.r_en.eq(sch.items.ready),
                      fetch.rows.valid.eq(row_q.r_rdy), fetch.rows.payload.eq(row_q.r_data),
@@ -212,9 +232,10 @@ class Engine(wiring.Component):
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
         lock = ~forward & baseline
         taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~(lock & locks.hit)) \
-            & (~need_grad | grad_q.w_rdy) & (~need_write | write_q.w_rdy)
+            & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy)
         m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
                      row_q.w_en.eq(taken & need_row), grad_q.w_en.eq(taken & need_grad),
+                     scale_q.w_en.eq(taken & need_grad & lock),
                      write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
                      locks.addr.eq(row_q.w_data), locks.push.eq(taken & need_row & lock)]
 
@@ -234,6 +255,12 @@ class Engine(wiring.Component):
         m.submodules.bag_len = bl_mem = memory.Memory(shape=p.mult_bits, depth=p.max_bags, init=[])
         bl_wr = bl_mem.write_port()
         bl_rd = bl_mem.read_port(transparent_for=(bl_wr,))
+        # the bag length of a result (forward, mean) and of a member (backward, mean)
+        len_of_result, len_of_member = bl_mem.read_port(domain="comb"), bl_mem.read_port(domain="comb")
+        # fl(1/n), rounded once, as PyTorch's backward uses it
+        m.submodules.inverse = inv_mem = memory.Memory(
+            shape=32, depth=p.max_bag_len + 1, init=[ONE_F32] + [f32_bits(1 / n) for n in range(1, p.max_bag_len + 1)])
+        inv_of_member, inv_of_bag = inv_mem.read_port(domain="comb"), inv_mem.read_port(domain="comb")
         nb = Signal(range(p.max_bags + 1))      # bags of the part (candidate, then final)
         part_lo = Signal(32)                    # index of the part's first lookup
         lookups = Signal(32)
@@ -247,6 +274,7 @@ class Engine(wiring.Component):
         rem = Signal(p.mult_bits + 1)           # lookups left in bag bi
         len_state = Signal(2)                   # 0: bag_len[bi] addressed, 1: readable, 2: loaded
         bag_too_long = Signal()
+        cur_len = Signal(p.mult_bits)           # length of bag bi
         m.d.comb += bl_rd.addr.eq(bi)
 
         error = Signal(8)
@@ -269,14 +297,21 @@ class Engine(wiring.Component):
 
         # Writes: forward, bag b of table t at pooled + (b*T + t) * D/16, as results come;
         # backward, each updated row to the address queued when it was fetched.
-        beat_off = dp.results.payload.beat
+        # Forward results pass the row divider: mean pooling divides by the bag's length.
+        res = dp.results.payload
+        res_len = len_of_result.data
+        m.d.comb += len_of_result.addr.eq(res.member)
+        route(dp.results, div.i, forward,
+              Cat(res.data, small_int_to_f32(m, res_len, p.mult_bits), table.mean & (res_len != 0),
+                  res.beat, res.last))
+        beat_off = div.o.payload.tag[:-1]
         wbeat = Signal(range(beats))
         with m.If(forward):
-            m.d.comb += [writer.cmd.valid.eq(dp.results.valid), writer.cmd.payload.write.eq(1),
+            m.d.comb += [writer.cmd.valid.eq(div.o.valid), writer.cmd.payload.write.eq(1),
                          writer.cmd.payload.addr.eq(out_addr + beat_off),
-                         writer.cmd.payload.data.eq(dp.results.payload.data),
-                         dp.results.ready.eq(writer.cmd.ready)]
-            with m.If(dp.results.valid & dp.results.ready & dp.results.payload.last):
+                         writer.cmd.payload.data.eq(div.o.payload.data),
+                         div.o.ready.eq(writer.cmd.ready)]
+            with m.If(div.o.valid & div.o.ready & div.o.payload.tag[-1]):
                 m.d.sync += out_addr.eq(out_addr + T * beats)
         with m.Else():
             m.d.comb += [writer.cmd.valid.eq(upd.out.valid), writer.cmd.payload.write.eq(1),
@@ -288,15 +323,34 @@ class Engine(wiring.Component):
                 with m.If(wbeat == beats - 1):
                     m.d.comb += [write_q.r_en.eq(1), locks.pop.eq(lock)]
 
+        # Members pass the coefficient stage: c = fl(a * b) with a = the multiplicity
+        # (refree) or 1 (dedup), b = fl(1/len) (backward, mean pooling) or 1.
+        mean_bwd = ~forward & table.mean
+        mi = an.members.payload
+        m.d.comb += [len_of_member.addr.eq(mi.bag), inv_of_member.addr.eq(len_of_member.data),
+                     coef.i.valid.eq(an.members.valid), an.members.ready.eq(coef.i.ready),
+                     coef.i.payload.payload.eq(mi),
+                     coef.i.payload.a.eq(Mux(cfg.mode == MODE_REFREE, small_int_to_f32(m, mi.mult, p.mult_bits),
+                                             ONE_F32)),
+                     coef.i.payload.b.eq(Mux(mean_bwd, inv_of_member.data, ONE_F32))]
+        mem_ = coef.o.payload.payload
+        # refree: one operation per key; dedup: mult operations of c = 1 (sum), or of kind 1
+        # with c = fl(1/len) (mean: fl(fl(c * G) + g), the per-occurrence terms)
+        m.d.comb += [item.c.eq(coef.o.payload.product),
+                     item.repeat.eq(Mux(cfg.mode == MODE_REFREE, 1, mem_.mult)),
+                     item.kind.eq(mean_bwd & (cfg.mode == MODE_DEDUP))]
         # In baseline the analyzer only decides the parts; its member lists are dropped.
-        m.d.comb += an.members.ready.eq(baseline)
+        m.d.comb += coef.o.ready.eq(baseline)
+        # Baseline backward: each gradient row's scale, 1 or fl(1/len) of its bag.
+        m.d.comb += [inv_of_bag.addr.eq(cur_len),
+                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, ONE_F32))]
 
         def lookup_walker(source_valid, on_lookup):
             """Label the lookups of the part with their bag (skipping empty bags)."""
             with m.If(len_state == 0):
                 m.d.sync += len_state.eq(1)
             with m.Elif(len_state == 1):
-                m.d.sync += [rem.eq(bl_rd.data), len_state.eq(2)]
+                m.d.sync += [rem.eq(bl_rd.data), cur_len.eq(bl_rd.data), len_state.eq(2)]
             with m.Elif(rem == 0):
                 m.d.sync += [bi.eq(bi + 1), len_state.eq(0)]
             with m.Elif(source_valid):
@@ -432,17 +486,13 @@ class Engine(wiring.Component):
                         m.next = "RUN_GRADIENTS"
 
             # ---- 3. items into the scheduler, rows into the datapath --------------------
+            # (members come through the coefficient stage: item.c and item.repeat are set
+            # below, outside the state machine)
             with m.State("RUN_MEMBERS"):        # forward: each distinct row once, row order
-                mem_ = an.members.payload
-                c_mult = small_int_to_f32(m, mem_.mult, p.mult_bits)
-                m.d.comb += [issue.eq(an.members.valid), need_item.eq(1), need_row.eq(mem_.first),
-                             item_row.eq(mem_.row), an.members.ready.eq(taken),
+                m.d.comb += [issue.eq(coef.o.valid), need_item.eq(1), need_row.eq(mem_.first),
+                             item_row.eq(mem_.row), coef.o.ready.eq(taken),
                              item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first)]
-                with m.If(cfg.mode == MODE_REFREE):
-                    m.d.comb += [item.c.eq(c_mult), item.repeat.eq(1)]
-                with m.Else():
-                    m.d.comb += [item.c.eq(ONE_F32), item.repeat.eq(mem_.mult)]
-                with m.If(~an.busy & (item_q.level == 0)):
+                with m.If(~an.busy & ~coef.busy & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
 
@@ -461,25 +511,19 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_GRADIENTS"):      # backward: gradient rows, then the update list
-                mem_ = an.members.payload
-                c_mult = small_int_to_f32(m, mem_.mult, p.mult_bits)
-                m.d.comb += [issue.eq(an.members.valid), an.members.ready.eq(taken),
+                m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
                              item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
                              item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first)]
                 with m.If(mem_.upd):            # the row's update: fetch it, write it back
                     m.d.comb += [need_row.eq(1), need_write.eq(1)]
                 with m.Else():
                     m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
-                with m.If(cfg.mode == MODE_REFREE):
-                    m.d.comb += [item.c.eq(c_mult), item.repeat.eq(1)]
-                with m.Else():
-                    m.d.comb += [item.c.eq(ONE_F32), item.repeat.eq(mem_.mult)]
                 # every gradient row is in: the scheduler may send the merged gradients
-                items_in = (an.members.valid & mem_.upd) | ~an.busy
+                items_in = (coef.o.valid & mem_.upd) | ~an.busy & ~coef.busy
                 with m.If(~end_sent & items_in & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.d.sync += end_sent.eq(1)
-                with m.If(~an.busy & end_sent):
+                with m.If(~an.busy & ~coef.busy & end_sent):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_BASELINE_UPDATE"):    # backward: per lookup, in index order
@@ -487,14 +531,15 @@ class Engine(wiring.Component):
                     m.d.comb += [issue.eq(1), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
                                  item_row.eq(idxr.data.payload), grad_bag.eq(bi), idxr.data.ready.eq(taken)]
                     with m.If(taken):
-                        m.d.sync += rem.eq(rem - 1)
+                        m.d.sync += [rem.eq(rem - 1), cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))]
                 with m.If(idxr.busy):
                     lookup_walker(idxr.data.valid, update_out)
                 with m.Else():
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~upd.busy & (write_q.level == 0)):
+                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy
+                          & (write_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"

@@ -43,6 +43,11 @@ class EngineParams:
         if self.max_bag_len > self.max_lookups:
             raise ValueError(f"EngineParams.max_bag_len ({self.max_bag_len}) must not exceed "
                              f"max_lookups ({self.max_lookups})")
+        # A bag that fits the length limit then always fits a part's distinct rows, so the
+        # batch check (before any write) catches every bag that no part can hold.
+        if self.max_bag_len > self.max_distinct_rows:
+            raise ValueError(f"EngineParams.max_bag_len ({self.max_bag_len}) must not exceed "
+                             f"max_distinct_rows ({self.max_distinct_rows})")
 
     # Derived widths, so every block sizes its memories the same way.
     @property
