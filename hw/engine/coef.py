@@ -52,6 +52,7 @@ class CoefStage(wiring.Component):
                      mul.i.payload.b.eq(self.i.payload.b), mul.o.ready.eq(1),
                      meta.r_en.eq(done), out.w_en.eq(done), out.w_data.eq(Cat(meta.r_data, mul.o.payload)),
                      self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
-                     self.busy.eq((in_flight != 0) | out.r_rdy)]
+                     self.busy.eq((in_flight != 0) | (out.level != 0))]
+        # (busy by the FIFO's level: its output flag rises a cycle after the write)
         m.d.sync += in_flight.eq(in_flight + take - done)
         return m

@@ -109,5 +109,6 @@ class RowDivider(wiring.Component):
                      out.w_data.eq(Cat(Mux(head_divide, full, head_data), head_tag))]
         m.d.sync += in_flight.eq(in_flight + take - done)
         m.d.comb += [self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
-                     self.busy.eq((in_flight != 0) | out.r_rdy | (step != 0))]
+                     self.busy.eq((in_flight != 0) | (out.level != 0) | (step != 0))]
+        # (busy by the FIFO's level: its output flag rises a cycle after the write)
         return m

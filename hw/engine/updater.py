@@ -54,7 +54,8 @@ class FmaBank(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + take - done)
         m.d.comb += [res.w_en.eq(done), res.w_data.eq(Cat(*[o.payload for o in outs])),
                      self.o.valid.eq(res.r_rdy), self.o.payload.eq(res.r_data), res.r_en.eq(self.o.ready),
-                     self.busy.eq((in_flight != 0) | res.r_rdy)]
+                     self.busy.eq((in_flight != 0) | (res.level != 0))]
+        # (busy by the FIFO's level: its output flag rises a cycle after the write)
         return m
 
 
