@@ -67,6 +67,12 @@ async def run_jobs(dut):
             cycle += 1
             if not busy and cycle > 2:
                 break
+        if cycle >= max_cycles and os.environ.get("REFREE_DEBUG"):
+            for name in os.environ["REFREE_DEBUG"].split(","):
+                obj = dut
+                for part in name.split("."):
+                    obj = getattr(obj, part)
+                dut._log.warning(f"{name} = {obj.value}")
         assert cycle < max_cycles, f"the engine did not finish within {max_cycles} cycles"
         assert not pending, "the engine finished with reads outstanding"
         errors.append(int(dut.error.value))
