@@ -164,7 +164,9 @@ class Analyzer(wiring.Component):
         # Backward: the bags that hold pairs, in bag order.
         bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
 
-        gen = Signal(GEN_BITS, init=1)
+        # The last generation at reset: the first part clears the hash table, whose contents
+        # are undefined at power-up (a stale tag could otherwise match).
+        gen = Signal(GEN_BITS, init=(1 << GEN_BITS) - 1)
         bwd, sort_bags = Signal(), Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry

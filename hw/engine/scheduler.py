@@ -104,7 +104,9 @@ class ShareScheduler(wiring.Component):
         m.submodules.free = free = fifo.SyncFIFOBuffered(width=nb, depth=C)
         m.submodules.deferred = deferred = fifo.SyncFIFOBuffered(width=self.Item.size, depth=N)
 
-        part = Signal(TAG_BITS)                 # tags cls entries: older parts read as root
+        # tags cls entries (older parts read as root); the last tag at reset, so that the
+        # first part clears the tagged tables, undefined at power-up
+        part = Signal(TAG_BITS, init=(1 << TAG_BITS) - 1)
         sweep = Signal(TAG_BITS)                # tags remap entries: older sweeps are misses
         root_remap = Signal(Remap)              # the root class's remap entry
         fresh = Signal(nb + 1)                  # classes never used in this part
