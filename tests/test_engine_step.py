@@ -137,11 +137,10 @@ def test_bad_batches_set_the_error_code_and_write_nothing(what, bad, code, job):
     assert r.counters[0]["pooled_writes"] == r.counters[0]["table_writes"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: under Icarus the scheduler's operations carry an "
-                   "X kind field and the datapath stops (Verilator passes the same runs); see the issue")
 def test_icarus_worked_example():
     """Icarus reads undefined memory as X: this also checks that no tagged table is read
-    before the engine has written it (it found the hash and class tables' power-up state)."""
+    before the engine has written it (it found the hash and class tables' power-up state,
+    and one-statement comb blocks that Icarus never ran: see ``icarus_fixup``)."""
     rng = np.random.default_rng(0)
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]

@@ -245,10 +245,18 @@ _DUMMY = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$
                     re.MULTILINE)
 
 
+# A one-statement `always @*` block has no such trigger: when its inputs never change (or
+# it has none: a constant), Icarus never runs it and its target stays X. Each also runs
+# once at 1 ps.
+_ONE_STATEMENT = re.compile(r"^(\s*)always @\*\n\s*([^\n]*;)$", re.MULTILINE)
+
+
 def icarus_fixup(text: str) -> str:
-    """Verilog text with every always-block trigger register written once at 1 ps."""
-    return _DUMMY.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial #1 {mo.group(2)}= 1'h1;",
+    """Verilog text with every always-block trigger register written once at 1 ps, and
+    every one-statement ``always @*`` block run once at 1 ps."""
+    text = _DUMMY.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial #1 {mo.group(2)}= 1'h1;",
                       text)
+    return _ONE_STATEMENT.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial #1 {mo.group(2)}", text)
 
 
 def _lean_verilator():
