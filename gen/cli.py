@@ -180,18 +180,23 @@ def cmd_synth(args, rest):
     return synth.main(rest)
 
 
+def _trace_options(parser, trace_default, trace_help):
+    """The options that pick a trace batch (see _trace_batch)."""
+    parser.add_argument("--trace", choices=TRACES, default=trace_default, help=trace_help)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--tables", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
+    parser.add_argument("--batch-index", type=int, default=0,
+                        help="MovieLens: which batch of B consecutive samples (time order)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="refree", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes")
     a.add_argument("batch", nargs="?", help="batch file (.npz, see README)")
-    a.add_argument("--trace", choices=TRACES, help="build the batch from a trace instead")
-    a.add_argument("--batch-size", type=int, default=128)
-    a.add_argument("--tables", type=int, default=1)
-    a.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
-    a.add_argument("--batch-index", type=int, default=0,
-                   help="MovieLens: which batch of B consecutive samples (time order)")
+    _trace_options(a, None, "build the batch from a trace instead")
     a.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--engine-limits", action="store_true",
@@ -218,12 +223,7 @@ def build_parser():
 
     r = sub.add_parser("rtl-check", help="main job: one training step per mode on the RTL, "
                                          "checked against the golden model, counters side by side")
-    r.add_argument("--trace", choices=TRACES, default="movielens")
-    r.add_argument("--batch-size", type=int, default=128)
-    r.add_argument("--tables", type=int, default=1)
-    r.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
-    r.add_argument("--batch-index", type=int, default=0,
-                   help="MovieLens: which batch of B consecutive samples (time order)")
+    _trace_options(r, "movielens", "the trace to take the batch from")
     r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     r.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
 
