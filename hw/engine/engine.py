@@ -37,8 +37,8 @@ pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is at
 Parts are re-formed by the backward job exactly as by the forward job (same rule, same
 batch), and the parts' updates are complete before the next part reads a row.
 
-Scope of this version: sum pooling, unweighted bags, SGD.  Mean pooling, weights and
-row-wise Adagrad are the next steps (see the issue notes).
+Scope of this version: sum and mean pooling (per table), unweighted bags, SGD.  Weights
+and row-wise Adagrad are the next steps (see the issue notes).
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
