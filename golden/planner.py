@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BatchError, ErrorCode
+from .arith import canonical_nan
 from .replay import segment_ranks, fold_rows
 
 __all__ = ["PartLimits", "Part", "partition", "Trie", "TablePlan", "plan_part"]
@@ -197,6 +198,11 @@ def plan_part(batch, part, pooling):
     rest = np.ones(len(idx), bool)
     rest[first] = False
     fold_rows(c[:, None], occ_pair[rest], np.arange(len(idx))[rest], occ_w[:, None])
+    # A sum of weights is an arithmetic result: its NaN is the canonical one (a single
+    # weight is not a result and keeps its bits), as the analyzer's adder gives it.
+    folded = np.zeros(len(pairs), bool)
+    folded[occ_pair[rest]] = True
+    c[folded] = canonical_nan(c[folded])
 
     # Row order: bags containing the row (descending), then row ascending.
     row_bags = np.bincount(pair_rowpos, minlength=len(rows))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from refree.golden.arith import canonical_nan
 from refree.golden.batch import Batch
 from refree.golden.planner import PartLimits, partition, plan_part
 from refree.hw.engine.analyzer import Analyzer
@@ -18,9 +19,10 @@ SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_r
 MAX_CYCLES = 100_000
 
 
-def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True):
+def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
-    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts."""
+    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts.
+    ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
     dut = Analyzer(params)
     parts = []
 
@@ -30,6 +32,8 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True):
             ctx.set(dut.start, 1)
             ctx.set(dut.backward, backward)
             ctx.set(dut.sort_bags, sort_bags)
+            ctx.set(dut.weighted, weights is not None)
+            ctx.set(dut.split, split)
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
@@ -37,6 +41,8 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True):
                 for k, r in enumerate(bags[b]):
                     ctx.set(dut.lookups.payload.row, int(r))
                     ctx.set(dut.lookups.payload.bag, b - b0)
+                    ctx.set(dut.lookups.payload.weight, 0x3F800000 if weights is None else
+                            int(np.float32(weights[b][k]).view(np.uint32)))
                     ctx.set(dut.lookups.valid, 1)
                     for _ in range(MAX_CYCLES):
                         if ctx.get(dut.lookups.ready):
@@ -66,7 +72,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True):
                 ctx.set(dut.members.ready, take)
                 if take and ctx.get(dut.members.valid):
                     members.append({k: ctx.get(getattr(dut.members.payload, k))
-                                    for k in ("slot", "row", "bags", "bag", "mult", "first", "upd")})
+                                    for k in ("slot", "row", "bags", "bag", "mult", "c", "first", "upd")})
                 await ctx.tick()
                 cycle += 1
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
@@ -88,61 +94,95 @@ def check(params, bags, **kw):
     return check_forward(params, bags, **kw)
 
 
-def check_backward(params, bags, sort_bags=True, **kw):
+def fold_bits(ws):
+    """DESIGN.md's key coefficient: the left fold of the weights from the first one, each
+    sum rounded to binary32 with a canonical NaN."""
+    c = np.float32(ws[0])
+    for w in ws[1:]:
+        c = canonical_nan(np.float32(c + np.float32(w)))
+    return int(np.float32(c).view(np.uint32))
+
+
+def part_pairs(bags, part, weights, split):
+    """Slots by first appearance, and per bag of the part (numbered from 0) its pairs in
+    first-appearance order as (row, mult, c bits); with ``split`` every lookup is a pair."""
+    slot_of, pairs = {}, {}
+    for b in range(part.bag_lo, part.bag_hi):
+        mine = pairs.setdefault(b - part.bag_lo, {})
+        for k, r in enumerate(bags[b]):
+            slot_of.setdefault(r, len(slot_of))
+            w = 1.0 if weights is None else weights[b][k]
+            mine.setdefault((r, k) if split else r, (r, []))[1].append(w)
+    return slot_of, {b: [(r, len(ws), fold_bits(ws)) for r, ws in mine.values()] for b, mine in pairs.items()}
+
+
+def members_of(got, weighted):
+    """The analyzer's members; ``c`` only counts for a weighted part."""
+    return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
+
+
+def check_backward(params, bags, sort_bags=True, weights=None, split=False, **kw):
     """Backward: pairs grouped by bag in the golden gradient-row order (rows per bag
     descending, then bag; bag order without ``sort_bags``), a bag's pairs by first
     appearance; then every slot's row."""
+    if split and sort_bags:
+        return                          # split is dedup's, whose bags stay in bag order
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
-    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, **kw)
+    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, weights=weights, split=split, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
-        slot_of, pairs = {}, {}
-        for b in range(part.bag_lo, part.bag_hi):
-            for r in bags[b]:
-                slot_of.setdefault(r, len(slot_of))
-                pairs.setdefault(b - part.bag_lo, {})
-                pairs[b - part.bag_lo][r] = pairs[b - part.bag_lo].get(r, 0) + 1
+        slot_of, pairs = part_pairs(bags, part, weights, split)
+        pairs = {b: ps for b, ps in pairs.items() if ps}
         # the golden key order lists each gradient row's keys together, rows in order
         bag_order = list(dict.fromkeys(plan.bkey_bag.tolist()))
-        assert bag_order == sorted(pairs, key=lambda b: (-len(pairs[b]), b))
+        assert bag_order == sorted(pairs, key=lambda b: (-len(pairs[b]), b)) or split
         if not sort_bags:
             bag_order = sorted(pairs)
-        want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, first=int(k == 0), upd=0)
-                        for b in bag_order for k, (r, n) in enumerate(pairs[b].items())]
-        want_members += [dict(slot=k, row=r, bags=0, bag=0, mult=0, first=0, upd=1)
+        want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, c=c, first=int(k == 0), upd=0)
+                        for b in bag_order for k, (r, n, c) in enumerate(pairs[b])]
+        want_members += [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=g["members"][-1]["c"], first=0, upd=1)
                          for k, r in enumerate(slot_of)]
-        assert g["members"] == want_members
+        want_members = members_of(want_members, weights is not None)
+        got_members = members_of(g["members"], weights is not None)
+        for x, y in zip(got_members, want_members):     # (the update list's c is not used)
+            if y["upd"]:
+                x.pop("c", None), y.pop("c", None)
+        assert got_members == want_members
         assert g["rows"] == len(plan.rows)
 
 
-def check_forward(params, bags, **kw):
+def check_forward(params, bags, weights=None, split=False, **kw):
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
-    got = run_analyzer(params, bags, **kw)
+    got = run_analyzer(params, bags, weights=weights, split=split, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
         assert g["rows"] == len(plan.rows) and g["lookups"] == part.hi - part.lo
         # Expected members: rows in the golden row order, each row's bags ascending with
-        # the row's multiplicity in the bag; slots numbered by first appearance.
-        slot_of, mult = {}, {}
-        for b in range(part.bag_lo, part.bag_hi):
-            for r in bags[b]:
-                slot_of.setdefault(r, len(slot_of))
-                mult[(r, b - part.bag_lo)] = mult.get((r, b - part.bag_lo), 0) + 1
+        # the row's pairs in the bag; slots numbered by first appearance.
+        slot_of, pairs = part_pairs(bags, part, weights, split)
         want_members = []
         for r, nb in zip(plan.rows.tolist(), plan.row_bags.tolist()):
-            mine = sorted(b for (rr, b) in mult if rr == r)
-            want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=mult[(r, b)], first=int(k == 0),
+            mine = [(b, n, c) for b in sorted(pairs) for rr, n, c in pairs[b] if rr == r]
+            want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=n, c=c, first=int(k == 0),
                                   upd=0)
-                             for k, b in enumerate(mine)]
-        assert g["members"] == want_members
+                             for k, (b, n, c) in enumerate(mine)]
+        assert members_of(g["members"], weights is not None) == members_of(want_members, weights is not None)
         assert g["pairs"] == len(want_members)
     return got
+
+
+def random_weights(rng, bags):
+    """float32 weights with repeats, zeros, negatives, a NaN payload and an infinity."""
+    pool = np.array([0.5, -1.25, 0.0, -0.0, 3.0, 1e-40, np.inf, 0.1],
+                    np.float32).tolist() + [np.uint32(0x7FC00123).view(np.float32)]
+    return [[pool[i] if rng.random() < 0.4 else np.float32(rng.standard_normal())
+             for i in rng.integers(0, len(pool), len(bag))] for bag in bags]
 
 
 def test_worked_example():
@@ -186,3 +226,23 @@ def test_more_pairs_than_slot_counts_hold():
                           max_bag_len=24, radix_bits=4)
     common = [16, 142, 92, 141, 50, 52, 19, 135, 2, 53, 14, 25, 30, 148, 46, 48, 89, 6]
     check(params, [[30, 148, 46, 48, 89], [3, 9] + common, [9] + common + [155], common + [155, 86]])
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_weighted_pairs_fold_their_weights(split):
+    # Rows repeated inside a bag, back to back and a few lookups apart, so that a pair's
+    # next weight arrives while its previous sum is still in the adder (it must wait).
+    rng = np.random.default_rng(11)
+    bags = [[3, 3, 3, 5, 3], [5, 7, 5, 5, 7, 3], [], [7], [3, 9, 11, 9, 3, 3, 3]] + \
+           [list(rng.integers(0, 30, rng.integers(0, 8))) for _ in range(25)]
+    check(SMALL, bags, weights=random_weights(rng, bags), split=split)
+
+
+def test_split_pairs_roll_back_with_the_bag():
+    # Bags with repeated rows close parts on the distinct-row limit: the rolled-back bag's
+    # several pairs of one slot must remove the slot once and the bag once.
+    rng = np.random.default_rng(5)
+    bags = [list(rng.integers(0, 25, rng.integers(1, 8))) * 2 for _ in range(20)]
+    bags = [b[:8] for b in bags]
+    got = check(SMALL, bags, weights=random_weights(rng, bags), split=True)
+    assert len(got) > 2

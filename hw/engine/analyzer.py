@@ -7,8 +7,10 @@ chip and at one lookup per cycle:
 * the distinct-row table: a slot per distinct row, numbered by first appearance, found
   through an open-addressing hash table (linear probing, at most half full, entries tagged
   with a part generation so that a new part needs no clearing);
-* the (bag, row) pairs, numbered in bag order, with their multiplicity, and for each slot
-  the number of bags holding it;
+* the (bag, row) pairs, numbered in bag order, with their multiplicity and their
+  coefficient ``c`` (the binary32 left fold of the pair's weights in index order, from the
+  first weight: DESIGN.md's key coefficient), and for each slot the number of bags holding
+  it and its number of pairs;
 * the row order of DESIGN.md section 2 (bags holding the row descending, then row
   ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``;
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
@@ -22,6 +24,11 @@ bags that hold lookups (first pair, pair count), sorts it by the same radix sort
 gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
 pairs in first-appearance order; ``first`` marks a bag's first pair).  Then it streams the
 update list: every slot once, in slot order, with its row (``upd`` set).
+
+Weighted bags (``weighted`` sampled at ``start``): each lookup brings its weight.  ``split``
+(``dedup`` with weights, whose folds apply every occurrence's own weight) makes every
+lookup a pair of its own (multiplicity 1, ``c`` = its weight); a row's pairs in one bag stay
+in index order, so the member lists list the occurrences as ``dedup`` folds them.
 
 Partition rule: when a lookup would create slot ``max_distinct_rows + 1``, the bag it
 belongs to does not fit.  The analyzer stops taking lookups, rolls that bag back (its pairs
@@ -40,16 +47,21 @@ stage  work
        Read the slot's info.
 2      same bag as the slot's last pair: the pair's multiplicity grows; else a new pair.
        Read the pair's multiplicity.
-3      write the multiplicity
+3      write the multiplicity; read the coefficient, start ``fl(c + w)`` (a new pair:
+       ``c = w``, not rounded, as DESIGN.md folds from the first weight)
+3+La   write the coefficient (``La`` = the adder's latency)
 ====== =====================================================================
 
-Every read-modify-write is one cycle apart from the next one of the same address, so the
-read ports are transparent to their write ports and no other forwarding is needed.
+Every read-modify-write of the slot and pair tables is one cycle apart from the next one of
+the same address, so the read ports are transparent to their write ports.  The coefficient's
+is ``La`` cycles apart: with ``weighted`` (and not ``split``), a lookup whose (row, bag)
+matches one still in stages 1 to 3+La waits at the input (a row repeated within a bag, rare).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..fp.adder import Adder
 from .params import EngineParams
 
 __all__ = ["Analyzer"]
@@ -81,12 +93,15 @@ class Analyzer(wiring.Component):
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
         Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
+    weighted, split : In(1)
+        Sampled with ``start``: the lookups' weights count (else ``c`` is not used and no
+        lookup waits); every lookup is its own pair (see above).
     backward, sort_bags : In(1)
         Sampled with ``start``: order the part for the backward pass (see above), its bags
         in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
         whose merge folds every row's terms in index order).
-    members : Out(stream.Signature(slot, row, bags, bag, mult, first, upd))
-        After sorting, every (bag, row) pair once, grouped by row in row order, a row's
+    members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd))
+        After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
         Backward: grouped by bag in gradient-row order, then the update list (``upd``).
         One pair per cycle while taken.
@@ -102,14 +117,16 @@ class Analyzer(wiring.Component):
         self.key_high_bits = max(p.bag_count_bits, p.mult_bits)
         self.key_bits = self.key_low_bits + self.key_high_bits
         self.passes = -(-self.key_bits // p.radix_bits)
-        self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits})
+        self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
         self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
                                          "bags": p.bag_count_bits, "bag": p.bag_bits,
-                                         "mult": p.mult_bits, "first": 1, "upd": 1})
+                                         "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1})
         super().__init__({
             "start": In(1),
             "backward": In(1),
             "sort_bags": In(1),
+            "weighted": In(1),
+            "split": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
             "finish": In(1),
             "busy": Out(1),
@@ -137,7 +154,8 @@ class Analyzer(wiring.Component):
         H = p.hash_depth
         HashEntry = data.StructLayout({"gen": GEN_BITS, "row": p.index_width, "slot": p.slot_bits})
         SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
-                                      "pair": p.pair_bits, "bags": p.bag_count_bits})
+                                      "pair": p.pair_bits, "bags": p.bag_count_bits,
+                                      "pairs": p.pair_bits + 1})
         BagEntry = data.StructLayout({"bag": p.bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
         E = self.elem_bits
         cap = max(p.slot_capacity, p.max_bags)      # elements of a sort (slots or bags)
@@ -155,6 +173,7 @@ class Analyzer(wiring.Component):
         pslot_rd, pslot_wr = mem("pair_slot", p.slot_bits, p.max_lookups)
         pbag_rd, pbag_wr = mem("pair_bag", p.bag_bits, p.max_lookups)
         pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
+        pc_rd, pc_wr = mem("pair_c", 32, p.max_lookups)
         # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
         perm_rd, perm_wr = mem("perm", E, 2 * cap)
         cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
@@ -167,7 +186,7 @@ class Analyzer(wiring.Component):
         # The last generation at reset: the first part clears the hash table, whose contents
         # are undefined at power-up (a stale tag could otherwise match).
         gen = Signal(GEN_BITS, init=(1 << GEN_BITS) - 1)
-        bwd, sort_bags = Signal(), Signal()
+        bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
@@ -181,12 +200,16 @@ class Analyzer(wiring.Component):
         # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight
         # in any state (their valid bits are clear otherwise).
         s1_valid, s1_row, s1_bag = Signal(), Signal(p.index_width), Signal(p.bag_bits)
+        s1_w = Signal(32)
         s1_addr = Signal(range(H))
         s2_valid, s2_new, s2_slot, s2_bag = Signal(), Signal(), Signal(p.slot_bits), Signal(p.bag_bits)
+        s2_row, s2_w = Signal(p.index_width), Signal(32)
         s3_valid, s3_newpair, s3_pair = Signal(), Signal(), Signal(p.pair_bits)
+        s3_row, s3_bag, s3_w = Signal(p.index_width), Signal(p.bag_bits), Signal(32)
 
         info = info_rd.data
-        same = s2_valid & ~s2_new & (info.last_bag == s2_bag)
+        same_bag = s2_valid & ~s2_new & (info.last_bag == s2_bag)
+        same = same_bag & ~split                # the lookup joins the slot's newest pair
         newpair = s2_valid & ~same
         pair = Mux(same, info.pair, npairs)
         with m.If(newpair):
@@ -194,7 +217,8 @@ class Analyzer(wiring.Component):
                 info_wr.addr.eq(s2_slot), info_wr.en.eq(1),
                 info_wr.data.first_bag.eq(Mux(s2_new, s2_bag, info.first_bag)),
                 info_wr.data.last_bag.eq(s2_bag), info_wr.data.pair.eq(npairs),
-                info_wr.data.bags.eq(Mux(s2_new, 1, info.bags + 1)),
+                info_wr.data.bags.eq(Mux(s2_new, 1, info.bags + ~same_bag)),
+                info_wr.data.pairs.eq(Mux(s2_new, 1, info.pairs + 1)),
                 pslot_wr.addr.eq(npairs), pslot_wr.data.eq(s2_slot), pslot_wr.en.eq(1),
                 pbag_wr.addr.eq(npairs), pbag_wr.data.eq(s2_bag), pbag_wr.en.eq(1),
             ]
@@ -206,16 +230,41 @@ class Analyzer(wiring.Component):
                          entry.pairs.eq(Mux(new_bag, 1, cur_bl.pairs + 1)),
                          bl_wr.addr.eq(Mux(new_bag, nbl, nbl - 1)), bl_wr.data.eq(entry), bl_wr.en.eq(1)]
             m.d.sync += [cur_bl.eq(entry), nbl.eq(nbl + new_bag)]
-        m.d.sync += [s2_valid.eq(0), s3_valid.eq(s2_valid), s3_newpair.eq(newpair), s3_pair.eq(pair)]
+        m.d.sync += [s2_valid.eq(0), s3_valid.eq(s2_valid), s3_newpair.eq(newpair), s3_pair.eq(pair),
+                     s3_row.eq(s2_row), s3_bag.eq(s2_bag), s3_w.eq(s2_w)]
         with m.If(s3_valid):
             m.d.comb += [pmul_wr.addr.eq(s3_pair), pmul_wr.en.eq(1),
                          pmul_wr.data.eq(Mux(s3_newpair, 1, pmul_rd.data + 1))]
-        drained = ~s1_valid & ~s2_valid & ~s3_valid
+        # The coefficient: fl(c + w) through the adder; a new pair's c = w waits beside it, so
+        # that every coefficient is written from the one end of the pipeline.
+        m.submodules.c_adder = cadd = Adder()
+        La = cadd.latency
+        m.d.comb += [cadd.i.valid.eq(s3_valid & ~s3_newpair), cadd.i.payload.a.eq(pc_rd.data),
+                     cadd.i.payload.b.eq(s3_w), cadd.o.ready.eq(1)]
+        CTag = data.StructLayout({"valid": 1, "new": 1, "pair": p.pair_bits, "w": 32,
+                                  "row": p.index_width, "bag": p.bag_bits})
+        ctag = [Signal(CTag, name=f"ctag{k}") for k in range(La + 1)]
+        m.d.comb += [ctag[0].valid.eq(s3_valid), ctag[0].new.eq(s3_newpair), ctag[0].pair.eq(s3_pair),
+                     ctag[0].w.eq(s3_w), ctag[0].row.eq(s3_row), ctag[0].bag.eq(s3_bag)]
+        for k in range(1, La + 1):
+            m.d.sync += ctag[k].eq(ctag[k - 1])
+        done = ctag[La]
+        with m.If(done.valid):
+            m.d.comb += [pc_wr.addr.eq(done.pair), pc_wr.en.eq(1),
+                         pc_wr.data.eq(Mux(done.new, done.w, cadd.o.payload))]
+        drained = ~s1_valid & ~s2_valid & ~s3_valid & ~Cat(*[t.valid for t in ctag[1:]]).any()
+
+        def in_flight(row, bag):
+            """(row, bag) is a lookup whose coefficient is not yet written."""
+            stages = [(s1_valid, s1_row, s1_bag), (s2_valid, s2_row, s2_bag)] + \
+                     [(t.valid, t.row, t.bag) for t in ctag[:La]]
+            return Cat(*[v & (r == row) & (b == bag) for v, r, b in stages]).any()
 
         # Pair table read address: stage 2 (the multiplicity) or the phase that owns it.
         pair_addr = Signal(p.pair_bits)
         m.d.comb += [pair_addr.eq(pair),
-                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr)]
+                     pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
+                     pc_rd.addr.eq(pair_addr)]
 
         # ---- radix sort ------------------------------------------------------------------
         # Pipeline over the slots: A read perm[i] -> B read the slot's key -> C read
@@ -274,7 +323,7 @@ class Analyzer(wiring.Component):
         item_bag, first_pending = Signal(p.bag_bits), Signal()
         bb_valid, bb_first, bb_bag = Signal(), Signal(), Signal(p.bag_bits)
         bc_valid, bc_first, bc_bag = Signal(), Signal(), Signal(p.bag_bits)
-        bc_slot, bc_mult = Signal(p.slot_bits), Signal(p.mult_bits)
+        bc_slot, bc_mult, bc_c = Signal(p.slot_bits), Signal(p.mult_bits), Signal(32)
         rr_valid, rr_slot = Signal(), Signal(p.slot_bits)
         m.d.sync += [rr_valid.eq(0), bb_valid.eq(0)]     # set in BW_ROWS, BW_PAIRS only
         finishing = Signal()
@@ -295,7 +344,8 @@ class Analyzer(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0)]
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
+                                 weighted.eq(self.weighted), split.eq(self.split)]
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
@@ -324,16 +374,17 @@ class Analyzer(wiring.Component):
                 insert = empty & ~overflow
                 slot = Mux(hit, entry.slot, nslots)
                 advance = ~collide & ~overflow
+                hazard = weighted & ~split & in_flight(self.lookups.payload.row, self.lookups.payload.bag)
                 m.d.comb += [
-                    self.lookups.ready.eq(advance),
+                    self.lookups.ready.eq(advance & ~hazard),
                     hash_rd.addr.eq(Mux(collide, s1_addr + 1, self._hash(self.lookups.payload.row))),
                     info_rd.addr.eq(slot),
                 ]
                 with m.If(collide):
                     m.d.sync += s1_addr.eq(s1_addr + 1)
                 with m.Elif(advance):
-                    m.d.sync += [s1_valid.eq(self.lookups.valid), s1_row.eq(self.lookups.payload.row),
-                                 s1_bag.eq(self.lookups.payload.bag),
+                    m.d.sync += [s1_valid.eq(self.lookups.valid & ~hazard), s1_row.eq(self.lookups.payload.row),
+                                 s1_bag.eq(self.lookups.payload.bag), s1_w.eq(self.lookups.payload.weight),
                                  s1_addr.eq(self._hash(self.lookups.payload.row))]
                 with m.If(insert):
                     m.d.comb += [hash_wr.addr.eq(s1_addr), hash_wr.en.eq(1),
@@ -343,7 +394,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += nslots.eq(nslots + 1)
                 with m.If(hit | insert):
                     m.d.sync += [s2_valid.eq(1), s2_new.eq(insert), s2_slot.eq(slot), s2_bag.eq(s1_bag),
-                                 nlookups.eq(nlookups + 1)]
+                                 s2_row.eq(s1_row), s2_w.eq(s1_w), nlookups.eq(nlookups + 1)]
                 with m.If(overflow):
                     m.d.sync += [self.full.eq(1), self.full_bag.eq(s1_bag), s1_valid.eq(0)]
                     m.next = "DRAIN"
@@ -356,7 +407,9 @@ class Analyzer(wiring.Component):
                     m.next = "ROLLBACK_READ"
 
             # Undo the bag that did not fit: its pairs are the newest; a slot it created goes
-            # (slots are numbered in order too), a slot it shared loses one bag.
+            # (slots are numbered in order too: popping pairs newest first, each created slot
+            # is the newest slot when one of its pairs is popped, and goes then), a slot it
+            # shared loses its pairs and, once, the bag (``last_bag`` marks that).
             with m.State("ROLLBACK_READ"):
                 m.d.comb += [self.lookups.ready.eq(1), pair_addr.eq(npairs - 1)]
                 with m.If(npairs == 0):
@@ -374,10 +427,14 @@ class Analyzer(wiring.Component):
             with m.State("ROLLBACK_FIX"):
                 m.d.comb += self.lookups.ready.eq(1)
                 with m.If(info.first_bag == self.full_bag):
-                    m.d.sync += nslots.eq(nslots - 1)
+                    with m.If(rb_slot == nslots - 1):
+                        m.d.sync += nslots.eq(nslots - 1)
                 with m.Else():
+                    shared = info.last_bag == self.full_bag
                     m.d.comb += [info_wr.addr.eq(rb_slot), info_wr.en.eq(1), info_wr.data.eq(info),
-                                 info_wr.data.bags.eq(info.bags - 1)]
+                                 info_wr.data.pairs.eq(info.pairs - 1),
+                                 info_wr.data.bags.eq(info.bags - shared),
+                                 info_wr.data.last_bag.eq(Mux(shared, self.full_bag + 1, info.last_bag))]
                 m.d.sync += npairs.eq(npairs - 1)
                 m.next = "ROLLBACK_READ"
 
@@ -431,7 +488,7 @@ class Analyzer(wiring.Component):
                 m.d.sync += [mb_valid.eq(ma_valid), mb_slot.eq(perm_rd.data)]
                 with m.If(mb_valid):
                     m.d.comb += [start_wr.addr.eq(mb_slot), start_wr.data.eq(running), start_wr.en.eq(1)]
-                    m.d.sync += running.eq(running + info.bags)
+                    m.d.sync += running.eq(running + info.pairs)
                 with m.If(idx < nslots):
                     m.d.sync += [ma_valid.eq(1), idx.eq(idx + 1)]
                 with m.Else():
@@ -457,11 +514,12 @@ class Analyzer(wiring.Component):
                 m.d.comb += [memb_rd.addr.eq(idx), pair_addr.eq(memb_rd.data),
                              row_rd.addr.eq(pslot_rd.data), info_rd.addr.eq(pslot_rd.data)]
                 entry = Signal(self.Member)
-                mc_bag, mc_mult = Signal(p.bag_bits), Signal(p.mult_bits)
+                mc_bag, mc_mult, mc_c = Signal(p.bag_bits), Signal(p.mult_bits), Signal(32)
                 m.d.sync += [mb_valid.eq(ma_valid), mc_valid.eq(mb_valid), mc_slot.eq(pslot_rd.data),
-                             mc_bag.eq(pbag_rd.data), mc_mult.eq(pmul_rd.data)]
+                             mc_bag.eq(pbag_rd.data), mc_mult.eq(pmul_rd.data), mc_c.eq(pc_rd.data)]
                 m.d.comb += [entry.slot.eq(mc_slot), entry.row.eq(row_rd.data), entry.bags.eq(info.bags),
-                             entry.bag.eq(mc_bag), entry.mult.eq(mc_mult), entry.first.eq(mc_slot != prev_slot),
+                             entry.bag.eq(mc_bag), entry.mult.eq(mc_mult), entry.c.eq(mc_c),
+                             entry.first.eq(mc_slot != prev_slot),
                              out_fifo.w_data.eq(entry), out_fifo.w_en.eq(mc_valid)]
                 with m.If(mc_valid):
                     m.d.sync += prev_slot.eq(mc_slot)
@@ -509,7 +567,8 @@ class Analyzer(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0)]
+                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
+                                 weighted.eq(self.weighted), split.eq(self.split)]
                     m.next = "NEW_PART"
 
         # Backward pair pipeline (state-independent, so that it drains across states):
@@ -517,11 +576,12 @@ class Analyzer(wiring.Component):
         with m.If(bb_valid):
             m.d.comb += row_rd.addr.eq(pslot_rd.data)
         m.d.sync += [bc_valid.eq(bb_valid), bc_slot.eq(pslot_rd.data), bc_mult.eq(pmul_rd.data),
+                     bc_c.eq(pc_rd.data),
                      bc_bag.eq(bb_bag), bc_first.eq(bb_first)]
         out_entry = Signal(self.Member)
         with m.If(bc_valid):
             m.d.comb += [out_entry.slot.eq(bc_slot), out_entry.row.eq(row_rd.data), out_entry.bag.eq(bc_bag),
-                         out_entry.mult.eq(bc_mult), out_entry.first.eq(bc_first),
+                         out_entry.mult.eq(bc_mult), out_entry.c.eq(bc_c), out_entry.first.eq(bc_first),
                          out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
         with m.If(rr_valid):
             m.d.comb += [out_entry.slot.eq(rr_slot), out_entry.row.eq(row_rd.data), out_entry.upd.eq(1),
