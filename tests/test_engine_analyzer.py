@@ -242,7 +242,10 @@ def test_split_pairs_roll_back_with_the_bag():
     # Bags with repeated rows close parts on the distinct-row limit: the rolled-back bag's
     # several pairs of one slot must remove the slot once and the bag once.
     rng = np.random.default_rng(5)
-    bags = [list(rng.integers(0, 25, rng.integers(1, 8))) * 2 for _ in range(20)]
-    bags = [b[:8] for b in bags]
+    # (each row twice in a row: a bag that overflows has already put two pairs of a slot
+    # it created, or of a slot it shares, before the row that does not fit)
+    bags = [list(np.repeat(rng.integers(0, 25, rng.integers(1, 5)), 2)) for _ in range(24)]
+    # and one by hand: bag 2 overflows at row 40 after two pairs each of shared rows 0, 1
+    bags = [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [0, 0, 1, 1, 40, 40], [1, 5]] + bags
     got = check(SMALL, bags, weights=random_weights(rng, bags), split=True)
     assert len(got) > 2
