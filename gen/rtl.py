@@ -24,7 +24,7 @@ COUNTER_ROWS = [
     ("forward", "cycles_analysis", "  forming parts, analysis"),
     ("forward", "cycles_stream", "  streaming rows, folding"),
     ("forward", "cycles_drain", "  draining results"),
-    ("forward", "input_reads", "input beats read (offsets, indices)"),
+    ("forward", "input_reads", "input beats read (offsets, indices, weights)"),
     ("forward", "table_reads", "table beats read"),
     ("forward", "pooled_writes", "pooled beats written"),
     ("forward", "adds", "additions"),
@@ -34,7 +34,7 @@ COUNTER_ROWS = [
     ("backward", "cycles_analysis", "  forming parts, analysis"),
     ("backward", "cycles_stream", "  streaming rows, merging, updating"),
     ("backward", "cycles_drain", "  draining updates"),
-    ("backward", "input_reads", "input beats read (offsets, indices)"),
+    ("backward", "input_reads", "input beats read (offsets, indices, weights)"),
     ("backward", "grad_reads", "gradient beats read"),
     ("backward", "table_reads", "table beats read"),
     ("backward", "table_writes", "table beats written"),
@@ -56,8 +56,6 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer != "sgd" or state is not None:
         raise BatchError("--optimizer", f"the RTL engine runs sgd so far, not {optimizer!r}")
-    if batch.per_sample_weights is not None:
-        raise BatchError("per_sample_weights", "the RTL engine runs unweighted bags so far")
     if len(tables) > conf.max_tables:
         raise BatchError("--table", f"has {len(tables)} tables; the engine is configured for at most "
                          f"{conf.max_tables} (engine.max_tables)")

@@ -109,7 +109,7 @@ class Batch:
                 raise BatchError(f"pooling[{t}]", f"must be one of {POOLINGS}, not {p!r}")
         if self.weighted and any(p != "sum" for p in poolings):
             raise BatchError("per_sample_weights", "are allowed only when every table pools by sum, "
-                             f"not with poolings {list(poolings)}")
+                             f"not with poolings {list(poolings)}", ErrorCode.WEIGHTS_WITH_MEAN)
         for t in range(T):
             idx, _, _ = self.table_slice(t)
             bad = (idx < 0) | (idx >= num_rows[t])

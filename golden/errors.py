@@ -15,6 +15,7 @@ class ErrorCode(enum.IntEnum):
     BAG_TOO_LONG = 3
     ACCESS_OUTSIDE_TABLES = 4
     BATCH_TOO_LARGE_FOR_ADAGRAD = 5
+    WEIGHTS_WITH_MEAN = 6       # per-sample weights, but a table pools by mean
 
 
 class BatchError(ValueError):

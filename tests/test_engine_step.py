@@ -2,6 +2,8 @@
 steps (a forward job, then a backward job with SGD) on batches in memory behind a port
 with random latency and backpressure.  Pooled outputs, the whole tables afterwards and the
 counters against the schedule-exact golden model, bit for bit."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -20,10 +22,10 @@ RUNNERS = {sim: EngineRunner(PARAMS, DIM, MAX_TABLES, ADDR_BITS, sim) for sim in
 LR = 0.0625
 
 
-def make_batch(bags, T=1):
+def make_batch(bags, T=1, weights=None):
     idx = np.array([r for b in bags for r in b], np.int64)
     offs = np.cumsum([0] + [len(b) for b in bags]).astype(np.int64)
-    return Batch(idx, offs, len(bags) // T)
+    return Batch(idx, offs, len(bags) // T, per_sample_weights=weights)
 
 
 def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, **kw):
@@ -85,6 +87,26 @@ def test_two_tables_several_parts_empty_bags_repeated_rows(mode, poolings):
     assert counters["forward"]["parts"] > 2
 
 
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_weighted_bags(mode):
+    # Rows repeated in a bag (refree folds their weights into one coefficient, dedup applies
+    # each occurrence's weight), weights 1 (no multiply), 0, -0, negative, subnormal, inf
+    # and a NaN with a payload; several parts on two tables.
+    rng = np.random.default_rng(7)
+    bags = [list(rng.zipf(1.3, rng.integers(0, 8)) % 30) for _ in range(2 * 12)]
+    bags[2], bags[5], bags[17] = [3, 3, 3, 8, 3], [7, 9, 7, 7], [4, 4]
+    n = sum(map(len, bags))
+    w = rng.standard_normal(n).astype(np.float32)
+    special = np.array([1, 1, 0, -0.0, -2.5, 1e-42, np.inf, 1, 0.5, 0.5, 0.5], np.float32)
+    pick = rng.random(n) < 0.5
+    w[pick] = rng.choice(special, pick.sum())
+    w[11] = np.uint32(0x7FC0BEEF).view(np.float32)
+    batch = make_batch(bags, T=2, weights=w)
+    tables = [rng.standard_normal((30, DIM)).astype(np.float32) for _ in range(2)]
+    counters = check_step(batch, tables, mode, seed=3, latency=(1, 12), ready_p=0.6)
+    assert counters["forward"]["parts"] > 2 and counters["forward"]["muls"] > 0
+
+
 def test_all_bags_empty_in_a_part():
     rng = np.random.default_rng(5)
     batch = make_batch([[]] * 9 + [[1, 2]])
@@ -116,6 +138,7 @@ BAD = [
     ("index past the table", dict(indices=[1, 2, 99, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
     ("negative index", dict(indices=[1, 2, -1, 0, 1]), ErrorCode.INDEX_OUT_OF_RANGE),
     ("bag too long", dict(offsets=[0, 0, 0, 33], indices=[1] * 33), ErrorCode.BAG_TOO_LONG),
+    ("weights with mean", dict(weights=True, poolings=["mean"]), ErrorCode.WEIGHTS_WITH_MEAN),
 ]
 
 
@@ -127,14 +150,54 @@ def test_bad_batches_set_the_error_code_and_write_nothing(what, bad, code, job):
     object.__setattr__(batch, "indices", np.array(bad.get("indices", [1, 2, 3, 0, 1]), np.int64))
     object.__setattr__(batch, "offsets", np.array(bad.get("offsets", [0, 2, 3, 5]), np.int64))
     object.__setattr__(batch, "batch_size", 3)
-    object.__setattr__(batch, "per_sample_weights", None)
+    object.__setattr__(batch, "per_sample_weights",
+                       np.full(len(batch.indices), 0.5, np.float32) if bad.get("weights") else None)
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     grad = rng.standard_normal((3, DIM)).astype(np.float32)
     r = RUNNERS["verilator"].run(batch, tables, [job], "refree", grad=grad, lr=LR,
-                                 tag=what.replace(" ", "-"))
+                                 poolings=bad.get("poolings"), tag=what.replace(" ", "-"))
     assert r.errors == [code]
     assert r.after == r.before
     assert r.counters[0]["pooled_writes"] == r.counters[0]["table_writes"] == 0
+
+
+def _table(lay, t, **kw):
+    """The layout with table t's descriptor (base, rows, stride) changed."""
+    descs = [dict(zip(("base", "rows", "stride"), d)) for d in lay.tables]
+    descs[t].update(kw)
+    return replace(lay, tables=tuple((d["base"], d["rows"], d["stride"]) for d in descs))
+
+
+# (what, the bad layout the configuration describes, the jobs it is bad for)
+BAD_MAPS = [
+    ("tables overlap", lambda lay: _table(lay, 1, base=lay.tables[0][0] + 3), (JOB_FORWARD, JOB_BACKWARD)),
+    ("rows overlap", lambda lay: _table(lay, 0, stride=0), (JOB_FORWARD, JOB_BACKWARD)),
+    ("table past memory", lambda lay: _table(lay, 1, base=(1 << ADDR_BITS) - 4), (JOB_FORWARD, JOB_BACKWARD)),
+    ("indices on a table", lambda lay: replace(lay, indices=lay.tables[1][0] + 5), (JOB_FORWARD, JOB_BACKWARD)),
+    ("pooled on a table", lambda lay: replace(lay, pooled=lay.tables[0][0] + 7), (JOB_FORWARD,)),
+    ("gradient on a table", lambda lay: replace(lay, grad=lay.tables[1][0] - 2), (JOB_BACKWARD,)),
+]
+
+
+@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
+@pytest.mark.parametrize("what,bad_layout,bad_for", BAD_MAPS, ids=[b[0] for b in BAD_MAPS])
+def test_bad_memory_maps_are_refused_before_any_access(what, bad_layout, bad_for, job):
+    """ACCESS_OUTSIDE_TABLES: descriptors that overlap or leave memory, staging arrays on a
+    table; memory unchanged and nothing read.  The pooled output (gradient) only matters to
+    the job that writes (reads) it: the other job runs and equals the golden model."""
+    rng = np.random.default_rng(4)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32) for _ in range(2)]
+    batch = make_batch([[1, 2], [0, 3, 3], [5], [4], [], [6, 1]], T=2)
+    grad = rng.standard_normal((3, 2 * DIM)).astype(np.float32)
+    r = RUNNERS["verilator"].run(batch, tables, [job], "refree", grad=grad, lr=LR,
+                                 config_layout=bad_layout, tag="map-" + what.replace(" ", "-"))
+    if job in bad_for:
+        assert r.errors == [ErrorCode.ACCESS_OUTSIDE_TABLES]
+        assert r.after == r.before
+        assert r.counters[0]["input_reads"] == r.counters[0]["table_reads"] == 0
+    else:
+        assert r.errors == [0]
+        assert r.counters[0]["input_reads"] > 0
 
 
 def test_icarus_worked_example():
@@ -142,9 +205,11 @@ def test_icarus_worked_example():
     before the engine has written it (it found the hash and class tables' power-up state,
     and one-statement comb blocks that Icarus never ran: see ``icarus_fixup``)."""
     rng = np.random.default_rng(0)
-    batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
+    bags = [[5, 2, 0], [5, 2, 6], [5, 2], [1]]
+    weighted = make_batch(bags, weights=np.array([0.5, -2, 1, 3, 1, 1, 0.25, 1, 7], np.float32))
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
-    for mode, pooling in (("baseline", "sum"), ("refree", "mean")):
+    for mode, pooling, batch in (("baseline", "sum", make_batch(bags)), ("refree", "mean", make_batch(bags)),
+                                 ("dedup", "sum", weighted)):
         check_step(batch, tables, mode, sim="icarus", poolings=[pooling], max_cycles=3000)
 
 
@@ -186,16 +251,11 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
 def test_cli_step_rtl_rejects_what_the_engine_does_not_run_yet(tmp_path, capsys):
     from refree.gen.cli import main
     from refree.golden.batch import save_batch
-    weighted = make_batch([[1, 2], [0]])
-    object.__setattr__(weighted, "per_sample_weights", np.ones(3, np.float32))
-    save_batch(tmp_path / "weighted.npz", weighted)
     save_batch(tmp_path / "batch.npz", make_batch([[1, 2], [0]]))
     np.save(tmp_path / "table.npy", np.ones((3, 16), np.float32))
     np.save(tmp_path / "grad.npy", np.ones((2, 16), np.float32))
     base = ["step", str(tmp_path / "batch.npz"), "--table", str(tmp_path / "table.npy"), "--grad",
             str(tmp_path / "grad.npy"), "--lr", "0.1", "--engine", "rtl", "--out", str(tmp_path / "o"),
             "--config", str(config_file(tmp_path / "engine.toml"))]
-    assert main([base[0], str(tmp_path / "weighted.npz")] + base[2:]) == 2
-    assert "per_sample_weights" in capsys.readouterr().err
     assert main(base + ["--optimizer", "rowwise-adagrad"]) == 2
     assert not (tmp_path / "o").exists()

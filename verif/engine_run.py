@@ -74,6 +74,7 @@ class EngineRunner:
         cfg = {"job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
                "num_tables": batch.num_tables, "num_indices": len(batch.indices),
                "offsets_addr": lay.offsets, "indices_addr": lay.indices, "pooled_addr": lay.pooled,
+               "weighted": int(batch.weighted), "weights_addr": lay.weights,
                "grad_addr": lay.grad, "lr": int(np.float32(lr).view(np.uint32)),
                "tables": [{"base": b, "rows": r, "stride": s, "mean": int(pool == "mean")}
                           for (b, r, s), pool in zip(lay.tables, poolings)]
@@ -81,8 +82,11 @@ class EngineRunner:
         return Const.cast(self.design.component.Config.const(cfg)).value
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
-            ready_p=0.8, tag="job", max_cycles=1_000_000):
-        """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image."""
+            ready_p=0.8, tag="job", max_cycles=1_000_000, config_layout=None):
+        """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
+
+        ``config_layout(lay)``, if given, returns the layout that the engine's configuration
+        describes instead of the one the memory holds (tests of bad memory maps)."""
         build = self.build()
         if tables[0].shape[1] != self.dim:
             raise ValueError(f"the engine was built for vector length {self.dim}, not {tables[0].shape[1]}")
@@ -93,7 +97,8 @@ class EngineRunner:
             raise ValueError(f"the batch and tables need {lay.end} beats of memory; the engine "
                              f"addresses {1 << self.addr_bits}")
         mem = pack(batch, tables, lay, grad)
-        configs = [str(self.config(batch, lay, mode, j, lr, poolings)) for j in jobs]
+        cfg_lay = lay if config_layout is None else config_layout(lay)
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings)) for j in jobs]
         run_dir = build_root() / "engine" / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         addrs = np.array(sorted(mem), np.int64)

@@ -22,6 +22,7 @@ class StagingLayout:
     """Beat addresses of every array (tables are padded to whole beats per row)."""
     offsets: int
     indices: int
+    weights: int             # (no beats when the batch has no weights)
     pooled: int
     grad: int
     tables: tuple            # (base, rows, stride) per table
@@ -38,6 +39,9 @@ def layout(batch, tables):
     a += _beats(8 * len(batch.offsets))
     indices = a
     a += _beats(8 * max(len(batch.indices), 1))
+    weights = a
+    if batch.weighted:
+        a += _beats(4 * max(len(batch.indices), 1))
     pooled = a
     a += B * T * row_beats
     grad = a
@@ -46,7 +50,7 @@ def layout(batch, tables):
     for E in tables:
         descs.append((a, E.shape[0], row_beats))
         a += E.shape[0] * row_beats
-    return StagingLayout(offsets, indices, pooled, grad, tuple(descs), row_beats, a)
+    return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a)
 
 
 def _to_beats(raw, base):
@@ -70,6 +74,8 @@ def pack(batch, tables, lay, grad=None):
         mem.update(_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay.row_beats, lay.grad))
     mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
     mem.update(_to_beats(batch.indices.astype("<i8").tobytes(), lay.indices))
+    if batch.weighted:
+        mem.update(_to_beats(batch.per_sample_weights.astype("<f4").tobytes(), lay.weights))
     for E, (base, rows, stride) in zip(tables, lay.tables):
         mem.update(_rows_to_beats(E, stride, base))
     return mem

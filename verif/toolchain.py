@@ -181,12 +181,17 @@ def _locked(directory: Path):
 
 
 def _source_digest(cls: type) -> str:
-    """Digest of every ``.py`` file in the package that defines ``cls``."""
+    """Digest of every ``.py`` file in the package that defines ``cls``, and of what every
+    design builds on: the binary32 units (``hw/fp``) and the error codes.  (The engine's
+    package alone missed a change to an FP unit inside it.)"""
     h = hashlib.sha256()
     module = sys.modules[cls.__module__]
     folder = Path(inspect.getfile(module)).resolve().parent
-    for path in sorted(folder.glob("*.py")):
-        h.update(path.name.encode())
+    hw = Path(inspect.getfile(importlib.import_module("refree.hw"))).resolve().parent
+    errors = Path(inspect.getfile(importlib.import_module("refree.golden.errors"))).resolve()
+    files = sorted(set(folder.glob("*.py")) | set((hw / "fp").glob("*.py")) | {errors})
+    for path in files:
+        h.update(str(path.relative_to(hw.parent)).encode())
         h.update(path.read_bytes())
     try:
         h.update(importlib.metadata.version("amaranth").encode())

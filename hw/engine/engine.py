@@ -10,9 +10,15 @@ compute the upstream gradients, so a training step is a forward job, then a back
 
 Job flow (one ``start`` pulse, configuration latched):
 
+0. CHECK_CONFIG (nothing read yet): every table's rows lie in memory and do not overlap
+   each other (a stride of at least D/16 beats, no two descriptors sharing a beat), and no
+   staging array the job reads or writes (offsets, indices, weights; the pooled output in
+   forward, the upstream gradient in backward) runs past memory or shares a beat with a
+   table; else ``ACCESS_OUTSIDE_TABLES``.  One (table, region) pair per cycle.
 1. CHECK: the whole batch is read once and checked before anything is written: offsets
    start at 0, never decrease, end at ``num_indices``; no bag is longer than
-   ``max_bag_len``; every index lies inside its table.  A failure sets ``error`` and the
+   ``max_bag_len``; weights come only with tables that pool by sum; every index lies
+   inside its table.  A failure sets ``error`` and the
    job ends with no memory write.
 2. Per table, per part (DESIGN.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
@@ -29,25 +35,34 @@ Job flow (one ``start`` pulse, configuration latched):
    table row go through the updater; a row still being updated is not fetched again (a
    small table of rows in flight), so repeated rows see each other's updates in order.
 
+Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
+indices.  ``refree`` folds each (bag, row) pair's weights into its key coefficient in the
+analyzer; ``dedup`` makes every lookup a pair of its own, so each occurrence applies its own
+weight (forward ``fma(w, E, acc)``, backward the two-rounding ``fl(fl(w*G) + g)``);
+``baseline`` applies each lookup's weight as it streams (forward ``fma(w, E, acc)``,
+backward the update's scale).
+
 Memory layout: beat addresses (64 bytes); ``offsets`` and ``indices`` are int64 arrays
-from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
+from a beat boundary, ``weights`` a float32 array from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
 pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is at
 ``pooled + (b*T + t) * D/16`` (``grad + ...``).
 
 Parts are re-formed by the backward job exactly as by the forward job (same rule, same
 batch), and the parts' updates are complete before the next part reads a row.
 
-Scope of this version: sum and mean pooling (per table), unweighted bags, SGD.  Weights
-and row-wise Adagrad are the next steps (see the issue notes).
+Scope of this version: sum and mean pooling (per table), weighted bags, SGD.  Row-wise
+Adagrad is the next step (see the issue notes).
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from refree.golden.errors import ErrorCode
+from ..fp.common import f32_bits
 from .analyzer import Analyzer
 from .datapath import FoldDatapath
 from .coef import CoefStage
+from .inflight import RowsInFlight
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
 from .rowdiv import RowDivider
 from .params import EngineParams
@@ -62,11 +77,6 @@ IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet writte
 ONE_F32 = 0x3F800000
 
 
-def f32_bits(x):
-    import struct
-    return struct.unpack("<I", struct.pack("<f", x))[0]
-
-
 def small_int_to_f32(m, n, width):
     """binary32 bit pattern of the unsigned integer n (exact for width <= 24)."""
     out = Signal(32)
@@ -75,41 +85,6 @@ def small_int_to_f32(m, n, width):
             mant = (n << (23 - e))[:23] if e <= 23 else (n >> (e - 23))[:23]
             m.d.comb += out.eq(Cat(mant, C((127 + e) & 0xFF, 8), C(0, 1)))
     return out
-
-
-class RowsInFlight(wiring.Component):
-    """Addresses of rows fetched for an update and not yet written back, oldest first.
-
-    ``hit`` says whether ``addr`` is one of them (or the table is full); ``push`` adds
-    ``addr``; ``pop`` drops the oldest (its last beat was written).  Rows are written back
-    in the order they were fetched, so a circular buffer is enough.
-    """
-
-    def __init__(self, addr_bits, depth):
-        self.depth = depth
-        super().__init__({"addr": In(addr_bits), "hit": Out(1), "push": In(1), "pop": In(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        N = self.depth
-        addrs = [Signal.like(self.addr, name=f"addr{i}") for i in range(N)]
-        valid = Signal(N)
-        head, tail = Signal(range(N)), Signal(range(N))
-        m.d.comb += self.hit.eq(valid.all() | Cat(*[valid[i] & (addrs[i] == self.addr)
-                                                   for i in range(N)]).any())
-        with m.If(self.push):
-            m.d.sync += tail.eq(Mux(tail == N - 1, 0, tail + 1))
-            with m.Switch(tail):
-                for i in range(N):
-                    with m.Case(i):
-                        m.d.sync += [addrs[i].eq(self.addr), valid[i].eq(1)]
-        with m.If(self.pop):
-            m.d.sync += head.eq(Mux(head == N - 1, 0, head + 1))
-            with m.Switch(head):
-                for i in range(N):
-                    with m.Case(i):
-                        m.d.sync += valid[i].eq(0)
-        return m
 
 
 class Engine(wiring.Component):
@@ -144,6 +119,7 @@ class Engine(wiring.Component):
         self.Config = data.StructLayout({
             "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
+            "weighted": 1, "weights_addr": addr_bits,
             "pooled_addr": addr_bits, "grad_addr": addr_bits, "lr": 32,
             "tables": data.ArrayLayout(self.Table, max_tables)})
         self.Counters = data.StructLayout({
@@ -165,17 +141,19 @@ class Engine(wiring.Component):
         forward = cfg.job == JOB_FORWARD
         baseline = cfg.mode == MODE_BASELINE
 
-        m.submodules.arb = arb = MemArbiter(5, A)
+        m.submodules.arb = arb = MemArbiter(6, A)
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
         m.submodules.fetch_grads = fetch_g = RowFetcher(A, beats)    # upstream gradient rows
         m.submodules.offs = offs = ArrayReader(A)
         m.submodules.idx = idxr = ArrayReader(A)
+        m.submodules.weights = wts = ArrayReader(A, elem_bits=32)
         wiring.connect(m, fetch.port, arb.port1)
         wiring.connect(m, offs.port, arb.port2)
         wiring.connect(m, idxr.port, arb.port3)
         wiring.connect(m, fetch_g.port, arb.port4)
+        wiring.connect(m, wts.port, arb.port5)
         item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
         # members: bags (forward) or distinct rows (backward)
@@ -288,7 +266,7 @@ class Engine(wiring.Component):
         fired = lambda port: port.cmd.valid & port.cmd.ready
         count(cnt.table_reads, fired(fetch.port))
         count(cnt.grad_reads, fired(fetch_g.port))
-        m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port))
+        m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port) + fired(wts.port))
         count(cnt.pooled_writes, fired(writer) & forward)
         count(cnt.table_writes, fired(writer) & ~forward)
         with m.If(sch.ops.valid & sch.ops.ready):
@@ -323,27 +301,74 @@ class Engine(wiring.Component):
                 with m.If(wbeat == beats - 1):
                     m.d.comb += [write_q.r_en.eq(1), locks.pop.eq(lock)]
 
-        # Members pass the coefficient stage: c = fl(a * b) with a = the multiplicity
-        # (refree) or 1 (dedup), b = fl(1/len) (backward, mean pooling) or 1.
+        # Members pass the coefficient stage: c = fl(a * b) with a = the pair's fold of
+        # weights (weighted; dedup's pairs are single lookups), the multiplicity (refree) or
+        # 1 (dedup), and b = fl(1/len) (backward, mean pooling) or 1.
         mean_bwd = ~forward & table.mean
         mi = an.members.payload
         m.d.comb += [len_of_member.addr.eq(mi.bag), inv_of_member.addr.eq(len_of_member.data),
                      coef.i.valid.eq(an.members.valid), an.members.ready.eq(coef.i.ready),
                      coef.i.payload.payload.eq(mi),
-                     coef.i.payload.a.eq(Mux(cfg.mode == MODE_REFREE, small_int_to_f32(m, mi.mult, p.mult_bits),
-                                             ONE_F32)),
+                     coef.i.payload.a.eq(Mux(cfg.weighted, mi.c,
+                                             Mux(cfg.mode == MODE_REFREE,
+                                                 small_int_to_f32(m, mi.mult, p.mult_bits), ONE_F32))),
                      coef.i.payload.b.eq(Mux(mean_bwd, inv_of_member.data, ONE_F32))]
         mem_ = coef.o.payload.payload
         # refree: one operation per key; dedup: mult operations of c = 1 (sum), or of kind 1
-        # with c = fl(1/len) (mean: fl(fl(c * G) + g), the per-occurrence terms)
+        # with c = fl(1/len) or w (mean, weighted backward: fl(fl(c * G) + g), the
+        # per-occurrence terms)
         m.d.comb += [item.c.eq(coef.o.payload.product),
                      item.repeat.eq(Mux(cfg.mode == MODE_REFREE, 1, mem_.mult)),
-                     item.kind.eq(mean_bwd & (cfg.mode == MODE_DEDUP))]
+                     item.kind.eq(~forward & (table.mean | cfg.weighted) & (cfg.mode == MODE_DEDUP))]
         # In baseline the analyzer only decides the parts; its member lists are dropped.
         m.d.comb += coef.o.ready.eq(baseline)
-        # Baseline backward: each gradient row's scale, 1 or fl(1/len) of its bag.
+        # Each lookup's weight (1 unless weighted), read beside its index.
+        weight = Mux(cfg.weighted, wts.data.payload, ONE_F32)
+        lookup_valid = idxr.data.valid & (~cfg.weighted | wts.data.valid)
+
+        def take_lookup(when):
+            m.d.comb += [idxr.data.ready.eq(when), wts.data.ready.eq(when & cfg.weighted)]
+
+        def start_lookups(first, count):
+            """Read the indices (and the weights) of lookups first .. first+count-1."""
+            m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(first),
+                         idxr.count.eq(count),
+                         wts.start.eq(cfg.weighted), wts.base.eq(cfg.weights_addr), wts.first.eq(first),
+                         wts.count.eq(count)]
+
+        # Baseline backward: each gradient row's scale, 1, w or fl(1/len) of its bag.
         m.d.comb += [inv_of_bag.addr.eq(cur_len),
-                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, ONE_F32))]
+                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, weight))]
+
+        # ---- the memory map check: regions [lo, hi) in beats -------------------------------
+        # regions 0 .. max_tables-1 are the tables, then the staging arrays of the job
+        num_regions = self.max_tables + 4
+        ci = Signal(range(self.max_tables))
+        cj = Signal(range(num_regions))
+        RW = A + 48                              # wide enough for any end address
+
+        def table_region(i):
+            d = cfg.tables[i]
+            return d.base, d.base + d.rows * d.stride, (i < T) & (d.rows != 0)
+        n_idx = cfg.num_indices
+        job_out = Mux(forward, cfg.pooled_addr, cfg.grad_addr)
+        staging = [(cfg.offsets_addr, cfg.offsets_addr + ((T * B + 8) >> 3), C(1, 1)),
+                   (cfg.indices_addr, cfg.indices_addr + ((n_idx + 7) >> 3), n_idx != 0),
+                   (cfg.weights_addr, cfg.weights_addr + ((n_idx + 15) >> 4), cfg.weighted & (n_idx != 0)),
+                   (job_out, job_out + T * B * beats, T * B != 0)]
+        i_lo, i_hi, i_live = [Signal(RW, name="i_lo"), Signal(RW, name="i_hi"), Signal(name="i_live")]
+        j_lo, j_hi, j_live = [Signal(RW, name="j_lo"), Signal(RW, name="j_hi"), Signal(name="j_live")]
+        lo_, hi_, live_ = table_region(ci)
+        m.d.comb += [i_lo.eq(lo_), i_hi.eq(hi_), i_live.eq(live_)]
+        with m.Switch(cj):
+            for j in range(num_regions):
+                with m.Case(j):
+                    lo_, hi_, live_ = table_region(j) if j < self.max_tables else staging[j - self.max_tables]
+                    m.d.comb += [j_lo.eq(lo_), j_hi.eq(hi_), j_live.eq(live_ & (cj != ci))]
+        end_of_memory = 1 << A
+        region_conflict = (i_live & ((i_hi > end_of_memory) | (cfg.tables[ci].stride < beats))) | \
+                          (j_live & (j_hi > end_of_memory)) | \
+                          (i_live & j_live & (i_lo < j_hi) & (j_lo < i_hi))
 
         def lookup_walker(source_valid, on_lookup):
             """Label the lookups of the part with their bag (skipping empty bags)."""
@@ -361,9 +386,21 @@ class Engine(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
-                                 bag_too_long.eq(0)]
-                    m.d.comb += [offs.start.eq(1), offs.base.eq(self.config.offsets_addr), offs.first.eq(0),
-                                 offs.count.eq(self.config.num_tables * self.config.batch_size + 1)]
+                                 bag_too_long.eq(0), ci.eq(0), cj.eq(0)]
+                    m.next = "CHECK_CONFIG"
+
+            # ---- 0. the memory map: table i against region j ----------------------------
+            with m.State("CHECK_CONFIG"):
+                with m.If(region_conflict):
+                    m.d.sync += error.eq(ErrorCode.ACCESS_OUTSIDE_TABLES)
+                    m.next = "IDLE"
+                with m.Elif(cj != num_regions - 1):
+                    m.d.sync += cj.eq(cj + 1)
+                with m.Elif(ci != self.max_tables - 1):
+                    m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
+                with m.Else():
+                    m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(0),
+                                 offs.count.eq(T * B + 1)]
                     m.next = "CHECK_OFFSETS"
 
             # ---- 1. check the batch ---------------------------------------------------
@@ -384,9 +421,14 @@ class Engine(wiring.Component):
                         m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
                 # The golden model's order of checks: malformed offsets, then indices out of
                 # range, then bags too long.
+                # then weights with a mean-pooled table (the golden model's order again)
+                any_mean = Cat(*[cfg.tables[i].mean & (i < T) for i in range(self.max_tables)]).any()
                 with m.If(~offs.busy):
                     m.d.sync += [t.eq(0), k.eq(0)]
-                    with m.If(error == 0):
+                    with m.If((error == 0) & cfg.weighted & any_mean):
+                        m.d.sync += error.eq(ErrorCode.WEIGHTS_WITH_MEAN)
+                        m.next = "IDLE"
+                    with m.Elif(error == 0):
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(0),
                                      idxr.count.eq(cfg.num_indices)]
                         m.next = "CHECK_INDICES"
@@ -444,20 +486,23 @@ class Engine(wiring.Component):
                 with m.If(~offs.busy):
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
-                                 idxr.start.eq(1), idxr.base.eq(cfg.indices_addr),
-                                 idxr.first.eq(part_lo), idxr.count.eq(lookups)]
+                                 an.weighted.eq(cfg.weighted & ~baseline),
+                                 an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
+                    start_lookups(part_lo, lookups)
                     m.d.sync += [bi.eq(0), len_state.eq(0)]
                     m.next = "PART_ANALYZE"
 
             with m.State("PART_ANALYZE"):       # lookups into the analyzer
-                m.d.comb += [an.lookups.payload.row.eq(idxr.data.payload), an.lookups.payload.bag.eq(bi)]
+                m.d.comb += [an.lookups.payload.row.eq(idxr.data.payload), an.lookups.payload.bag.eq(bi),
+                             an.lookups.payload.weight.eq(weight)]
 
                 def feed():
-                    m.d.comb += [an.lookups.valid.eq(1), idxr.data.ready.eq(an.lookups.ready)]
+                    m.d.comb += an.lookups.valid.eq(1)
+                    take_lookup(an.lookups.ready)
                     with m.If(an.lookups.ready):
                         m.d.sync += rem.eq(rem - 1)
                 with m.If(idxr.busy):
-                    lookup_walker(idxr.data.valid, feed)
+                    lookup_walker(lookup_valid, feed)
                 with m.Else():
                     m.d.comb += an.finish.eq(1)
                     m.next = "PART_WAIT_ANALYZER"
@@ -468,8 +513,7 @@ class Engine(wiring.Component):
                         m.d.sync += nb.eq(an.full_bag)
                     m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
                     with m.If(baseline):        # the lookups again, in index order
-                        m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(part_lo),
-                                     idxr.count.eq(an.num_lookups)]
+                        start_lookups(part_lo, an.num_lookups)
                     with m.If(forward | ~baseline & (an.num_rows != 0)):
                         # scheduler members: the bags (forward) or the distinct rows
                         m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
@@ -499,13 +543,13 @@ class Engine(wiring.Component):
             with m.State("RUN_BASELINE"):       # forward: every lookup an item, its own row read
                 def item_out():
                     m.d.comb += [issue.eq(1), need_item.eq(1), need_row.eq(1), item_row.eq(idxr.data.payload),
-                                 idxr.data.ready.eq(taken),
                                  item.item.eq(k), item.member.eq(bi), item.first.eq(1),
-                                 item.c.eq(ONE_F32), item.repeat.eq(1)]
+                                 item.c.eq(weight), item.repeat.eq(1)]
+                    take_lookup(taken)
                     with m.If(taken):
                         m.d.sync += [rem.eq(rem - 1), k.eq(k + 1)]
                 with m.If(idxr.busy):
-                    lookup_walker(idxr.data.valid, item_out)
+                    lookup_walker(lookup_valid, item_out)
                 with m.Elif(item_q.level == 0):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
@@ -529,11 +573,12 @@ class Engine(wiring.Component):
             with m.State("RUN_BASELINE_UPDATE"):    # backward: per lookup, in index order
                 def update_out():
                     m.d.comb += [issue.eq(1), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
-                                 item_row.eq(idxr.data.payload), grad_bag.eq(bi), idxr.data.ready.eq(taken)]
+                                 item_row.eq(idxr.data.payload), grad_bag.eq(bi)]
+                    take_lookup(taken)
                     with m.If(taken):
                         m.d.sync += [rem.eq(rem - 1), cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))]
                 with m.If(idxr.busy):
-                    lookup_walker(idxr.data.valid, update_out)
+                    lookup_walker(lookup_valid, update_out)
                 with m.Else():
                     m.next = "PART_FINISH"
 
@@ -545,7 +590,7 @@ class Engine(wiring.Component):
                     m.next = "PART_START"
 
         # Cycles per phase.
-        phases = {"cycles_check": ("CHECK_OFFSETS", "CHECK_INDICES"),
+        phases = {"cycles_check": ("CHECK_CONFIG", "CHECK_OFFSETS", "CHECK_INDICES"),
                   "cycles_analysis": ("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER"),
                   "cycles_stream": ("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"),
                   "cycles_drain": ("PART_FINISH",)}

@@ -5,7 +5,8 @@ flag, data) and a read-response stream, in order, with any latency and backpress
 DDR4/LRDIMM work replaces what sits behind it.  Inside the engine several units share it
 through :class:`MemArbiter`:
 
-* :class:`ArrayReader` streams a range of int64 elements (offsets, indices);
+* :class:`ArrayReader` streams a range of int64 (offsets, indices) or 32-bit (weights)
+  elements;
 * :class:`RowFetcher` reads whole table rows (D/16 beats) for a stream of row addresses;
 * writes (pooled outputs, updated rows) go straight to an arbiter port.
 
@@ -89,50 +90,55 @@ class MemArbiter(wiring.Component):
 
 
 class ArrayReader(wiring.Component):
-    """Stream ``count`` int64 elements starting at element ``first`` of an array at beat
-    address ``base``, one element per cycle.
+    """Stream ``count`` elements of ``elem_bits`` (64 or 32) starting at element ``first``
+    of an array at beat address ``base``, one element per cycle.
 
     Members
     -------
     start : In(1)     pulse (only when not ``busy``) with ``base``, ``first``, ``count``
-    data : Out(stream.Signature(signed(64)))
+    data : Out(stream.Signature(elem_bits))
     busy : Out(1)     until every element has been taken
     port : Out(mem_port)
     """
 
-    def __init__(self, addr_bits, count_bits=32):
-        self.addr_bits = addr_bits
+    def __init__(self, addr_bits, count_bits=32, elem_bits=64):
+        if elem_bits not in (32, 64):
+            raise ValueError(f"ArrayReader elem_bits must be 32 or 64, not {elem_bits!r}")
+        self.addr_bits, self.elem_bits = addr_bits, elem_bits
         super().__init__({"start": In(1), "base": In(addr_bits), "first": In(count_bits),
                           "count": In(count_bits), "busy": Out(1),
-                          "data": Out(stream.Signature(64)), "port": Out(mem_port(addr_bits))})
+                          "data": Out(stream.Signature(elem_bits)), "port": Out(mem_port(addr_bits))})
 
     def elaborate(self, platform):
         m = Module()
+        W = self.elem_bits
+        N = BEAT_BITS // W                      # elements per beat
+        sh = N.bit_length() - 1
         next_beat = Signal(self.addr_bits)      # next beat address to request
         beats_left = Signal(len(self.count))    # beats still to request
         left = Signal(len(self.count))          # elements still to deliver
-        lane = Signal(3)
+        lane = Signal(sh)
         m.d.comb += [self.busy.eq(left != 0), self.port.rsp.ready.eq(0)]
         with m.If(self.start):
             end = self.first + self.count
-            m.d.sync += [next_beat.eq(self.base + self.first[3:]), lane.eq(self.first[:3]), left.eq(self.count),
-                         beats_left.eq(Mux(self.count == 0, 0, ((end + 7) >> 3) - self.first[3:]))]
+            m.d.sync += [next_beat.eq(self.base + self.first[sh:]), lane.eq(self.first[:sh]), left.eq(self.count),
+                         beats_left.eq(Mux(self.count == 0, 0, ((end + N - 1) >> sh) - self.first[sh:]))]
         # requests
         m.d.comb += [self.port.cmd.valid.eq(beats_left != 0), self.port.cmd.payload.addr.eq(next_beat),
                      self.port.cmd.payload.write.eq(0)]
         with m.If(self.port.cmd.valid & self.port.cmd.ready):
             m.d.sync += [next_beat.eq(next_beat + 1), beats_left.eq(beats_left - 1)]
         # delivery: one lane of the response beat at the head per cycle
-        lanes = [self.port.rsp.payload[64 * k:64 * (k + 1)] for k in range(8)]
-        cur = Signal(64)
+        lanes = [self.port.rsp.payload[W * k:W * (k + 1)] for k in range(N)]
+        cur = Signal(W)
         with m.Switch(lane):
-            for k in range(8):
+            for k in range(N):
                 with m.Case(k):
                     m.d.comb += cur.eq(lanes[k])
         m.d.comb += [self.data.valid.eq(self.port.rsp.valid & (left != 0)), self.data.payload.eq(cur)]
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += [left.eq(left - 1), lane.eq(lane + 1)]
-            with m.If((lane == 7) | (left == 1)):
+            with m.If((lane == N - 1) | (left == 1)):
                 m.d.comb += self.port.rsp.ready.eq(1)
         return m
 

@@ -38,11 +38,17 @@ __all__ = [
     "NORMALISE_STAGES", "MULTIPLY_STAGES", "DSP_KINDS",
     "Pipeline", "check_pipeline", "check_dsp", "wire", "Unpacked",
     "ge_const", "add_carry", "mask_below", "or_groups", "lzc", "lzc_leaves", "lzc_tree",
-    "limit_mask", "normalise_prep", "normalise_round", "multiply_24x24",
+    "limit_mask", "normalise_prep", "normalise_round", "multiply_24x24", "f32_bits",
 ]
 
 CANONICAL_NAN = 0x7FC00000
 POS_INF = 0x7F800000
+
+
+def f32_bits(value) -> int:
+    """The binary32 bit pattern of a Python number, rounded once (for constants)."""
+    import struct
+    return struct.unpack("<I", struct.pack("<f", float(value)))[0]
 
 #: Operand payloads (first field in the low bits of the packed vector).
 Binary = data.StructLayout({"a": 32, "b": 32})

@@ -6,7 +6,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import check_dsp
+from .common import check_dsp, f32_bits
 from .divider import Divider
 from .fma import FusedMultiplyAdd
 from .sqrt import SquareRoot
@@ -36,11 +36,6 @@ def vector_in_layout(lanes: int) -> data.StructLayout:
 
 def vector_out_layout(lanes: int) -> data.StructLayout:
     return data.StructLayout({"r": data.ArrayLayout(32, lanes), "state": 32, "last": 1})
-
-
-def _f32_bits(value: int) -> int:
-    import struct
-    return struct.unpack("<I", struct.pack("<f", float(value)))[0]
 
 
 class _Scalar:
@@ -312,7 +307,7 @@ class VectorUnit(wiring.Component):
             regs[name] = Signal(32, name=f"r_{name}")
         index = {name: k for k, name in enumerate(reg_names)}
         tag_w = max(1, (len(reg_names) - 1).bit_length())
-        consts = {"one": C(ONE, 32), "dval": C(_f32_bits(D), 32)}
+        consts = {"one": C(ONE, 32), "dval": C(f32_bits(D), 32)}
 
         def operand(name):
             return consts[name] if name in consts else regs[name]
