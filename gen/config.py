@@ -17,15 +17,16 @@ class GeneratorConfig:
     max_tables: int
     addr_bits: int
     div_lanes: int = 4
+    adagrad_lanes: int = 4
 
     def engine_kwargs(self):
         """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
         return dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
-                    addr_bits=self.addr_bits, div_lanes=self.div_lanes)
+                    addr_bits=self.addr_bits, div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes)
 
     def as_dict(self):
         return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
-                           "div_lanes": self.div_lanes},
+                           "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__}}
 
 
@@ -54,7 +55,8 @@ def load_config(path=None):
         v = e[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise ValueError(f"engine.{key} must be an integer in [{lo}, {hi}], not {v!r}")
-    if e["div_lanes"] not in (1, 2, 4, 8, 16) or isinstance(e["div_lanes"], bool):
-        raise ValueError(f"engine.div_lanes must be 1, 2, 4, 8 or 16, not {e['div_lanes']!r}")
+    for key in ("div_lanes", "adagrad_lanes"):
+        if e[key] not in (1, 2, 4, 8, 16) or isinstance(e[key], bool):
+            raise ValueError(f"engine.{key} must be 1, 2, 4, 8 or 16, not {e[key]!r}")
     return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
-                           e["div_lanes"])
+                           e["div_lanes"], e["adagrad_lanes"])

@@ -12,7 +12,7 @@ table and the gradient, so they stay +0 and the real lanes are unaffected.
 import numpy as np
 
 from refree.golden.errors import BatchError, ErrorCode
-from refree.golden.model import StepResult, check_step_inputs, step
+from refree.golden.model import StepResult, check_step_inputs, initial_state, step
 from refree.golden.counts import MODES
 
 __all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS"]
@@ -38,6 +38,8 @@ COUNTER_ROWS = [
     ("backward", "grad_reads", "gradient beats read"),
     ("backward", "table_reads", "table beats read"),
     ("backward", "table_writes", "table beats written"),
+    ("backward", "state_reads", "optimizer state beats read"),
+    ("backward", "state_writes", "optimizer state beats written"),
     ("backward", "adds", "additions (merge)"),
     ("backward", "muls", "multiplies (merge)"),
     ("backward", "distinct_rows", "distinct rows"),
@@ -47,15 +49,19 @@ COUNTER_ROWS = [
 
 def _runner(conf, dim, sim):
     from refree.verif.engine_run import EngineRunner
-    return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes)
+    return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
+                        conf.adagrad_lanes)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
              eps=1e-8, state=None):
     """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters})."""
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
-    if optimizer != "sgd" or state is not None:
-        raise BatchError("--optimizer", f"the RTL engine runs sgd so far, not {optimizer!r}")
+    if optimizer == "rowwise-adagrad" and tables[0].shape[1] % 16:
+        # (the engine's rows are whole beats; Adagrad's mean of squares divides by the padded D)
+        raise BatchError("--optimizer", f"row-wise Adagrad on the RTL needs a vector length that is a "
+                         f"multiple of 16, not {tables[0].shape[1]}")
+    state = initial_state(tables, optimizer, state)
     if len(tables) > conf.max_tables:
         raise BatchError("--table", f"has {len(tables)} tables; the engine is configured for at most "
                          f"{conf.max_tables} (engine.max_tables)")
@@ -63,13 +69,14 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     dim = -(-D // 16) * 16
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
-    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode, poolings=poolings)
+    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer,
+                                       eps=eps, state=state)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
                          ErrorCode(out.error))
     pooled = np.ascontiguousarray(out.pooled.reshape(B, T, dim)[:, :, :D].reshape(B, T * D))
     new = [np.ascontiguousarray(E[:, :D]) for E in out.tables]
-    return StepResult(pooled, new, None, {}, []), out.counters
+    return StepResult(pooled, new, out.state, {}, []), out.counters
 
 
 def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print):

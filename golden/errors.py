@@ -16,6 +16,7 @@ class ErrorCode(enum.IntEnum):
     ACCESS_OUTSIDE_TABLES = 4
     BATCH_TOO_LARGE_FOR_ADAGRAD = 5
     WEIGHTS_WITH_MEAN = 6       # per-sample weights, but a table pools by mean
+    ADAGRAD_IN_BASELINE = 7     # row-wise Adagrad has no per-occurrence (baseline) form
 
 
 class BatchError(ValueError):

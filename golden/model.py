@@ -16,7 +16,7 @@ from .errors import BatchError, ErrorCode
 from .planner import PartLimits, partition, plan_part
 from .replay import fold_rows, replay_trie
 
-__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "check_step_inputs", "plan_batch", "forward",
+__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "check_step_inputs", "initial_state", "plan_batch", "forward",
            "backward_update", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
@@ -120,7 +120,7 @@ def _check_args(mode, optimizer, lr, eps):
         raise BatchError("optimizer", f"must be one of {OPTIMIZERS}, not {optimizer!r}")
     if mode == "baseline" and optimizer != "sgd":
         raise BatchError("optimizer", f"{optimizer!r} needs mode dedup or refree: baseline applies "
-                         "updates per occurrence, which only SGD allows")
+                         "updates per occurrence, which only SGD allows", ErrorCode.ADAGRAD_IN_BASELINE)
     for name, v in (("lr", lr), ("eps", eps)):
         if not np.isfinite(np.float32(v)):
             raise BatchError(name, f"must be a finite number, not {v!r}")
@@ -160,6 +160,21 @@ def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps):
     return poolings
 
 
+def initial_state(tables, optimizer, state):
+    """The Adagrad state per table (a checked float32 copy; zeros when not given), or None
+    for SGD."""
+    if optimizer != "rowwise-adagrad":
+        return None
+    state = ([np.zeros(E.shape[0], np.float32) for E in tables] if state is None
+             else [np.array(s, np.float32, copy=True) for s in state])
+    if len(state) != len(tables):
+        raise BatchError("state", f"needs one array per table ({len(tables)}), not {len(state)}")
+    for t, (s, E) in enumerate(zip(state, tables)):
+        if s.shape != (E.shape[0],):
+            raise BatchError(f"state_{t}", f"must have shape {(E.shape[0],)}, not {s.shape}")
+    return state
+
+
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
          state=None, limits=None):
     """One training step.  Inputs are not modified; returns a StepResult.
@@ -172,14 +187,7 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
     T = len(tables)
     limits = limits or PartLimits()
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
-    if optimizer == "rowwise-adagrad":
-        state = ([np.zeros(E.shape[0], np.float32) for E in tables] if state is None
-                 else [np.array(s, np.float32, copy=True) for s in state])
-        for t, (s, E) in enumerate(zip(state, tables)):
-            if s.shape != (E.shape[0],):
-                raise BatchError(f"state_{t}", f"must have shape {(E.shape[0],)}, not {s.shape}")
-    else:
-        state = None
+    state = initial_state(tables, optimizer, state)
     lr32, eps32 = np.float32(lr), np.float32(eps)
 
     plans = plan_batch(batch, poolings, limits)

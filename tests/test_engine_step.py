@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refree.golden.batch import Batch
-from refree.golden.errors import ErrorCode
+from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
 from refree.hw.engine.params import EngineParams
@@ -28,22 +28,32 @@ def make_batch(bags, T=1, weights=None):
     return Batch(idx, offs, len(bags) // T, per_sample_weights=weights)
 
 
-def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, **kw):
-    """One step on the RTL against the golden model; returns the RTL's counters."""
+def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, optimizer="sgd",
+               state=None, eps=1e-8, **kw):
+    """One step on the RTL against the golden model; returns the RTL's counters (and, with
+    Adagrad, the new state)."""
     B, T = batch.batch_size, batch.num_tables
     if grad is None:
         grad = np.random.default_rng(99).standard_normal((B, T * DIM)).astype(np.float32)
-    got = RUNNERS[sim].step(tables, batch, grad, lr, mode, poolings=poolings, **kw)
+    got = RUNNERS[sim].step(tables, batch, grad, lr, mode, poolings=poolings, optimizer=optimizer,
+                            state=state, eps=eps, **kw)
     assert got.error == 0
-    want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS))
+    want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS),
+                optimizer=optimizer, state=state, eps=eps)
     assert np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32))
     for t, (g, w) in enumerate(zip(got.tables, want.tables)):
         assert np.array_equal(g.view(np.uint32), w.view(np.uint32)), f"table {t} differs"
-    # nothing else in memory changed: only the pooled output and the table rows may
+    for t, (g, w) in enumerate(zip(got.state or [], want.state or [])):
+        assert np.array_equal(g.view(np.uint32), w.view(np.uint32)), f"state {t} differs"
+    assert (got.state is None) == (want.state is None)
+    # nothing else in memory changed: only the pooled output, the table rows and the
+    # Adagrad states may
     lay, run = got.run.lay, got.run
     written = set(range(lay.pooled, lay.pooled + B * T * lay.row_beats))
     for base, rows, stride in lay.tables:
         written |= set(range(base, base + rows * stride))
+    for base, (_, rows, _) in zip(lay.states, lay.tables):
+        written |= set(range(base, base + -(-rows // 16)))
     assert {a: v for a, v in run.after.items() if a not in written} == \
         {a: v for a, v in run.before.items() if a not in written}
     fwd, bwd, c, beats = got.counters["forward"], got.counters["backward"], want.counts, lay.row_beats
@@ -53,12 +63,14 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
     assert bwd["grad_reads"] == c["backward"]["reads"] * beats
     assert bwd["adds"] == c["backward"]["adds"] and bwd["muls"] == c["backward"]["muls"]
     assert bwd["table_reads"] == bwd["table_writes"] == c["update"]["rmw"] * beats
-    assert bwd["pooled_writes"] == 0
+    assert bwd["pooled_writes"] == 0 and fwd["state_reads"] == fwd["state_writes"] == 0
+    # Adagrad: one state beat read-modify-write per updated row
+    assert bwd["state_reads"] == bwd["state_writes"] == (c["update"]["rmw"] if want.state else 0)
     for job in (fwd, bwd):
         assert job["parts"] == c["parts"] and job["distinct_rows"] == c["distinct_rows"]
         phases = sum(job[k] for k in ("cycles_check", "cycles_analysis", "cycles_stream", "cycles_drain"))
         assert phases == job["cycles"]
-    return got.counters
+    return (got.counters, got.state) if optimizer != "sgd" else got.counters
 
 
 @pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
@@ -105,6 +117,65 @@ def test_weighted_bags(mode):
     tables = [rng.standard_normal((30, DIM)).astype(np.float32) for _ in range(2)]
     counters = check_step(batch, tables, mode, seed=3, latency=(1, 12), ready_p=0.6)
     assert counters["forward"]["parts"] > 2 and counters["forward"]["muls"] > 0
+
+
+@pytest.mark.parametrize("poolings", [("sum", "mean"), ("mean", "sum")], ids="-".join)
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+def test_rowwise_adagrad_two_steps_state_in_memory(mode, poolings):
+    # One part per table (Adagrad's rule); rows repeated across and within bags; rows that
+    # share a state beat (16 states to a beat) updated one after another; the second step
+    # starts from the first one's state, as training does.
+    rng = np.random.default_rng(8)
+    bags = [list(rng.zipf(1.4, rng.integers(0, 7)) % 40) for _ in range(2 * 8)]
+    bags[1], bags[9] = [3, 3, 17, 18, 19], []
+    batch = make_batch(bags, T=2)
+    tables = [rng.standard_normal((40, DIM)).astype(np.float32) for _ in range(2)]
+    tables[0][3, :3] = [np.inf, -0.0, 1e-40]
+    state = [np.abs(rng.standard_normal(40)).astype(np.float32) for _ in range(2)]
+    state[1][:20] = 0
+    for k in range(2):
+        grad = rng.standard_normal((8, 2 * DIM)).astype(np.float32)
+        counters, new_state = check_step(batch, tables, mode, grad=grad, poolings=list(poolings),
+                                         optimizer="rowwise-adagrad", state=state, lr=0.1, seed=k,
+                                         latency=(1, 10), ready_p=0.6)
+        # (the RTL's tables equal these: check_step compared them)
+        tables = step(tables, batch, grad, 0.1, mode=mode, poolings=list(poolings), limits=limits_of(PARAMS),
+                      optimizer="rowwise-adagrad", state=state).tables
+        state = new_state
+    assert counters["backward"]["state_writes"] > 0
+
+
+@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
+@pytest.mark.parametrize("what,bags", [
+    ("too many bags", [[1]] * 12),                                          # max_bags 8
+    ("too many distinct rows", [list(range(6 * b, 6 * b + 6)) for b in range(8)]),  # 48 > 32
+    ("second table", [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)])])
+def test_adagrad_batches_beyond_one_part_are_refused_whole(what, bags, job):
+    """BATCH_TOO_LARGE_FOR_ADAGRAD in either job, before any write (also when only the
+    second table needs two parts: the first table's rows must not be updated)."""
+    rng = np.random.default_rng(6)
+    T = 2 if what == "second table" else 1
+    batch = make_batch(bags, T=T)
+    tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(T)]
+    grad = rng.standard_normal((batch.batch_size, T * DIM)).astype(np.float32)
+    r = RUNNERS["verilator"].run(batch, tables, [job], "refree", grad=grad, lr=LR, optimizer="rowwise-adagrad",
+                                 tag="adagrad-" + what.replace(" ", "-"))
+    assert r.errors == [ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD]
+    assert r.after == r.before
+    with pytest.raises(BatchError) as e:
+        step(tables, batch, grad, LR, mode="refree", limits=limits_of(PARAMS), optimizer="rowwise-adagrad")
+    assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
+
+
+def test_adagrad_in_baseline_is_refused():
+    rng = np.random.default_rng(6)
+    batch = make_batch([[1, 2], [2]])
+    tables = [rng.standard_normal((4, DIM)).astype(np.float32)]
+    grad = rng.standard_normal((2, DIM)).astype(np.float32)
+    r = RUNNERS["verilator"].run(batch, tables, [JOB_FORWARD, JOB_BACKWARD], "baseline", grad=grad, lr=LR,
+                                 optimizer="rowwise-adagrad", tag="adagrad-baseline")
+    assert r.errors == [ErrorCode.ADAGRAD_IN_BASELINE]      # the run stops at the first job
+    assert r.after == r.before
 
 
 def test_all_bags_empty_in_a_part():
@@ -248,14 +319,40 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
         assert (tmp_path / "golden" / name).read_bytes() == (tmp_path / "rtl" / name).read_bytes()
 
 
-def test_cli_step_rtl_rejects_what_the_engine_does_not_run_yet(tmp_path, capsys):
+def test_cli_step_rtl_adagrad_two_steps_write_the_same_bytes_as_golden(tmp_path, capsys):
+    """Row-wise Adagrad through the command line: pooled outputs, tables and states of two
+    steps (the second from the first one's files) byte-identical to the golden engine's."""
+    from refree.gen.cli import main
+    from refree.golden.batch import save_batch
+    rng = np.random.default_rng(9)
+    bags = [list(rng.integers(0, 30, rng.integers(0, 6))) for _ in range(2 * 6)]
+    save_batch(tmp_path / "batch.npz", make_batch(bags, T=2))
+    np.savez(tmp_path / "tables.npz", table_0=rng.standard_normal((30, 16)).astype(np.float32),
+             table_1=rng.standard_normal((35, 16)).astype(np.float32))
+    np.save(tmp_path / "grad.npy", rng.standard_normal((6, 32)).astype(np.float32))
+    cfg = config_file(tmp_path / "engine.toml")
+    for k in range(2):
+        common = [str(tmp_path / "batch.npz"), "--grad", str(tmp_path / "grad.npy"), "--lr", "0.05",
+                  "--mode", "refree", "--config", str(cfg), "--optimizer", "rowwise-adagrad"]
+        common += (["--table", str(tmp_path / "tables.npz")] if k == 0 else
+                   ["--table", str(tmp_path / "golden0" / "table.npz"), "--state",
+                    str(tmp_path / "golden0" / "state.npz")])
+        assert main(["step", *common, "--out", str(tmp_path / f"golden{k}")]) == 0
+        assert main(["step", *common, "--engine", "rtl", "--out", str(tmp_path / f"rtl{k}")]) == 0
+        for name in ("pooled.npy", "table.npz", "state.npz"):
+            assert (tmp_path / f"golden{k}" / name).read_bytes() == (tmp_path / f"rtl{k}" / name).read_bytes()
+
+
+def test_cli_step_rtl_rejects_what_the_engine_does_not_run(tmp_path, capsys):
     from refree.gen.cli import main
     from refree.golden.batch import save_batch
     save_batch(tmp_path / "batch.npz", make_batch([[1, 2], [0]]))
-    np.save(tmp_path / "table.npy", np.ones((3, 16), np.float32))
-    np.save(tmp_path / "grad.npy", np.ones((2, 16), np.float32))
+    np.save(tmp_path / "table.npy", np.ones((3, 12), np.float32))
+    np.save(tmp_path / "grad.npy", np.ones((2, 12), np.float32))
     base = ["step", str(tmp_path / "batch.npz"), "--table", str(tmp_path / "table.npy"), "--grad",
             str(tmp_path / "grad.npy"), "--lr", "0.1", "--engine", "rtl", "--out", str(tmp_path / "o"),
             "--config", str(config_file(tmp_path / "engine.toml"))]
+    # Adagrad's mean of squares would divide by the padded vector length
     assert main(base + ["--optimizer", "rowwise-adagrad"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

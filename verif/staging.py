@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "BEAT_BYTES"]
+__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_state", "BEAT_BYTES"]
 
 BEAT_BYTES = 64
 
@@ -28,9 +28,10 @@ class StagingLayout:
     tables: tuple            # (base, rows, stride) per table
     row_beats: int
     end: int
+    states: tuple = ()       # Adagrad state array per table (16 per beat), if any
 
 
-def layout(batch, tables):
+def layout(batch, tables, with_state=False):
     D = tables[0].shape[1]
     row_beats = _beats(4 * D)
     T, B = batch.num_tables, batch.batch_size
@@ -50,7 +51,11 @@ def layout(batch, tables):
     for E in tables:
         descs.append((a, E.shape[0], row_beats))
         a += E.shape[0] * row_beats
-    return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a)
+    states = []
+    for E in tables if with_state else ():
+        states.append(a)
+        a += _beats(4 * E.shape[0])
+    return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a, tuple(states))
 
 
 def _to_beats(raw, base):
@@ -66,10 +71,12 @@ def _rows_to_beats(rows, row_beats, base):
     return _to_beats(padded.astype("<f4").tobytes(), base)
 
 
-def pack(batch, tables, lay, grad=None):
+def pack(batch, tables, lay, grad=None, state=None):
     """The memory image of a batch, its tables and (optionally) the upstream gradient
-    ``(B, T*D)``."""
+    ``(B, T*D)`` and the Adagrad state per table."""
     mem = {}
+    for s, base in zip(state or (), lay.states):
+        mem.update(_to_beats(np.asarray(s, "<f4").tobytes(), base))
     if grad is not None:
         mem.update(_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay.row_beats, lay.grad))
     mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
@@ -79,6 +86,12 @@ def pack(batch, tables, lay, grad=None):
     for E, (base, rows, stride) in zip(tables, lay.tables):
         mem.update(_rows_to_beats(E, stride, base))
     return mem
+
+
+def unpack_state(mem, base, rows):
+    """float32 (rows,) of an Adagrad state array read back."""
+    raw = b"".join(mem.get(base + k, 0).to_bytes(BEAT_BYTES, "little") for k in range(_beats(4 * rows)))
+    return np.frombuffer(raw, "<f4")[:rows].copy()
 
 
 def unpack_rows(mem, base, rows, row_beats, dim):

@@ -5,8 +5,9 @@ compute the upstream gradients, so a training step is a forward job, then a back
 
 * ``JOB_FORWARD``: pooled outputs of every bag, written to the staging area;
 * ``JOB_BACKWARD``: the upstream gradient rows are read from the staging area, merged per
-  distinct row (``dedup``, ``refree``) and each table row is updated by SGD in place
-  (``baseline``: one read-modify-write per lookup, in index order).
+  distinct row (``dedup``, ``refree``) and each table row is updated in place, by SGD or
+  (``config.optimizer``) row-wise Adagrad with its state in its own array per table
+  (``baseline``: SGD only, one read-modify-write per lookup, in index order).
 
 Job flow (one ``start`` pulse, configuration latched):
 
@@ -50,8 +51,14 @@ pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is at
 Parts are re-formed by the backward job exactly as by the forward job (same rule, same
 batch), and the parts' updates are complete before the next part reads a row.
 
-Scope of this version: sum and mean pooling (per table), weighted bags, SGD.  Row-wise
-Adagrad is the next step (see the issue notes).
+Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
+``state[t] + r // 16``.  Each distinct row's update reads that beat and writes it back with
+the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
+rows-in-flight table, keyed by state beat).  DESIGN.md requires each table's batch in one
+part: with ``optimizer`` set, both jobs first run every table's part formation and analysis
+without output (no write); a table needing two parts stops the job with
+``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
+``ADAGRAD_IN_BASELINE``.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -59,6 +66,7 @@ from amaranth.lib.wiring import In, Out
 
 from refree.golden.errors import ErrorCode
 from ..fp.common import f32_bits
+from .adagrad import AdagradUnit
 from .analyzer import Analyzer
 from .datapath import FoldDatapath
 from .coef import CoefStage
@@ -105,27 +113,29 @@ class Engine(wiring.Component):
     mem : Out(mem_port(addr_bits))
     """
 
-    def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4):
+    def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4, adagrad_lanes=4):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Engine params must be an EngineParams, not {params!r}")
         if not isinstance(dim, int) or dim < 16 or dim % 16:
             raise ValueError(f"Engine dim must be a positive multiple of 16, not {dim!r}")
         self.params, self.dim, self.max_tables, self.addr_bits = params, dim, max_tables, addr_bits
-        self.div_lanes = div_lanes
+        self.div_lanes, self.adagrad_lanes = div_lanes, adagrad_lanes
         self.beats = dim // 16
         p = params
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
-                                        "mean": 1})
+                                        "mean": 1, "state": addr_bits})
         self.Config = data.StructLayout({
             "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
             "weighted": 1, "weights_addr": addr_bits,
             "pooled_addr": addr_bits, "grad_addr": addr_bits, "lr": 32,
+            "optimizer": 1, "eps": 32,
             "tables": data.ArrayLayout(self.Table, max_tables)})
         self.Counters = data.StructLayout({
             "cycles": 48, "cycles_check": 48, "cycles_analysis": 48, "cycles_stream": 48,
             "cycles_drain": 48,
             "input_reads": 32, "table_reads": 32, "table_writes": 32, "grad_reads": 32,
+            "state_reads": 32, "state_writes": 32,
             "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32})
         super().__init__({
             "start": In(1), "config": In(self.Config),
@@ -141,7 +151,7 @@ class Engine(wiring.Component):
         forward = cfg.job == JOB_FORWARD
         baseline = cfg.mode == MODE_BASELINE
 
-        m.submodules.arb = arb = MemArbiter(6, A)
+        m.submodules.arb = arb = MemArbiter(7, A)
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
@@ -154,6 +164,8 @@ class Engine(wiring.Component):
         wiring.connect(m, idxr.port, arb.port3)
         wiring.connect(m, fetch_g.port, arb.port4)
         wiring.connect(m, wts.port, arb.port5)
+        m.submodules.fetch_state = fetch_s = RowFetcher(A, 1)      # Adagrad state beats
+        wiring.connect(m, fetch_s.port, arb.port6)
         item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
         # members: bags (forward) or distinct rows (backward)
@@ -164,6 +176,9 @@ class Engine(wiring.Component):
         m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat) + 1)
         m.submodules.coef = coef = CoefStage(an.Member)
         m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
+        m.submodules.adagrad = ada = AdagradUnit(self.dim, self.adagrad_lanes)
+        adagrad = cfg.optimizer == 1
+        m.d.comb += [ada.lr.eq(cfg.lr), ada.eps.eq(cfg.eps)]
         wiring.connect(m, sch.finals, dp.finals)
         wiring.connect(m, sch.ops, dp.ops)
         m.d.comb += upd.lr.eq(cfg.lr)
@@ -179,8 +194,10 @@ class Engine(wiring.Component):
         route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
-        route(dp.results, upd.g, ~forward & ~baseline, Cat(dp.results.payload.data, C(ONE_F32, 32)))
-        route(fetch.beats_out, upd.e, ~forward)
+        route(dp.results, upd.g, ~forward & ~baseline & ~adagrad, Cat(dp.results.payload.data, C(ONE_F32, 32)))
+        route(fetch.beats_out, upd.e, ~forward & ~adagrad)
+        route(dp.results, ada.g, ~forward & ~baseline & adagrad, dp.results.payload.data)
+        route(fetch.beats_out, ada.e, ~forward & adagrad)
 
         # Work leaves the controller through small queues (no combinational loop between
         # the controller's and the consumers' handshakes): scheduler items, table-row and
@@ -189,6 +206,10 @@ class Engine(wiring.Component):
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
+        # Adagrad: each updated row's state beat (to fetch, its lane, where it goes back)
+        m.submodules.state_q = state_q = fifo.SyncFIFOBuffered(width=A, depth=4)
+        m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=4, depth=IN_FLIGHT_ROWS)
+        m.submodules.state_write_q = state_write_q = fifo.SyncFIFOBuffered(width=A, depth=IN_FLIGHT_ROWS)
         # baseline backward: each gradient row's scale (1, or fl(1/len) for mean pooling)
         m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=8)
         gbeat = Signal(range(beats))
@@ -206,16 +227,32 @@ class Engine(wiring.Component):
         item = Signal(sch.Item)
         issue = Signal()                        # the controller offers one unit of work ...
         need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
+        need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
-        lock = ~forward & baseline
+        # Updates that read what an earlier update writes wait for it: baseline's repeated
+        # rows, Adagrad's shared state beats.
+        baseline_bwd = ~forward & baseline
+        lock = baseline_bwd | ~forward & adagrad
+        state_addr = Signal(A)
         taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~(lock & locks.hit)) \
-            & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy)
+            & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
+            & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy)
         m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
                      row_q.w_en.eq(taken & need_row), grad_q.w_en.eq(taken & need_grad),
-                     scale_q.w_en.eq(taken & need_grad & lock),
+                     scale_q.w_en.eq(taken & need_grad & baseline_bwd),
                      write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
-                     locks.addr.eq(row_q.w_data), locks.push.eq(taken & need_row & lock)]
+                     state_q.w_en.eq(taken & need_state), state_q.w_data.eq(state_addr),
+                     lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(item_row[:4]),
+                     state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
+                     locks.addr.eq(Mux(adagrad, state_addr, row_q.w_data)),
+                     locks.push.eq(taken & need_row & lock)]
+        m.d.comb += [fetch_s.rows.valid.eq(state_q.r_rdy), fetch_s.rows.payload.eq(state_q.r_data),
+                     state_q.r_en.eq(fetch_s.rows.ready),
+                     ada.state.valid.eq(fetch_s.beats_out.valid),
+                     ada.state.payload.beat.eq(fetch_s.beats_out.payload),
+                     ada.state.payload.lane.eq(lane_q.r_data),
+                     fetch_s.beats_out.ready.eq(ada.state.ready), lane_q.r_en.eq(ada.state.ready)]
 
         # ---- configuration-derived state ---------------------------------------------
         T, B = cfg.num_tables, cfg.batch_size
@@ -225,6 +262,7 @@ class Engine(wiring.Component):
         part_row0 = Signal(48)                  # b0 * T + t: the part's first output row
         table = cfg.tables[t]
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
+                     state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
         bound = Signal(data.ArrayLayout(32, self.max_tables + 1))  # offsets[t*B]
         out_addr = Signal(A)                    # pooled address of the next result bag
@@ -256,6 +294,7 @@ class Engine(wiring.Component):
         m.d.comb += bl_rd.addr.eq(bi)
 
         error = Signal(8)
+        dry = Signal()                          # Adagrad's check that every table fits a part
         m.d.comb += [self.error.eq(error)]
         m.d.sync += cnt.cycles.eq(cnt.cycles + self.busy)
         m.d.comb += self.busy.eq(1)
@@ -265,10 +304,13 @@ class Engine(wiring.Component):
                 m.d.sync += counter.eq(counter + 1)
         fired = lambda port: port.cmd.valid & port.cmd.ready
         count(cnt.table_reads, fired(fetch.port))
+        count(cnt.state_reads, fired(fetch_s.port))
         count(cnt.grad_reads, fired(fetch_g.port))
         m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port) + fired(wts.port))
         count(cnt.pooled_writes, fired(writer) & forward)
-        count(cnt.table_writes, fired(writer) & ~forward)
+        writes_state = adagrad & ada.out.payload.state
+        count(cnt.table_writes, fired(writer) & ~forward & ~writes_state)
+        count(cnt.state_writes, fired(writer) & ~forward & writes_state)
         with m.If(sch.ops.valid & sch.ops.ready):
             m.d.sync += [cnt.adds.eq(cnt.adds + ~sch.ops.payload.src_zero),
                          cnt.muls.eq(cnt.muls + (sch.ops.payload.c != ONE_F32))]
@@ -291,15 +333,17 @@ class Engine(wiring.Component):
                          div.o.ready.eq(writer.cmd.ready)]
             with m.If(div.o.valid & div.o.ready & div.o.payload.tag[-1]):
                 m.d.sync += out_addr.eq(out_addr + T * beats)
-        with m.Else():
-            m.d.comb += [writer.cmd.valid.eq(upd.out.valid), writer.cmd.payload.write.eq(1),
-                         writer.cmd.payload.addr.eq(write_q.r_data + wbeat),
-                         writer.cmd.payload.data.eq(upd.out.payload),
-                         upd.out.ready.eq(writer.cmd.ready)]
-            with m.If(upd.out.valid & upd.out.ready):
+        with m.Else():                          # the updater's rows, or Adagrad's rows and states
+            m.d.comb += [writer.cmd.valid.eq(Mux(adagrad, ada.out.valid, upd.out.valid)),
+                         writer.cmd.payload.write.eq(1),
+                         writer.cmd.payload.addr.eq(Mux(writes_state, state_write_q.r_data, write_q.r_data + wbeat)),
+                         writer.cmd.payload.data.eq(Mux(adagrad, ada.out.payload.data, upd.out.payload)),
+                         upd.out.ready.eq(writer.cmd.ready & ~adagrad),
+                         ada.out.ready.eq(writer.cmd.ready & adagrad)]
+            with m.If(fired(writer) & ~writes_state):
                 m.d.sync += wbeat.eq(Mux(wbeat == beats - 1, 0, wbeat + 1))
-                with m.If(wbeat == beats - 1):
-                    m.d.comb += [write_q.r_en.eq(1), locks.pop.eq(lock)]
+            with m.If(fired(writer) & Mux(adagrad, writes_state, wbeat == beats - 1)):
+                m.d.comb += [write_q.r_en.eq(1), locks.pop.eq(lock), state_write_q.r_en.eq(adagrad)]
 
         # Members pass the coefficient stage: c = fl(a * b) with a = the pair's fold of
         # weights (weighted; dedup's pairs are single lookups), the multiplicity (refree) or
@@ -391,7 +435,10 @@ class Engine(wiring.Component):
 
             # ---- 0. the memory map: table i against region j ----------------------------
             with m.State("CHECK_CONFIG"):
-                with m.If(region_conflict):
+                with m.If(adagrad & baseline):
+                    m.d.sync += error.eq(ErrorCode.ADAGRAD_IN_BASELINE)
+                    m.next = "IDLE"
+                with m.Elif(region_conflict):
                     m.d.sync += error.eq(ErrorCode.ACCESS_OUTSIDE_TABLES)
                     m.next = "IDLE"
                 with m.Elif(cj != num_regions - 1):
@@ -451,6 +498,7 @@ class Engine(wiring.Component):
                         m.d.sync += error.eq(ErrorCode.BAG_TOO_LONG)
                         m.next = "IDLE"
                     with m.Elif(error == 0):
+                        m.d.sync += dry.eq(adagrad)
                         m.next = "PART_START"
                     with m.Else():
                         m.next = "IDLE"
@@ -458,7 +506,9 @@ class Engine(wiring.Component):
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
                 m.d.sync += part_row0.eq(b0 * T + t)
-                with m.If(t == T):
+                with m.If((t == T) & dry):      # every table fits one part: now the job
+                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr), dry.eq(0)]
+                with m.Elif(t == T):
                     m.next = "IDLE"
                 with m.Elif(b0 == B):           # next table
                     m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0),
@@ -508,7 +558,11 @@ class Engine(wiring.Component):
                     m.next = "PART_WAIT_ANALYZER"
 
             with m.State("PART_WAIT_ANALYZER"):
-                with m.If(an.inserted):
+                with m.If(an.inserted & dry):
+                    with m.If(an.full | (nb != B)):
+                        m.d.sync += error.eq(ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
+                    m.next = "DRY_DRAIN"
+                with m.Elif(an.inserted):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
                     m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
@@ -528,6 +582,15 @@ class Engine(wiring.Component):
                         m.next = "RUN_BASELINE_UPDATE"
                     with m.Else():
                         m.next = "RUN_GRADIENTS"
+
+            with m.State("DRY_DRAIN"):          # the analyzer's output is not needed
+                m.d.comb += coef.o.ready.eq(1)
+                with m.If(~an.busy & ~coef.busy):
+                    with m.If(error != 0):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [t.eq(t + 1), tb.eq(tb + B)]
+                        m.next = "PART_START"
 
             # ---- 3. items into the scheduler, rows into the datapath --------------------
             # (members come through the coefficient stage: item.c and item.repeat are set
@@ -559,7 +622,7 @@ class Engine(wiring.Component):
                              item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
                              item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first)]
                 with m.If(mem_.upd):            # the row's update: fetch it, write it back
-                    m.d.comb += [need_row.eq(1), need_write.eq(1)]
+                    m.d.comb += [need_row.eq(1), need_write.eq(1), need_state.eq(adagrad)]
                 with m.Else():
                     m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
                 # every gradient row is in: the scheduler may send the merged gradients
@@ -583,7 +646,7 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy
+                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
                           & (write_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
@@ -591,7 +654,8 @@ class Engine(wiring.Component):
 
         # Cycles per phase.
         phases = {"cycles_check": ("CHECK_CONFIG", "CHECK_OFFSETS", "CHECK_INDICES"),
-                  "cycles_analysis": ("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER"),
+                  "cycles_analysis": ("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
+                                      "DRY_DRAIN"),
                   "cycles_stream": ("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"),
                   "cycles_drain": ("PART_FINISH",)}
         for name, states in phases.items():
