@@ -22,8 +22,12 @@ Outputs: ``ops`` (``PS[dst] = fma(c, item, PS[src] or +0)``; ``kind`` passes thr
 the datapath), then ``finals``: for members 0 .. num_members-1 the class holding their
 result (``zero`` when the member holds no item: an empty bag).
 
-Throughput: one member every four cycles (a member's class, then the remap and reference
-counts, then the new class's count); one operation per new class.
+Throughput: ``refree``, one member every three cycles (take the member and read its class;
+read the class's remap entry and count; decide, and issue the operation of a new class;
+the next member is taken in the cycle that writes the joined class's count); ``dedup``, a
+member every two cycles plus one per extra repeat (its operations are issued in the cycle
+after its class is read, and the next member is taken with its last one).  A member
+deferred by a conflict costs two cycles more.
 """
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -131,6 +135,7 @@ class ShareScheduler(wiring.Component):
         m.d.comb += self.busy.eq(1)
         with m.If(self.end):
             m.d.sync += end_seen.eq(1)
+        deferred_item = data.View(self.Item, deferred.r_data)
         entry = Signal(Remap)                   # remap entry of the member's class
         m.d.comb += entry.eq(Mux(q_root, root_remap.as_value(), remap_rd.data.as_value()))
 
@@ -161,35 +166,42 @@ class ShareScheduler(wiring.Component):
                 with m.If(k == C - 1):
                     m.next = "FORGET_FREE"
 
-            # Take the next member: a deferred one while a round is on, else a new one.
-            with m.State("TAKE"):
+            # Take the next member: a deferred one while a round is on, else a new one.  Its
+            # class is read as it is taken (a member written in this cycle reads through).
+            def take():
                 with m.If(draining):
                     with m.If(round_left == 0):
                         with m.If(ndef != 0):           # another round of the same item
                             m.d.sync += [sweep.eq(sweep + 1), round_left.eq(ndef)]
                         with m.Else():
                             m.d.sync += draining.eq(0)
+                        m.next = "TAKE"
                     with m.Elif(deferred.r_rdy):
-                        m.d.comb += deferred.r_en.eq(1)
+                        m.d.comb += [deferred.r_en.eq(1), cls_rd.addr.eq(deferred_item.member)]
                         m.d.sync += [cur.eq(deferred.r_data), round_left.eq(round_left - 1)]
-                        m.next = "CLASS"
+                        m.next = "REMAP"
+                    with m.Else():
+                        m.next = "TAKE"
                 with m.Elif(end_seen & (ndef != 0)):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # the last item's rounds
+                    m.next = "TAKE"
                 with m.Elif(end_seen):
                     m.d.sync += k.eq(0)
                     m.next = "FINALS"
                 with m.Elif(self.items.valid & self.items.payload.first & (ndef != 0)):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # finish the previous item first
+                    m.next = "TAKE"
                 with m.Elif(self.items.valid):
-                    m.d.comb += self.items.ready.eq(1)
+                    m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(self.items.payload.member)]
                     m.d.sync += [cur.eq(self.items.payload), end_seen.eq(self.items.payload.last | self.end)]
                     with m.If(self.items.payload.first):
                         m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
-                    m.next = "CLASS"
+                    m.next = "REMAP"
+                with m.Else():
+                    m.next = "TAKE"
 
-            with m.State("CLASS"):              # read the member's class
-                m.d.comb += cls_rd.addr.eq(cur.member)
-                m.next = "REMAP"
+            with m.State("TAKE"):
+                take()
 
             with m.State("REMAP"):              # read the class's remap entry and count
                 started = cls_rd.data.part == part
@@ -208,12 +220,14 @@ class ShareScheduler(wiring.Component):
                              self.ops.payload.kind.eq(cur.kind),
                              self.ops.payload.item_first.eq(item_first_pending)]
                 with m.If(reps == 0):
-                    m.next = "TAKE"
+                    take()
                 with m.Elif(self.ops.ready):
                     m.d.sync += [reps.eq(reps - 1), q_root.eq(0), item_first_pending.eq(0)]
                     with m.If(q_root):          # the member has started
                         m.d.comb += [cls_wr.addr.eq(n), cls_wr.en.eq(1),
                                      cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
+                    with m.If(reps == 1):       # its last operation: take the next member
+                        take()
 
             with m.State("DECIDE"):
                 hit = (entry.sweep == sweep) & (entry.c == cur.c)
@@ -255,13 +269,13 @@ class ShareScheduler(wiring.Component):
                         with m.If(ref_rd.data == 1):
                             m.d.comb += [free.w_en.eq(1), free.w_data.eq(q)]
 
-            with m.State("MOVE"):               # join the new class
+            with m.State("MOVE"):               # join the new class; take the next member
                 # (its count was read in DECIDE when it existed; a new class starts at 1)
                 m.d.comb += [ref_wr.addr.eq(n), ref_wr.en.eq(1),
                              ref_wr.data.eq(Mux(created, 1, ref_rd.data + 1)),
                              cls_wr.addr.eq(cur.member), cls_wr.en.eq(1),
                              cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
-                m.next = "TAKE"
+                take()
 
             with m.State("FINALS"):             # each member's result class
                 m.d.comb += cls_rd.addr.eq(k)
