@@ -154,10 +154,10 @@ def cmd_rtl_check(args):
     from .rtl import format_counters, rtl_check
     conf = _config(args)
     tr, title = _trace_batch(args)
-    print(f"one training step (SGD, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
+    print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
           f"D={conf.dim}, on the engine's RTL ({args.sim}) and on the golden model")
     try:
-        per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim)
+        per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer)
     except AssertionError as e:
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
@@ -226,6 +226,8 @@ def build_parser():
     _trace_options(r, "movielens", "the trace to take the batch from")
     r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     r.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
+    r.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="rowwise-adagrad runs the dedup and refree modes (baseline has no Adagrad)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")

@@ -79,10 +79,11 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     return StepResult(pooled, new, out.state, {}, []), out.counters
 
 
-def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print):
+def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd"):
     """The main job: one step per mode on the RTL and on the golden model; every output
-    compared bit for bit and the counters against the golden counts.  Returns the RTL
-    counters per mode; raises AssertionError on any difference."""
+    (pooled, tables, Adagrad states) compared bit for bit and the counters against the
+    golden counts.  Returns the RTL counters per mode; raises AssertionError on any
+    difference."""
     from refree.verif.engine_run import limits_of
     rng = np.random.default_rng(seed)
     D = conf.dim
@@ -94,16 +95,18 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
     beats = D // 16
     per_mode = {}
-    for mode in MODES:
-        want = step(tables, batch, grad, lr, mode=mode, limits=limits)
-        got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim)
+    for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
+        want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
+        got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer)
         same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
-            np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(got.tables, want.tables))
+            np.array_equal(a.view(np.uint32), b.view(np.uint32))
+            for a, b in zip(got.tables + (got.state or []), want.tables + (want.state or [])))
         c, f, b = want.counts, counters["forward"], counters["backward"]
         counts_equal = (f["table_reads"] == c["forward"]["reads"] * beats and f["adds"] == c["forward"]["adds"]
                         and f["muls"] == c["forward"]["muls"] and b["grad_reads"] == c["backward"]["reads"] * beats
                         and b["adds"] == c["backward"]["adds"] and b["muls"] == c["backward"]["muls"]
-                        and b["table_writes"] == c["update"]["rmw"] * beats and b["parts"] == c["parts"])
+                        and b["table_writes"] == c["update"]["rmw"] * beats and b["parts"] == c["parts"]
+                        and b["state_writes"] == (c["update"]["rmw"] if want.state else 0))
         out(f"{mode:8s}: pooled outputs and tables bit-identical to the golden model: "
             f"{'yes' if same else 'NO'}; counters equal the golden counts: {'yes' if counts_equal else 'NO'}")
         assert same and counts_equal, f"{mode}: the RTL and the golden model differ"

@@ -202,6 +202,40 @@ def test_traces(trace, mode, pooling):
         assert counters["forward"]["adds"] < sum(max(n - 1, 0) for n in np.diff(tr.batch.offsets))
 
 
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_cycles_with_an_ideal_memory(mode):
+    """DESIGN.md section 5, as far as the engine meets it today, with memory answering the
+    next cycle and never refusing.  Met: the analysis takes every lookup in one cycle (plus
+    3 cycles per bag to fetch its length, 1 per offset read and a fill per part).  Not met:
+    streaming is bound by the fold datapath's read-after-write wait (an operation that
+    reads the accumulator the operation before it wrote waits for the FMA pipeline: up to
+    ``latency`` cycles an operation at D = 16), after the analyzer's sort; the phases do
+    not overlap.  The bounds below are that model, so the test fails if the engine gets
+    slower than it; the figures it prints are in the README."""
+    from refree.golden.traces import make_trace
+    from refree.hw.engine.analyzer import Analyzer
+    from refree.hw.engine.datapath import FoldDatapath
+    tr = make_trace("movielens", 16, 1, batch_index=40)
+    batch = tr.batch
+    tables = [np.random.default_rng(3).standard_normal((tr.num_rows[0], DIM)).astype(np.float32)]
+    counters = check_step(batch, tables, mode, seed=4, latency=(1, 1), ready_p=1.0)
+    B, n = batch.batch_size, len(batch.indices)
+    fwd = counters["forward"]
+    parts, rows = fwd["parts"], fwd["distinct_rows"]
+    assert fwd["cycles_analysis"] <= n + 4 * B + 60 * parts
+    # The analyzer's sort runs in the stream phase (before the first member comes out):
+    # per radix pass, clearing and prefix-summing 2**radix_bits counts and two passes over
+    # the rows; then the member-list offsets (rows) and scatter (pairs <= lookups).
+    passes, digits = Analyzer(PARAMS).passes, 1 << PARAMS.radix_bits
+    sort = passes * (2 * digits * parts + 2 * rows + 8 * parts) + rows + n + 8 * parts
+    latency = FoldDatapath(DIM, 8, 4, 8).latency
+    ops = fwd["adds"] + parts * B                   # at most one operation per addition or bag start
+    print(f"{mode}: lookups {n}, rows {rows}, parts {parts}, operations <= {ops}; analysis "
+          f"{fwd['cycles_analysis']}, stream {fwd['cycles_stream']} (sort <= {sort}, "
+          f"operations x latency {ops * latency})")
+    assert fwd["cycles_stream"] <= sort + ops * latency + 60 * parts
+
+
 BAD = [
     ("decreasing offsets", dict(offsets=[0, 3, 2, 5]), ErrorCode.MALFORMED_OFFSETS),
     ("offsets not from 0", dict(offsets=[1, 2, 3, 5]), ErrorCode.MALFORMED_OFFSETS),
