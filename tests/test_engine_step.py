@@ -328,19 +328,24 @@ def config_file(path):
     return path
 
 
+def write_step_inputs(tmp_path, seed, B, rows, dim, max_bag):
+    """batch.npz (two tables of B bags), tables.npz and grad.npy for `refree step`."""
+    from refree.golden.batch import save_batch
+    rng = np.random.default_rng(seed)
+    bags = [list(rng.integers(0, min(rows), rng.integers(0, max_bag))) for _ in range(2 * B)]
+    save_batch(tmp_path / "batch.npz", make_batch(bags, T=2))
+    np.savez(tmp_path / "tables.npz", **{f"table_{t}": rng.standard_normal((n, dim)).astype(np.float32)
+                                         for t, n in enumerate(rows)})
+    np.save(tmp_path / "grad.npy", rng.standard_normal((B, 2 * dim)).astype(np.float32))
+
+
 @pytest.mark.parametrize("mode", ["baseline", "refree"])
 def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
     """`refree step --engine rtl` == `--engine golden`, file for file, byte for byte; two
     tables of D = 12 (padded to one beat on the engine) and a batch of several parts."""
     import json
     from refree.gen.cli import main
-    from refree.golden.batch import save_batch
-    rng = np.random.default_rng(8)
-    bags = [list(rng.integers(0, 40, rng.integers(0, 7))) for _ in range(2 * 10)]
-    save_batch(tmp_path / "batch.npz", make_batch(bags, T=2))
-    np.savez(tmp_path / "tables.npz", table_0=rng.standard_normal((40, 12)).astype(np.float32),
-             table_1=rng.standard_normal((45, 12)).astype(np.float32))
-    np.save(tmp_path / "grad.npy", rng.standard_normal((10, 24)).astype(np.float32))
+    write_step_inputs(tmp_path, 8, B=10, rows=(40, 45), dim=12, max_bag=7)
     cfg = config_file(tmp_path / "engine.toml")
     common = [str(tmp_path / "batch.npz"), "--table", str(tmp_path / "tables.npz"), "--grad",
               str(tmp_path / "grad.npy"), "--lr", "0.05", "--mode", mode, "--config", str(cfg),
@@ -357,13 +362,7 @@ def test_cli_step_rtl_adagrad_two_steps_write_the_same_bytes_as_golden(tmp_path,
     """Row-wise Adagrad through the command line: pooled outputs, tables and states of two
     steps (the second from the first one's files) byte-identical to the golden engine's."""
     from refree.gen.cli import main
-    from refree.golden.batch import save_batch
-    rng = np.random.default_rng(9)
-    bags = [list(rng.integers(0, 30, rng.integers(0, 6))) for _ in range(2 * 6)]
-    save_batch(tmp_path / "batch.npz", make_batch(bags, T=2))
-    np.savez(tmp_path / "tables.npz", table_0=rng.standard_normal((30, 16)).astype(np.float32),
-             table_1=rng.standard_normal((35, 16)).astype(np.float32))
-    np.save(tmp_path / "grad.npy", rng.standard_normal((6, 32)).astype(np.float32))
+    write_step_inputs(tmp_path, 9, B=6, rows=(30, 35), dim=16, max_bag=6)
     cfg = config_file(tmp_path / "engine.toml")
     for k in range(2):
         common = [str(tmp_path / "batch.npz"), "--grad", str(tmp_path / "grad.npy"), "--lr", "0.05",
