@@ -288,3 +288,13 @@ def test_one_lookup_per_cycle(weighted):
     sim.add_testbench(bench)
     sim.run()
     assert taken == list(range(taken[0], taken[0] + len(lookups)))
+
+
+@pytest.mark.parametrize("top", [1, 1 << 16], ids=["all-row-0", "full-width"])
+def test_sort_passes_skipped_or_not(top):
+    # The sort skips a radix pass whose digit is the same for every row: all of them when
+    # every row is 0, none of the row passes when rows use all 16 bits.
+    rng = np.random.default_rng(top)
+    bags = [list(rng.integers(0, top, rng.integers(0, 6))) for _ in range(20)]
+    bags[3] = [top - 1, 0, top - 1]
+    check(SMALL, bags)

@@ -57,7 +57,7 @@ the same address, so the read ports are transparent to their write ports.  The c
 is ``La`` cycles apart: with ``weighted`` (and not ``split``), a lookup whose (row, bag)
 matches one still in stages 1 to 3+La waits at the input (a row repeated within a bag, rare).
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -191,6 +191,7 @@ class Analyzer(wiring.Component):
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
         nslots = Signal.like(self.num_rows)
+        row_or = Signal(p.index_width)          # OR of the part's rows (a bound on each)
         npairs = Signal.like(self.num_pairs)
         nlookups = Signal.like(self.num_lookups)
         m.d.comb += [self.num_rows.eq(nslots), self.num_pairs.eq(npairs),
@@ -277,7 +278,35 @@ class Analyzer(wiring.Component):
         sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
         running = Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1)   # counts, then pair offsets
         pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
-        read_bank = pass_no[0]
+        # Passes whose digit is the same for every element leave the order as it is (the
+        # sort is stable) and are skipped; known from bounds on the key's two halves: every
+        # row <= the OR of the part's rows (forward), every bag-list position < nbl
+        # (backward); bags holding a row <= nbl, rows of a bag <= nslots.  The last pass
+        # always runs, so the permutation is always written.
+        r, KL = p.radix_bits, self.key_low_bits
+        low_bound = Mux(bwd, nbl, row_or)
+        high_bound = Mux(bwd, nslots, nbl)
+        needed = []
+        for k in range(self.passes):
+            lo = k * r
+            hi = min(lo + r, self.key_bits)
+            low_const = (low_bound >> lo) == 0 if lo < KL else C(1, 1)
+            high_const = (high_bound >> max(lo - KL, 0)) == 0 if hi > KL else C(1, 1)
+            needed.append(C(1, 1) if k == self.passes - 1 else ~(low_const & high_const))
+
+        def first_needed(after, name):
+            """The first needed pass, numbered above ``after`` (a value; None: any)."""
+            out = Signal(range(self.passes), name=name)
+            m.d.comb += out.eq(self.passes - 1)
+            for k in reversed(range(self.passes - 1)):
+                with m.If(needed[k] if after is None else needed[k] & (after < k)):
+                    m.d.comb += out.eq(k)
+            return out
+        start_pass = first_needed(None, "start_pass")
+        next_pass = first_needed(pass_no, "next_pass")
+        bank = Signal()                         # the permutation bank the pass reads
+        first_pass = Signal()                   # the first pass reads slot order instead
+        read_bank = bank
         n_elems = Mux(bwd, nbl, nslots)
         key_low, key_high = Signal(self.key_low_bits), Signal(self.key_high_bits)
         m.d.comb += [key_low.eq(Mux(bwd, sc_slot, row_rd.data)),
@@ -288,7 +317,7 @@ class Analyzer(wiring.Component):
             for k in range(self.passes):
                 with m.Case(k):
                     m.d.comb += digit.eq(key[k * p.radix_bits:(k + 1) * p.radix_bits])
-        sb_slot = Mux(pass_no == 0, sb_idx, perm_rd.data)   # pass 0 starts from slot order
+        sb_slot = Mux(first_pass, sb_idx, perm_rd.data)     # the first pass starts from slot order
         sorting = Signal()
         with m.If(sorting):
             m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_slot.eq(sb_slot),
@@ -307,7 +336,7 @@ class Analyzer(wiring.Component):
         # SCATTER walks the pairs in bag order: member[start[slot]++] = pair.
         # EMIT walks the member array: pair -> (slot, bag, mult) -> row, through a FIFO
         # that absorbs the read latency, so that a stalled consumer loses nothing.
-        final_bank = self.passes % 2
+        final_bank = bank                       # (toggled after the last pass's scatter)
         # Valid bits of the walks' pipelines: data of stage A, B, C read ports is valid.
         ma_valid, mb_valid, mc_valid = Signal(), Signal(), Signal()
         mb_slot, mc_slot = Signal(p.slot_bits), Signal(p.slot_bits)
@@ -337,6 +366,7 @@ class Analyzer(wiring.Component):
                 m.d.sync += [self.inserted.eq(1), idx.eq(0)]
                 m.next = "BW_NEXT"
             with m.Else():
+                m.d.sync += [pass_no.eq(start_pass), bank.eq(0), first_pass.eq(1)]
                 m.next = "SORT_CLEAR"
 
         with m.FSM(name="phase"):
@@ -349,7 +379,7 @@ class Analyzer(wiring.Component):
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
-                m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0),
+                m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
                              nbl.eq(0), bl_fixed.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0)]
                 with m.If(gen == (1 << GEN_BITS) - 1):
@@ -391,7 +421,7 @@ class Analyzer(wiring.Component):
                                  hash_wr.data.gen.eq(gen), hash_wr.data.row.eq(s1_row),
                                  hash_wr.data.slot.eq(nslots),
                                  row_wr.addr.eq(nslots), row_wr.data.eq(s1_row), row_wr.en.eq(1)]
-                    m.d.sync += nslots.eq(nslots + 1)
+                    m.d.sync += [nslots.eq(nslots + 1), row_or.eq(row_or | s1_row)]
                 with m.If(hit | insert):
                     m.d.sync += [s2_valid.eq(1), s2_new.eq(insert), s2_slot.eq(slot), s2_bag.eq(s1_bag),
                                  s2_row.eq(s1_row), s2_w.eq(s1_w), nlookups.eq(nlookups + 1)]
@@ -465,12 +495,13 @@ class Analyzer(wiring.Component):
                         m.d.sync += [running.eq(0), pf_valid.eq(0)]
                         m.next = "SORT_PREFIX"
                     with m.Elif(pass_no == self.passes - 1):
-                        m.d.sync += [pass_no.eq(0), running.eq(0), ma_valid.eq(0)]
+                        m.d.sync += [pass_no.eq(0), running.eq(0), ma_valid.eq(0), bank.eq(~bank),
+                                     first_pass.eq(0)]
                         m.next = "OFFSETS"
                         with m.If(bwd):
                             m.next = "BW_NEXT"
                     with m.Else():
-                        m.d.sync += pass_no.eq(pass_no + 1)
+                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
                         m.next = "SORT_CLEAR"
             with m.State("SORT_PREFIX"):        # exclusive prefix sum over the counts
                 m.d.comb += cnt_rd.addr.eq(idx)
