@@ -5,7 +5,6 @@ import pytest
 from amaranth.sim import Simulator
 
 from refree.golden.arith import canonical_nan
-from refree.golden.batch import Batch
 from refree.golden.planner import PartLimits, partition, plan_part
 from refree.hw.engine.analyzer import Analyzer
 from refree.hw.engine.params import EngineParams

@@ -12,7 +12,7 @@ lane replaced by the new state (the other 15 states as they were read).
 Throughput: the vector unit takes one row at a time (about ``D/P + ceil(D/8) * 16 + 160``
 cycles at the default latencies); rows are not overlapped.
 """
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 

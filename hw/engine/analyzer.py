@@ -57,7 +57,7 @@ the same address, so the read ports are transparent to their write ports.  The c
 is ``La`` cycles apart: with ``weighted`` (and not ``split``), a lookup whose (row, bag)
 matches one still in stages 1 to 3+La waits at the input (a row repeated within a bag, rare).
 """
-from amaranth.hdl import C, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -61,7 +61,7 @@ without output (no write); a table needing two parts stops the job with
 ``ADAGRAD_IN_BASELINE``.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from refree.golden.errors import ErrorCode
