@@ -8,15 +8,24 @@ the D/16 beats of a row,
 * kind 1: ``PS[dst] = fl(fl(c * ROW) + (src_zero ? +0 : PS[src]))`` (two roundings: the
   ``dedup`` merge of a mean-pooled gradient, DESIGN.md section 2).
 
-``ROW`` is the current item's row.  An operation with ``item_first`` takes the next item's
-D/16 beats from ``rows`` as it executes (beat ``j`` of the row feeds beat ``j`` of the
-operation and is kept in the row buffer); the item's later operations read the row buffer.
+``ROW`` is the current item's row.  An operation with ``item_first`` starts the next item;
+its row is the next one on ``rows``, which are loaded ahead into a ring of row slots (one
+row per item, in item order); the item's later operations read the same slot.
 A final ``{member, node, zero}`` sends the D/16 beats of ``PS[node]`` (``+0`` beats when
 ``zero``) to ``results``.
 
+Operations wait in an issue *window* of ``window`` entries and need not start in the order
+they came: each cycle in which the current operation issues its last beat, the oldest
+waiting one whose row is loaded, that depends on no older waiting one (read after write,
+write after read or write after write on a partial sum) and whose first beat would not
+wait for the FMA pipeline starts next.  The sums are therefore exactly those of the
+program order, but a chain that waits for its accumulator no longer holds back the
+independent operations behind it.
+
 Pipeline (one beat in flight per stage)::
 
-    issue  --  PS / row / scratch read addresses, hazard check, rows beat taken
+    window --  an operation taken from ``ops`` waits here; the next one is chosen
+    issue  --  the current operation's beat: PS / row / scratch read addresses, hazard check
     R      --  read data; operands into the 16 FMAs, or a final's beat on ``results``
     FMA x L -- (L = FusedMultiplyAdd.latency, 13 by default as written; never stalled); in the
                cycle the results leave the FMAs they are written to PS (or the scratch row)
@@ -27,7 +36,7 @@ its own sign if it underflows to zero) into a one-row scratch buffer, then
 ``fl(p + acc) = fma(1, p, acc)``.  Kinds 2 and 3 are reserved: they execute as kind 0 and
 set the sticky ``error`` bit.
 """
-from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, C, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,6 +46,7 @@ from ..fp.fma import FusedMultiplyAdd
 __all__ = ["FoldDatapath", "LANES", "BEAT_BITS"]
 
 LANES = 16                  # binary32 lanes of one 512-bit memory beat
+MAX_WINDOW = 16             # operations waiting to start (the choice is W x (W + L) compares)
 BEAT_BITS = 32 * LANES
 _ONE = 0x3F800000
 _NEG_ZERO = 0x80000000
@@ -65,6 +75,11 @@ class FoldDatapath(wiring.Component):
     fma_pipeline : iterable of str, optional
         Register points of the FMAs (see :class:`~refree.hw.fp.fma.FusedMultiplyAdd`);
         default all (L = 13 when this was written).
+    window : int, optional
+        Operations that can wait to start, 1 (in order) to 16; default
+        ``ceil((L + 1) / (D/16))`` (at least 2, at most 16): enough independent operations
+        to cover one read-after-write wait (14 at D = 16, 4 at D = 64).  The choice costs
+        about ``window * (window + L)`` address comparisons.  ``window + 2`` row slots.
 
     Attributes
     ----------
@@ -111,31 +126,38 @@ class FoldDatapath(wiring.Component):
     -----
     Storage: the partial sums are one memory of ``num_classes * D/16`` words of 512 bits
     (class ``q`` beat ``j`` at word ``q * D/16 + j``) with one synchronous read port,
-    transparent to its one write port; the row buffer and the scratch row (kind 1) are
-    ``D/16`` words each.
+    transparent to its one write port; the row slots are ``(window + 2) * D/16`` words and
+    the scratch row (kind 1) ``D/16``.
 
     Throughput: one beat per cycle (a kind-0 operation every ``D/16`` cycles, a final every
-    ``D/16`` cycles) while ``rows``, ``ops``/``finals`` and ``results`` keep up and there is
-    no hazard; a kind-1 operation takes ``2 * D/16`` beats plus ``max(0, L + 1 - D/16)``
-    cycles (its sum pass waits for its product pass).  Measured at D = 16 (with any L):
-    48 independent operations are taken in 48 consecutive cycles, and from the first
-    operation to the last result beat of 16 finals takes ``48 + 16 + L + 1`` cycles (the
-    fill is the first final waiting for the last operation's write).  An operation directly
-    after a result beat (the next part) loses one cycle.
+    ``D/16`` cycles) while ``rows``, ``ops``/``finals`` and ``results`` keep up and the
+    window holds an operation that need not wait; a kind-1 operation takes ``2 * D/16``
+    beats plus ``max(0, L + 1 - D/16)`` cycles (its sum pass waits for its product pass).
+    An operation issues at the earliest two cycles after it was taken.  Measured at D = 16
+    (with any L): 48 independent operations are taken in 48 consecutive cycles, and from
+    the first operation taken to the last result beat of 16 finals takes
+    ``48 + 16 + L + 3`` cycles (the fill: two cycles through the window, then the first
+    final waiting for the last operation's write); four chains of six dependent operations
+    presented one after the other take 120 cycles with the default window against 304 in
+    order (window 1).  An operation directly after a result beat (the next part) loses one
+    cycle.
 
     Hazards (read after write): a beat that reads ``PS[q]`` beat ``j`` (an operation's
     ``src``, a final's ``node``) waits while an issued beat that writes ``PS[q]`` beat ``j``
     is still in R or in the FMAs: a comparison with the ``L`` write tags of the pipeline,
     per beat, so only true conflicts wait.  An operation that reads the partial sum
-    written by the operation just before it therefore waits ``max(0, L + 1 - D/16)``
-    cycles at its first beat: with L = 13, 13 cycles at D = 16, 12 at D = 32, none from
-    D = 224 on.
+    written by the operation just before it in issue order therefore waits
+    ``max(0, L + 1 - D/16)`` cycles at its first beat (13 cycles at D = 16, 12 at D = 32,
+    none from D = 224 on) unless the window has another operation to start instead.
+    Operations waiting in the window are ordered by the dependency rule above.
     The sum pass of a kind-1 operation waits for the scratch row the same way.  There
     are no write-after-read hazards: reads happen at issue, in issue order, and a beat
     writes ``L + 1`` cycles after its own issue, so every write comes after the reads of all
     earlier beats (this covers a recycled class written just after its last reader, a
     final followed by the next part's operations, and the row and scratch buffers).
     Writes happen in issue order (fixed latency): no write-after-write hazards either.
+    A row slot is reloaded only once no operation of its item waits or issues and a later
+    item (or the part's finals) has begun.
 
     Latency: a result beat appears on ``results`` the cycle after it issues, so at the
     earliest ``L + 2`` cycles after the operation beat that wrote its partial sum issued
@@ -143,17 +165,18 @@ class FoldDatapath(wiring.Component):
 
     Backpressure: the FMAs' outputs are always taken (they never stall); only ``results``
     can stall, which holds a result beat (and the issue stage) in R; operations already in
-    the FMAs complete.  ``finals.ready`` depends combinationally on ``results.ready``;
-    ``ops.ready`` and ``rows.ready`` depend on the valid and payload of ``ops``, ``rows``
-    and ``finals`` only.
+    the FMAs complete.  ``finals.ready`` depends combinationally on ``results.ready`` and
+    ``ops.valid``; ``ops.ready`` on ``ops.payload.item_first`` and registers, ``rows.ready``
+    on registers only.
 
-    Reset: the pipeline and the issue state empty (``error`` low, ``ops`` open).  The
-    partial sums, the row buffer and the scratch row keep undefined contents: every class
+    Reset: the pipeline, the window, the row slots and the issue state empty (``error``
+    low, ``ops`` open).  The partial sums, the rows and the scratch row keep undefined
+    contents: every class
     is written before a correct program reads it.
     """
 
     def __init__(self, dim, num_classes, node_bits, item_bits, kind_bits=2, *,
-                 fma_pipeline=None):
+                 fma_pipeline=None, window=None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or dim % LANES:
             raise ValueError(f"FoldDatapath dim must be a positive multiple of {LANES}, "
                              f"not {dim!r}")
@@ -172,10 +195,20 @@ class FoldDatapath(wiring.Component):
         self.fma_latency = len(check_pipeline("FusedMultiplyAdd", FusedMultiplyAdd.STAGES,
                                               FusedMultiplyAdd.DEFAULT_PIPELINE, fma_pipeline))
         self.latency = self.fma_latency + 1
+        if window is None:      # enough operations to cover one read-after-write wait
+            window = min(MAX_WINDOW, max(2, -(-self.latency // self.beats)))
+        if not _positive_int(window) or window > MAX_WINDOW:
+            raise ValueError(f"FoldDatapath window must be an integer from 1 to {MAX_WINDOW}, "
+                             f"not {window!r}")
+        self.window = window
+        self.row_slots = window + 2
         nb = node_bits
         self.Op = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "item": item_bits,
                                      "item_first": 1, "c": 32, "kind": kind_bits})
         self.Final = data.StructLayout({"member": nb, "node": nb, "zero": 1})
+        self._Entry = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "c": 32,
+                                         "kind": kind_bits,
+                                         "slot": max(1, (self.row_slots - 1).bit_length())})
         beat_bits = max(1, (self.beats - 1).bit_length())
         self.Result = data.StructLayout({"member": nb, "beat": beat_bits, "data": BEAT_BITS,
                                          "last": 1})
@@ -199,23 +232,45 @@ class FoldDatapath(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        B, L = self.beats, self.fma_latency
+        B, L, W, S = self.beats, self.fma_latency, self.window, self.row_slots
         depth = self.num_classes * B
         beat_bits = max(1, (B - 1).bit_length())
+        slot_bits = max(1, (S - 1).bit_length())
 
         # ---- storage ----------------------------------------------------------------
         m.submodules.ps = ps = memory.Memory(shape=BEAT_BITS, depth=depth, init=[])
         ps_wr = ps.write_port()
         ps_rd = ps.read_port(transparent_for=(ps_wr,))
-        m.submodules.row = row = memory.Memory(shape=BEAT_BITS, depth=B, init=[])
+        m.submodules.row = row = memory.Memory(shape=BEAT_BITS, depth=S * B, init=[])
         row_wr = row.write_port()
-        row_rd = row.read_port(transparent_for=(row_wr,))     # a row beat read as it arrives
+        row_rd = row.read_port()
         m.submodules.scratch = scratch = memory.Memory(shape=BEAT_BITS, depth=B, init=[])
         scr_wr = scratch.write_port()
         scr_rd = scratch.read_port(transparent_for=(scr_wr,))
         addr_shape = len(ps_wr.addr)
 
+        # ---- row slots: rows loaded ahead, in item order round the ring ----------------
+        full = Signal(S)                        # slot holds a row not yet released
+        alloc = Signal(S)                       # slot given to an item by its first operation
+        ld_slot, ld_beat = Signal(range(S)), Signal(beat_bits)
+        last_alloc = Signal(range(S), init=S - 1)   # slot of the latest item
+        next_alloc = Mux(last_alloc == S - 1, 0, last_alloc + 1)
+        loading = self.rows.valid & ~full.bit_select(ld_slot, 1)
+        m.d.comb += [self.rows.ready.eq(~full.bit_select(ld_slot, 1)),
+                     row_wr.addr.eq(ld_slot * B + ld_beat), row_wr.data.eq(self.rows.payload),
+                     row_wr.en.eq(loading)]
+        set_full = Signal(S)
+        with m.If(loading):
+            m.d.sync += ld_beat.eq(Mux(ld_beat == B - 1, 0, ld_beat + 1))
+            with m.If(ld_beat == B - 1):
+                m.d.comb += set_full.eq(1 << ld_slot)
+                m.d.sync += ld_slot.eq(Mux(ld_slot == S - 1, 0, ld_slot + 1))
+
         # ---- issue state ------------------------------------------------------------
+        Entry = self._Entry
+        win = [Signal(Entry, name=f"win{i}") for i in range(W)]   # oldest first
+        count = Signal(range(W + 1))
+        cur, cur_valid = Signal(Entry), Signal()    # the operation issuing its beats
         j = Signal(beat_bits)                   # beat of the operation or final at the head
         second = Signal()                       # the second pass of a kind-1 operation
         closed = Signal()                       # a final was taken: ops wait for start
@@ -242,45 +297,42 @@ class FoldDatapath(wiring.Component):
             m.d.sync += [p_valid[k].eq(p_valid[k - 1]), p_scr[k].eq(p_scr[k - 1]),
                          p_addr[k].eq(p_addr[k - 1])]
 
-        def pending_write(addr, to_scratch):
-            """A beat still on its way to ``addr`` (its write is not in this cycle)."""
-            hits = [p_valid[k] & (p_scr[k] == to_scratch) & (p_addr[k] == addr) for k in range(L)]
+        def pending_write(addr, to_scratch, tags=L):
+            """A beat in tags ``0 .. tags-1`` still on its way to ``addr``."""
+            hits = [p_valid[k] & (p_scr[k] == to_scratch) & (p_addr[k] == addr)
+                    for k in range(tags)]
             return Cat(*hits).any() if hits else C(0, 1)
 
-        # ---- issue ------------------------------------------------------------------
+        # ---- issue: the current operation's beats, or a final's ----------------------
         r_result = r_valid & r_final
         hold = r_result & ~self.results.ready                # a result beat waits in R
-        op, fin = self.ops.payload, self.finals.payload
-        op_mode = ~closed & self.ops.valid
-        fin_mode = ~op_mode & self.finals.valid
-        kind1 = op.kind == 1
-        reserved = op.kind >= 2
+        fin = self.finals.payload
+        kind1 = cur.kind == 1
+        reserved = cur.kind >= 2
         pass1 = kind1 & ~second
-        takes_row = op.item_first & ~second     # kind 0, or the product pass of kind 1
-        reads_ps = ~op.src_zero & (~kind1 | second)
-        src_addr = Signal(addr_shape)
-        node_addr = Signal(addr_shape)
-        m.d.comb += [src_addr.eq(op.src * B + j), node_addr.eq(fin.node * B + j)]
+        reads_ps = ~cur.src_zero & (~kind1 | second)
+        src_addr, node_addr, dst_addr = (Signal(addr_shape, name=n)
+                                         for n in ("src_addr", "node_addr", "dst_addr"))
+        m.d.comb += [src_addr.eq(cur.src * B + j), node_addr.eq(fin.node * B + j),
+                     dst_addr.eq(cur.dst * B + j)]
         op_hazard = (reads_ps & pending_write(src_addr, 0)) | \
                     (kind1 & second & pending_write(j, 1))
         fin_hazard = ~fin.zero & pending_write(node_addr, 0)
-        # (an operation never follows a result beat directly, so that ``ops.ready`` and
-        # ``rows.ready`` do not depend on ``results.ready``; it costs one cycle per part)
-        fire_op = op_mode & ~r_result & ~op_hazard & (~takes_row | self.rows.valid)
+        # Finals once every operation has issued (and none is being presented); an
+        # operation never follows a result beat directly, so that ``ops.ready`` and
+        # ``rows.ready`` do not depend on ``results.ready`` (one cycle per part).
+        fin_mode = ~cur_valid & (count == 0) & ~(self.ops.valid & ~closed) & self.finals.valid
+        fire_op = cur_valid & ~r_result & ~op_hazard
         fire_fin = fin_mode & ~hold & ~fin_hazard
         op_done = fire_op & last_beat & (~kind1 | second)
 
         m.d.comb += [
-            ps_rd.addr.eq(Mux(op_mode, src_addr, node_addr)),
+            ps_rd.addr.eq(Mux(cur_valid, src_addr, node_addr)),
             # Reads only for a beat that issues: a waiting result beat keeps its data, and
             # idle cycles leave the lanes' operands (and their switching) alone.
             ps_rd.en.eq(fire_op | fire_fin),
-            row_rd.addr.eq(j), row_rd.en.eq(fire_op),
+            row_rd.addr.eq(cur.slot * B + j), row_rd.en.eq(fire_op),
             scr_rd.addr.eq(j), scr_rd.en.eq(fire_op),
-            row_wr.addr.eq(j), row_wr.data.eq(self.rows.payload),
-            row_wr.en.eq(fire_op & takes_row),
-            self.rows.ready.eq(fire_op & takes_row),
-            self.ops.ready.eq(op_done),
             self.finals.ready.eq(fire_fin & last_beat),
         ]
         with m.If(fire_op | fire_fin):
@@ -299,9 +351,72 @@ class FoldDatapath(wiring.Component):
         with m.If(fire_op | fire_fin):
             m.d.sync += [r_final.eq(fire_fin),
                          r_pass1.eq(fire_op & pass1), r_pass2.eq(fire_op & kind1 & second),
-                         r_c.eq(op.c), r_src_zero.eq(op.src_zero), r_zero.eq(fin.zero),
+                         r_c.eq(cur.c), r_src_zero.eq(cur.src_zero), r_zero.eq(fin.zero),
                          r_member.eq(fin.member), r_beat.eq(j), r_last.eq(last_beat),
-                         r_addr.eq(Mux(pass1, j, op.dst * B + j))]
+                         r_addr.eq(Mux(pass1, j, dst_addr))]
+
+        # ---- the window: which waiting operation starts next --------------------------
+        # Chosen in the cycle the current operation issues its last beat (or when there is
+        # none), so that the chosen one issues its first beat in the next cycle: the oldest
+        # entry whose row is loaded, that depends on no older entry (read after write,
+        # write after read, write after write on a partial sum) and whose first beat's
+        # read will not wait (the beats in flight at tags 0 .. L-2 and the one issuing
+        # now).  Kind 1 needs no rule: both its passes run back to back as the current
+        # operation, so the one-row scratch is never shared.
+        issuing_ps = fire_op & ~pass1
+        ok = []
+        for k, e in enumerate(win):
+            first_read = Signal(addr_shape, name=f"win{k}_read")
+            m.d.comb += first_read.eq(e.src * B)
+            reads_first = ~e.src_zero & (e.kind != 1)
+            waits = reads_first & (pending_write(first_read, 0, tags=L - 1) |
+                                   issuing_ps & (dst_addr == first_read))
+            depends = [(~e.src_zero & (o.dst == e.src)) | (~o.src_zero & (o.src == e.dst)) |
+                       (o.dst == e.dst) for o in win[:k]]
+            ok.append((count > k) & full.bit_select(e.slot, 1) & ~waits &
+                      ~(Cat(*depends).any() if depends else C(0, 1)))
+        sel = Signal(range(W))
+        for k in reversed(range(W)):
+            with m.If(ok[k]):
+                m.d.comb += sel.eq(k)
+        advance = ~cur_valid | op_done
+        take = advance & Cat(*ok).any()
+        with m.If(advance):
+            m.d.sync += cur_valid.eq(take)
+        with m.If(take):
+            m.d.sync += cur.eq(Array(w.as_value() for w in win)[sel])
+
+        # New operations enter behind the others; the first of an item takes the next slot
+        # of the ring once the item that had it is done.
+        op = self.ops.payload
+        accept = ~closed & (count < W) & ~(op.item_first & alloc.bit_select(next_alloc, 1))
+        push = self.ops.valid & accept
+        new = Signal(Entry)
+        m.d.comb += [self.ops.ready.eq(accept),
+                     new.dst.eq(op.dst), new.src.eq(op.src), new.src_zero.eq(op.src_zero),
+                     new.c.eq(op.c), new.kind.eq(op.kind),
+                     new.slot.eq(Mux(op.item_first, next_alloc, last_alloc))]
+        set_alloc = Signal(S)
+        with m.If(push & op.item_first):
+            m.d.comb += set_alloc.eq(1 << next_alloc)
+            m.d.sync += last_alloc.eq(next_alloc)
+        pos = count - take
+        for i in range(W):
+            later = win[i + 1].as_value() if i + 1 < W else C(0, Entry.size)
+            kept = Mux(take & (sel <= i), later, win[i].as_value())
+            m.d.sync += win[i].eq(Mux(push & (pos == i), new.as_value(), kept))
+        m.d.sync += count.eq(count - take + push)
+
+        # A slot is released when no operation of its item waits or issues and no more can
+        # come (a later item has started, or the part's finals have).
+        release = Signal(S)
+        for s in range(S):
+            used = [(count > i) & (e.slot == s) for i, e in enumerate(win)]
+            used.append(cur_valid & (cur.slot == s))
+            m.d.comb += release[s].eq(alloc[s] & full[s] & ~Cat(*used).any() &
+                                      ((last_alloc != s) | closed))
+        m.d.sync += [full.eq((full | set_full) & ~release),
+                     alloc.eq((alloc | set_alloc) & ~release)]
 
         # ---- R: results ---------------------------------------------------------------
         res = self.results.payload
@@ -333,5 +448,6 @@ class FoldDatapath(wiring.Component):
             scr_wr.en.eq(p_valid[L] & p_scr[L]),
         ]
 
-        m.d.comb += self.busy.eq(r_valid | Cat(*p_valid[1:]).any() | (j != 0) | second)
+        m.d.comb += self.busy.eq(r_valid | Cat(*p_valid[1:]).any() | (j != 0) | second |
+                                 cur_valid | (count != 0))
         return m
