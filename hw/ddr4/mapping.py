@@ -98,3 +98,17 @@ class AddressMapping:
         burst = (f["col_hi"] << self.offsets()["col_lo"][1]) | f["col_lo"]
         bg = (f["bg_hi"] << self.offsets()["bg0"][1]) | f["bg0"]
         return f["rank"], bg, f["ba"], f["row"], 8 * burst
+
+    def address(self, rank, bg, ba, row, col):
+        """The beat address of a burst: the inverse of :meth:`locate`."""
+        off = self.offsets()
+        lo_col, lo_bg = off["col_lo"][1], off["bg0"][1]
+        burst = col // 8
+        f = {"bg0": bg & ((1 << lo_bg) - 1), "col_lo": burst & ((1 << lo_col) - 1), "rank": rank,
+             "col_hi": burst >> lo_col, "bg_hi": bg >> lo_bg, "ba": ba, "row": row}
+        beat = 0
+        for name, (o, w) in off.items():
+            if not 0 <= f[name] < 1 << w:
+                raise ValueError(f"{name} must be in [0, {1 << w}), not {f[name]!r}")
+            beat |= f[name] << o
+        return beat
