@@ -5,7 +5,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run report test test-slow bench bench-fp synth clean
+.PHONY: run report test test-slow bench bench-fp bench-dram synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m refree.golden.bench
+
+# Cycles, DRAM bandwidth utilisation and cycles / bandwidth bound per mode for R = 1, 2, 4
+# ranks on the MovieLens (B = 128) and Meta-calibrated traces (one Verilator build per R).
+bench-dram: $(STAMP)
+	for r in 1 2 4; do \
+	  $(BIN)/refree rtl-check --trace movielens --batch-size 128 --ranks $$r || exit 1; \
+	  $(BIN)/refree rtl-check --trace meta --seed 3 --batch-size 128 --ranks $$r || exit 1; \
+	done
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

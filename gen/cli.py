@@ -135,8 +135,11 @@ def cmd_step(args):
     else:
         from .rtl import rtl_step
         res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
-                                 poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state)
-        report = {"sim": args.sim, "counters": counters}
+                                 poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state,
+                                 memory=args.memory)
+        report = {"sim": args.sim, "memory": args.memory, "counters": counters}
+        if args.memory == "ddr4":
+            report["preloaded"] = "batch, tables and gradient placed in DRAM through the simulator backdoor"
     _write_outputs(args.out, res, was_npz)
     print(json.dumps({"mode": args.mode, "engine": args.engine, "optimizer": args.optimizer, **report}))
 
@@ -150,29 +153,44 @@ def _trace_batch(args):
     return tr, f"trace {args.trace} (seed {args.seed})"
 
 
+def _memory_config(args):
+    """The configuration with --ranks / --grade applied to its DRAM side."""
+    from dataclasses import replace
+    conf = _config(args)
+    changes = {k: v for k, v in (("ranks", args.ranks), ("grade", args.grade)) if v is not None}
+    try:
+        return replace(conf, dram=replace(conf.dram, **changes)) if changes else conf
+    except ValueError as e:
+        raise BatchError("--ranks/--grade", str(e)) from None
+
+
 def cmd_rtl_check(args):
     from .rtl import format_counters, rtl_check
-    conf = _config(args)
+    conf = _memory_config(args)
     tr, title = _trace_batch(args)
+    d = conf.dram
+    where = (f"{d.ranks} rank(s) of {d.grade}" if args.memory == "ddr4"
+             else "a generic memory port (random latency and backpressure)")
     print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
-          f"D={conf.dim}, on the engine's RTL ({args.sim}) and on the golden model")
+          f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
     try:
-        per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer)
+        per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
+                             memory=args.memory)
     except AssertionError as e:
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
-    print(format_counters(per_mode))
+    print(format_counters(per_mode, d.ranks if args.memory == "ddr4" else None))
     return 0
 
 
 def cmd_generate(args):
     from .generate import generate
     try:
-        vpath, manifest = generate(args.config, args.out)
+        vpath, manifest = generate(args.config, args.out, args.top)
     except (ValueError, TypeError) as e:
         raise BatchError("--config", str(e)) from None
-    print(f"wrote {vpath} and {os.path.splitext(vpath)[0]}.json "
-          f"({len(manifest['ports'])} ports)")
+    print(f"wrote {vpath}, {os.path.splitext(vpath)[0]}.json ({len(manifest['ports'])} ports) "
+          f"and the register map {', '.join(manifest['register_map'])}")
 
 
 def cmd_synth(args, rest):
@@ -188,6 +206,12 @@ def _trace_options(parser, trace_default, trace_help):
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
     parser.add_argument("--batch-index", type=int, default=0,
                         help="MovieLens: which batch of B consecutive samples (time order)")
+
+
+def _memory_option(parser):
+    parser.add_argument("--memory", choices=["ddr4", "port"], default="ddr4",
+                        help="RTL: the engine on the DDR4 ranks of [dram] (default), or bare on a "
+                             "generic memory port with random latency and backpressure")
 
 
 def build_parser():
@@ -220,6 +244,7 @@ def build_parser():
                    help="simulator of --engine rtl")
     s.add_argument("--config", help="engine configuration TOML: part limits (both engines) and "
                                     "the RTL's parameters (see gen/default_config.toml)")
+    _memory_option(s)
 
     r = sub.add_parser("rtl-check", help="main job: one training step per mode on the RTL, "
                                          "checked against the golden model, counters side by side")
@@ -228,10 +253,16 @@ def build_parser():
     r.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
     r.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="rowwise-adagrad runs the dedup and refree modes (baseline has no Adagrad)")
+    _memory_option(r)
+    r.add_argument("--ranks", type=int, help="ranks of the DRAM side (overrides the configuration)")
+    r.add_argument("--grade", help="DDR4 speed grade (overrides the configuration)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
     g.add_argument("-o", "--out", required=True, help="output folder")
+    g.add_argument("--top", choices=["engine", "core"], default="engine",
+                   help="engine: the bare engine with its memory port; core: the engine on the "
+                        "DDR4 ranks of [dram] (rank command engines, command and data pins)")
 
     sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units", add_help=False)
     return p

@@ -3,6 +3,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
+from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.params import EngineParams
 
 __all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT"]
@@ -18,6 +19,7 @@ class GeneratorConfig:
     addr_bits: int
     div_lanes: int = 4
     adagrad_lanes: int = 4
+    dram: DramParams = DramParams()
 
     def engine_kwargs(self):
         """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
@@ -27,7 +29,8 @@ class GeneratorConfig:
     def as_dict(self):
         return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
                            "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes},
-                "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__}}
+                "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
+                "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__}}
 
 
 def load_config(path=None):
@@ -58,5 +61,9 @@ def load_config(path=None):
     for key in ("div_lanes", "adagrad_lanes"):
         if e[key] not in (1, 2, 4, 8, 16) or isinstance(e[key], bool):
             raise ValueError(f"engine.{key} must be 1, 2, 4, 8 or 16, not {e[key]!r}")
+    try:
+        dram = DramParams(**conf["dram"])
+    except ValueError as err:
+        raise ValueError(f"dram: {err}") from None
     return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
-                           e["div_lanes"], e["adagrad_lanes"])
+                           e["div_lanes"], e["adagrad_lanes"], dram)

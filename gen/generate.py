@@ -1,4 +1,9 @@
-"""`refree generate`: the Verilog of the configured engine and a JSON manifest of it."""
+"""`refree generate`: the Verilog of the configured design, a JSON manifest of it, and the
+register map of its NMP window as Markdown and a C header (from hw/lrdimm/regmap.py, the
+source the hardware's register block takes too).
+
+Two tops: ``engine`` (the bare engine with its generic memory port) and ``core`` (the
+engine on the DDR4 ranks of ``[dram]``: rank command engines and their pins)."""
 import json
 import os
 
@@ -7,6 +12,8 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from refree.hw.engine.engine import Engine
+from refree.hw.lrdimm.nmp_core import NmpCore
+from refree.hw.lrdimm.regmap import RegisterMap
 
 from .config import load_config
 
@@ -23,10 +30,22 @@ def ports_of(component):
     return out
 
 
-def generate(config_path, out_dir, name="refree_engine"):
+TOPS = ("engine", "core")
+
+
+def generate(config_path, out_dir, top="engine"):
     conf = load_config(config_path)
-    engine = Engine(**conf.engine_kwargs())
-    text = verilog.convert(engine, name=name, emit_src=False)
+    name = f"refree_{top}"
+    if top == "engine":
+        design = engine = Engine(**conf.engine_kwargs())
+    elif top == "core":
+        kwargs = conf.engine_kwargs()
+        del kwargs["addr_bits"]             # the DRAM mapping's
+        design = NmpCore(kwargs, conf.dram)
+        engine = design.engine
+    else:
+        raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
+    text = verilog.convert(design, name=name, emit_src=False)
     os.makedirs(out_dir, exist_ok=True)
     vpath = os.path.join(out_dir, f"{name}.v")
     with open(vpath, "w") as f:
@@ -36,11 +55,17 @@ def generate(config_path, out_dir, name="refree_engine"):
         "parameters": conf.as_dict(),
         "clock": {"name": "clk", "reset": "rst (synchronous, active high)"},
         "ports": [{"name": "clk", "direction": "in", "width": 1},
-                  {"name": "rst", "direction": "in", "width": 1}] + ports_of(engine),
+                  {"name": "rst", "direction": "in", "width": 1}] + ports_of(design),
         "layouts": {"config": _fields(engine.Config), "counters": _fields(engine.Counters)},
+        "register_map": ["refree_regmap.md", "refree_regmap.h"],
     }
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(manifest, f, indent=2)
+    regs = RegisterMap(engine.Config, engine.Counters, bursts_per_row=conf.dram.geometry.bursts_per_row)
+    with open(os.path.join(out_dir, "refree_regmap.md"), "w") as f:
+        f.write(regs.markdown())
+    with open(os.path.join(out_dir, "refree_regmap.h"), "w") as f:
+        f.write(regs.c_header())
     return vpath, manifest
 
 

@@ -47,14 +47,17 @@ COUNTER_ROWS = [
 ]
 
 
-def _runner(conf, dim, sim):
+MEMORIES = ("ddr4", "port")
+
+
+def _runner(conf, dim, sim, memory):
     from refree.verif.engine_run import EngineRunner
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
-                        conf.adagrad_lanes)
+                        conf.adagrad_lanes, dram=conf.dram if memory == "ddr4" else None)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
-             eps=1e-8, state=None):
+             eps=1e-8, state=None, memory="ddr4"):
     """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters})."""
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer == "rowwise-adagrad" and tables[0].shape[1] % 16:
@@ -69,7 +72,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     dim = -(-D // 16) * 16
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
-    out = _runner(conf, dim, sim).step(padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer,
+    out = _runner(conf, dim, sim, memory).step(padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer,
                                        eps=eps, state=state)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
@@ -79,7 +82,8 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     return StepResult(pooled, new, out.state, {}, []), out.counters
 
 
-def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd"):
+def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd",
+              memory="ddr4"):
     """The main job: one step per mode on the RTL and on the golden model; every output
     (pooled, tables, Adagrad states) compared bit for bit and the counters against the
     golden counts.  Returns the RTL counters per mode; raises AssertionError on any
@@ -90,14 +94,18 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     tables = [(0.1 * rng.standard_normal((n, D))).astype(np.float32) for n in num_rows]
     grad = (0.1 * rng.standard_normal((batch.batch_size, len(tables) * D))).astype(np.float32)
     limits = limits_of(conf.params)
-    runner = _runner(conf, D, sim)
+    runner = _runner(conf, D, sim, memory)
     runner.build()
     out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
+    if memory == "ddr4":
+        out("the batch, the tables and the upstream gradient are preloaded into the DRAM models "
+            "through the simulator backdoor (no host-side DDR4 writes yet)")
     beats = D // 16
     per_mode = {}
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
         want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
-        got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer)
+        got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer,
+                                 memory=memory)
         same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
             np.array_equal(a.view(np.uint32), b.view(np.uint32))
             for a, b in zip(got.tables + (got.state or []), want.tables + (want.state or [])))
@@ -114,12 +122,41 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     return per_mode
 
 
-def format_counters(per_mode):
+BEATS_READ = ("input_reads", "table_reads", "grad_reads", "state_reads")
+BEATS_WRITTEN = ("table_writes", "pooled_writes", "state_writes")
+
+
+def dram_figures(job, ranks, per_rank):
+    """DDR4 figures of one job: its cycles against the bandwidth bound of DESIGN.md section
+    3 (every beat the mode moves, staging included, at the R ranks' peak of one 64-byte
+    burst per 4 clocks each) and the data buses' utilisation (busy clocks / R x cycles)."""
+    beats = sum(job[k] for k in BEATS_READ + BEATS_WRITTEN)
+    bound = 4 * beats / ranks
+    busy = sum(r["data_bus_busy_cycles"] for r in per_rank)
+    return {"beats": beats, "bound_cycles": bound, "cycles_over_bound": job["cycles"] / bound if bound else 0.0,
+            "bus_utilisation": busy / (ranks * job["cycles"]) if job["cycles"] else 0.0,
+            "activates": sum(r["activates"] for r in per_rank),
+            "row_hits": sum(r["row_hits"] for r in per_rank),
+            "refreshes": sum(r["refreshes"] for r in per_rank)}
+
+
+DRAM_ROWS = [("beats", "DRAM beats moved (64 B)", "d"), ("bound_cycles", "bandwidth bound (cycles)", ".0f"),
+             ("cycles_over_bound", "cycles / bound", ".2f"), ("bus_utilisation", "data-bus utilisation", ".3f"),
+             ("activates", "ACTs", "d"), ("row_hits", "row hits", "d"), ("refreshes", "REFs", "d")]
+
+
+def format_counters(per_mode, ranks=None):
+    """The counters of each mode side by side; with ``ranks`` (a DDR4 run) also the
+    DRAM figures of each job (:func:`dram_figures`)."""
     head = f"{'':44s}" + "".join(f"{m:>12s}" for m in per_mode)
-    lines, job = [head], None
-    for j, name, label in COUNTER_ROWS:
-        if j != job:
-            lines.append(f"{j} job")
-            job = j
-        lines.append(f"  {label:42s}" + "".join(f"{per_mode[m][j][name]:12d}" for m in per_mode))
+    lines = [head]
+    for j in ("forward", "backward"):
+        lines.append(f"{j} job")
+        for jj, name, label in COUNTER_ROWS:
+            if jj == j:
+                lines.append(f"  {label:42s}" + "".join(f"{per_mode[m][j][name]:12d}" for m in per_mode))
+        if ranks:
+            figs = {m: dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j]) for m in per_mode}
+            for key, label, fmt in DRAM_ROWS:
+                lines.append(f"  {label:42s}" + "".join(f"{figs[m][key]:12{fmt}}" for m in per_mode))
     return "\n".join(lines)

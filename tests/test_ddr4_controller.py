@@ -39,7 +39,8 @@ def run(requests, timing, *, initial=(), gap_p=0.0, ready_p=1.0, seed=0, max_cyc
         quiet = 0
         while cycle < max_cycles:
             pins = {p: ctx.get(getattr(dut.dfi, p)) for p in PINS}
-            v, d = dev.clock(cycle, pins, ctx.get(dut.dfi.wrdata_en), ctx.get(dut.dfi.wrdata))
+            dev.clock(cycle, pins, ctx.get(dut.dfi.wrdata_en), ctx.get(dut.dfi.wrdata))
+            v, d = dev.read_data(cycle)
             ctx.set(dut.dfi.rddata_valid, v)
             ctx.set(dut.dfi.rddata, d)
             offer = k < len(requests) and rng.random() >= gap_p

@@ -31,8 +31,9 @@ def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000):
         while cycle < max_cycles and not (k == len(requests) and len(got) == n_reads
                                           and ctx.get(dut.idle)):
             for dev, port in zip(devs, dut.ranks()):
-                v, d = dev.clock(cycle, {p: ctx.get(getattr(port, p)) for p in PINS},
-                                 ctx.get(port.wrdata_en), ctx.get(port.wrdata))
+                dev.clock(cycle, {p: ctx.get(getattr(port, p)) for p in PINS},
+                          ctx.get(port.wrdata_en), ctx.get(port.wrdata))
+                v, d = dev.read_data(cycle)
                 ctx.set(port.rddata_valid, v)
                 ctx.set(port.rddata, d)
             offer = k < len(requests)

@@ -375,19 +375,19 @@ def chains_program(chains, length):
     return ops, finals
 
 
-@pytest.mark.parametrize("window", [1, None])
+@pytest.mark.parametrize("window", [1, 14])
 def test_the_window_lets_independent_operations_pass_a_waiting_one(window):
     """Four chains of six operations at D = 16, chain after chain.  In order (window 1)
     every operation but the first of a chain waits for its predecessor: 20 (L + 1) cycles
-    and more (measured 304).  With the default window
-    (14 operations, enough to cover L + 1 = 14 cycles of one-beat operations) the chains
+    and more (measured 304).  With a window of 14 operations
+    (enough to cover L + 1 = 14 cycles of one-beat operations) the chains
     interleave: no faster than one chain, 6 (L + 1) cycles, and measured 120 cycles from
     the first operation taken to the last result beat (the last chain enters the window
     only after 18 operations have left it)."""
     D, K, N = 16, 4, 6
     L = len(FusedMultiplyAdd.DEFAULT_PIPELINE)
     dut = FoldDatapath(D, K * N, (K * N - 1).bit_length(), 8, window=window)
-    assert dut.window == (1 if window else L + 1)
+    assert window in (1, L + 1) and dut.window == window
     ops, finals = chains_program(K, N)
     rows = random_rows(np.random.default_rng(3), K * N, D)
     bench = Bench(dut, [dict(ops=ops, finals=finals, rows=rows)]).run()

@@ -11,6 +11,7 @@ from refree.golden.batch import Batch
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
+from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.params import EngineParams
 from refree.verif.engine_run import EngineRunner, limits_of
 
@@ -18,6 +19,9 @@ from refree.verif.engine_run import EngineRunner, limits_of
 PARAMS = EngineParams(index_width=16, max_bags=8, max_lookups=80, max_distinct_rows=32,
                       max_bag_len=32, radix_bits=4)
 DIM, MAX_TABLES, ADDR_BITS = 16, 4, 24
+# The DDR4 ranks of the engine-on-DRAM tests (tests/test_lrdimm_core.py) and of the command
+# line's `--engine rtl` (default memory ddr4): small rows, so that addresses are short.
+DRAM = DramParams(ranks=2, rows=1 << 10)
 RUNNERS = {sim: EngineRunner(PARAMS, DIM, MAX_TABLES, ADDR_BITS, sim) for sim in ("verilator", "icarus")}
 LR = 0.0625
 
@@ -29,13 +33,13 @@ def make_batch(bags, T=1, weights=None):
 
 
 def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, optimizer="sgd",
-               state=None, eps=1e-8, **kw):
-    """One step on the RTL against the golden model; returns the RTL's counters (and, with
-    Adagrad, the new state)."""
+               state=None, eps=1e-8, runner=None, **kw):
+    """One step on the RTL (``runner``, default that of ``sim``) against the golden model;
+    returns the RTL's counters (and, with Adagrad, the new state)."""
     B, T = batch.batch_size, batch.num_tables
     if grad is None:
         grad = np.random.default_rng(99).standard_normal((B, T * DIM)).astype(np.float32)
-    got = RUNNERS[sim].step(tables, batch, grad, lr, mode, poolings=poolings, optimizer=optimizer,
+    got = (runner or RUNNERS[sim]).step(tables, batch, grad, lr, mode, poolings=poolings, optimizer=optimizer,
                             state=state, eps=eps, **kw)
     assert got.error == 0
     want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS),
@@ -70,6 +74,12 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
         assert job["parts"] == c["parts"] and job["distinct_rows"] == c["distinct_rows"]
         phases = sum(job[k] for k in ("cycles_check", "cycles_analysis", "cycles_stream", "cycles_drain"))
         assert phases == job["cycles"]
+    if run.dram:    # DDR4: the ranks carried exactly the engine's traffic, a burst a beat
+        for job, dram in zip((fwd, bwd), run.dram):
+            beats_read = sum(job[k] for k in ("input_reads", "table_reads", "grad_reads", "state_reads"))
+            beats_written = sum(job[k] for k in ("table_writes", "pooled_writes", "state_writes"))
+            assert sum(r["reads"] for r in dram) == beats_read
+            assert sum(r["writes"] for r in dram) == beats_written
     return (got.counters, got.state) if optimizer != "sgd" else got.counters
 
 
@@ -324,7 +334,8 @@ def config_file(path):
     path.write_text(f"[engine]\ndim = {DIM}\nmax_tables = {MAX_TABLES}\naddr_bits = {ADDR_BITS}\n"
                     f"div_lanes = 4\n[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
                     f"max_lookups = {p.max_lookups}\nmax_distinct_rows = {p.max_distinct_rows}\n"
-                    f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n")
+                    f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n"
+                    f"[dram]\nranks = {DRAM.ranks}\nrows = {DRAM.rows}\n")
     return path
 
 

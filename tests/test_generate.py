@@ -48,9 +48,49 @@ def test_defaults_are_documented_and_loaded():
     ("[engin]\ndim = 16\n", "unknown section [engin]"),
     ("[engine]\ndim = 24\n", "engine.dim must be a positive multiple of 16"),
     ("[parts]\nmax_bags = 0\n", "EngineParams.max_bags must be an integer"),
+    ("[dram]\nranks = 3\n", "dram: AddressMapping.ranks must be a power of two in [1, 8], not 3"),
+    ("[dram]\ngrade = \"DDR4-1600\"\n", "speed grade must be one of DDR4-2400"),
+    ("[dram]\nwindow = 0\n", "dram: DramParams.window must be an integer in [1, 32], not 0"),
 ])
 def test_bad_configurations_name_the_parameter(tmp_path, capsys, text, what):
     (tmp_path / "c.toml").write_text(text)
     assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out")]) == 2
     assert what in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_register_map_documents_every_field_and_the_c_header_compiles(tmp_path, capsys):
+    """The Markdown and the C header come from one register map: every configuration field
+    and counter of the engine has its words, no two registers share a word, groups start on
+    burst boundaries, and the header compiles with its offsets equal to the map's."""
+    import shutil
+    import subprocess
+    from refree.hw.engine.engine import Engine
+    from refree.hw.lrdimm.regmap import RegisterMap
+    (tmp_path / "c.toml").write_text(SMALL)
+    assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out")]) == 0
+    conf = load_config(tmp_path / "c.toml")
+    engine = Engine(**conf.engine_kwargs())
+    regs = RegisterMap(engine.Config, engine.Counters)
+    manifest = json.loads((tmp_path / "out" / "refree_engine.json").read_text())
+    fields = {r.field: r for r in regs.registers if r.group == "config"}
+    assert set(fields) == set(manifest["layouts"]["config"])
+    assert {r.field for r in regs.registers if r.group == "counters"} == set(manifest["layouts"]["counters"])
+    for path, f in manifest["layouts"]["config"].items():
+        assert fields[path].width == f["width"]
+    used = [w for r in regs.registers for w in range(r.word, r.word + r.words)]
+    assert len(used) == len(set(used))
+    for group in ("control", "config", "counters"):
+        assert min(r.word for r in regs.registers if r.group == group) % 16 == 0
+    md = (tmp_path / "out" / "refree_regmap.md").read_text()
+    assert all(f"`{r.name}`" in md for r in regs.registers)
+    header = tmp_path / "out" / "refree_regmap.h"
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    probe = tmp_path / "probe.c"
+    probe.write_text(f'#include "{header}"\n#include <stdio.h>\nint main(void) {{\n' +
+                     "".join(f'printf("%u %u\\n", REFREE_{r.name}_WORD, REFREE_{r.name}_BITS);\n'
+                             for r in regs.registers) + "return 0; }\n")
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "probe"), str(probe)], check=True)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:-1] == [f"{r.word} {r.width}" for r in regs.registers]

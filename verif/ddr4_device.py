@@ -4,7 +4,10 @@ drives (:mod:`refree.hw.ddr4.commands`), runs each command on a
 data at WR + CWL and returns read data at RD + CL, as the DFI-style data ports of
 :func:`refree.hw.ddr4.rank_controller.dfi_signature` carry them (a whole burst in the clock
 of its first beat).  Simulator-agnostic: the Amaranth testbenches and the cocotb ones call
-:meth:`PinDevice.clock` once per clock.
+:meth:`PinDevice.clock` once per clock with what the controller drives, and
+:meth:`PinDevice.read_data` for what to drive back (a cocotb testbench, which samples a
+clock's outputs only after its inputs are set, asks for clock ``c + 1`` at the end of ``c``;
+read data is never due sooner than CL clocks after its RD).
 """
 from collections import deque
 
@@ -42,9 +45,7 @@ class PinDevice:
 
     def clock(self, cycle, pins, wrdata_en=0, wrdata=0):
         """One clock: ``pins`` (a :class:`CommandPins` or a dict of :data:`PINS`) and the
-        write-data port as the controller drives them in clock ``cycle``.  Returns
-        ``(rddata_valid, rddata)`` for this clock (``rddata`` an int, burst byte 0 in the
-        low bits)."""
+        write-data port as the controller drives them in clock ``cycle``."""
         if not isinstance(pins, CommandPins):
             pins = CommandPins(**{k: int(pins[k]) for k in PINS})
         t = self.model.timing
@@ -77,6 +78,13 @@ class PinDevice:
             _, bg, ba, row, col = self._writes.popleft()
             if row is not None and wrdata_en:
                 self.model.load(bg, ba, row, col, int(wrdata).to_bytes(64, "little"))
+
+    def read_data(self, cycle):
+        """``(rddata_valid, rddata)`` to drive in clock ``cycle`` (``rddata`` an int, burst
+        byte 0 in the low bits); clocks must be asked for in order."""
+        if self._reads and self._reads[0][0] < cycle:
+            self.errors.append(f"cycle {cycle}: read data of cycle {self._reads[0][0]} never driven")
+            self._reads.popleft()
         if self._reads and self._reads[0][0] == cycle:
             return 1, self._reads.popleft()[1]
         return 0, 0

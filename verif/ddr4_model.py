@@ -383,6 +383,12 @@ class Ddr4RankModel:
         return np.concatenate([self._burst(bg, ba, row, 8 * k)
                                for k in range(first, first + bursts)])
 
+    def stored(self):
+        """Every burst ever written or loaded: ``((bg, ba, row, col), uint8 array)`` pairs
+        (backdoor, for reading a whole memory image back)."""
+        return [((bg, ba, row, 8 * burst), data.copy())
+                for (bg, ba, row, burst), data in sorted(self._store.items())]
+
     def open_row(self, bg, ba):
         """The row open in bank ``(bg, ba)``, or None when it is precharged."""
         self._check_bank(bg, ba)

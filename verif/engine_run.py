@@ -5,6 +5,7 @@ run), lays the batch, the tables and the upstream gradient out in memory
 (:mod:`.staging`), runs jobs through :mod:`.engine_tb` and reads the results back.  Used by
 the tests and by ``refree step --engine rtl``.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ class RunResult:
     errors: list            # error code per job run (the run stops at the first error)
     counters: list          # counters per job (dict)
     cycles: list            # testbench cycles per job
+    dram: list = ()         # per job, per rank: the DDR4 model's command counts (ddr4 memory)
 
 
 @dataclass
@@ -51,24 +53,51 @@ class StepOutcome:
 
 
 class EngineRunner:
-    """One engine configuration on one simulator (built on first use)."""
+    """One engine configuration on one simulator (built on first use).
 
-    def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4):
-        self.params, self.dim, self.max_tables, self.addr_bits, self.sim = \
-            params, dim, max_tables, addr_bits, sim
-        self.div_lanes, self.adagrad_lanes = div_lanes, adagrad_lanes
+    With ``dram`` (a :class:`~refree.hw.ddr4.params.DramParams`) the engine runs on the
+    DDR4 ranks of the buffer chip (:class:`~refree.verif.core_top.CoreSimTop`, its
+    addresses those of the ranks, ``addr_bits`` ignored), every DRAM command checked
+    against the timing rules (a violation fails the run); without, on the generic memory
+    port with random latency and backpressure."""
+
+    def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
+                 dram=None):
+        self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
+        self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
+        self.addr_bits = dram.mapping.addr_bits if dram is not None else addr_bits
         self._build = None
 
     def build(self):
         if self._build is None:
             require_simulator(self.sim)
-            self.design = verilog_for(Engine, name="engine", subdir="engine", params=self.params,
-                                      dim=self.dim, max_tables=self.max_tables, addr_bits=self.addr_bits,
-                                      div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes)
-            # public: cocotb reaches the top-level ports through VPI
-            self._build = SimBuild(self.sim, [self.design.verilog], "engine",
-                                   self.design.directory / self.sim, public=True).build()
+            engine_kwargs = dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
+                                 div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes)
+            if self.dram is None:
+                name = "engine"
+                self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,
+                                          **engine_kwargs)
+            else:
+                from .core_top import CoreSimTop
+                name = "core"
+                self.design = verilog_for(CoreSimTop, name=name, subdir=name,
+                                          engine_kwargs=engine_kwargs, dram=self.dram)
+            # cocotb reaches the top-level ports through VPI; every signal only for
+            # REFREE_DEBUG (a separate, much larger build)
+            debug = bool(os.environ.get("REFREE_DEBUG"))
+            self._build = SimBuild(self.sim, [self.design.verilog], name,
+                                   self.design.directory / (self.sim + ("-debug" if debug else "")),
+                                   public=True if debug else "ports").build()
         return self._build
+
+    def memory_settings(self):
+        """The job file's description of the memory behind the engine."""
+        if self.dram is None:
+            return {"memory": "port"}
+        d = self.dram
+        g = d.geometry
+        return {"memory": "ddr4", "grade": d.grade, "ranks": d.ranks, "chunk_beats": d.chunk_beats,
+                "geometry": np.array([g.bank_groups, g.banks_per_group, g.rows, g.columns, g.burst_bytes])}
 
     def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8):
         poolings = poolings or ["sum"] * batch.num_tables
@@ -107,21 +136,29 @@ class EngineRunner:
         mem = pack(batch, tables, lay, grad, state)
         cfg_lay = lay if config_layout is None else config_layout(lay)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps)) for j in jobs]
-        run_dir = build_root() / "engine" / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
+        run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         addrs = np.array(sorted(mem), np.int64)
         data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
         np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs),
                  addr_bits=self.addr_bits, latency=np.array(latency), ready_p=ready_p, seed=seed,
-                 max_cycles=max_cycles)
+                 max_cycles=max_cycles, **self.memory_settings())
         build.run("refree.verif.engine_tb", run_dir,
                   env={"REFREE_JOB": str(run_dir / "job.npz"), "REFREE_OUT": str(run_dir / "out.npz")},
                   log_file=run_dir / "sim.log")
         with np.load(run_dir / "out.npz") as out:
             after = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(out["addrs"], out["data"])}
             counters = [unpack_fields(self.design.component.Counters, int(c)) for c in out["counters"]]
+            dram = []
+            if "dram" in out:
+                violations = [str(v) for v in out["violations"]]
+                assert not violations, (f"{len(violations)} DDR4 protocol violations, first: "
+                                        + "; ".join(violations[:5]))
+                fields = [str(f) for f in out["dram_fields"]]
+                dram = [[dict(zip(fields, (int(x) for x in rank))) for rank in job_]
+                        for job_ in out["dram"]]
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
-                             [int(c) for c in out["cycles"]])
+                             [int(c) for c in out["cycles"]], dram)
 
     def step(self, tables, batch, grad, lr, mode, **kw):
         """One training step: a forward job, then a backward job; ``poolings`` per table
@@ -133,4 +170,7 @@ class EngineRunner:
         names = ["forward", "backward"]
         state = [unpack_state(r.after, base, rows) for base, (_, rows, _) in zip(r.lay.states, r.lay.tables)] \
             if r.lay.states else None
-        return StepOutcome(pooled, new, state, max(r.errors), dict(zip(names, r.counters)), r)
+        counters = dict(zip(names, r.counters))
+        if r.dram:      # per job, per rank: the DDR4 command counts
+            counters["dram"] = dict(zip(names, r.dram))
+        return StepOutcome(pooled, new, state, max(r.errors), counters, r)

@@ -31,30 +31,30 @@ class StagingLayout:
     states: tuple = ()       # Adagrad state array per table (16 per beat), if any
 
 
+ALIGN_BEATS = 16
+"""Every array starts on a multiple of 16 beats (1 KB): a table row never straddles the
+chunks that the DRAM side's address mapping keeps in one rank (up to 16 beats)."""
+
+
 def layout(batch, tables, with_state=False):
     D = tables[0].shape[1]
     row_beats = _beats(4 * D)
     T, B = batch.num_tables, batch.batch_size
     a = 0
-    offsets = a
-    a += _beats(8 * len(batch.offsets))
-    indices = a
-    a += _beats(8 * max(len(batch.indices), 1))
-    weights = a
-    if batch.weighted:
-        a += _beats(4 * max(len(batch.indices), 1))
-    pooled = a
-    a += B * T * row_beats
-    grad = a
-    a += B * T * row_beats
-    descs = []
-    for E in tables:
-        descs.append((a, E.shape[0], row_beats))
-        a += E.shape[0] * row_beats
-    states = []
-    for E in tables if with_state else ():
-        states.append(a)
-        a += _beats(4 * E.shape[0])
+
+    def take(beats):
+        nonlocal a
+        start = a
+        a = -(-(a + beats) // ALIGN_BEATS) * ALIGN_BEATS
+        return start
+
+    offsets = take(_beats(8 * len(batch.offsets)))
+    indices = take(_beats(8 * max(len(batch.indices), 1)))
+    weights = take(_beats(4 * max(len(batch.indices), 1)) if batch.weighted else 0)
+    pooled = take(B * T * row_beats)
+    grad = take(B * T * row_beats)
+    descs = [(take(E.shape[0] * row_beats), E.shape[0], row_beats) for E in tables]
+    states = [take(_beats(4 * E.shape[0])) for E in tables] if with_state else []
     return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a, tuple(states))
 
 
