@@ -29,8 +29,11 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from amaranth.hdl import UnusedElaboratable
 
 __all__ = [
     "REPO_ROOT", "build_root", "setup_verilator", "simulator_status", "require_simulator",
@@ -215,6 +218,11 @@ class Design:
     directory: Path
     verilog: Path
     component: object = field(compare=False, repr=False)
+
+
+# verilog_for builds the component even when its Verilog is cached (callers read its layouts
+# and widths), so it is often never elaborated: that is intended, not a forgotten module.
+warnings.filterwarnings("ignore", category=UnusedElaboratable)
 
 
 def verilog_for(cls: type, name: str | None = None, subdir: str = "fp", **kwargs) -> Design:
