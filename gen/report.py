@@ -1,5 +1,4 @@
 """The redundancy report of `refree analyze`: counts of the three modes, per table and total."""
-import numpy as np
 
 from refree.golden.counts import MODES, add_counts, by_mode, count_part, zero_counts
 from refree.golden.planner import PartLimits, partition, plan_part

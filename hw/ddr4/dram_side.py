@@ -9,7 +9,7 @@ responses come back in port order: a queue of the ranks of the reads in flight s
 response is next, and each rank keeps its read bursts in its own response buffer until then
 (no deadlock: the oldest read in flight is always at the front of its rank).
 """
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
