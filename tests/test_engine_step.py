@@ -33,9 +33,10 @@ def make_batch(bags, T=1, weights=None):
 
 
 def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=None, optimizer="sgd",
-               state=None, eps=1e-8, runner=None, **kw):
+               state=None, eps=1e-8, runner=None, outcome=False, **kw):
     """One step on the RTL (``runner``, default that of ``sim``) against the golden model;
-    returns the RTL's counters (and, with Adagrad, the new state)."""
+    returns the RTL's counters (and, with Adagrad, the new state), or with ``outcome`` the
+    whole StepOutcome."""
     B, T = batch.batch_size, batch.num_tables
     if grad is None:
         grad = np.random.default_rng(99).standard_normal((B, T * DIM)).astype(np.float32)
@@ -80,6 +81,8 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
             beats_written = sum(job[k] for k in ("table_writes", "pooled_writes", "state_writes"))
             assert sum(r["reads"] for r in dram) == beats_read
             assert sum(r["writes"] for r in dram) == beats_written
+    if outcome:
+        return got
     return (got.counters, got.state) if optimizer != "sgd" else got.counters
 
 

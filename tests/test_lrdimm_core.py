@@ -1,18 +1,85 @@
-"""The engine on the DDR4 ranks of the buffer chip (hw/lrdimm/nmp_core.py), generated
-Verilog under cocotb and Verilator: training steps with every DRAM command checked against
-the timing rule table of the rank model (any violation fails the run), pooled outputs,
-tables, Adagrad states and counters against the golden model bit for bit, and the ranks'
-command counts against the engine's traffic counters.  Two ranks, so beats come back in
-order from different ranks."""
+"""The whole buffer chip (hw/lrdimm/lrdimm_nmp.py), generated Verilog under cocotb and
+Verilator: a host memory-controller driver programs every job through the NMP window, polls
+STATUS and reads the counters back; training steps run with every DRAM-side and host-side
+command checked against the timing rule table of the rank model (any violation fails the
+run), pooled outputs, tables, Adagrad states and counters against the golden model bit for
+bit, and the ranks' command counts against the engine's traffic counters.  Two ranks, so
+beats come back in order from different ranks.  Some tests load the memory through the
+host's ordinary writes and read results back through ordinary reads; the others preload
+the DRAM models (a backdoor) to save simulated time."""
 import numpy as np
 import pytest
 
 from refree.golden.traces import make_trace
+from refree.hw.lrdimm.regmap import POISON_WORD
+from refree.hw.lrdimm.registers import STATUS_REFUSED
 from refree.verif.engine_run import EngineRunner
+from refree.verif.staging import layout
 
 from test_engine_step import DIM, DRAM, MAX_TABLES, PARAMS, check_step, make_batch
 
 RUNNER = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM)
+ICARUS = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, sim="icarus")
+
+
+def results_of(batch, tables):
+    """Beat addresses of the pooled outputs and the tables of ``batch``'s layout."""
+    lay = layout(batch, tables)
+    addrs = list(range(lay.pooled, lay.pooled + batch.batch_size * batch.num_tables * lay.row_beats))
+    for base, rows, stride in lay.tables:
+        addrs += range(base, base + rows * stride)
+    return addrs
+
+
+@pytest.mark.parametrize("runner", [RUNNER, ICARUS], ids=["verilator", "icarus"])
+def test_host_loads_trains_and_reads_back(runner):
+    """The host writes the batch and the table through ordinary DDR4 writes, runs a refree
+    step through the window and reads the pooled output and the table back through ordinary
+    reads: what it reads is what the golden model says (check_step) and what DRAM holds."""
+    rng = np.random.default_rng(4)
+    batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    addrs = results_of(batch, tables)
+    run = check_step(batch, tables, "refree", runner=runner, host_load=True, readback=addrs, outcome=True).run
+    assert run.readback == {a: run.after[a] for a in addrs}
+
+
+def test_host_commands_outside_the_window_are_refused_during_a_job():
+    """During the forward job the host reads one staged beat and writes the next: the read
+    returns the poison pattern, the write changes nothing (check_step compares the whole
+    memory), STATUS bit 16 is set and HOST_DROPPED counts the four commands (ACT + RD,
+    ACT + WR); CLEAR clears both."""
+    rng = np.random.default_rng(5)
+    batch = make_batch([[3, 1], [0, 3, 2], [1]])
+    tables = [rng.standard_normal((6, DIM)).astype(np.float32)]
+    lay = layout(batch, tables)
+    run = check_step(batch, tables, "dedup", runner=RUNNER, intrude_addr=lay.offsets, outcome=True).run
+    poison = int.from_bytes(POISON_WORD.to_bytes(4, "little") * 16, "little")
+    assert run.intrude[0] == poison
+    rm = RUNNER.design.component.regmap
+    words = [[(b >> (32 * i)) & 0xFFFF_FFFF for b in job for i in range(16)] for job in run.windows]
+    assert words[0][rm["STATUS"].word] & STATUS_REFUSED and words[0][rm["HOST_DROPPED"].word] == 4
+    assert not run.intrude[1] & STATUS_REFUSED            # after CLEAR
+    assert words[1][rm["HOST_DROPPED"].word] == 0 and not words[1][rm["STATUS"].word] & STATUS_REFUSED
+
+
+def test_pass_through_reads_back_what_the_host_wrote():
+    """No job: the host writes bursts all over both ranks (row hits, misses and conflicts in
+    every bank) and reads them back, with the buffer's documented latency (the driver
+    fails the run on read data at any other clock than RD + CL + READ_LATENCY_ADDED)."""
+    rng = np.random.default_rng(6)
+    batch = make_batch([[0]])
+    tables = [rng.standard_normal((2, DIM)).astype(np.float32)]
+    m = DRAM.mapping
+    window_rows = m.geometry.rows - 1           # the default window: the last row of rank 0
+    extra = {}
+    while len(extra) < 300:
+        a = int(rng.integers(64, 1 << m.addr_bits))
+        if m.locate(a)[3] < window_rows:
+            extra[a] = int.from_bytes(rng.bytes(64), "little")
+    run = RUNNER.run(batch, tables, [], "baseline", extra=extra, host_load=True, readback=sorted(extra))
+    assert run.readback == extra
+    assert {a: run.after[a] for a in extra} == extra
 
 
 @pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])

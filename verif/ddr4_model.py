@@ -348,6 +348,24 @@ class Ddr4RankModel:
             raise ValueError(f"command must be one of {', '.join(COMMANDS)}, not {command!r}")
         return getattr(self, command.lower())(cycle, *args)
 
+    def earliest(self, command, bg=None, ba=None):
+        """The first cycle at which ``command`` (to bank ``(bg, ba)`` for ACT, RD, WR and PRE)
+        meets every timing rule and tFAW, given the commands so far; the bank-state rules are
+        the caller's.  A controller model (the host driver) schedules with it."""
+        if command not in COMMANDS:
+            raise ValueError(f"command must be one of {', '.join(COMMANDS)}, not {command!r}")
+        kind = "PRE" if command == "PREA" else command
+        banks = list(self._banks) if command == "PREA" else [(bg, ba)]
+        at = 0 if self._last_cycle is None else self._last_cycle + 1
+        for rule in _RULES_BY_CMD[kind]:
+            for b in ([(None, None)] if rule.scope == ANY_BANK else banks):
+                last = self._last(rule, *b)
+                if last is not None:
+                    at = max(at, last + getattr(self.timing, rule.param))
+        if kind == "ACT" and len(self._recent_acts) == self._recent_acts.maxlen:
+            at = max(at, self._recent_acts[0] + self.timing.tFAW)
+        return at
+
     def finish(self, cycle):
         """End of the run at ``cycle``: the refresh rule is checked once more (the last REF,
         or the start, may not be more than 9 x tREFI back).  Returns ``violations``."""

@@ -40,6 +40,9 @@ class RunResult:
     counters: list          # counters per job (dict)
     cycles: list            # testbench cycles per job
     dram: list = ()         # per job, per rank: the DDR4 model's command counts (ddr4 memory)
+    readback: dict = None   # beat address -> int read back by the host (ddr4)
+    windows: list = ()      # per job: the window's bursts read by the host after it (ddr4)
+    intrude: tuple = None   # (data of the refused read, STATUS after CLEAR) (ddr4)
 
 
 @dataclass
@@ -55,11 +58,12 @@ class StepOutcome:
 class EngineRunner:
     """One engine configuration on one simulator (built on first use).
 
-    With ``dram`` (a :class:`~refree.hw.ddr4.params.DramParams`) the engine runs on the
-    DDR4 ranks of the buffer chip (:class:`~refree.verif.core_top.CoreSimTop`, its
-    addresses those of the ranks, ``addr_bits`` ignored), every DRAM command checked
-    against the timing rules (a violation fails the run); without, on the generic memory
-    port with random latency and backpressure."""
+    With ``dram`` (a :class:`~refree.hw.ddr4.params.DramParams`) the engine runs in the
+    whole buffer chip (:class:`~refree.verif.lrdimm_top.LrdimmSimTop`, its addresses those
+    of the ranks, ``addr_bits`` ignored): the host programs every job through the NMP window
+    and reads the registers back, every DRAM command and every host command is checked
+    against the timing rules (a violation fails the run); without, the bare engine on the
+    generic memory port with random latency and backpressure."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
                  dram=None):
@@ -78,9 +82,9 @@ class EngineRunner:
                 self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,
                                           **engine_kwargs)
             else:
-                from .core_top import CoreSimTop
-                name = "core"
-                self.design = verilog_for(CoreSimTop, name=name, subdir=name,
+                from .lrdimm_top import LrdimmSimTop
+                name = "lrdimm"
+                self.design = verilog_for(LrdimmSimTop, name=name, subdir=name,
                                           engine_kwargs=engine_kwargs, dram=self.dram)
             # cocotb reaches the top-level ports through VPI; every signal only for
             # REFREE_DEBUG (a separate, much larger build)
@@ -94,10 +98,16 @@ class EngineRunner:
         """The job file's description of the memory behind the engine."""
         if self.dram is None:
             return {"memory": "port"}
-        d = self.dram
-        g = d.geometry
+        d, rm = self.dram, self.design.component.regmap
+        g, w = d.geometry, rm.window
+
+        def regs(group):
+            return np.array([(r.word, r.width) for r in rm.registers if r.group == group], np.int64)
         return {"memory": "ddr4", "grade": d.grade, "ranks": d.ranks, "chunk_beats": d.chunk_beats,
-                "geometry": np.array([g.bank_groups, g.banks_per_group, g.rows, g.columns, g.burst_bytes])}
+                "geometry": np.array([g.bank_groups, g.banks_per_group, g.rows, g.columns, g.burst_bytes]),
+                "window": np.array([w.rank, w.bg, w.ba, w.row, w.rows]), "map_bursts": rm.bursts,
+                "control_words": np.array([rm[n].word for n in ("STATUS", "CONTROL", "CLEAR")]),
+                "config_regs": regs("config"), "counter_regs": regs("counters"), "poll_gap": 32}
 
     def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8):
         poolings = poolings or ["sum"] * batch.num_tables
@@ -114,13 +124,21 @@ class EngineRunner:
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
             ready_p=0.8, tag="job", max_cycles=1_000_000, config_layout=None, optimizer="sgd", eps=1e-8,
-            state=None):
+            state=None, host_load=False, readback=(), intrude_addr=None, extra=None):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
         describes instead of the one the memory holds (tests of bad memory maps).  With
         ``optimizer="rowwise-adagrad"`` each table's state array is laid out (``state``: the
-        initial states, default zeros)."""
+        initial states, default zeros).
+
+        On the buffer chip: ``host_load`` loads the memory image through the host's ordinary
+        DDR4 writes (else it is preloaded into the DRAM models, a simulator backdoor);
+        ``readback`` lists beat addresses that the host reads back through ordinary reads
+        after the jobs (``RunResult.readback``); with ``intrude_addr`` the host reads that beat
+        and writes the next one during the first job, which the chip must refuse
+        (``RunResult.intrude``: the data read and STATUS after a CLEAR).  ``extra`` ({beat
+        address: int}) adds bursts to the memory image (host traffic tests)."""
         build = self.build()
         if tables[0].shape[1] != self.dim:
             raise ValueError(f"the engine was built for vector length {self.dim}, not {tables[0].shape[1]}")
@@ -134,6 +152,7 @@ class EngineRunner:
             raise ValueError(f"the batch and tables need {lay.end} beats of memory; the engine "
                              f"addresses {1 << self.addr_bits}")
         mem = pack(batch, tables, lay, grad, state)
+        mem.update(extra or {})
         cfg_lay = lay if config_layout is None else config_layout(lay)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps)) for j in jobs]
         run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
@@ -142,23 +161,28 @@ class EngineRunner:
         data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
         np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs),
                  addr_bits=self.addr_bits, latency=np.array(latency), ready_p=ready_p, seed=seed,
-                 max_cycles=max_cycles, **self.memory_settings())
+                 max_cycles=max_cycles, host_load=host_load, readback=np.array(sorted(readback), np.int64),
+                 intrude=intrude_addr is not None, intrude_addr=intrude_addr or 0, **self.memory_settings())
         build.run("refree.verif.engine_tb", run_dir,
                   env={"REFREE_JOB": str(run_dir / "job.npz"), "REFREE_OUT": str(run_dir / "out.npz")},
                   log_file=run_dir / "sim.log")
         with np.load(run_dir / "out.npz") as out:
             after = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(out["addrs"], out["data"])}
             counters = [unpack_fields(self.design.component.Counters, int(c)) for c in out["counters"]]
-            dram = []
-            if "dram" in out:
+            dram, extra = [], {}
+            if "violations" in out:         # the buffer chip
                 violations = [str(v) for v in out["violations"]]
                 assert not violations, (f"{len(violations)} DDR4 protocol violations, first: "
                                         + "; ".join(violations[:5]))
+                extra = {"readback": dict(zip(sorted(readback), (int(x) for x in out["readback"]))),
+                         "windows": [[int(x) for x in job_] for job_ in out["window_bursts"]],
+                         "intrude": tuple(int(x) for x in out["intrude"]) if "intrude" in out else None}
+            if "dram" in out:
                 fields = [str(f) for f in out["dram_fields"]]
                 dram = [[dict(zip(fields, (int(x) for x in rank))) for rank in job_]
                         for job_ in out["dram"]]
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
-                             [int(c) for c in out["cycles"]], dram)
+                             [int(c) for c in out["cycles"]], dram, **extra)
 
     def step(self, tables, batch, grad, lr, mode, **kw):
         """One training step: a forward job, then a backward job; ``poolings`` per table

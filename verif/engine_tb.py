@@ -8,10 +8,16 @@ counters and cycles back for the pytest side to check against the golden model:
 
 * ``port`` (the bare :class:`~refree.hw.engine.engine.Engine`): its generic memory port,
   in-order responses after a random latency, random command backpressure;
-* ``ddr4`` (:class:`~refree.verif.core_top.CoreSimTop`, the engine on R DDR4 ranks): one
-  :class:`~refree.verif.ddr4_device.PinDevice` per rank behind the command pins, every
-  command checked against the timing rules; the violations and the ranks' command
-  counts are written back too.
+* ``ddr4`` (:class:`~refree.verif.lrdimm_top.LrdimmSimTop`, the whole buffer chip on R
+  DDR4 ranks): one :class:`~refree.verif.ddr4_device.PinDevice` per rank behind the
+  command pins, every command checked against the timing rules, and a
+  :class:`~refree.verif.host_driver.HostDriver` on the host pins that programs each job
+  through the NMP window, polls STATUS and reads the registers back; optionally it loads the
+  memory image through ordinary writes first (else it is preloaded into the DRAM models,
+  a backdoor), reads given bursts back through ordinary reads at the end, and sends host
+  commands outside the window during the first job (which the chip must refuse).  The
+  violations, the ranks' command counts and the window's registers after each job are
+  written back too.
 """
 import os
 import random
@@ -73,29 +79,43 @@ class PortMemory:
 
 
 class DramMemory:
-    """R DDR4 ranks behind the packed pins of :class:`~refree.verif.core_top.CoreSimTop`."""
+    """R DDR4 ranks behind the packed pins of :class:`~refree.verif.lrdimm_top.LrdimmSimTop`,
+    and the host driver in front of its host pins."""
 
     def __init__(self, dut, job, image):
         from refree.hw.ddr4 import RankGeometry, speed_grade
         from refree.hw.ddr4.mapping import AddressMapping
-        from .core_top import CMD_BITS, WRDATA_EN_BIT, pin_widths, unpack_pins
+        from refree.hw.lrdimm.regmap import WindowParams
         from .ddr4_device import PinDevice
         from .ddr4_model import Ddr4RankModel
+        from .host_driver import HostDriver, pins_word
+        from .lrdimm_top import CMD_BITS, HOST_WRDATA_EN_BIT, WRDATA_EN_BIT, pin_widths, unpack_pins
         geometry = RankGeometry(*(int(x) for x in job["geometry"]))
         self.mapping = AddressMapping(int(job["ranks"]), int(job["chunk_beats"]), geometry)
-        timing = speed_grade(str(job["grade"])).timing()
+        self.timing = timing = speed_grade(str(job["grade"])).timing()
         self.devs = [PinDevice(Ddr4RankModel(timing, geometry)) for _ in range(self.mapping.ranks)]
-        for addr, data in image.items():
-            rank, bg, ba, row, col = self.mapping.locate(addr)
-            self.devs[rank].model.load(bg, ba, row, col, data.to_bytes(64, "little"))
+        self.host = HostDriver(timing, geometry, self.mapping.ranks,
+                               WindowParams(*(int(x) for x in job["window"])))
+        self.pins_word, self.host_wren_bit = pins_word, HOST_WRDATA_EN_BIT
+        if not bool(job["host_load"]):
+            for addr, data in image.items():
+                rank, bg, ba, row, col = self.mapping.locate(addr)
+                self.devs[rank].model.load(bg, ba, row, col, data.to_bytes(64, "little"))
         self.dut = dut
         self.widths, self.unpack = pin_widths(geometry), unpack_pins
         self.cmd_bits, self.wren_bit = CMD_BITS, WRDATA_EN_BIT
         self.driven = (0, 0)
-        self.job_marks = []
+        self.host_driven = None
         dut.rank_rddata_valid.value = 0
 
     def drive(self, cycle):
+        rank, pins, wren, wrdata = self.host.tick(cycle)
+        word = self.pins_word(rank, pins, self.mapping.ranks, self.widths) | (wren << self.host_wren_bit)
+        if word != self.host_driven:
+            self.dut.host_cmd.value = word
+            self.host_driven = word
+        if wren:
+            self.dut.host_wrdata.value = wrdata
         valid, data = 0, 0
         for i, dev in enumerate(self.devs):
             v, d = dev.read_data(cycle)
@@ -109,6 +129,8 @@ class DramMemory:
             self.driven = (valid, data)
 
     def sample(self, cycle):
+        valid = int(self.dut.host_rddata_valid.value)
+        self.host.receive(cycle, valid, int(self.dut.host_rddata.value) if valid else 0)
         word = int(self.dut.rank_cmd.value)
         wrdata = None
         for i, dev in enumerate(self.devs):
@@ -122,7 +144,7 @@ class DramMemory:
                       (wrdata >> (512 * i)) & ((1 << 512) - 1) if wren else 0)
 
     def outstanding(self):
-        return sum(dev.pending for dev in self.devs)
+        return sum(dev.pending for dev in self.devs) + (not self.host.idle)
 
     def counts(self):
         """Per rank: the model's counters, as a list of dicts."""
@@ -141,8 +163,40 @@ class DramMemory:
             dev.model.finish(cycle)
         problems = [f"rank {i}: {v}" for i, dev in enumerate(self.devs)
                     for v in list(map(str, dev.model.violations)) + dev.errors]
+        problems += [f"host: {v}" for v in list(map(str, self.host.violations)) + self.host.errors]
         return {"violations": np.array(problems, dtype=str),
                 "refreshes": np.array([dev.model.counters.refreshes for dev in self.devs])}
+
+
+def _registers_into_bursts(value, regs):
+    """{burst: int} of the window with packed ``value`` laid into the registers ``regs``
+    (rows of word, width; the value's fields in order, as the register map lists them)."""
+    bursts, offset = {}, 0
+    for word, width in regs:
+        v = (value >> offset) & ((1 << width) - 1)
+        offset += width
+        for j in range(-(-width // 32)):
+            k, lane = divmod(word + j, 16)
+            bursts[k] = bursts.get(k, 0) | (((v >> (32 * j)) & 0xFFFF_FFFF) << (32 * lane))
+    return bursts
+
+
+def _registers_from_bursts(bursts, regs):
+    """The packed value of the registers ``regs`` read from ``bursts`` ({burst: int})."""
+    value, offset = 0, 0
+    for word, width in regs:
+        v = 0
+        for j in range(-(-width // 32)):
+            k, lane = divmod(word + j, 16)
+            v |= ((bursts[k] >> (32 * lane)) & 0xFFFF_FFFF) << (32 * j)
+        value |= (v & ((1 << width) - 1)) << offset
+        offset += width
+    return value
+
+
+def _word(bursts, word):
+    k, lane = divmod(word, 16)
+    return (bursts[k] >> (32 * lane)) & 0xFFFF_FFFF
 
 
 @cocotb.test()
@@ -151,7 +205,8 @@ async def run_jobs(dut):
     out_path = os.environ["REFREE_OUT"]
     image = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(job["addrs"], job["data"])}
     max_cycles = int(job["max_cycles"])
-    memory = (DramMemory if str(job["memory"]) == "ddr4" else PortMemory)(dut, job, image)
+    on_host = str(job["memory"]) == "ddr4"
+    memory = (DramMemory if on_host else PortMemory)(dut, job, image)
     now = 0
 
     async def clock():
@@ -160,25 +215,25 @@ async def run_jobs(dut):
         memory.drive(now)
         await ReadOnly()
         memory.sample(now)
-        busy = int(dut.busy.value)
+        busy = 0 if on_host else int(dut.busy.value)
         await RisingEdge(dut.clk)
         now += 1
         return busy
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.start.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    async def until(done, what, limit=max_cycles):
+        for _ in range(limit):
+            if done():
+                return
+            await clock()
+        raise AssertionError(f"{what} did not happen within {limit} cycles")
 
-    errors, counters, cycles, dram = [], [], [], []
-    for config in job["configs"]:
-        dut.config.value = int(str(config))
+    async def bare_job(config):
+        """The bare engine: configuration and start on its ports, until busy falls."""
+        dut.config.value = int(config)
         await clock()
         dut.start.value = 1
         await clock()
         dut.start.value = 0
-        before = memory.counts()
         cycle = 0
         while cycle < max_cycles:
             busy = await clock()
@@ -193,20 +248,87 @@ async def run_jobs(dut):
                 dut._log.warning(f"{name} = {obj.value}")
         assert cycle < max_cycles, f"the engine did not finish within {max_cycles} cycles"
         # (a write's data follows its command by CWL clocks)
-        for _ in range(64):
-            if not memory.outstanding():
+        await until(lambda: not memory.outstanding(), "the last memory access", 64)
+        return int(dut.error.value), int(dut.counters.value), cycle
+
+    host = memory.host if on_host else None
+    status_word, control, clear = (int(x) for x in job["control_words"]) if on_host else (0, 0, 0)
+
+    async def read_window(bursts):
+        reads = {k: host.window(False, k) for k in bursts}
+        await until(lambda: all(a.done for a in reads.values()), "a window read")
+        return {k: a.data for k, a in reads.items()}
+
+    async def host_job(config, intrude):
+        """The chip: the host writes the configuration and CONTROL through the window,
+        polls STATUS until the job is over and reads the registers back."""
+        host.close_banks()
+        for k, v in sorted(_registers_into_bursts(config, job["config_regs"]).items()):
+            host.window(True, k, v)
+        host.window(True, control // 16, 1 << (32 * (control % 16)))
+        host.stop_refresh()
+        started = now
+        if intrude:         # commands outside the window while the NMP owns the ranks
+            rank, bg, ba, row, col = memory.mapping.locate(int(job["intrude_addr"]))
+            intruders = [host.access(False, rank, bg, ba, row, col),
+                         host.access(True, *memory.mapping.locate(int(job["intrude_addr"]) + 1), data=-1 % (1 << 512))]
+        while True:
+            status = _word(await read_window([status_word // 16]), status_word)
+            if not status & 1:
                 break
-            await clock()
-        assert not memory.outstanding(), "the engine finished with memory accesses outstanding"
-        errors.append(int(dut.error.value))
-        counters.append(str(int(dut.counters.value)))
+            for _ in range(int(job["poll_gap"])):
+                await clock()
+            assert now - started < max_cycles, f"the job did not finish within {max_cycles} cycles"
+        cycles = now - started
+        host.resume_refresh(now)
+        host.close_banks()          # the rows the host had open are closed now
+        bursts = await read_window(range(int(job["map_bursts"])))
+        result = {"bursts": [str(bursts[k]) for k in sorted(bursts)]}
+        if intrude:
+            result["intrude_read"] = str(intruders[0].data)
+            host.window(True, clear // 16, 1 << (32 * (clear % 16)))
+            result["after_clear"] = str(_word(await read_window([status_word // 16]), status_word))
+        error = (status >> 8) & 0xFF
+        return error, _registers_from_bursts(bursts, job["counter_regs"]), cycles, result
+
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    if not on_host:
+        dut.start.value = 0
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+
+    if on_host and bool(job["host_load"]):      # the memory image through ordinary writes
+        for addr, value in sorted(image.items()):
+            host.access(True, *memory.mapping.locate(addr), data=value)
+        await until(lambda: host.idle, "loading the memory image")
+
+    errors, counters, cycles, dram, windows = [], [], [], [], []
+    for i, config in enumerate(job["configs"]):
+        before = memory.counts()
+        if on_host:
+            error, value, cycle, window = await host_job(int(str(config)), i == 0 and bool(job["intrude"]))
+            windows.append(window)
+        else:
+            error, value, cycle = await bare_job(int(str(config)))
+        errors.append(error)
+        counters.append(str(value))
         cycles.append(cycle)
         if before is not None:
             after = memory.counts()
             dram.append([[a[k] - b[k] for k in sorted(a)] for a, b in zip(after, before)])
         if errors[-1]:
             break
-    extra = memory.finish(now)
+    extra = {}
+    if on_host:
+        reads = {int(a): host.access(False, *memory.mapping.locate(int(a))) for a in job["readback"]}
+        await until(lambda: host.idle, "the host's read-back")
+        await until(lambda: not memory.outstanding(), "the last memory access", 64)
+        extra["readback"] = np.array([str(reads[a].data) for a in sorted(reads)])
+        extra["window_bursts"] = np.array([w["bursts"] for w in windows], dtype=str).reshape(len(windows), -1)
+        if windows and "intrude_read" in windows[0]:
+            extra["intrude"] = np.array([windows[0]["intrude_read"], windows[0]["after_clear"]])
+    extra.update(memory.finish(now))
     mem = memory.image()
     addrs = np.array(sorted(mem), np.int64)
     data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)

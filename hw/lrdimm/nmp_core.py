@@ -7,7 +7,7 @@ the ranks' DDR4 command engines under the timing of the speed grade.  The engine
 addresses are the DRAM's beat addresses (:class:`~refree.hw.ddr4.mapping.AddressMapping`),
 so its memory-map check (``ACCESS_OUTSIDE_TABLES``) bounds them by the ranks' capacity.
 """
-from amaranth.hdl import Module
+from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,6 +32,10 @@ class NmpCore(wiring.Component):
     -------
     start, config, error, counters :
         Those of the engine.
+    hold : In(1)
+        Hold the DRAM side in reset (while the host owns the ranks, see
+        :mod:`~refree.hw.lrdimm.ownership`): its command engines start again with every
+        bank precharged and no refresh owed.
     busy : Out(1)
         The engine is busy or the DRAM side still holds requests or data: when it falls,
         every write of the job is in DRAM.
@@ -49,7 +53,7 @@ class NmpCore(wiring.Component):
         self.mapping = mapping
         e, d = self.engine, self.dram
         super().__init__({
-            "start": In(1), "config": In(e.Config), "busy": Out(1), "error": Out(8),
+            "start": In(1), "hold": In(1), "config": In(e.Config), "busy": Out(1), "error": Out(8),
             "counters": Out(e.Counters),
             **{f"rank{i}": Out(dfi_signature(mapping.geometry)) for i in range(mapping.ranks)},
             "dram_stats": Out(d.stats.shape()), "dram_idle": Out(1), "dram_all_closed": Out(1)})
@@ -60,7 +64,8 @@ class NmpCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = e = self.engine
-        m.submodules.dram = d = self.dram
+        d = self.dram
+        m.submodules.dram = ResetInserter(self.hold)(d)
         wiring.connect(m, e.mem, d.port)
         for ours, theirs in zip(self.ranks(), d.ranks()):
             wiring.connect(m, wiring.flipped(ours), theirs)

@@ -22,11 +22,13 @@ Register groups, each from a burst boundary so that one burst never mixes them:
 """
 from dataclasses import dataclass
 
+from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["Register", "RegisterMap", "WindowParams", "IDENT", "VERSION"]
+__all__ = ["Register", "RegisterMap", "WindowParams", "IDENT", "VERSION", "POISON_WORD"]
 
 IDENT = 0x52454652          # "REFR"
+POISON_WORD = 0x7FC0DEAD    # every 32-bit word of a refused read: a quiet NaN as binary32
 VERSION = 1
 WORDS_PER_BURST = 16
 
@@ -70,6 +72,9 @@ class WindowParams:
 
 def _leaves(layout, prefix=""):
     """``(dotted path, width)`` of every leaf field of a struct or array layout, in order."""
+    if not isinstance(layout, data.Layout):        # a leaf: an array element of plain bits
+        yield prefix, Shape.cast(layout).width
+        return
     if isinstance(layout, data.ArrayLayout):
         for i in range(layout.length):
             yield from _leaves(layout.elem_shape, f"{prefix}[{i}]")
@@ -179,6 +184,7 @@ class RegisterMap:
                  f"#define REFREE_WINDOW_ROWS {w.rows}u",
                  f"#define REFREE_BURSTS_PER_ROW {self.bursts_per_row}u",
                  f"#define REFREE_IDENT 0x{IDENT:08X}u", f"#define REFREE_VERSION {VERSION}u",
+                 f"#define REFREE_POISON_WORD 0x{POISON_WORD:08X}u",
                  f"#define REFREE_REGMAP_WORDS {self.words}u", "",
                  "/* word index of each register in the window, its width in bits */"]
         for r in self.registers:
