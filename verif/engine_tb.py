@@ -172,7 +172,7 @@ def _registers_into_bursts(value, regs):
     """{burst: int} of the window with packed ``value`` laid into the registers ``regs``
     (rows of word, width; the value's fields in order, as the register map lists them)."""
     bursts, offset = {}, 0
-    for word, width in regs:
+    for word, width in ((int(w), int(n)) for w, n in regs):
         v = (value >> offset) & ((1 << width) - 1)
         offset += width
         for j in range(-(-width // 32)):
@@ -184,7 +184,7 @@ def _registers_into_bursts(value, regs):
 def _registers_from_bursts(bursts, regs):
     """The packed value of the registers ``regs`` read from ``bursts`` ({burst: int})."""
     value, offset = 0, 0
-    for word, width in regs:
+    for word, width in ((int(w), int(n)) for w, n in regs):
         v = 0
         for j in range(-(-width // 32)):
             k, lane = divmod(word + j, 16)
@@ -268,14 +268,15 @@ async def run_jobs(dut):
         host.window(True, control // 16, 1 << (32 * (control % 16)))
         host.stop_refresh()
         started = now
-        if intrude:         # commands outside the window while the NMP owns the ranks
-            rank, bg, ba, row, col = memory.mapping.locate(int(job["intrude_addr"]))
-            intruders = [host.access(False, rank, bg, ba, row, col),
-                         host.access(True, *memory.mapping.locate(int(job["intrude_addr"]) + 1), data=-1 % (1 << 512))]
+        intruders = None
         while True:
             status = _word(await read_window([status_word // 16]), status_word)
             if not status & 1:
                 break
+            if intrude and intruders is None:   # outside the window, the NMP owning the ranks
+                loc = memory.mapping.locate
+                intruders = [host.access(False, *loc(int(job["intrude_addr"]))),
+                             host.access(True, *loc(int(job["intrude_addr"]) + 1), data=(1 << 512) - 1)]
             for _ in range(int(job["poll_gap"])):
                 await clock()
             assert now - started < max_cycles, f"the job did not finish within {max_cycles} cycles"
@@ -325,7 +326,7 @@ async def run_jobs(dut):
         await until(lambda: host.idle, "the host's read-back")
         await until(lambda: not memory.outstanding(), "the last memory access", 64)
         extra["readback"] = np.array([str(reads[a].data) for a in sorted(reads)])
-        extra["window_bursts"] = np.array([w["bursts"] for w in windows], dtype=str).reshape(len(windows), -1)
+        extra["window_bursts"] = np.array([w["bursts"] for w in windows] or np.zeros((0, 0)), dtype=str)
         if windows and "intrude_read" in windows[0]:
             extra["intrude"] = np.array([windows[0]["intrude_read"], windows[0]["after_clear"]])
     extra.update(memory.finish(now))
