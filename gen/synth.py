@@ -27,6 +27,41 @@ __all__ = ["main", "SynthResult", "synthesize", "UNIT_NAMES"]
 
 #: Units in the order they are reported.
 UNIT_NAMES = ("add", "mul", "fma", "div", "sqrt", "vector")
+#: The whole buffer chip (``--units lrdimm``), not in the default list: it takes long.
+TOP_NAME = "lrdimm"
+
+_GENERIC_SHELL = """\
+// Synthesis shell for {dut}: every input bit from one shift register, every output
+// registered and XOR-reduced into one serial output, so nothing is optimised away.
+module synth_top (input wire clk, input wire rst, input wire sin, output wire sout);
+    localparam integer IW = {iw};
+    localparam integer OW = {ow};
+    reg [IW-1:0] shift_in;
+    always @(posedge clk) shift_in <= {{shift_in[IW-2:0], sin}};
+    wire [OW-1:0] outs;
+    {dut} dut (.clk(clk), .rst(rst), {connections});
+    reg [OW-1:0] captured;
+    reg parity;
+    always @(posedge clk) begin
+        captured <= outs;
+        parity <= ^captured;
+    end
+    assign sout = parity;
+endmodule
+"""
+
+
+def _generic_shell(module, ports):
+    """The shell of a top with ports ``ports`` ([(name, "in"|"out", width)])."""
+    pos, opos, conns = 0, 0, []
+    for name, direction, width in ports:
+        if direction == "in":
+            conns.append(f".{name}(shift_in[{pos + width - 1}:{pos}])")
+            pos += width
+        else:
+            conns.append(f".{name}(outs[{opos + width - 1}:{opos}])")
+            opos += width
+    return _GENERIC_SHELL.format(dut=module, iw=pos, ow=opos, connections=", ".join(conns))
 
 _SHELL = """\
 // Synthesis shell for {dut}: serial in, serial out, every port bit registered.
@@ -61,14 +96,15 @@ class SynthResult:
     dsps: int
     mhz: float | None
     seconds: float
+    sram_bits: int = 0
 
     def line(self) -> str:
         mhz = f"{self.mhz:8.1f}" if self.mhz is not None else "       -"
-        return (f"{self.name:<16}{self.cells:>8}{self.ffs:>8}{self.dsps:>6}{mhz}"
+        return (f"{self.name:<20}{self.cells:>8}{self.ffs:>8}{self.dsps:>6}{self.sram_bits:>10}{mhz}"
                 f"   ({self.seconds:.0f} s)")
 
 
-HEADER = f"{'unit':<16}{'cells':>8}{'FFs':>8}{'DSP':>6}{'MHz':>8}"
+HEADER = f"{'unit':<20}{'cells':>8}{'FFs':>8}{'DSP':>6}{'SRAM bits':>10}{'MHz':>8}"
 
 
 def _tool(name: str, module: str, func: str) -> list[str]:
@@ -85,6 +121,13 @@ def _tool(name: str, module: str, func: str) -> list[str]:
 
 def _unit(key: str, lanes: int, length: int, dsp: str):
     """(report name, Verilog module name, class, kwargs) of one unit."""
+    if key == TOP_NAME:
+        from refree.hw.lrdimm.lrdimm_nmp import LrdimmNmp
+        from .config import load_config
+        conf = load_config()
+        kwargs = conf.engine_kwargs()
+        del kwargs["addr_bits"]             # the DRAM mapping's
+        return "LrdimmNmp (default)", "lrdimm_nmp", LrdimmNmp, {"engine_kwargs": kwargs, "dram": conf.dram}
     if key == "vector":
         from refree.hw.fp.vector import VectorUnit
         return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,
@@ -94,13 +137,16 @@ def _unit(key: str, lanes: int, length: int, dsp: str):
     return UNITS[key].name, UNITS[key].name, UNITS[key].cls, kwargs
 
 
-def _count(stat: dict) -> tuple[int, int, int]:
+def _count(stat: dict) -> tuple[int, int, int, int]:
+    """Cells, flip-flops, DSP blocks and SRAM bits (block RAM DP16KD at 18 Kbit, distributed
+    RAM TRELLIS_DPR16X4 at 64 bits) of a Yosys ``stat -json``."""
     design = stat.get("design", stat)
     by_type = design.get("num_cells_by_type", {})
     cells = int(design.get("num_cells", 0)) - by_type.get("$scopeinfo", 0)  # not logic
     ffs = sum(n for t, n in by_type.items() if "TRELLIS_FF" in t or t.startswith("$_DFF"))
     dsps = sum(n for t, n in by_type.items() if t in ("MULT18X18D", "ALU54B", "MULT9X9D"))
-    return cells, ffs, dsps
+    sram = 18 * 1024 * by_type.get("DP16KD", 0) + 64 * by_type.get("TRELLIS_DPR16X4", 0)
+    return cells, ffs, dsps, sram
 
 
 def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.0,
@@ -113,12 +159,17 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     t0 = time.perf_counter()
     design = verilog_for(cls, name=module, subdir="synth", **kwargs)
     comp = design.component
-    iw = Value.cast(comp.i.payload).shape().width
-    ow = Value.cast(comp.o.payload).shape().width
     work = design.directory / "ecp5"
     work.mkdir(parents=True, exist_ok=True)
     shell = work / "synth_top.v"
-    shell.write_text(_SHELL.format(dut=module, iw=iw, ow=ow))
+    if key == TOP_NAME:
+        from .generate import ports_of
+        shell.write_text(_generic_shell(module, [(p["name"], p["direction"], p["width"])
+                                                 for p in ports_of(comp)]))
+    else:
+        iw = Value.cast(comp.i.payload).shape().width
+        ow = Value.cast(comp.o.payload).shape().width
+        shell.write_text(_SHELL.format(dut=module, iw=iw, ow=ow))
     netlist = work / "synth.json"
     stat_file = work / "stat.json"
     # Two Yosys runs: the unit alone (its own cell counts) and the unit inside the shell
@@ -138,7 +189,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
             raise RuntimeError(f"yosys failed on {report_name}; see "
                                f"{work / f'yosys-{tag}.log'}")
     stat = json.loads(stat_file.read_text())
-    cells, ffs, dsps = _count(stat)
+    cells, ffs, dsps, sram = _count(stat)
     mhz = None
     if pnr:
         log(f"  {report_name}: nextpnr-ecp5 --85k ...")
@@ -154,7 +205,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
             raise RuntimeError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
         found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", text)
         mhz = float(found[-1]) if found else None
-    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0)
+    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram)
 
 
 def main(argv=None) -> int:
@@ -166,7 +217,8 @@ def main(argv=None) -> int:
                     "print cells, flip-flops, DSP blocks and the estimated maximum clock.")
     parser.add_argument("--units", default=",".join(UNIT_NAMES),
                         help=f"comma-separated subset of {','.join(UNIT_NAMES)} "
-                             f"(default: all)")
+                             f"(default: all), or {TOP_NAME}: the whole default LrdimmNmp "
+                             f"(gen/default_config.toml; long)")
     parser.add_argument("--lanes", type=int, default=4, help="lanes P of the vector unit "
                                                              "(default 4)")
     parser.add_argument("--length", type=int, default=64,
@@ -181,9 +233,9 @@ def main(argv=None) -> int:
                              "registers (ecp5, default) or as `*` left to Yosys (generic)")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.units.split(",") if k.strip()]
-    bad = [k for k in keys if k not in UNIT_NAMES]
+    bad = [k for k in keys if k not in UNIT_NAMES + (TOP_NAME,)]
     if bad:
-        parser.error(f"unknown unit {bad[0]!r}; choose from {', '.join(UNIT_NAMES)}")
+        parser.error(f"unknown unit {bad[0]!r}; choose from {', '.join(UNIT_NAMES + (TOP_NAME,))}")
     if args.lanes < 1:
         parser.error(f"--lanes must be a positive integer, not {args.lanes}")
     results = []

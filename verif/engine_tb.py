@@ -106,7 +106,10 @@ class DramMemory:
         self.cmd_bits, self.wren_bit = CMD_BITS, WRDATA_EN_BIT
         self.driven = (0, 0)
         self.host_driven = None
+        # every input driven from the start (Icarus leaves undriven inputs at Z)
         dut.rank_rddata_valid.value = 0
+        dut.rank_rddata.value = 0
+        dut.host_wrdata.value = 0
 
     def drive(self, cycle):
         rank, pins, wren, wrdata = self.host.tick(cycle)
@@ -139,9 +142,9 @@ class DramMemory:
             if slot & 1 and not wren and not dev.pending:       # cs_n high, nothing due
                 continue
             if wren and wrdata is None:
-                wrdata = int(self.dut.rank_wrdata.value)
+                wrdata = str(self.dut.rank_wrdata.value)     # MSB first; X where not written
             dev.clock(cycle, self.unpack(slot, self.widths), wren,
-                      (wrdata >> (512 * i)) & ((1 << 512) - 1) if wren else 0)
+                      int(wrdata[len(wrdata) - 512 * (i + 1):len(wrdata) - 512 * i], 2) if wren else 0)
 
     def outstanding(self):
         return sum(dev.pending for dev in self.devs) + (not self.host.idle)
