@@ -136,10 +136,13 @@ def cmd_step(args):
         from .rtl import rtl_step
         res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
                                  poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state,
-                                 memory=args.memory)
+                                 memory=args.memory, host_io=args.host_io)
         report = {"sim": args.sim, "memory": args.memory, "counters": counters}
         if args.memory == "ddr4":
-            report["preloaded"] = "batch, tables and gradient placed in DRAM through the simulator backdoor"
+            report["top"] = "LrdimmNmp (jobs programmed through the NMP window by a host DDR4 driver)"
+            report["preloaded"] = ("no: loaded through host DDR4 writes, results read through host DDR4 reads"
+                                   if args.host_io else
+                                   "batch, tables and gradient placed in DRAM through the simulator backdoor")
     _write_outputs(args.out, res, was_npz)
     print(json.dumps({"mode": args.mode, "engine": args.engine, "optimizer": args.optimizer, **report}))
 
@@ -175,7 +178,7 @@ def cmd_rtl_check(args):
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
-                             memory=args.memory)
+                             memory=args.memory, host_io=args.host_io)
     except AssertionError as e:
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
@@ -210,8 +213,13 @@ def _trace_options(parser, trace_default, trace_help):
 
 def _memory_option(parser):
     parser.add_argument("--memory", choices=["ddr4", "port"], default="ddr4",
-                        help="RTL: the engine on the DDR4 ranks of [dram] (default), or bare on a "
-                             "generic memory port with random latency and backpressure")
+                        help="RTL: the whole buffer chip LrdimmNmp on the DDR4 ranks of [dram] "
+                             "(default), or the bare engine on a generic memory port with random "
+                             "latency and backpressure")
+    parser.add_argument("--host-io", action="store_true",
+                        help="RTL on the buffer chip: load the batch and tables through the host's "
+                             "DDR4 writes and read the results back through its reads (default: "
+                             "preload the DRAM models, a simulator backdoor; faster)")
 
 
 def build_parser():
@@ -260,11 +268,13 @@ def build_parser():
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
     g.add_argument("-o", "--out", required=True, help="output folder")
-    g.add_argument("--top", choices=["engine", "core"], default="engine",
+    g.add_argument("--top", choices=["engine", "core", "lrdimm"], default="engine",
                    help="engine: the bare engine with its memory port; core: the engine on the "
-                        "DDR4 ranks of [dram] (rank command engines, command and data pins)")
+                        "DDR4 ranks of [dram] (rank command engines, command and data pins); "
+                        "lrdimm: the whole buffer chip (DDR4 host interface, NMP window, core)")
 
-    sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units", add_help=False)
+    sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units "
+                                 "(--units lrdimm: the whole default buffer chip)", add_help=False)
     return p
 
 

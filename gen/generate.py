@@ -2,8 +2,10 @@
 register map of its NMP window as Markdown and a C header (from hw/lrdimm/regmap.py, the
 source the hardware's register block takes too).
 
-Two tops: ``engine`` (the bare engine with its generic memory port) and ``core`` (the
-engine on the DDR4 ranks of ``[dram]``: rank command engines and their pins)."""
+Three tops: ``engine`` (the bare engine with its generic memory port), ``core`` (the
+engine on the DDR4 ranks of ``[dram]``: rank command engines and their pins, started
+through ports) and ``lrdimm`` (the whole buffer chip: the DDR4 host interface with the NMP
+window, the core, the ranks' pins)."""
 import json
 import os
 
@@ -12,6 +14,7 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from refree.hw.engine.engine import Engine
+from refree.hw.lrdimm.lrdimm_nmp import LrdimmNmp, default_window
 from refree.hw.lrdimm.nmp_core import NmpCore
 from refree.hw.lrdimm.regmap import RegisterMap
 
@@ -30,7 +33,7 @@ def ports_of(component):
     return out
 
 
-TOPS = ("engine", "core")
+TOPS = ("engine", "core", "lrdimm")
 
 
 def generate(config_path, out_dir, top="engine"):
@@ -38,11 +41,11 @@ def generate(config_path, out_dir, top="engine"):
     name = f"refree_{top}"
     if top == "engine":
         design = engine = Engine(**conf.engine_kwargs())
-    elif top == "core":
+    elif top in ("core", "lrdimm"):
         kwargs = conf.engine_kwargs()
         del kwargs["addr_bits"]             # the DRAM mapping's
-        design = NmpCore(kwargs, conf.dram)
-        engine = design.engine
+        design = NmpCore(kwargs, conf.dram) if top == "core" else LrdimmNmp(kwargs, conf.dram)
+        engine = design.engine if top == "core" else design.core.engine
     else:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     text = verilog.convert(design, name=name, emit_src=False)
@@ -61,7 +64,8 @@ def generate(config_path, out_dir, top="engine"):
     }
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(manifest, f, indent=2)
-    regs = RegisterMap(engine.Config, engine.Counters, bursts_per_row=conf.dram.geometry.bursts_per_row)
+    regs = RegisterMap(engine.Config, engine.Counters, default_window(conf.dram),
+                       bursts_per_row=conf.dram.geometry.bursts_per_row)
     with open(os.path.join(out_dir, "refree_regmap.md"), "w") as f:
         f.write(regs.markdown())
     with open(os.path.join(out_dir, "refree_regmap.h"), "w") as f:

@@ -57,8 +57,10 @@ def _runner(conf, dim, sim, memory):
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
-             eps=1e-8, state=None, memory="ddr4"):
-    """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters})."""
+             eps=1e-8, state=None, memory="ddr4", host_io=False):
+    """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters}).
+    ``host_io``: on the buffer chip, load through the host's DDR4 writes and take the
+    outputs from its reads (else the DRAM models are preloaded, a simulator backdoor)."""
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer == "rowwise-adagrad" and tables[0].shape[1] % 16:
         # (the engine's rows are whole beats; Adagrad's mean of squares divides by the padded D)
@@ -73,7 +75,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
     out = _runner(conf, dim, sim, memory).step(padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer,
-                                       eps=eps, state=state)
+                                       eps=eps, state=state, host_io=host_io)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
                          ErrorCode(out.error))
@@ -83,7 +85,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
 
 
 def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd",
-              memory="ddr4"):
+              memory="ddr4", host_io=False):
     """The main job: one step per mode on the RTL and on the golden model; every output
     (pooled, tables, Adagrad states) compared bit for bit and the counters against the
     golden counts.  Returns the RTL counters per mode; raises AssertionError on any
@@ -98,14 +100,18 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     runner.build()
     out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
     if memory == "ddr4":
-        out("the batch, the tables and the upstream gradient are preloaded into the DRAM models "
-            "through the simulator backdoor (no host-side DDR4 writes yet)")
+        out("on the buffer chip LrdimmNmp: a host DDR4 driver programs each job through the NMP "
+            "window and reads the counters back; " + (
+                "it loads the batch, the tables and the upstream gradient through ordinary DDR4 "
+                "writes and reads the results back through ordinary reads" if host_io else
+                "the batch, the tables and the upstream gradient are preloaded into the DRAM "
+                "models through the simulator backdoor (--host-io: through the host's writes)"))
     beats = D // 16
     per_mode = {}
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
         want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
         got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer,
-                                 memory=memory)
+                                 memory=memory, host_io=host_io)
         same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
             np.array_equal(a.view(np.uint32), b.view(np.uint32))
             for a, b in zip(got.tables + (got.state or []), want.tables + (want.state or [])))

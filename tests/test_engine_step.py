@@ -365,9 +365,12 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
               str(tmp_path / "grad.npy"), "--lr", "0.05", "--mode", mode, "--config", str(cfg),
               "--pooling", "sum,mean"]
     assert main(["step", *common, "--out", str(tmp_path / "golden")]) == 0
-    assert main(["step", *common, "--engine", "rtl", "--out", str(tmp_path / "rtl")]) == 0
+    # refree: through the host's DDR4 writes and reads; baseline: preloaded (the backdoor)
+    host_io = ["--host-io"] if mode == "refree" else []
+    assert main(["step", *common, "--engine", "rtl", "--out", str(tmp_path / "rtl"), *host_io]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["counters"]["forward"]["parts"] > 2
+    assert report["top"].startswith("LrdimmNmp") and report["preloaded"].startswith("no") == bool(host_io)
     for name in ("pooled.npy", "table.npz"):
         assert (tmp_path / "golden" / name).read_bytes() == (tmp_path / "rtl" / name).read_bytes()
 

@@ -67,12 +67,17 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(tmp_path, 
     import subprocess
     from refree.hw.engine.engine import Engine
     from refree.hw.lrdimm.regmap import RegisterMap
+    from refree.hw.lrdimm.lrdimm_nmp import default_window
     (tmp_path / "c.toml").write_text(SMALL)
-    assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out")]) == 0
+    assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out"),
+                 "--top", "lrdimm"]) == 0
     conf = load_config(tmp_path / "c.toml")
-    engine = Engine(**conf.engine_kwargs())
-    regs = RegisterMap(engine.Config, engine.Counters)
-    manifest = json.loads((tmp_path / "out" / "refree_engine.json").read_text())
+    engine = Engine(**{**conf.engine_kwargs(), "addr_bits": conf.dram.mapping.addr_bits})  # the chip's
+    regs = RegisterMap(engine.Config, engine.Counters, default_window(conf.dram))
+    manifest = json.loads((tmp_path / "out" / "refree_lrdimm.json").read_text())
+    # the chip's top: the host's pins and every rank's
+    names = {p["name"] for p in manifest["ports"]}
+    assert {"host__cs_n", "host__wrdata", "host__rddata", "rank0__cs_n", "rank0__rddata"} <= names
     fields = {r.field: r for r in regs.registers if r.group == "config"}
     assert set(fields) == set(manifest["layouts"]["config"])
     assert {r.field for r in regs.registers if r.group == "counters"} == set(manifest["layouts"]["counters"])

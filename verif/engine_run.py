@@ -184,10 +184,20 @@ class EngineRunner:
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
                              [int(c) for c in out["cycles"]], dram, **extra)
 
-    def step(self, tables, batch, grad, lr, mode, **kw):
+    def step(self, tables, batch, grad, lr, mode, host_io=False, **kw):
         """One training step: a forward job, then a backward job; ``poolings`` per table
-        ("sum" or "mean"), ``optimizer``, ``eps``, ``state`` in ``kw``."""
+        ("sum" or "mean"), ``optimizer``, ``eps``, ``state`` in ``kw``.  With ``host_io`` (on
+        the buffer chip) the host loads everything through ordinary DDR4 writes and the
+        outputs returned are those it reads back through ordinary reads."""
+        if host_io:
+            if self.dram is None:
+                raise ValueError("host_io needs the buffer chip (dram=...)")
+            lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad")
+            kw.update(host_load=True, readback=lay.outputs())
         r = self.run(batch, tables, [JOB_FORWARD, JOB_BACKWARD], mode, grad=grad, lr=lr, **kw)
+        if host_io:     # the outputs as the host read them (and DRAM holds the same)
+            assert r.readback == {a: r.after.get(a, 0) for a in r.readback}, "host read-back differs from DRAM"
+            r.after = {**r.after, **r.readback}
         B, T, D = batch.batch_size, batch.num_tables, self.dim
         pooled = unpack_rows(r.after, r.lay.pooled, B * T, r.lay.row_beats, D).reshape(B, T * D)
         new = [unpack_rows(r.after, base, rows, stride, D) for base, rows, stride in r.lay.tables]

@@ -30,6 +30,16 @@ class StagingLayout:
     end: int
     states: tuple = ()       # Adagrad state array per table (16 per beat), if any
 
+    def outputs(self):
+        """Beat addresses that a step may write: the pooled output (up to the gradient's
+        array), the tables and the Adagrad states."""
+        beats = list(range(self.pooled, self.grad))
+        for base, rows, stride in self.tables:
+            beats += range(base, base + rows * stride)
+        for base, (_, rows, _) in zip(self.states, self.tables):
+            beats += range(base, base + -(-rows // 16))
+        return beats
+
 
 ALIGN_BEATS = 16
 """Every array starts on a multiple of 16 beats (1 KB): a table row never straddles the

@@ -48,13 +48,14 @@ _DRAM, _WINDOW, _POISON = 0, 1, 2
 
 
 def host_signature(geometry, ranks):
-    """The host side as the host drives it (``cs_n`` a bit per rank)."""
+    """The host side as the host memory controller drives it (``cs_n`` a bit per rank; the
+    chip's port is its flip)."""
     pins = dfi_signature(geometry).members
     return wiring.Signature({
-        "cs_n": In(ranks, init=(1 << ranks) - 1),
-        **{name: In(pins[name].shape, init=pins[name].init) for name in
+        "cs_n": Out(ranks, init=(1 << ranks) - 1),
+        **{name: Out(pins[name].shape, init=pins[name].init) for name in
            ("act_n", "ras_n", "cas_n", "we_n", "bg", "ba", "a", "wrdata_en", "wrdata")},
-        "rddata_valid": Out(1), "rddata": Out(BURST_BITS)})
+        "rddata_valid": In(1), "rddata": In(BURST_BITS)})
 
 
 def default_window(dram):

@@ -166,6 +166,15 @@ class RegisterMap:
                  f"burst k is column 8 x (k mod {self.bursts_per_row}) of window row "
                  f"k div {self.bursts_per_row}.  A register wider than 32 bits takes consecutive "
                  f"words, low word first.", "",
+                 "Host protocol (hw/lrdimm/lrdimm_nmp.py, hw/lrdimm/ownership.py): read data "
+                 "reaches the host CL + 2 clocks after its RD, write data goes CWL clocks after "
+                 "its WR.  To run a job, precharge every bank but the window's, write the "
+                 "configuration words, write 1 to CONTROL bit 0, stop refreshing and poll STATUS "
+                 "until bit 0 (busy) is clear; the NMP then hands the ranks back with every bank "
+                 "precharged and just refreshed.  While busy, a host command outside the window "
+                 "is not executed: a read returns "
+                 f"0x{POISON_WORD:08X} in every 32-bit word, a write is dropped, STATUS bit 16 "
+                 "is set and HOST_DROPPED counts it (REF and PREA are ignored and not counted).", "",
                  "| word | byte | name | bits | access | description |",
                  "|---:|---:|---|---:|---|---|"]
         for r in self.registers:
