@@ -29,11 +29,12 @@ class StagingLayout:
     row_beats: int
     end: int
     states: tuple = ()       # Adagrad state array per table (16 per beat), if any
+    pooled_beats: int = 0    # beats of the pooled output (B x T rows)
 
     def outputs(self):
-        """Beat addresses that a step may write: the pooled output (up to the gradient's
-        array), the tables and the Adagrad states."""
-        beats = list(range(self.pooled, self.grad))
+        """Beat addresses that a step may write: the pooled output, the tables and the
+        Adagrad states."""
+        beats = list(range(self.pooled, self.pooled + self.pooled_beats))
         for base, rows, stride in self.tables:
             beats += range(base, base + rows * stride)
         for base, (_, rows, _) in zip(self.states, self.tables):
@@ -65,7 +66,8 @@ def layout(batch, tables, with_state=False):
     grad = take(B * T * row_beats)
     descs = [(take(E.shape[0] * row_beats), E.shape[0], row_beats) for E in tables]
     states = [take(_beats(4 * E.shape[0])) for E in tables] if with_state else []
-    return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a, tuple(states))
+    return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a, tuple(states),
+                         B * T * row_beats)
 
 
 def _to_beats(raw, base):
