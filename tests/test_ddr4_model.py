@@ -480,3 +480,31 @@ def test_issue_dispatches_by_name():
     model.issue(500, "REF")
     assert np.array_equal(data, burst(3)) and cycle == 316
     assert model.violations == [] and model.counters.refreshes == 1
+
+
+def test_earliest_is_the_first_legal_cycle():
+    """`earliest` (what the host driver schedules with): a random sequence of commands, each
+    at its earliest cycle, breaks no rule; the same command a clock sooner breaks one
+    (whenever a timing rule, not the one-command-a-clock rule, set the earliest cycle)."""
+    import copy
+    import random
+    rng = random.Random(7)
+    model = Ddr4RankModel("DDR4-2400")
+    tight = 0
+    for _ in range(400):
+        bg, ba = rng.randrange(4), rng.randrange(4)
+        row = model.open_row(bg, ba)
+        name = rng.choice(["PRE", "RD", "WR"] if row is not None else ["ACT", "ACT", "REF", "PREA"])
+        if name == "REF" and any(model.open_row(g, b) is not None for g in range(4) for b in range(4)):
+            name = "PREA"
+        args = {"ACT": (bg, ba, rng.randrange(64)), "RD": (bg, ba, 0), "WR": (bg, ba, 0),
+                "PRE": (bg, ba)}.get(name, ())
+        at = model.earliest(name, bg, ba)
+        if at - 1 > (model._last_cycle if model._last_cycle is not None else -1):
+            early = copy.deepcopy(model)
+            early.issue(at - 1, name, *args) if name != "WR" else early.wr(at - 1, bg, ba, 0, bytes(64))
+            assert early.violations, (name, at)
+            tight += 1
+        model.issue(at, name, *args) if name != "WR" else model.wr(at, bg, ba, 0, bytes(64))
+        assert not model.violations, model.violations
+    assert tight > 200

@@ -355,7 +355,7 @@ class Ddr4RankModel:
         if command not in COMMANDS:
             raise ValueError(f"command must be one of {', '.join(COMMANDS)}, not {command!r}")
         kind = "PRE" if command == "PREA" else command
-        banks = list(self._banks) if command == "PREA" else [(bg, ba)]
+        banks = [k for k, b in self._banks.items() if b.row is not None] if command == "PREA" else [(bg, ba)]
         at = 0 if self._last_cycle is None else self._last_cycle + 1
         for rule in _RULES_BY_CMD[kind]:
             for b in ([(None, None)] if rule.scope == ANY_BANK else banks):
