@@ -124,7 +124,7 @@ class LrdimmNmp(wiring.Component):
         m.d.sync += [pins[n].eq(getattr(self.host, n)) for n in pins]
         act_n, ras_n, cas_n, we_n = (pins[n] for n in ("act_n", "ras_n", "cas_n", "we_n"))
         selected = h != (1 << R) - 1
-        sel_rank = Signal(range(R))
+        sel_rank = Signal(rank_bits)
         for i in reversed(range(R)):
             with m.If(~h[i]):
                 m.d.comb += sel_rank.eq(i)
@@ -161,7 +161,9 @@ class LrdimmNmp(wiring.Component):
         def delay_line(name, length, valid):
             """The entry of this clock's command, ``length`` clocks later."""
             stages = [Signal(sum(w for _, w in Entry), name=f"{name}{k}") for k in range(length)]
-            m.d.sync += stages[0].eq(Cat(valid, kind, sel_rank, burst))
+            entry = Cat(valid, kind, sel_rank, burst)
+            assert len(entry) == len(stages[0]), "an entry's fields must have their widths"
+            m.d.sync += stages[0].eq(entry)
             m.d.sync += [b.eq(a) for a, b in zip(stages, stages[1:])]
             out, pos = {}, 0
             for field, w in Entry:
