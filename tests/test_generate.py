@@ -1,4 +1,5 @@
-"""`refree generate`: Verilog and manifest of a configured engine; bad configurations."""
+"""`refree generate`: Verilog and manifest of the configured buffer chip, its register map;
+bad configurations."""
 import json
 import re
 
@@ -22,13 +23,22 @@ radix_bits = 4
 """
 
 
-def test_generate_writes_verilog_and_a_manifest_that_agree(tmp_path, capsys):
-    (tmp_path / "c.toml").write_text(SMALL)
-    assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out")]) == 0
-    manifest = json.loads((tmp_path / "out" / "refree_engine.json").read_text())
-    verilog = (tmp_path / "out" / "refree_engine.v").read_text()
+@pytest.fixture(scope="module")
+def chip(tmp_path_factory):
+    """`refree generate --top lrdimm` of the SMALL configuration, once for the module (a
+    conversion of the whole chip takes about a minute): (output folder, config path)."""
+    d = tmp_path_factory.mktemp("generate")
+    (d / "c.toml").write_text(SMALL)
+    assert main(["generate", "--config", str(d / "c.toml"), "-o", str(d / "out"), "--top", "lrdimm"]) == 0
+    return d / "out", d / "c.toml"
+
+
+def test_generate_writes_verilog_and_a_manifest_that_agree(chip):
+    out, _ = chip
+    manifest = json.loads((out / "refree_lrdimm.json").read_text())
+    verilog = (out / "refree_lrdimm.v").read_text()
     assert manifest["parameters"]["parts"]["max_bags"] == 8 and manifest["parameters"]["engine"]["dim"] == 16
-    top = verilog[verilog.index("module refree_engine"):]
+    top = verilog[verilog.index("module refree_lrdimm"):]
     top = top[:top.index("endmodule")]
     for port in manifest["ports"]:
         width = port["width"]
@@ -59,7 +69,7 @@ def test_bad_configurations_name_the_parameter(tmp_path, capsys, text, what):
     assert not (tmp_path / "out").exists()
 
 
-def test_register_map_documents_every_field_and_the_c_header_compiles(tmp_path, capsys):
+def test_register_map_documents_every_field_and_the_c_header_compiles(chip, tmp_path):
     """The Markdown and the C header come from one register map: every configuration field
     and counter of the engine has its words, no two registers share a word, groups start on
     burst boundaries, and the header compiles with its offsets equal to the map's."""
@@ -68,13 +78,11 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(tmp_path, 
     from refree.hw.engine.engine import Engine
     from refree.hw.lrdimm.regmap import RegisterMap
     from refree.hw.lrdimm.lrdimm_nmp import default_window
-    (tmp_path / "c.toml").write_text(SMALL)
-    assert main(["generate", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "out"),
-                 "--top", "lrdimm"]) == 0
-    conf = load_config(tmp_path / "c.toml")
+    out, config = chip
+    conf = load_config(config)
     engine = Engine(**{**conf.engine_kwargs(), "addr_bits": conf.dram.mapping.addr_bits})  # the chip's
     regs = RegisterMap(engine.Config, engine.Counters, default_window(conf.dram))
-    manifest = json.loads((tmp_path / "out" / "refree_lrdimm.json").read_text())
+    manifest = json.loads((out / "refree_lrdimm.json").read_text())
     # the chip's top: the host's pins and every rank's
     names = {p["name"] for p in manifest["ports"]}
     assert {"host__cs_n", "host__wrdata", "host__rddata", "rank0__cs_n", "rank0__rddata"} <= names
@@ -87,9 +95,9 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(tmp_path, 
     assert len(used) == len(set(used))
     for group in ("control", "config", "counters"):
         assert min(r.word for r in regs.registers if r.group == group) % 16 == 0
-    md = (tmp_path / "out" / "refree_regmap.md").read_text()
+    md = (out / "refree_regmap.md").read_text()
     assert all(f"`{r.name}`" in md for r in regs.registers)
-    header = tmp_path / "out" / "refree_regmap.h"
+    header = out / "refree_regmap.h"
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler")
     probe = tmp_path / "probe.c"
