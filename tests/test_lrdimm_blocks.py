@@ -23,7 +23,7 @@ def simulate(dut, bench):
 
 @pytest.mark.parametrize("last", ["ACT", "WR", "RD", "REF"])
 def test_hand_over_is_legal_after_any_last_host_command(last):
-    """The host's last command comes the clock before the start request (the worst case);
+    """The host's last command comes in the clock of the start request (the worst case);
     the take-over's PREA and REF and the NMP's first ACT break no rule, and so does the
     hand-back after the NMP's own last command; busy covers both sequences exactly."""
     dut = Ownership(TIMING)

@@ -20,7 +20,7 @@ precharged), write the configuration and CONTROL through the window, stop refres
 STATUS until busy is clear, then refresh again on the host's own schedule.
 """
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from refree.hw.ddr4.commands import PINS, encode
 from refree.hw.lrdimm.lrdimm_nmp import READ_LATENCY_ADDED
@@ -43,7 +43,6 @@ class Access:
     done: bool = False
     issued: int = -1                # cycle of its RD or WR
     completed: int = -1             # cycle its data was on the bus
-    commands: list = field(default_factory=list)
 
 
 class HostDriver:
@@ -62,7 +61,6 @@ class HostDriver:
         self.reads = deque()                # (cycle its data is due, Access)
         self.last_cas = None                # (cycle, rank, write)
         self.errors = []
-        self.cycle = -1
 
     # -- accesses ----------------------------------------------------------------------
 
@@ -107,7 +105,6 @@ class HostDriver:
     def tick(self, cycle):
         """Clock ``cycle``: ``(rank, CommandPins or None, wrdata_en, wrdata)``, what the host
         drives."""
-        self.cycle = cycle
         wren, wrdata = 0, 0
         if self.writes and self.writes[0][0] == cycle:
             wren, wrdata = 1, self.writes.popleft()[1]

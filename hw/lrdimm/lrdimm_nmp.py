@@ -31,7 +31,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..ddr4.commands import A10
+from ..ddr4.commands import A10, PINS
 from ..ddr4.params import DramParams
 from ..ddr4.rank_controller import BURST_BITS, dfi_signature
 from .nmp_core import NmpCore
@@ -118,7 +118,7 @@ class LrdimmNmp(wiring.Component):
         h = Signal(R, name="h_cs_n", init=(1 << R) - 1)
         pins = {name: Signal(len(getattr(self.host, name)), name=f"h_{name}",
                              init=int(name in ("act_n", "ras_n", "cas_n", "we_n")))
-                for name in ("act_n", "ras_n", "cas_n", "we_n", "bg", "ba", "a")}
+                for name in PINS[1:]}
         h_wren, h_wrdata = Signal(), Signal(BURST_BITS)
         m.d.sync += [h.eq(self.host.cs_n), h_wren.eq(self.host.wrdata_en), h_wrdata.eq(self.host.wrdata)]
         m.d.sync += [pins[n].eq(getattr(self.host, n)) for n in pins]
@@ -195,10 +195,9 @@ class LrdimmNmp(wiring.Component):
 
         # ---- each rank's pins: the host's, the hand-over's or the NMP's --------------------
         for i, (ours, nmp) in enumerate(zip(self.ranks(), core.ranks())):
-            cmd_pins = ("cs_n", "act_n", "ras_n", "cas_n", "we_n", "bg", "ba", "a")
             host_wr = wr["valid"] & (wr["kind"] == _DRAM) & (wr["rank"] == i)
             with m.If(own.nmp_drives):
-                m.d.comb += [getattr(ours, p).eq(getattr(nmp, p)) for p in cmd_pins]
+                m.d.comb += [getattr(ours, p).eq(getattr(nmp, p)) for p in PINS]
             with m.Elif(own.owned):
                 # PREA: RAS_n, WE_n low, A10 high;  REF: RAS_n, CAS_n low
                 m.d.comb += [ours.cs_n.eq(~(own.prea | own.ref)), ours.act_n.eq(1),
@@ -206,7 +205,7 @@ class LrdimmNmp(wiring.Component):
                              ours.a.eq(Mux(own.prea, 1 << A10, 0))]
             with m.Else():
                 m.d.comb += [ours.cs_n.eq(h[i] | ~forwarded)]
-                m.d.comb += [getattr(ours, p).eq(pins[p]) for p in cmd_pins[1:]]
+                m.d.comb += [getattr(ours, p).eq(pins[p]) for p in PINS[1:]]
             m.d.comb += [ours.wrdata_en.eq(host_wr | (nmp.wrdata_en & own.nmp_drives)),
                          ours.wrdata.eq(Mux(host_wr, h_wrdata, nmp.wrdata)),
                          nmp.rddata_valid.eq(ours.rddata_valid & own.nmp_drives), nmp.rddata.eq(ours.rddata)]
