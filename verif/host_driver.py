@@ -9,15 +9,17 @@ those of :class:`~refree.verif.ddr4_model.Ddr4RankModel`: the driver keeps one m
 rank of what it issued (:meth:`Ddr4RankModel.earliest` says when a command may go) and that
 model checks the driver itself (:attr:`HostDriver.violations`).  Between ranks, which share
 the host's data bus, a column command to another rank waits a burst plus one clock
-(``tRTRS`` = 1), and a read-to-write or write-to-read turnaround as in one rank.
+(``tRTRS`` = 1) and a write-to-read turnaround as in one rank; a WR after a RD of any rank
+waits ``READ_LATENCY_ADDED`` clocks more than a bare rank's read-to-write.
 
 Latencies are the buffer's: write data CWL clocks after the WR, read data
 ``CL + READ_LATENCY_ADDED`` after the RD; data arriving at any other clock is an error.
 
 The protocol around a job (what a host driver of the chip must do): close every bank but
 the window's (the NMP precharges all banks when it takes the ranks over and hands them back
-precharged), write the configuration and CONTROL through the window, stop refreshing, poll
-STATUS until busy is clear, then refresh again on the host's own schedule.
+precharged), owe no REF (this driver refreshes on time), write the configuration and
+CONTROL through the window, stop refreshing, poll STATUS until busy is clear, then refresh
+again on the host's own schedule.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -75,13 +77,20 @@ class HostDriver:
         per_row = self.geometry.bursts_per_row
         return self.access(write, w.rank, w.bg, w.ba, w.row + burst // per_row, 8 * (burst % per_row), data)
 
+    def command(self, name, rank, bg=0, ba=0):
+        """Queue one command (PRE, PREA, REF or NOP: a NOP with the rank's chip select low),
+        issued in order when its rules allow."""
+        if name not in ("PRE", "PREA", "REF", "NOP"):
+            raise ValueError(f"HostDriver.command takes PRE, PREA, REF or NOP, not {name!r}")
+        self.queue.append((name, rank, bg, ba))
+
     def close_banks(self):
         """Queue a PRE of every open bank but the window's (before a job's start)."""
         w = self.win
         for rank in range(self.ranks):
             for (bg, ba) in list(self.open[rank]):
                 if (rank, bg, ba) != (w.rank, w.bg, w.ba):
-                    self.queue.append(("PRE", rank, bg, ba))
+                    self.command("PRE", rank, bg, ba)
 
     def stop_refresh(self):
         """The NMP refreshes the ranks from the start of a job (see the module docstring)."""
@@ -128,7 +137,7 @@ class HostDriver:
         args = {"ACT": (bg, ba, row), "RD": (bg, ba, col), "WR": (bg, ba, col), "PRE": (bg, ba)}.get(name, ())
         if name == "WR":
             m.wr(cycle, bg, ba, col, bytes(64))
-        else:
+        elif name != "NOP":
             m.issue(cycle, name, *args)
         if name == "ACT":
             self.open[rank][bg, ba] = row
@@ -159,11 +168,11 @@ class HostDriver:
         if not self.queue:
             return None, None
         op = self.queue[0]
-        if not isinstance(op, Access):          # ("PRE", rank, bg, ba)
-            _, rank, bg, ba = op
-            if self._ready(cycle, rank, "PRE", bg, ba):
+        if not isinstance(op, Access):          # (name, rank, bg, ba): see command()
+            name, rank, bg, ba = op
+            if name == "NOP" or self._ready(cycle, rank, name, bg, ba):
                 self.queue.popleft()
-                return self._issue(cycle, rank, "PRE", bg, ba)
+                return self._issue(cycle, rank, name, bg, ba)
             return None, None
         a, opened = op, self.open[op.rank].get((op.bg, op.ba))
         if opened is not None and opened != a.row:
@@ -188,16 +197,20 @@ class HostDriver:
         return self._issue(cycle, a.rank, name, a.bg, a.ba, col=a.col)
 
     def _bus_free(self, cycle, a):
-        """The shared host data bus between ranks (one rank's own rules are its model's)."""
-        if self.last_cas is None or self.last_cas[1] == a.rank:
+        """The host's data bus, beyond each rank's own rules (its model's): between ranks a
+        burst + 1 clock (tRTRS = 1) and the WR-to-RD turnaround; a WR after a RD of any
+        rank waits ``READ_LATENCY_ADDED`` clocks more than the rank's RD-to-WR, as the
+        buffer brings read data that much later than a bare rank."""
+        if self.last_cas is None:
             return True
         t = self.timing
-        last, _, last_write = self.last_cas
-        gap = t.burst_clocks + 1
-        if last_write != a.write:
-            gap = max(gap, t.rd_to_wr if a.write else t.wr_to_rd_s)
+        last, last_rank, last_write = self.last_cas
+        gap = 0 if last_rank == a.rank else t.burst_clocks + 1
+        if a.write and not last_write:
+            gap = max(gap, t.rd_to_wr + READ_LATENCY_ADDED)
+        elif last_write and not a.write and last_rank != a.rank:
+            gap = max(gap, t.wr_to_rd_s)
         return cycle - last >= gap
-
 
 def pins_word(rank, pins, ranks, widths):
     """The packed ``host_cmd`` word of :class:`~refree.verif.lrdimm_top.LrdimmSimTop`:

@@ -41,6 +41,7 @@ class DramSide(wiring.Component):
     rank0 ... : Out(dfi_signature)   one per rank
     idle : Out(1)                    every rank idle, no response waiting
     all_closed : Out(1)              every bank of every rank precharged
+    refreshed : Out(1)               no rank owes a REF
     stats : Out(ArrayLayout(Stats, R))
     """
 
@@ -66,7 +67,8 @@ class DramSide(wiring.Component):
         super().__init__({
             "port": In(mem_port(self.addr_bits)),
             **{f"rank{i}": Out(dfi_signature(mapping.geometry)) for i in range(R)},
-            "idle": Out(1), "all_closed": Out(1), "stats": Out(data.ArrayLayout(Stats, R))})
+            "idle": Out(1), "all_closed": Out(1), "refreshed": Out(1),
+            "stats": Out(data.ArrayLayout(Stats, R))})
 
     def ranks(self):
         return [getattr(self, f"rank{i}") for i in range(self.mapping.ranks)]
@@ -112,5 +114,6 @@ class DramSide(wiring.Component):
                              c.rsp.ready.eq(rsp.ready)]
         m.d.comb += order.r_en.eq(rsp.valid & rsp.ready)
         m.d.comb += [self.idle.eq(Cat(*[c.idle & ~c.rsp.valid for c in ctrls]).all() & ~order.r_rdy),
-                     self.all_closed.eq(Cat(*[c.all_closed for c in ctrls]).all())]
+                     self.all_closed.eq(Cat(*[c.all_closed for c in ctrls]).all()),
+                     self.refreshed.eq(Cat(*[c.refreshed for c in ctrls]).all())]
         return m

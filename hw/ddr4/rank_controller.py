@@ -101,6 +101,9 @@ class RankController(wiring.Component):
         No request waiting, no read or write data in flight.
     all_closed : Out(1)
         Every bank precharged.
+    refreshed : Out(1)
+        No REF owed.  Owed REFs are paid as soon as the window is empty, so after the
+        traffic ends this rises within a REF or so per owed one (up to ``postpone_limit``).
     stats : Out(Stats)
         Commands issued since reset: ``acts``, ``reads``, ``writes``, ``pres`` (banks closed,
         a PREA counting each), ``refs``; ``hits`` (RD/WR to a row opened for an earlier
@@ -140,7 +143,8 @@ class RankController(wiring.Component):
         super().__init__({"req": In(stream.Signature(self.Request)),
                           "rsp": Out(stream.Signature(BURST_BITS)),
                           "dfi": Out(dfi_signature(geometry)),
-                          "idle": Out(1), "all_closed": Out(1), "stats": Out(self.Stats)})
+                          "idle": Out(1), "all_closed": Out(1), "refreshed": Out(1),
+                          "stats": Out(self.Stats)})
 
     def elaborate(self, platform):
         m = Module()
@@ -327,7 +331,7 @@ class RankController(wiring.Component):
                      rdata.r_en.eq(self.rsp.ready)]
 
         m.d.comb += [self.idle.eq((count == 0) & (reads_in_flight == 0) & (wdata.level == 0)),
-                     self.all_closed.eq(~bank_open.any())]
+                     self.all_closed.eq(~bank_open.any()), self.refreshed.eq(owed == 0)]
         s = self.stats
         m.d.sync += [s.acts.eq(s.acts + do_act), s.reads.eq(s.reads + do_rd),
                      s.writes.eq(s.writes + do_wr), s.refs.eq(s.refs + do_ref),

@@ -119,8 +119,9 @@ class LrdimmNmp(wiring.Component):
         pins = {name: Signal(len(getattr(self.host, name)), name=f"h_{name}",
                              init=int(name in ("act_n", "ras_n", "cas_n", "we_n")))
                 for name in PINS[1:]}
-        h_wren, h_wrdata = Signal(), Signal(BURST_BITS)
-        m.d.sync += [h.eq(self.host.cs_n), h_wren.eq(self.host.wrdata_en), h_wrdata.eq(self.host.wrdata)]
+        # (write data is taken CWL after its WR, as a DRAM does: wrdata_en is not needed)
+        h_wrdata = Signal(BURST_BITS)
+        m.d.sync += [h.eq(self.host.cs_n), h_wrdata.eq(self.host.wrdata)]
         m.d.sync += [pins[n].eq(getattr(self.host, n)) for n in pins]
         act_n, ras_n, cas_n, we_n = (pins[n] for n in ("act_n", "ras_n", "cas_n", "we_n"))
         selected = h != (1 << R) - 1
@@ -134,6 +135,7 @@ class LrdimmNmp(wiring.Component):
         is_pre = selected & act_n & ~ras_n & cas_n & ~we_n
         is_prea, is_pre1 = is_pre & pins["a"][A10], is_pre & ~pins["a"][A10]
         is_ref = selected & act_n & ~ras_n & ~cas_n & we_n
+        is_nop = selected & act_n & ras_n & cas_n & we_n
         row = Cat(pins["a"][:14], we_n, cas_n, ras_n, pins["a"][17])
         col_burst = pins["a"][3:10]
 
@@ -151,7 +153,8 @@ class LrdimmNmp(wiring.Component):
         m.d.comb += burst.eq(win_row * g.bursts_per_row + col_burst)
         window_col = is_col & win_bank & win_open
         forwarded = selected & ~absorbed & ~own.owned
-        refused = selected & ~absorbed & own.owned & ~is_ref & ~is_prea
+        # (the NMP refreshes and precharges the ranks itself; a NOP does nothing)
+        refused = selected & ~absorbed & own.owned & ~is_ref & ~is_prea & ~is_nop
         m.d.comb += regs.refused.eq(refused)
 
         # ---- where each RD's data comes from, what becomes of each WR's data ---------------
@@ -189,7 +192,7 @@ class LrdimmNmp(wiring.Component):
                      regs.wr_burst.eq(wr["burst"]), regs.wr_data.eq(h_wrdata)]
 
         # ---- the NMP: registers, ownership, the engine on its ranks -----------------------
-        m.d.comb += [own.request.eq(regs.start), own.job_idle.eq(~core.busy),
+        m.d.comb += [own.request.eq(regs.start), own.job_idle.eq(~core.busy & core.dram_refreshed),
                      core.hold.eq(own.hold), core.start.eq(own.engine_start), core.config.eq(regs.config),
                      regs.busy.eq(own.owned), regs.error.eq(core.error), regs.counters.eq(core.counters)]
 

@@ -41,7 +41,8 @@ class NmpCore(wiring.Component):
         every write of the job is in DRAM.
     rank0 ... : Out(dfi_signature)
     dram_stats : Out(ArrayLayout(RankController.Stats, R))
-    dram_idle, dram_all_closed : Out(1)
+    dram_idle, dram_all_closed, dram_refreshed : Out(1)
+        Those of the DRAM side (``refreshed``: no rank owes a REF).
     """
 
     def __init__(self, engine_kwargs, dram=DramParams()):
@@ -56,7 +57,8 @@ class NmpCore(wiring.Component):
             "start": In(1), "hold": In(1), "config": In(e.Config), "busy": Out(1), "error": Out(8),
             "counters": Out(e.Counters),
             **{f"rank{i}": Out(dfi_signature(mapping.geometry)) for i in range(mapping.ranks)},
-            "dram_stats": Out(d.stats.shape()), "dram_idle": Out(1), "dram_all_closed": Out(1)})
+            "dram_stats": Out(d.stats.shape()), "dram_idle": Out(1), "dram_all_closed": Out(1),
+            "dram_refreshed": Out(1)})
 
     def ranks(self):
         return [getattr(self, f"rank{i}") for i in range(self.mapping.ranks)]
@@ -72,5 +74,5 @@ class NmpCore(wiring.Component):
         m.d.comb += [e.start.eq(self.start), e.config.eq(self.config), self.busy.eq(e.busy | ~d.idle),
                      self.error.eq(e.error), self.counters.eq(e.counters),
                      self.dram_stats.eq(d.stats), self.dram_idle.eq(d.idle),
-                     self.dram_all_closed.eq(d.all_closed)]
+                     self.dram_all_closed.eq(d.all_closed), self.dram_refreshed.eq(d.refreshed)]
         return m

@@ -15,7 +15,9 @@ whatever the other side did last:
 
 Take-over starts with the host's start request, and ends by releasing the DRAM side's
 command engines (held in reset while the host owns the ranks) and starting the engine.
-Hand-back starts when the engine and the DRAM side are idle.  ``owned`` is high from the
+Hand-back starts when the engine and the DRAM side are idle and no rank owes a REF: the
+REFs the NMP postponed are paid before the host takes over (the host must likewise owe none
+when it starts a job, as the take-over's one REF only covers the current tREFI).  ``owned`` is high from the
 start request until hand-back is complete: that is STATUS.busy, and while it is high host
 commands outside the window are not executed.
 """
@@ -44,7 +46,7 @@ class Ownership(wiring.Component):
     """Members
     -------
     request : In(1)        the host's start request (ignored while ``owned``)
-    job_idle : In(1)       the engine and the DRAM side are idle
+    job_idle : In(1)       the engine and the DRAM side are idle, no REF owed
     owned : Out(1)         the NMP owns the ranks (STATUS.busy)
     nmp_drives : Out(1)    the DRAM side's command engines drive the ranks
     hold : Out(1)          hold the DRAM side in reset

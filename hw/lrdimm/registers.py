@@ -8,7 +8,7 @@ act on a 1 in bit 0 (``CONTROL``: a start request; ``CLEAR``: clear the refused-
 flag and count), ``ro`` words and padding are ignored.  Configuration writes are ignored
 while a job runs (``busy``): the engine works on the configuration it was started with.
 """
-from amaranth.hdl import Array, C, Cat, Module, Signal
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -85,8 +85,8 @@ class WindowRegisters(wiring.Component):
                         m.d.sync += field[32 * j:32 * (j + 1)].eq(lane(r.word + j))
         m.d.comb += [self.start.eq(written(rm["CONTROL"].word) & lane(rm["CONTROL"].word)[0]),
                      clear.eq(written(rm["CLEAR"].word) & lane(rm["CLEAR"].word)[0])]
-        with m.If(clear):
-            m.d.sync += [self.sticky.eq(0), self.dropped.eq(0)]
-        with m.Elif(self.refused):
-            m.d.sync += [self.sticky.eq(1), self.dropped.eq(self.dropped + (self.dropped != 0xFFFF_FFFF))]
+        # (a command refused in the clock of a CLEAR counts after it)
+        dropped = Mux(clear, 0, self.dropped)
+        m.d.sync += [self.sticky.eq((self.sticky & ~clear) | self.refused),
+                     self.dropped.eq(dropped + (self.refused & (dropped != 0xFFFF_FFFF)))]
         return m

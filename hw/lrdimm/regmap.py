@@ -168,13 +168,18 @@ class RegisterMap:
                  f"words, low word first.", "",
                  "Host protocol (hw/lrdimm/lrdimm_nmp.py, hw/lrdimm/ownership.py): read data "
                  "reaches the host CL + 2 clocks after its RD, write data goes CWL clocks after "
-                 "its WR.  To run a job, precharge every bank but the window's, write the "
-                 "configuration words, write 1 to CONTROL bit 0, stop refreshing and poll STATUS "
-                 "until bit 0 (busy) is clear; the NMP then hands the ranks back with every bank "
+                 "its WR, so a WR after a RD on the host bus waits 2 clocks more than on a bare "
+                 "DRAM.  To run a job, precharge every bank but the window's, be up to date with "
+                 "refresh (no REF postponed), write the configuration words, write 1 to CONTROL "
+                 "bit 0, stop refreshing and poll STATUS until bit 0 (busy) is clear; the NMP "
+                 "pays the REFs it postponed and hands the ranks back with every bank "
                  "precharged and just refreshed.  While busy, a host command outside the window "
                  "is not executed: a read returns "
                  f"0x{POISON_WORD:08X} in every 32-bit word, a write is dropped, STATUS bit 16 "
-                 "is set and HOST_DROPPED counts it (REF and PREA are ignored and not counted).", "",
+                 "is set and HOST_DROPPED counts it; this holds for every command (ACT, RD, "
+                 "WR, PRE, MRS, ZQC, ...) but REF, PREA and NOP, which are ignored and not "
+                 "counted.  The DRAM rows under the window are not reachable by the host: keep "
+                 "tables and staging out of them.", "",
                  "| word | byte | name | bits | access | description |",
                  "|---:|---:|---|---:|---|---|"]
         for r in self.registers:
