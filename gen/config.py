@@ -1,10 +1,11 @@
 """Generator configuration: a TOML file over documented defaults (gen/default_config.toml)."""
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.params import EngineParams
+from refree.hw.lrdimm.regmap import WindowParams
 
 __all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT"]
 
@@ -20,6 +21,20 @@ class GeneratorConfig:
     div_lanes: int = 4
     adagrad_lanes: int = 4
     dram: DramParams = DramParams()
+    #: ``[window]`` as written (``row`` -1: the bank's last rows); see :meth:`window_params`
+    window: dict = field(default_factory=lambda: dict(rank=0, bg=3, ba=3, row=-1, rows=1))
+
+    def window_params(self):
+        """The NMP window on this configuration's ranks, checked against their geometry."""
+        w = dict(self.window)
+        if w["row"] == -1:
+            w["row"] = self.dram.geometry.rows - w["rows"]
+        try:
+            window = WindowParams(**w)
+            window.check(self.dram.ranks, self.dram.geometry)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"window: {err}") from None
+        return window
 
     def engine_kwargs(self):
         """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
@@ -30,7 +45,8 @@ class GeneratorConfig:
         return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
                            "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
-                "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__}}
+                "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__},
+                "window": dict(self.window)}
 
 
 def load_config(path=None):
@@ -65,5 +81,7 @@ def load_config(path=None):
         dram = DramParams(**conf["dram"])
     except ValueError as err:
         raise ValueError(f"dram: {err}") from None
-    return GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
-                           e["div_lanes"], e["adagrad_lanes"], dram)
+    conf = GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
+                           e["div_lanes"], e["adagrad_lanes"], dram, conf["window"])
+    conf.window_params()        # (fails here, naming the parameter, if it does not fit)
+    return conf

@@ -14,7 +14,7 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 from refree.hw.engine.engine import Engine
-from refree.hw.lrdimm.lrdimm_nmp import LrdimmNmp, default_window
+from refree.hw.lrdimm.lrdimm_nmp import LrdimmNmp
 from refree.hw.lrdimm.nmp_core import NmpCore
 from refree.hw.lrdimm.regmap import RegisterMap
 
@@ -44,7 +44,8 @@ def generate(config_path, out_dir, top="engine"):
     elif top in ("core", "lrdimm"):
         kwargs = conf.engine_kwargs()
         del kwargs["addr_bits"]             # the DRAM mapping's
-        design = NmpCore(kwargs, conf.dram) if top == "core" else LrdimmNmp(kwargs, conf.dram)
+        design = NmpCore(kwargs, conf.dram) if top == "core" else \
+            LrdimmNmp(kwargs, conf.dram, conf.window_params())
         engine = design.engine if top == "core" else design.core.engine
     else:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
@@ -64,7 +65,7 @@ def generate(config_path, out_dir, top="engine"):
     }
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(manifest, f, indent=2)
-    regs = RegisterMap(engine.Config, engine.Counters, default_window(conf.dram),
+    regs = RegisterMap(engine.Config, engine.Counters, conf.window_params(),
                        bursts_per_row=conf.dram.geometry.bursts_per_row)
     with open(os.path.join(out_dir, "refree_regmap.md"), "w") as f:
         f.write(regs.markdown())

@@ -52,8 +52,10 @@ MEMORIES = ("ddr4", "port")
 
 def _runner(conf, dim, sim, memory):
     from refree.verif.engine_run import EngineRunner
+    ddr4 = memory == "ddr4"
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
-                        conf.adagrad_lanes, dram=conf.dram if memory == "ddr4" else None)
+                        conf.adagrad_lanes, dram=conf.dram if ddr4 else None,
+                        window=conf.window_params() if ddr4 else None)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",

@@ -128,7 +128,8 @@ def _unit(key: str, lanes: int, length: int, dsp: str):
         conf = load_config()
         kwargs = conf.engine_kwargs()
         del kwargs["addr_bits"]             # the DRAM mapping's
-        return "LrdimmNmp (default)", "lrdimm_nmp", LrdimmNmp, {"engine_kwargs": kwargs, "dram": conf.dram}
+        return "LrdimmNmp (default)", "lrdimm_nmp", LrdimmNmp, {"engine_kwargs": kwargs, "dram": conf.dram,
+                                                                "window": conf.window_params()}
     if key == "vector":
         from refree.hw.fp.vector import VectorUnit
         return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,

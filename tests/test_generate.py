@@ -20,13 +20,19 @@ max_lookups = 32
 max_distinct_rows = 16
 max_bag_len = 8
 radix_bits = 4
+[window]
+bg = 1
+ba = 2
+row = 100
+rows = 2
 """
 
 
 @pytest.fixture(scope="module")
 def chip(tmp_path_factory):
-    """`refree generate --top lrdimm` of the SMALL configuration, once for the module (a
-    conversion of the whole chip takes about a minute): (output folder, config path)."""
+    """`refree generate --top lrdimm` of the SMALL configuration (its window moved), once for
+    the module (a conversion of the whole chip takes about a minute): (output folder, config
+    path)."""
     d = tmp_path_factory.mktemp("generate")
     (d / "c.toml").write_text(SMALL)
     assert main(["generate", "--config", str(d / "c.toml"), "-o", str(d / "out"), "--top", "lrdimm"]) == 0
@@ -49,8 +55,10 @@ def test_generate_writes_verilog_and_a_manifest_that_agree(chip):
 
 
 def test_defaults_are_documented_and_loaded():
+    from refree.hw.lrdimm.lrdimm_nmp import default_window
     conf = load_config()
     assert conf.dim == 64 and conf.params.max_bags == 256
+    assert conf.window_params() == default_window(conf.dram)       # the chip's own default
 
 
 @pytest.mark.parametrize("text,what", [
@@ -61,6 +69,9 @@ def test_defaults_are_documented_and_loaded():
     ("[dram]\nranks = 3\n", "dram: AddressMapping.ranks must be a power of two in [1, 8], not 3"),
     ("[dram]\ngrade = \"DDR4-1600\"\n", "speed grade must be one of DDR4-2400"),
     ("[dram]\nwindow = 0\n", "dram: DramParams.window must be an integer in [1, 32], not 0"),
+    ("[window]\nrank = 1\n", "window: WindowParams.rank must be below 1 (the ranks' geometry), not 1"),
+    ("[window]\nrow = 65535\nrows = 2\n", "window: WindowParams.row + rows must be below 65536"),
+    ("[window]\nrows = 0\n", "window: WindowParams.rows must be an integer in [1, 1024], not 0"),
 ])
 def test_bad_configurations_name_the_parameter(tmp_path, capsys, text, what):
     (tmp_path / "c.toml").write_text(text)
@@ -77,11 +88,10 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(chip, tmp_
     import subprocess
     from refree.hw.engine.engine import Engine
     from refree.hw.lrdimm.regmap import RegisterMap
-    from refree.hw.lrdimm.lrdimm_nmp import default_window
     out, config = chip
     conf = load_config(config)
     engine = Engine(**{**conf.engine_kwargs(), "addr_bits": conf.dram.mapping.addr_bits})  # the chip's
-    regs = RegisterMap(engine.Config, engine.Counters, default_window(conf.dram))
+    regs = RegisterMap(engine.Config, engine.Counters, conf.window_params())
     manifest = json.loads((out / "refree_lrdimm.json").read_text())
     # the chip's top: the host's pins and every rank's
     names = {p["name"] for p in manifest["ports"]}
@@ -96,6 +106,7 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(chip, tmp_
     for group in ("control", "config", "counters"):
         assert min(r.word for r in regs.registers if r.group == group) % 16 == 0
     md = (out / "refree_regmap.md").read_text()
+    assert "Window: rank 0, bank group 1, bank 2, rows 100 to 101." in md       # the configured one
     assert all(f"`{r.name}`" in md for r in regs.registers)
     header = out / "refree_regmap.h"
     if shutil.which("gcc") is None:

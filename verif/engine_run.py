@@ -66,9 +66,10 @@ class EngineRunner:
     generic memory port with random latency and backpressure."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None):
+                 dram=None, window=None):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
         self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
+        self.window = window        # of the chip (None: its default)
         self.addr_bits = dram.mapping.addr_bits if dram is not None else addr_bits
         self._build = None
 
@@ -82,10 +83,13 @@ class EngineRunner:
                 self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,
                                           **engine_kwargs)
             else:
+                from refree.hw.lrdimm.lrdimm_nmp import default_window
                 from .lrdimm_top import LrdimmSimTop
                 name = "lrdimm"
+                # (the default named, so a runner given it shares the build)
+                window = self.window or default_window(self.dram)
                 self.design = verilog_for(LrdimmSimTop, name=name, subdir=name,
-                                          engine_kwargs=engine_kwargs, dram=self.dram)
+                                          engine_kwargs=engine_kwargs, dram=self.dram, window=window)
             # cocotb reaches the top-level ports through VPI; every signal only for
             # REFREE_DEBUG (a separate, much larger build)
             debug = bool(os.environ.get("REFREE_DEBUG"))

@@ -89,11 +89,7 @@ class LrdimmNmp(wiring.Component):
         window = default_window(dram) if window is None else window
         if not isinstance(window, WindowParams):
             raise ValueError(f"LrdimmNmp window must be a WindowParams, not {window!r}")
-        for name, value, limit in (("rank", window.rank, m.ranks), ("bg", window.bg, g.bank_groups),
-                                   ("ba", window.ba, g.banks_per_group), ("row + rows", window.row + window.rows - 1, g.rows)):
-            if value >= limit:
-                raise ValueError(f"WindowParams.{name} must be below {limit} (the ranks' geometry), "
-                                 f"not {value}")
+        window.check(m.ranks, g)
         self.window = window
         e = self.core.engine
         self.regmap = RegisterMap(e.Config, e.Counters, window, g.bursts_per_row)

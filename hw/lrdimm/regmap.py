@@ -69,6 +69,16 @@ class WindowParams:
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"WindowParams.{name} must be an integer in [{lo}, {hi}], not {v!r}")
 
+    def check(self, ranks, geometry):
+        """Raise ValueError, naming the field, if the window is not inside ``ranks`` ranks of
+        ``geometry`` (a :class:`~refree.hw.ddr4.geometry.RankGeometry`)."""
+        for name, value, limit in (("rank", self.rank, ranks), ("bg", self.bg, geometry.bank_groups),
+                                   ("ba", self.ba, geometry.banks_per_group),
+                                   ("row + rows", self.row + self.rows - 1, geometry.rows)):
+            if value >= limit:
+                raise ValueError(f"WindowParams.{name} must be below {limit} (the ranks' geometry), "
+                                 f"not {value}")
+
 
 def _leaves(layout, prefix=""):
     """``(dotted path, width)`` of every leaf field of a struct or array layout, in order."""
