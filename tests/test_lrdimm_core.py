@@ -61,17 +61,27 @@ def test_host_commands_outside_the_window_are_refused_during_a_job():
 
 def test_pass_through_reads_back_what_the_host_wrote():
     """No job: the host writes bursts all over both ranks (row hits, misses and conflicts in
-    every bank) and reads them back, with the buffer's documented latency (the driver
-    fails the run on read data at any other clock than RD + CL + READ_LATENCY_ADDED)."""
+    every bank, and the window's row in every other bank and rank, which is DRAM there) and
+    reads them back, with the buffer's documented latency (the driver fails the run on read
+    data at any other clock than RD + CL + READ_LATENCY_ADDED)."""
     rng = np.random.default_rng(6)
     batch = make_batch([[0]])
     tables = [rng.standard_normal((2, DIM)).astype(np.float32)]
-    m = DRAM.mapping
-    window_rows = m.geometry.rows - 1           # the default window: the last row of rank 0
-    extra = {}
+    m, g = DRAM.mapping, DRAM.mapping.geometry
+    RUNNER.build()
+    w = RUNNER.design.component.regmap.window
+
+    def under_window(a):
+        rank, bg, ba, row, _ = m.locate(a)
+        return (rank, bg, ba) == (w.rank, w.bg, w.ba) and w.row <= row < w.row + w.rows
+    beside = [m.address(rank, bg, ba, w.row, 8 * int(rng.integers(g.bursts_per_row)))
+              for rank in range(DRAM.ranks) for bg in range(g.bank_groups)
+              for ba in range(g.banks_per_group)]
+    extra = {a: int.from_bytes(rng.bytes(64), "little") for a in beside if not under_window(a)}
+    assert len(extra) == DRAM.ranks * g.bank_groups * g.banks_per_group - 1
     while len(extra) < 300:
         a = int(rng.integers(64, 1 << m.addr_bits))
-        if m.locate(a)[3] < window_rows:
+        if not under_window(a):
             extra[a] = int.from_bytes(rng.bytes(64), "little")
     run = RUNNER.run(batch, tables, [], "baseline", extra=extra, host_load=True, readback=sorted(extra))
     assert run.readback == extra
