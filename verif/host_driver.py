@@ -62,6 +62,7 @@ class HostDriver:
         self.writes = deque()               # (cycle its data is due, data)
         self.reads = deque()                # (cycle its data is due, Access)
         self.last_cas = None                # (cycle, rank, write)
+        self.last_burst = None              # (clock after it, rank, write) on the data bus
         self.errors = []
 
     # -- accesses ----------------------------------------------------------------------
@@ -189,12 +190,28 @@ class HostDriver:
         self.queue.popleft()
         a.issued = cycle
         self.last_cas = (cycle, a.rank, a.write)
+        self._check_bus(cycle, a)
         if a.write:
             self.writes.append((cycle + t.CWL, a.data))
             a.done, a.completed = True, cycle + t.CWL
         else:
             self.reads.append((cycle + t.CL + READ_LATENCY_ADDED, a))
         return self._issue(cycle, a.rank, name, a.bg, a.ba, col=a.col)
+
+    def _check_bus(self, cycle, a):
+        """The host's data bus, checked apart from the scheduling rules that should keep it
+        (an error if not): a burst holds it ``burst_clocks``; a write burst starts at least 2
+        clocks after a read burst (turnaround and write preamble, as a bare rank's
+        ``rd_to_wr`` leaves), and bursts of two ranks are at least a clock apart (tRTRS)."""
+        t = self.timing
+        start = cycle + (t.CWL if a.write else t.CL + READ_LATENCY_ADDED)
+        if self.last_burst is not None:
+            end, rank, write = self.last_burst
+            need = 2 if a.write and not write else int(rank != a.rank)
+            if start - end < need:
+                self.errors.append(f"cycle {cycle}: host data bus: the {'WR' if a.write else 'RD'}'s "
+                                   f"data {start - end} clocks after the last burst, {need} needed")
+        self.last_burst = (start + t.burst_clocks, a.rank, a.write)
 
     def _bus_free(self, cycle, a):
         """The host's data bus, beyond each rank's own rules (its model's): between ranks a
