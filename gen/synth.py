@@ -98,11 +98,13 @@ class SynthResult:
     mhz: float | None
     seconds: float
     sram_bits: int = 0
+    note: str = ""          # why there is no clock estimate, if there is none
 
     def line(self) -> str:
         mhz = f"{self.mhz:8.1f}" if self.mhz is not None else "       -"
+        note = f"  {self.note}" if self.note else ""
         return (f"{self.name:<20}{self.cells:>8}{self.ffs:>8}{self.dsps:>6}{self.sram_bits:>10}{mhz}"
-                f"   ({self.seconds:.0f} s)")
+                f"   ({self.seconds:.0f} s){note}")
 
 
 HEADER = f"{'unit':<20}{'cells':>8}{'FFs':>8}{'DSP':>6}{'SRAM bits':>10}{'MHz':>8}"
@@ -176,6 +178,20 @@ def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log) ->
     done.write_text(key)
 
 
+def nextpnr_outcome(log: str, returncode: int) -> tuple[float | None, str]:
+    """(estimated maximum clock in MHz, or None; a note why there is none) from nextpnr's
+    log.  A design too large for the device is a result, not a failure: its counts stand."""
+    overfull = re.search(r"no BELs remaining to implement cell type '(\w+)'", log)
+    if overfull:
+        used = re.search(r"Total LUT4s:\s*(\d+)/\s*(\d+)", log)
+        note = f"does not fit the LFE5U-85F ({overfull.group(1)} cells run out"
+        return None, note + (f"; {used.group(1)} of {used.group(2)} LUT4s)" if used else ")")
+    if returncode != 0:
+        return None, ""
+    found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", log)
+    return (float(found[-1]), "") if found else (None, "no clock estimate in nextpnr's log")
+
+
 def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.0,
                pnr: bool = True, seed: int = 1, dsp: str = "ecp5", log=print) -> SynthResult:
     """Synthesise (and place and route) one unit; return its figures."""
@@ -222,7 +238,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
         _yosys(report_name, tag, script, outputs, work, log)
     stat = json.loads(stat_file.read_text())
     cells, ffs, dsps, sram = _count(stat)
-    mhz = None
+    mhz, note = None, ""
     if pnr:
         log(f"  {report_name}: nextpnr-ecp5 --85k ...")
         with open(work / "nextpnr.log", "w") as out:
@@ -232,12 +248,10 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
                  "--freq", str(freq), "--seed", str(seed), "--timing-allow-fail",
                  "--report", str(work / "report.json")],
                 stdout=out, stderr=subprocess.STDOUT)
-        text = (work / "nextpnr.log").read_text()
-        if proc.returncode != 0:
+        mhz, note = nextpnr_outcome((work / "nextpnr.log").read_text(), proc.returncode)
+        if mhz is None and not note:
             raise RuntimeError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
-        found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", text)
-        mhz = float(found[-1]) if found else None
-    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram)
+    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram, note)
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,17 @@ def test_rejects_bad_lanes(capsys):
     assert "--lanes must be a positive integer, not 0" in capsys.readouterr().err
 
 
+def test_nextpnr_outcome_reads_the_clock_or_says_why_there_is_none():
+    log = ("Info: Max frequency for clock '$glbnet$clk': 97.10 MHz (PASS at 50.00 MHz)\n"
+           "Info: Max frequency for clock '$glbnet$clk': 101.23 MHz (PASS at 50.00 MHz)\n")
+    assert synth.nextpnr_outcome(log, 0) == (101.23, "")
+    full = ("Info:     Total LUT4s:     91234/83640   109%\n"
+            "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'TRELLIS_COMB'\n")
+    assert synth.nextpnr_outcome(full, 1) == (
+        None, "does not fit the LFE5U-85F (TRELLIS_COMB cells run out; 91234 of 83640 LUT4s)")
+    assert synth.nextpnr_outcome("ERROR: something else\n", 1) == (None, "")
+
+
 def _rows(out: str) -> list[list[str]]:
     lines = out.splitlines()
     assert lines[0].split() == ["unit", "cells", "FFs", "DSP", "SRAM", "bits", "MHz"]
