@@ -134,3 +134,22 @@ def test_refresh_on_time_over_a_long_step():
     for job in ("forward", "backward"):
         refs = [counters["dram"][job][r]["refreshes"] for r in range(DRAM.ranks)]
         assert min(refs) >= counters[job]["cycles"] // DRAM.timing.tREFI + 2, (job, refs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(40))
+def test_random_steps_on_the_chip(seed):
+    """Soak (`make test-slow`): random batches (one or two tables, empty bags, skewed rows
+    repeated within and across bags, weights or mean pooling, several parts) in each mode,
+    half of them loaded and read back through the host's DDR4 accesses."""
+    rng = np.random.default_rng(1000 + seed)
+    T, B = int(rng.integers(1, 3)), int(rng.integers(1, 48))
+    rows = [int(rng.integers(2, 200)) for _ in range(T)]
+    bags = [[min(rows[t] - 1, int(rng.zipf(1.3)) - 1) for _ in range(int(rng.integers(0, 17)))]
+            for t in range(T) for _ in range(B)]
+    weighted = rng.random() < 0.3
+    weights = rng.standard_normal(sum(map(len, bags))).astype(np.float32) if weighted else None
+    poolings = ["sum" if weighted else str(rng.choice(["sum", "mean"])) for _ in range(T)]
+    tables = [rng.standard_normal((r, DIM)).astype(np.float32) for r in rows]
+    check_step(make_batch(bags, T, weights), tables, ("baseline", "dedup", "refree")[seed % 3],
+               runner=RUNNER, poolings=poolings, host_io=bool(seed % 2))
