@@ -162,7 +162,9 @@ def _memory_config(args):
     conf = _config(args)
     changes = {k: v for k, v in (("ranks", args.ranks), ("grade", args.grade)) if v is not None}
     try:
-        return replace(conf, dram=replace(conf.dram, **changes)) if changes else conf
+        conf = replace(conf, dram=replace(conf.dram, **changes)) if changes else conf
+        conf.window_params()        # (the window must fit the ranks given)
+        return conf
     except ValueError as e:
         raise BatchError("--ranks/--grade", str(e)) from None
 

@@ -1,13 +1,16 @@
 """Generator configuration: a TOML file over documented defaults (gen/default_config.toml)."""
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 
 from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.params import EngineParams
 from refree.hw.lrdimm.regmap import WindowParams
 
-__all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT"]
+__all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT", "WINDOW_KEYS"]
+
+#: The keys of ``[window]``: the fields of WindowParams.
+WINDOW_KEYS = ("rank", "bg", "ba", "row", "rows")
 
 DEFAULT_CONFIG_TEXT = (resources.files("refree.gen") / "default_config.toml").read_text()
 
@@ -21,15 +24,16 @@ class GeneratorConfig:
     div_lanes: int = 4
     adagrad_lanes: int = 4
     dram: DramParams = DramParams()
-    #: ``[window]`` as written (``row`` -1: the bank's last rows); see :meth:`window_params`
-    window: dict = field(default_factory=lambda: dict(rank=0, bg=3, ba=3, row=-1, rows=1))
+    #: ``[window]`` as written, in WINDOW_KEYS order (``row`` -1: the bank's last rows)
+    window: tuple = (0, 3, 3, -1, 1)
 
     def window_params(self):
         """The NMP window on this configuration's ranks, checked against their geometry."""
-        w = dict(self.window)
-        if w["row"] == -1:
-            w["row"] = self.dram.geometry.rows - w["rows"]
+        w = dict(zip(WINDOW_KEYS, self.window))
         try:
+            if w["row"] == -1:
+                WindowParams(rows=w["rows"])        # (checked first: the default row needs it)
+                w["row"] = self.dram.geometry.rows - w["rows"]
             window = WindowParams(**w)
             window.check(self.dram.ranks, self.dram.geometry)
         except (TypeError, ValueError) as err:
@@ -46,7 +50,7 @@ class GeneratorConfig:
                            "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
                 "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__},
-                "window": dict(self.window)}
+                "window": asdict(self.window_params())}
 
 
 def load_config(path=None):
@@ -82,6 +86,7 @@ def load_config(path=None):
     except ValueError as err:
         raise ValueError(f"dram: {err}") from None
     conf = GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
-                           e["div_lanes"], e["adagrad_lanes"], dram, conf["window"])
+                           e["div_lanes"], e["adagrad_lanes"], dram,
+                           tuple(conf["window"][k] for k in WINDOW_KEYS))
     conf.window_params()        # (fails here, naming the parameter, if it does not fit)
     return conf

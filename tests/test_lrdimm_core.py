@@ -125,7 +125,7 @@ def test_refresh_on_time_over_a_long_step():
     refreshed, and the model fails the run if two REFs of a rank are more than 9 x tREFI
     apart (counted from the start and to the end of the run).  No REF is lost at the
     hand-back: each job has the take-over's and the hand-back's REF, and one for every
-    tREFI the NMP owned the ranks (at least the job's own cycles)."""
+    tREFI the NMP owned the ranks (counted here over the job's own cycles, a little less)."""
     trace = make_trace("zipf", 64, 1, seed=5)
     tables = [np.random.default_rng(3).standard_normal((trace.num_rows[0], DIM)).astype(np.float32)]
     counters = check_step(trace.batch, tables, "dedup", runner=RUNNER)
@@ -153,3 +153,22 @@ def test_random_steps_on_the_chip(seed):
     tables = [rng.standard_normal((r, DIM)).astype(np.float32) for r in rows]
     check_step(make_batch(bags, T, weights), tables, ("baseline", "dedup", "refree")[seed % 3],
                runner=RUNNER, poolings=poolings, host_io=bool(seed % 2))
+
+
+@pytest.mark.slow
+def test_a_moved_window():
+    """A chip built with its window elsewhere (rank 1, bank group 0, bank 1, rows 5 and 6;
+    a build of its own): a step through it is bit-exact, and the default window's place
+    is ordinary DRAM."""
+    from refree.hw.lrdimm.regmap import WindowParams
+    moved = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM,
+                         window=WindowParams(rank=1, bg=0, ba=1, row=5, rows=2))
+    rng = np.random.default_rng(8)
+    batch = make_batch([[5, 2, 0], [5, 2, 6], [1]])
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    check_step(batch, tables, "refree", runner=moved, host_io=True)
+    m, g = DRAM.mapping, DRAM.mapping.geometry
+    extra = {m.address(0, g.bank_groups - 1, g.banks_per_group - 1, g.rows - 1, 8 * k): k + 1
+             for k in range(4)}
+    run = moved.run(batch, tables, [], "baseline", extra=extra, host_load=True, readback=sorted(extra))
+    assert run.readback == extra

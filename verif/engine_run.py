@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Const
 
+from refree.golden.errors import BatchError
 from refree.golden.planner import PartLimits
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
@@ -107,7 +108,7 @@ class EngineRunner:
             for burst in range(bursts):
                 a = m.address(w.rank, w.bg, w.ba, row, 8 * burst)
                 if a < end or a in mem:
-                    raise ValueError(
+                    raise BatchError("window", 
                         f"beat address {a} lies under the NMP window (rank {w.rank}, bank group "
                         f"{w.bg}, bank {w.ba}, rows {w.row} to {w.row + w.rows - 1}), which the "
                         f"host cannot reach; the batch and tables need {end} beats")

@@ -20,9 +20,9 @@ latencies of an ordinary access.  The DRAM rows under the window are not reachab
 host.  Every other host command passes through, unless the NMP owns the ranks
 (:class:`~refree.hw.lrdimm.ownership.Ownership`: from the start request until hand-back):
 then it is not executed; a RD returns :data:`~refree.hw.lrdimm.regmap.POISON_WORD` in every
-word, a WR's data is dropped, and STATUS bit 16 and HOST_DROPPED record it.  REF and PREA
-are the exceptions: the NMP refreshes the ranks while it owns them, so the host's REF and
-PREA are ignored then and not counted.
+word, a WR's data is dropped, and STATUS bit 16 and HOST_DROPPED record it.  REF, PREA and NOP
+are the exceptions: the NMP refreshes and precharges the ranks while it owns them, so the
+host's REF and PREA (and a NOP, which does nothing) are ignored then and not counted.
 
 DRAM side: :class:`~refree.hw.lrdimm.nmp_core.NmpCore` (the engine on R ranks); each
 rank's pins come from the host path, the hand-over sequence or the NMP's command engine.

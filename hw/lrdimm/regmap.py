@@ -73,11 +73,13 @@ class WindowParams:
         """Raise ValueError, naming the field, if the window is not inside ``ranks`` ranks of
         ``geometry`` (a :class:`~refree.hw.ddr4.geometry.RankGeometry`)."""
         for name, value, limit in (("rank", self.rank, ranks), ("bg", self.bg, geometry.bank_groups),
-                                   ("ba", self.ba, geometry.banks_per_group),
-                                   ("row + rows", self.row + self.rows - 1, geometry.rows)):
+                                   ("ba", self.ba, geometry.banks_per_group)):
             if value >= limit:
                 raise ValueError(f"WindowParams.{name} must be below {limit} (the ranks' geometry), "
                                  f"not {value}")
+        if self.row + self.rows > geometry.rows:
+            raise ValueError(f"WindowParams.row + rows must be at most {geometry.rows} (the rows of "
+                             f"a bank), not {self.row + self.rows}")
 
 
 def _leaves(layout, prefix=""):
