@@ -103,15 +103,14 @@ class EngineRunner:
         """The host cannot reach the DRAM rows under the NMP window: refuse a layout (beats
         0 to ``end``, and the image ``mem``) that reaches into them."""
         m, w = self.dram.mapping, self.design.component.regmap.window
-        bursts = m.geometry.columns // 8
         for row in range(w.row, w.row + w.rows):
-            for burst in range(bursts):
+            for burst in range(m.geometry.bursts_per_row):
                 a = m.address(w.rank, w.bg, w.ba, row, 8 * burst)
                 if a < end or a in mem:
-                    raise BatchError("window", 
-                        f"beat address {a} lies under the NMP window (rank {w.rank}, bank group "
-                        f"{w.bg}, bank {w.ba}, rows {w.row} to {w.row + w.rows - 1}), which the "
-                        f"host cannot reach; the batch and tables need {end} beats")
+                    raise BatchError("window", f"beat address {a} lies under the NMP window (rank "
+                                     f"{w.rank}, bank group {w.bg}, bank {w.ba}, rows {w.row} to "
+                                     f"{w.row + w.rows - 1}), which the host cannot reach; the "
+                                     f"batch and tables need {end} beats")
 
     def memory_settings(self):
         """The job file's description of the memory behind the engine."""
