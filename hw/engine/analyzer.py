@@ -5,8 +5,10 @@ The controller streams the lookups of one part of one table, bag by bag, as
 chip and at one lookup per cycle:
 
 * the distinct-row table: a slot per distinct row, numbered by first appearance, found
-  through an open-addressing hash table (linear probing, at most half full, entries tagged
-  with a part generation so that a new part needs no clearing);
+  through an open-addressing hash table (linear probing, at most half full) whose entries'
+  valid bits are flip-flops, all cleared in the one cycle that starts a part (so no job
+  ever waits for the table to be cleared, not even the first after reset, when the
+  table's SRAM holds whatever it powered up with);
 * the (bag, row) pairs, numbered in bag order, with their multiplicity and their
   coefficient ``c`` (the binary32 left fold of the pair's weights in index order, from the
   first weight: DESIGN.md's key coefficient), and for each slot the number of bags holding
@@ -65,8 +67,6 @@ from ..fp.adder import Adder
 from .params import EngineParams
 
 __all__ = ["Analyzer"]
-
-GEN_BITS = 8
 
 
 class Analyzer(wiring.Component):
@@ -152,7 +152,7 @@ class Analyzer(wiring.Component):
         m = Module()
         p = self.params
         H = p.hash_depth
-        HashEntry = data.StructLayout({"gen": GEN_BITS, "row": p.index_width, "slot": p.slot_bits})
+        HashEntry = data.StructLayout({"row": p.index_width, "slot": p.slot_bits})
         SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
                                       "pair": p.pair_bits, "bags": p.bag_count_bits,
                                       "pairs": p.pair_bits + 1})
@@ -183,9 +183,13 @@ class Analyzer(wiring.Component):
         # Backward: the bags that hold pairs, in bag order.
         bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
 
-        # The last generation at reset: the first part clears the hash table, whose contents
-        # are undefined at power-up (a stale tag could otherwise match).
-        gen = Signal(GEN_BITS, init=(1 << GEN_BITS) - 1)
+        # The hash entries' valid bits (flip-flops: H of them, cleared in one cycle) and the
+        # bit of the entry read last cycle (transparent for a write in the read's cycle, as
+        # the entry's SRAM read port is).
+        hash_valid = Signal(H)
+        entry_valid = Signal()
+        m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
+                                   | hash_wr.en & (hash_wr.addr == hash_rd.addr))
         bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
@@ -381,24 +385,13 @@ class Analyzer(wiring.Component):
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
                              nbl.eq(0), bl_fixed.eq(0),
-                             s1_valid.eq(0), idx.eq(0), self.inserted.eq(0)]
-                with m.If(gen == (1 << GEN_BITS) - 1):
-                    m.d.sync += gen.eq(1)
-                    m.next = "CLEAR_HASH"
-                with m.Else():
-                    m.d.sync += gen.eq(gen + 1)
-                    m.next = "INSERT"
-
-            with m.State("CLEAR_HASH"):         # once every 255 parts: forget old tags
-                m.d.comb += [hash_wr.addr.eq(idx), hash_wr.en.eq(1), hash_wr.data.gen.eq(0)]
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == H - 1):
-                    m.next = "INSERT"
+                             s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
+                m.next = "INSERT"
 
             with m.State("INSERT"):
                 entry = hash_rd.data
-                hit = s1_valid & (entry.gen == gen) & (entry.row == s1_row)
-                empty = s1_valid & (entry.gen != gen)
+                hit = s1_valid & entry_valid & (entry.row == s1_row)
+                empty = s1_valid & ~entry_valid
                 collide = s1_valid & ~hit & ~empty
                 overflow = empty & (nslots == p.max_distinct_rows)
                 insert = empty & ~overflow
@@ -418,10 +411,10 @@ class Analyzer(wiring.Component):
                                  s1_addr.eq(self._hash(self.lookups.payload.row))]
                 with m.If(insert):
                     m.d.comb += [hash_wr.addr.eq(s1_addr), hash_wr.en.eq(1),
-                                 hash_wr.data.gen.eq(gen), hash_wr.data.row.eq(s1_row),
-                                 hash_wr.data.slot.eq(nslots),
+                                 hash_wr.data.row.eq(s1_row), hash_wr.data.slot.eq(nslots),
                                  row_wr.addr.eq(nslots), row_wr.data.eq(s1_row), row_wr.en.eq(1)]
-                    m.d.sync += [nslots.eq(nslots + 1), row_or.eq(row_or | s1_row)]
+                    m.d.sync += [nslots.eq(nslots + 1), row_or.eq(row_or | s1_row),
+                                 hash_valid.eq(hash_valid | (C(1, 1) << s1_addr))]
                 with m.If(hit | insert):
                     m.d.sync += [s2_valid.eq(1), s2_new.eq(insert), s2_slot.eq(slot), s2_bag.eq(s1_bag),
                                  s2_row.eq(s1_row), s2_w.eq(s1_w), nlookups.eq(nlookups + 1)]

@@ -16,11 +16,13 @@ Job flow (one ``start`` pulse, configuration latched):
    staging array the job reads or writes (offsets, indices, weights; the pooled output in
    forward, the upstream gradient in backward) runs past memory or shares a beat with a
    table; else ``ACCESS_OUTSIDE_TABLES``.  One (table, region) pair per cycle.
-1. CHECK: the whole batch is read once and checked before anything is written: offsets
-   start at 0, never decrease, end at ``num_indices``; no bag is longer than
-   ``max_bag_len``; weights come only with tables that pool by sum; every index lies
-   inside its table.  A failure sets ``error`` and the
-   job ends with no memory write.
+1. CHECK (:mod:`.batch_checker`, beside step 2): the whole batch is read and checked
+   before anything is written: offsets start at 0, never decrease, end at
+   ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
+   that pool by sum; every index lies inside its table.  Parts are formed and analysed
+   meanwhile (they only read); the first part waits for the verdict before its first item
+   streams.  A failure sets ``error``, the analysis is dropped and the job ends with no
+   memory write.
 2. Per table, per part (DESIGN.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).
@@ -68,6 +70,7 @@ from refree.golden.errors import ErrorCode
 from ..fp.common import f32_bits
 from .adagrad import AdagradUnit
 from .analyzer import Analyzer
+from .batch_checker import BatchChecker
 from .datapath import FoldDatapath
 from .coef import CoefStage
 from .inflight import RowsInFlight
@@ -151,7 +154,7 @@ class Engine(wiring.Component):
         forward = cfg.job == JOB_FORWARD
         baseline = cfg.mode == MODE_BASELINE
 
-        m.submodules.arb = arb = MemArbiter(7, A)
+        m.submodules.arb = arb = MemArbiter(9, A)
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
@@ -166,6 +169,12 @@ class Engine(wiring.Component):
         wiring.connect(m, wts.port, arb.port5)
         m.submodules.fetch_state = fetch_s = RowFetcher(A, 1)      # Adagrad state beats
         wiring.connect(m, fetch_s.port, arb.port6)
+        # The whole batch is checked beside the first part's analysis (no write before its
+        # verdict), on its own readers.
+        m.submodules.checker = check = BatchChecker(p, self.Config, self.max_tables, A)
+        wiring.connect(m, check.offsets_port, arb.port7)
+        wiring.connect(m, check.indices_port, arb.port8)
+        m.d.comb += check.config.eq(cfg)
         item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
         # members: bags (forward) or distinct rows (backward)
@@ -264,7 +273,6 @@ class Engine(wiring.Component):
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
-        bound = Signal(data.ArrayLayout(32, self.max_tables + 1))  # offsets[t*B]
         out_addr = Signal(A)                    # pooled address of the next result bag
 
         # ---- bag lengths of the current part ------------------------------------------
@@ -289,7 +297,6 @@ class Engine(wiring.Component):
         bi = Signal(range(p.max_bags + 1))      # bag of the next lookup
         rem = Signal(p.mult_bits + 1)           # lookups left in bag bi
         len_state = Signal(2)                   # 0: bag_len[bi] addressed, 1: readable, 2: loaded
-        bag_too_long = Signal()
         cur_len = Signal(p.mult_bits)           # length of bag bi
         m.d.comb += bl_rd.addr.eq(bi)
 
@@ -306,7 +313,8 @@ class Engine(wiring.Component):
         count(cnt.table_reads, fired(fetch.port))
         count(cnt.state_reads, fired(fetch_s.port))
         count(cnt.grad_reads, fired(fetch_g.port))
-        m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port) + fired(wts.port))
+        m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port) + fired(wts.port)
+                                       + fired(check.offsets_port) + fired(check.indices_port))
         count(cnt.pooled_writes, fired(writer) & forward)
         writes_state = adagrad & ada.out.payload.state
         count(cnt.table_writes, fired(writer) & ~forward & ~writes_state)
@@ -430,7 +438,7 @@ class Engine(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
-                                 bag_too_long.eq(0), ci.eq(0), cj.eq(0)]
+                                 ci.eq(0), cj.eq(0)]
                     m.next = "CHECK_CONFIG"
 
             # ---- 0. the memory map: table i against region j ----------------------------
@@ -445,71 +453,20 @@ class Engine(wiring.Component):
                     m.d.sync += cj.eq(cj + 1)
                 with m.Elif(ci != self.max_tables - 1):
                     m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
-                with m.Else():
-                    m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(0),
-                                 offs.count.eq(T * B + 1)]
-                    m.next = "CHECK_OFFSETS"
-
-            # ---- 1. check the batch ---------------------------------------------------
-            with m.State("CHECK_OFFSETS"):
-                v = offs.data.payload
-                m.d.comb += offs.data.ready.eq(1)
-                with m.If(offs.data.valid):
-                    m.d.sync += [prev.eq(v), k.eq(k + 1)]
-                    with m.If(k == tb):         # the first offset of table t
-                        m.d.sync += [bound[t].eq(v), t.eq(t + 1), tb.eq(tb + B)]
-                    with m.If((k == 0) & (v != 0)):
-                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
-                    with m.If((k != 0) & (v.as_signed() < prev.as_signed())):
-                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
-                    with m.Elif((k != 0) & (v - prev > p.max_bag_len)):
-                        m.d.sync += bag_too_long.eq(1)
-                    with m.If((k == T * B) & (v != cfg.num_indices)):
-                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
-                # The golden model's order of checks: malformed offsets, then indices out of
-                # range, then bags too long.
-                # then weights with a mean-pooled table (the golden model's order again)
-                any_mean = Cat(*[cfg.tables[i].mean & (i < T) for i in range(self.max_tables)]).any()
-                with m.If(~offs.busy):
-                    m.d.sync += [t.eq(0), k.eq(0)]
-                    with m.If((error == 0) & cfg.weighted & any_mean):
-                        m.d.sync += error.eq(ErrorCode.WEIGHTS_WITH_MEAN)
-                        m.next = "IDLE"
-                    with m.Elif(error == 0):
-                        m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(0),
-                                     idxr.count.eq(cfg.num_indices)]
-                        m.next = "CHECK_INDICES"
-                    with m.Else():
-                        m.next = "IDLE"
-
-            with m.State("CHECK_INDICES"):
-                v = idxr.data.payload
-                with m.If((t < T) & (k >= bound[t + 1])):   # index k belongs to a later table
-                    m.d.sync += t.eq(t + 1)
-                with m.Else():
-                    m.d.comb += idxr.data.ready.eq(1)
-                    with m.If(idxr.data.valid):
-                        m.d.sync += k.eq(k + 1)
-                        with m.If(v >= table.rows):         # unsigned: negative is huge
-                            m.d.sync += error.eq(ErrorCode.INDEX_OUT_OF_RANGE)
-                with m.If(~idxr.busy):
-                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr)]
-                    with m.If((error == 0) & bag_too_long):
-                        m.d.sync += error.eq(ErrorCode.BAG_TOO_LONG)
-                        m.next = "IDLE"
-                    with m.Elif(error == 0):
-                        m.d.sync += dry.eq(adagrad)
-                        m.next = "PART_START"
-                    with m.Else():
-                        m.next = "IDLE"
+                with m.Else():              # the batch check starts; parts are formed beside it
+                    m.d.comb += check.start.eq(1)
+                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr), dry.eq(adagrad)]
+                    m.next = "PART_START"
 
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
                 m.d.sync += part_row0.eq(b0 * T + t)
                 with m.If((t == T) & dry):      # every table fits one part: now the job
                     m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr), dry.eq(0)]
-                with m.Elif(t == T):
-                    m.next = "IDLE"
+                with m.Elif(t == T):            # (a batch of no bags: only its check)
+                    with m.If(check.done):
+                        m.d.sync += error.eq(check.error)
+                        m.next = "IDLE"
                 with m.Elif(b0 == B):           # next table
                     m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0),
                                  out_addr.eq(cfg.pooled_addr + (t + 1) * beats)]
@@ -558,7 +515,12 @@ class Engine(wiring.Component):
                     m.next = "PART_WAIT_ANALYZER"
 
             with m.State("PART_WAIT_ANALYZER"):
-                with m.If(an.inserted & dry):
+                with m.If(an.inserted & ~check.done):
+                    pass                        # nothing may be written before the verdict
+                with m.Elif(an.inserted & (check.error != 0)):
+                    m.d.sync += error.eq(check.error)
+                    m.next = "DRY_DRAIN"        # drop the analysis; the job ends, nothing written
+                with m.Elif(an.inserted & dry):
                     with m.If(an.full | (nb != B)):
                         m.d.sync += error.eq(ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
                     m.next = "DRY_DRAIN"
@@ -652,13 +614,15 @@ class Engine(wiring.Component):
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"
 
-        # Cycles per phase.
-        phases = {"cycles_check": ("CHECK_CONFIG", "CHECK_OFFSETS", "CHECK_INDICES"),
-                  "cycles_analysis": ("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
-                                      "DRY_DRAIN"),
-                  "cycles_stream": ("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"),
-                  "cycles_drain": ("PART_FINISH",)}
-        for name, states in phases.items():
-            counter = getattr(cnt, name)
-            count(counter, Cat(*[fsm.ongoing(s) for s in states]).any())
+        # Cycles per phase.  The check overlaps the first part's analysis; only the cycles the
+        # job waits for its verdict count as checking.
+        ongoing = lambda *states: Cat(*[fsm.ongoing(s) for s in states]).any()
+        waiting_check = ~check.done & (ongoing("CHECK_CONFIG")
+                                       | fsm.ongoing("PART_WAIT_ANALYZER") & an.inserted
+                                       | fsm.ongoing("PART_START") & (t == T))
+        count(cnt.cycles_check, ongoing("CHECK_CONFIG") | waiting_check)
+        count(cnt.cycles_analysis, ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
+                                           "DRY_DRAIN") & ~waiting_check)
+        count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"))
+        count(cnt.cycles_drain, ongoing("PART_FINISH"))
         return m

@@ -1,0 +1,127 @@
+"""Batch checker: reads the whole batch once and checks it, beside the analysis.
+
+The engine may write nothing until the whole batch is known good (DESIGN.md section 4), but
+it need not wait for the check to *start* its work: forming parts and analysing them only
+read.  So the check runs on its own two readers while the first part is being formed and
+analysed, and the engine holds back the first write (the first item streamed) until
+``done``; on an error it drops the analysis and ends the job with no write.
+
+Checks, in the golden model's order of precedence (:mod:`refree.golden.errors`):
+
+1. ``MALFORMED_OFFSETS``: offsets do not start at 0, decrease, or do not end at
+   ``num_indices``;
+2. ``WEIGHTS_WITH_MEAN``: per-sample weights with a table that pools by mean;
+3. ``INDEX_OUT_OF_RANGE``: an index outside its table (negative ones are huge unsigned);
+4. ``BAG_TOO_LONG``: a bag longer than ``max_bag_len``.
+
+Offsets stream first (one per cycle, recording ``offsets[t*B]``, where table ``t``'s
+indices start), then indices (one per cycle); a failure in the offsets skips the indices.
+Latency: ``T*B + 1 + num_indices`` cycles plus the memory's, at one element a cycle when the
+memory keeps up.  ``done`` rises when the verdict is known and stays high until the next
+``start``; reset leaves it low.
+"""
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from refree.golden.errors import ErrorCode
+from .memport import ArrayReader, mem_port
+
+__all__ = ["BatchChecker"]
+
+
+class BatchChecker(wiring.Component):
+    """See the module docstring.
+
+    Parameters
+    ----------
+    params : EngineParams
+    config_layout : data.StructLayout
+        The engine's ``Config`` (the fields read: batch_size, num_tables, num_indices,
+        offsets_addr, indices_addr, weighted, tables[t].rows and .mean).
+    max_tables, addr_bits : int
+
+    Members
+    -------
+    start : In(1)               pulse; ``config`` must hold until ``done``
+    config : In(config_layout)
+    done : Out(1); error : Out(8)   the verdict (0: the batch is good)
+    offsets_port, indices_port : Out(mem_port(addr_bits))
+    """
+
+    def __init__(self, params, config_layout, max_tables, addr_bits):
+        self.params, self.max_tables = params, max_tables
+        super().__init__({"start": In(1), "config": In(config_layout),
+                          "done": Out(1), "error": Out(8),
+                          "offsets_port": Out(mem_port(addr_bits)), "indices_port": Out(mem_port(addr_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p, cfg = self.params, self.config
+        A = len(self.offsets_port.cmd.payload.addr)
+        m.submodules.offsets = offs = ArrayReader(A)
+        m.submodules.indices = idxr = ArrayReader(A)
+        wiring.connect(m, offs.port, wiring.flipped(self.offsets_port))
+        wiring.connect(m, idxr.port, wiring.flipped(self.indices_port))
+        T, B = cfg.num_tables, cfg.batch_size
+        t = Signal(range(self.max_tables + 2))
+        tb = Signal(48)                         # t * B
+        k = Signal(48)                          # elements taken
+        prev = Signal(64)
+        bound = Signal(data.ArrayLayout(32, self.max_tables + 1))  # offsets[t*B]
+        too_long = Signal()
+        error = self.error
+        any_mean = Cat(*[cfg.tables[i].mean & (i < T) for i in range(self.max_tables)]).any()
+
+        with m.FSM(name="check"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [error.eq(0), too_long.eq(0), t.eq(0), tb.eq(0), k.eq(0), self.done.eq(0)]
+                    m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(0),
+                                 offs.count.eq(T * B + 1)]
+                    m.next = "OFFSETS"
+
+            with m.State("OFFSETS"):
+                v = offs.data.payload
+                m.d.comb += offs.data.ready.eq(1)
+                with m.If(offs.data.valid):
+                    m.d.sync += [prev.eq(v), k.eq(k + 1)]
+                    with m.If(k == tb):         # the first offset of table t
+                        m.d.sync += [bound[t].eq(v), t.eq(t + 1), tb.eq(tb + B)]
+                    with m.If((k == 0) & (v != 0)):
+                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
+                    with m.If((k != 0) & (v.as_signed() < prev.as_signed())):
+                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
+                    with m.Elif((k != 0) & (v - prev > p.max_bag_len)):
+                        m.d.sync += too_long.eq(1)
+                    with m.If((k == T * B) & (v != cfg.num_indices)):
+                        m.d.sync += error.eq(ErrorCode.MALFORMED_OFFSETS)
+                with m.If(~offs.busy):
+                    m.d.sync += [t.eq(0), k.eq(0)]
+                    with m.If((error == 0) & cfg.weighted & any_mean):
+                        m.d.sync += [error.eq(ErrorCode.WEIGHTS_WITH_MEAN), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Elif(error == 0):
+                        m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(0),
+                                     idxr.count.eq(cfg.num_indices)]
+                        m.next = "INDICES"
+                    with m.Else():
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+
+            with m.State("INDICES"):
+                v = idxr.data.payload
+                with m.If((t < T) & (k >= bound[t + 1])):   # index k belongs to a later table
+                    m.d.sync += t.eq(t + 1)
+                with m.Else():
+                    m.d.comb += idxr.data.ready.eq(1)
+                    with m.If(idxr.data.valid):
+                        m.d.sync += k.eq(k + 1)
+                        with m.If(v >= cfg.tables[t].rows):     # unsigned: negative is huge
+                            m.d.sync += error.eq(ErrorCode.INDEX_OUT_OF_RANGE)
+                with m.If(~idxr.busy):
+                    m.d.sync += self.done.eq(1)
+                    with m.If((error == 0) & too_long):
+                        m.d.sync += error.eq(ErrorCode.BAG_TOO_LONG)
+                    m.next = "IDLE"
+        return m
