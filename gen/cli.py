@@ -134,9 +134,13 @@ def cmd_step(args):
         report = {"counts": res.counts, "tables": res.table_counts}
     else:
         from .rtl import rtl_step
-        res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
-                                 poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state,
-                                 memory=args.memory, host_io=args.host_io)
+        try:
+            res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
+                                     poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state,
+                                     memory=args.memory, host_io=args.host_io)
+        except AssertionError as e:     # e.g. a job the testbench stopped (nothing written)
+            print(f"refree: error: {e}", file=sys.stderr)
+            return 1
         report = {"sim": args.sim, "memory": args.memory, "counters": counters}
         if args.memory == "ddr4":
             report["top"] = "LrdimmNmp (jobs programmed through the NMP window by a host DDR4 driver)"
@@ -170,7 +174,7 @@ def _memory_config(args):
 
 
 def cmd_rtl_check(args):
-    from .rtl import format_counters, rtl_check
+    from .rtl import check_report, format_counters, format_step_summary, rtl_check
     conf = _memory_config(args)
     tr, title = _trace_batch(args)
     d = conf.dram
@@ -181,10 +185,19 @@ def cmd_rtl_check(args):
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
                              memory=args.memory, host_io=args.host_io)
-    except AssertionError as e:
+    except AssertionError as e:         # a difference, or a job the testbench stopped
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
-    print(format_counters(per_mode, d.ranks if args.memory == "ddr4" else None))
+    ranks = d.ranks if args.memory == "ddr4" else None
+    print(format_counters(per_mode, ranks))
+    print(format_step_summary(per_mode))
+    if args.json:
+        report = {"trace": args.trace, "title": title, "batch_size": args.batch_size, "tables": args.tables,
+                  "seed": args.seed, "dim": conf.dim, "memory": args.memory, "ranks": ranks,
+                  "grade": d.grade if ranks else None, "optimizer": args.optimizer,
+                  "modes": check_report(per_mode, ranks)}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     return 0
 
 
@@ -266,6 +279,8 @@ def build_parser():
     _memory_option(r)
     r.add_argument("--ranks", type=int, help="ranks of the DRAM side (overrides the configuration)")
     r.add_argument("--grade", help="DDR4 speed grade (overrides the configuration)")
+    r.add_argument("--json", metavar="FILE",
+                   help="also write the counters, bounds and figures of every mode and job to FILE")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")

@@ -14,8 +14,10 @@ import numpy as np
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import StepResult, check_step_inputs, initial_state, step
 from refree.golden.counts import MODES
+from refree.golden.roofline import efficiency, step_bounds
 
-__all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS"]
+__all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS", "dram_figures", "job_figures", "format_counters",
+           "step_summary", "format_step_summary", "check_report"]
 
 # (job, counter, what it counts) in the order the main job prints them
 COUNTER_ROWS = [
@@ -90,8 +92,11 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
               memory="ddr4", host_io=False):
     """The main job: one step per mode on the RTL and on the golden model; every output
     (pooled, tables, Adagrad states) compared bit for bit and the counters against the
-    golden counts.  Returns the RTL counters per mode; raises AssertionError on any
-    difference."""
+    golden counts.  Returns the RTL counters per mode: ``{mode: {"forward": counters,
+    "backward": counters, "dram": ..., "bounds": {"forward": b, "backward": b}}}``, ``bounds``
+    being each job's bounds (:func:`refree.golden.roofline.step_bounds`: on DDR4 at the
+    configuration's ranks, on the generic port at its peak of a beat a cycle); raises
+    AssertionError on any difference."""
     from refree.verif.engine_run import limits_of
     rng = np.random.default_rng(seed)
     D = conf.dim
@@ -109,6 +114,9 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
                 "the batch, the tables and the upstream gradient are preloaded into the DRAM "
                 "models through the simulator backdoor (--host-io: through the host's writes)"))
     beats = D // 16
+    bounds = step_bounds(batch, ["sum"] * batch.num_tables, limits, D, conf.dram.ranks, optimizer,
+                         adagrad_lanes=conf.adagrad_lanes, div_lanes=conf.div_lanes,
+                         beats_per_cycle=None if memory == "ddr4" else 1.0)
     per_mode = {}
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
         want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
@@ -126,7 +134,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
         out(f"{mode:8s}: pooled outputs and tables bit-identical to the golden model: "
             f"{'yes' if same else 'NO'}; counters equal the golden counts: {'yes' if counts_equal else 'NO'}")
         assert same and counts_equal, f"{mode}: the RTL and the golden model differ"
-        per_mode[mode] = counters
+        per_mode[mode] = {**counters, "bounds": bounds[mode]}
     return per_mode
 
 
@@ -134,28 +142,52 @@ BEATS_READ = ("input_reads", "table_reads", "grad_reads", "state_reads")
 BEATS_WRITTEN = ("table_writes", "pooled_writes", "state_writes")
 
 
+def moved_beats(job):
+    """Every beat a job moved, by its counters (staging included)."""
+    return sum(job[k] for k in BEATS_READ + BEATS_WRITTEN)
+
+
 def dram_figures(job, ranks, per_rank):
-    """DDR4 figures of one job: its cycles against the bandwidth bound of DESIGN.md section
-    3 (every beat the mode moves, staging included, at the R ranks' peak of one 64-byte
-    burst per 4 clocks each) and the data buses' utilisation (busy clocks / R x cycles)."""
-    beats = sum(job[k] for k in BEATS_READ + BEATS_WRITTEN)
-    bound = 4 * beats / ranks
+    """DDR4 figures of one job: the beats it moved (its counters), the data buses'
+    utilisation (busy clocks / R x cycles), and the ranks' ACTs, row hits and REFs.  (Its
+    bounds are :func:`job_figures`'s.)"""
     busy = sum(r["data_bus_busy_cycles"] for r in per_rank)
-    return {"beats": beats, "bound_cycles": bound, "cycles_over_bound": job["cycles"] / bound if bound else 0.0,
+    return {"beats": moved_beats(job),
             "bus_utilisation": busy / (ranks * job["cycles"]) if job["cycles"] else 0.0,
             "activates": sum(r["activates"] for r in per_rank),
             "row_hits": sum(r["row_hits"] for r in per_rank),
             "refreshes": sum(r["refreshes"] for r in per_rank)}
 
 
-DRAM_ROWS = [("beats", "DRAM beats moved (64 B)", "d"), ("bound_cycles", "bandwidth bound (cycles)", ".0f"),
-             ("cycles_over_bound", "cycles / bound", ".2f"), ("bus_utilisation", "data-bus utilisation", ".3f"),
-             ("activates", "ACTs", "d"), ("row_hits", "row hits", "d"), ("refreshes", "REFs", "d")]
+def job_figures(job, bounds, ranks=None, per_rank=None):
+    """One job's figures against its bounds (:mod:`refree.golden.roofline`, DESIGN.md section
+    3): compulsory and moved beats, the memory, compute and analysis bounds, the roofline,
+    cycles / roofline and the bound at the roofline (``limit``); on DDR4 (``ranks``,
+    ``per_rank``) also :func:`dram_figures`."""
+    figs = {"compulsory_beats": bounds["beats"]["total"], "moved_beats": moved_beats(job),
+            "memory": bounds["memory"], "compute": bounds["compute"], "analysis": bounds["analysis"],
+            "roofline": bounds["roofline"], "limit": bounds["limit"], "cycles": job["cycles"],
+            "cycles_over_roofline": efficiency(job["cycles"], bounds)}
+    if ranks:
+        d = dram_figures(job, ranks, per_rank)
+        figs.update(bus_utilisation=d["bus_utilisation"], activates=d["activates"], row_hits=d["row_hits"],
+                    refreshes=d["refreshes"])
+    return figs
+
+
+BOUND_ROWS = [("compulsory_beats", "compulsory beats (64 B; DESIGN.md sec. 3)", "d"),
+              ("moved_beats", "beats moved (the counters)", "d"),
+              ("memory", "memory bound (cycles)", ".0f"), ("compute", "compute bound (cycles)", ".0f"),
+              ("analysis", "analysis bound (cycles)", ".0f"), ("roofline", "roofline (the largest)", ".0f"),
+              ("limit", "  which bound", "s"), ("cycles_over_roofline", "cycles / roofline", ".2f")]
+DRAM_ROWS = [("bus_utilisation", "data-bus utilisation", ".3f"), ("activates", "ACTs", "d"),
+             ("row_hits", "row hits", "d"), ("refreshes", "REFs", "d")]
 
 
 def format_counters(per_mode, ranks=None):
-    """The counters of each mode side by side; with ``ranks`` (a DDR4 run) also the
-    DRAM figures of each job (:func:`dram_figures`)."""
+    """The counters of each mode side by side, and each job's figures against its bounds
+    (:func:`job_figures`, when ``per_mode[mode]["bounds"]`` holds them: :func:`rtl_check`);
+    with ``ranks`` (a DDR4 run) also the DRAM figures of each job."""
     head = f"{'':44s}" + "".join(f"{m:>12s}" for m in per_mode)
     lines = [head]
     for j in ("forward", "backward"):
@@ -163,8 +195,62 @@ def format_counters(per_mode, ranks=None):
         for jj, name, label in COUNTER_ROWS:
             if jj == j:
                 lines.append(f"  {label:42s}" + "".join(f"{per_mode[m][j][name]:12d}" for m in per_mode))
-        if ranks:
-            figs = {m: dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j]) for m in per_mode}
-            for key, label, fmt in DRAM_ROWS:
-                lines.append(f"  {label:42s}" + "".join(f"{figs[m][key]:12{fmt}}" for m in per_mode))
+        rows = (BOUND_ROWS if all("bounds" in per_mode[m] for m in per_mode) else []) + (DRAM_ROWS if ranks else [])
+        if rows:
+            figs = {m: job_figures(per_mode[m][j], per_mode[m]["bounds"][j], ranks,
+                                   per_mode[m]["dram"][j] if ranks else None)
+                    if "bounds" in per_mode[m] else dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j])
+                    for m in per_mode}
+            for key, label, fmt in rows:
+                lines.append(f"  {label:42s}" + "".join(f"{figs[m][key]:>12{fmt}}" for m in per_mode))
     return "\n".join(lines)
+
+
+def step_summary(per_mode):
+    """Per mode: the step's cycles (forward + backward), its speed-up over ``baseline`` (when
+    it ran) and, per job, the bound at its roofline and the job's cycles / roofline."""
+    total = {m: c["forward"]["cycles"] + c["backward"]["cycles"] for m, c in per_mode.items()}
+    base = total.get("baseline")
+    out = {}
+    for m, c in per_mode.items():
+        out[m] = {"forward": c["forward"]["cycles"], "backward": c["backward"]["cycles"], "step": total[m],
+                  "speedup": base / total[m] if base and total[m] else None}
+        if "bounds" in c:
+            for j in ("forward", "backward"):
+                b = c["bounds"][j]
+                out[m][j + "_limit"] = b["limit"]
+                out[m][j + "_roofline"] = b["roofline"]
+                out[m][j + "_over_roofline"] = efficiency(c[j]["cycles"], b)
+    return out
+
+
+def format_step_summary(per_mode):
+    """The answer the main job is run for: each mode's step and its speed-up over baseline."""
+    s = step_summary(per_mode)
+    base = "baseline" in s
+    lines = ["the step: forward + backward cycles" + (", speed-up over baseline" if base else
+                                                       " (no baseline under row-wise Adagrad)")
+             + ", each job's cycles / roofline (the bound at its roofline):"]
+    for m, f in s.items():
+        speed = f"{f['speedup']:6.2f}x" if f["speedup"] else " " * 7
+        jobs = ""
+        if "forward_limit" in f:
+            jobs = "   " + ", ".join(f"{j} {f[j + '_over_roofline']:.2f}x its roofline ({f[j + '_limit']})"
+                                    for j in ("forward", "backward"))
+        lines.append(f"  {m:8s} {f['forward']:>9,d} + {f['backward']:>9,d} = {f['step']:>9,d} cycles "
+                     f"{speed if base else ''}{jobs}".rstrip())
+    return "\n".join(lines)
+
+
+def check_report(per_mode, ranks=None):
+    """What :func:`rtl_check` measured, as plain data (``refree rtl-check --json``, the
+    benchmark): per mode, per job its counters, bounds and figures (:func:`job_figures`), and
+    the step (:func:`step_summary`)."""
+    summary = step_summary(per_mode)
+    out = {}
+    for m, c in per_mode.items():
+        out[m] = {j: {"counters": dict(c[j]), "bounds": c["bounds"][j],
+                      "figures": job_figures(c[j], c["bounds"][j], ranks, c["dram"][j] if ranks else None)}
+                  for j in ("forward", "backward")}
+        out[m]["step"] = summary[m]
+    return out

@@ -161,3 +161,103 @@ def test_installed_command_exits_2_on_bad_input(case):
     p = subprocess.run([sys.executable, "-m", "refree.gen.cli", "analyze", str(path)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "offsets[2]: decreases: 2 after 3" in p.stderr
+
+
+# --- the main job's output (refree rtl-check): counters, bounds, the step; no simulator here
+
+def fake_rtl_run(batch, cycles, ranks=1, optimizer="sgd", dim=64):
+    """What rtl_check returns, for the cycles given per mode: the counters move the
+    compulsory beats of DESIGN.md section 3 plus a second pass over the input."""
+    from refree.gen.rtl import COUNTER_ROWS
+    from refree.golden.planner import PartLimits
+    from refree.golden.roofline import step_bounds
+    bounds = step_bounds(batch, ["sum"] * batch.num_tables, PartLimits(), dim, ranks, optimizer)
+    per_mode = {}
+    for mode, per_job in cycles.items():
+        per_mode[mode] = {"bounds": bounds[mode], "dram": {}}
+        for job, cyc in zip(("forward", "backward"), per_job):
+            c = {name: 0 for _, name, _ in COUNTER_ROWS}
+            c.update({k: v for k, v in bounds[mode][job]["beats"].items() if k != "total"})
+            c["input_reads"] *= 2
+            c["cycles"] = cyc
+            per_mode[mode][job] = c
+            per_mode[mode]["dram"][job] = [{"data_bus_busy_cycles": cyc // 2, "activates": 7,
+                                            "row_hits": 5, "refreshes": 1}] * ranks
+    return per_mode
+
+
+WORKED = Batch(np.array([5, 2, 0, 5, 2, 6, 5, 2, 1], np.int64), np.array([0, 3, 6, 8, 9], np.int64), 4)
+
+
+def test_main_job_prints_bounds_not_the_old_bandwidth_bound():
+    from refree.gen.rtl import format_counters
+    per_mode = fake_rtl_run(WORKED, {"baseline": (440, 888), "dedup": (312, 236), "refree": (156, 472)})
+    text = format_counters(per_mode, ranks=1)
+    assert "bandwidth bound" not in text
+    rows = {}
+    for line in text.splitlines()[1:]:
+        label, *cells = line.rsplit(None, 3)
+        rows.setdefault(label.strip(), []).append(cells)
+    assert rows["checking the batch"] and rows["streaming rows, folding"]        # the phases stay
+    # worked example at D = 64, one rank: forward 55 / 39 / 39 compulsory beats (DESIGN.md sec. 3)
+    assert rows["compulsory beats (64 B; DESIGN.md sec. 3)"][0] == ["55", "39", "39"]
+    assert rows["beats moved (the counters)"][0] == ["58", "42", "42"]      # the input read twice
+    assert rows["memory bound (cycles)"][0] == ["220", "156", "156"]
+    assert rows["compute bound (cycles)"][0] == ["36", "36", "20"]
+    assert rows["analysis bound (cycles)"][0] == ["9", "9", "9"]
+    assert rows["roofline (the largest)"][1] == ["444", "236", "236"]
+    assert rows["which bound"][0] == ["memory"] * 3
+    assert rows["cycles / roofline"] == [["2.00", "2.00", "1.00"], ["2.00", "1.00", "2.00"]]
+    assert rows["data-bus utilisation"][0] == ["0.500", "0.500", "0.500"]
+    for label in ("ACTs", "row hits", "REFs"):
+        assert len(rows[label]) == 2
+    # the generic port: no DDR4 rows
+    assert "ACTs" not in format_counters(per_mode) and "roofline" in format_counters(per_mode)
+
+
+def test_main_job_ends_with_the_step_and_its_speed_up():
+    from refree.gen.rtl import check_report, format_step_summary
+    per_mode = fake_rtl_run(WORKED, {"baseline": (440, 888), "dedup": (312, 236), "refree": (156, 472)}, ranks=2)
+    lines = format_step_summary(per_mode).splitlines()
+    assert "speed-up over baseline" in lines[0]
+    assert lines[1].split()[:8] == ["baseline", "440", "+", "888", "=", "1,328", "cycles", "1.00x"]
+    assert lines[2].split()[5:8] == ["548", "cycles", "2.42x"]
+    assert lines[3].split()[5:8] == ["628", "cycles", "2.11x"]
+    # R = 2: memory 55 x 2 = 110 cycles, the roofline of baseline's forward: 440 / 110 = 4.00x
+    assert "forward 4.00x its roofline (memory)" in lines[1]
+    report = check_report(per_mode, ranks=2)
+    json.dumps(report)
+    assert report["dedup"]["step"]["speedup"] == pytest.approx(1328 / 548)
+    assert report["dedup"]["forward"]["figures"]["moved_beats"] == 42
+    assert report["dedup"]["forward"]["figures"]["bus_utilisation"] == pytest.approx(0.5)
+
+
+def test_step_summary_without_baseline_under_adagrad():
+    from refree.gen.rtl import format_step_summary
+    per_mode = fake_rtl_run(WORKED, {"dedup": (312, 500), "refree": (156, 472)}, optimizer="rowwise-adagrad")
+    lines = format_step_summary(per_mode).splitlines()
+    assert "no baseline" in lines[0]
+    assert lines[1].split()[:8] == ["dedup", "312", "+", "500", "=", "812", "cycles", "forward"]
+
+
+def test_dram_figures_of_a_job():
+    from refree.gen.rtl import dram_figures
+    job = {"cycles": 100, "input_reads": 3, "table_reads": 8, "grad_reads": 0, "state_reads": 0,
+           "table_writes": 0, "pooled_writes": 4, "state_writes": 0}
+    ranks = [{"data_bus_busy_cycles": 40, "activates": 2, "row_hits": 3, "refreshes": 1}] * 2
+    assert dram_figures(job, 2, ranks) == {"beats": 15, "bus_utilisation": 0.4, "activates": 4, "row_hits": 6,
+                                           "refreshes": 2}
+
+
+def test_bench_table_has_every_run_and_the_speed_ups():
+    from refree.gen.bench_dram import format_table
+    from refree.gen.rtl import check_report
+    per_mode = fake_rtl_run(WORKED, {"baseline": (440, 888), "dedup": (312, 236), "refree": (156, 472)})
+    text = format_table([("movielens", 1, check_report(per_mode, 1)), ("meta", 4, check_report(per_mode, 4))])
+    lines = text.splitlines()
+    assert lines[0].split() == ["trace", "R", "mode", "job", "cycles", "memory", "compute", "analysis",
+                                "cycles/roof", "bound", "moved", "compulsory", "bus"]
+    assert lines[1].split() == ["movielens", "1", "baseline", "forward", "440", "220", "36", "9", "2.00", "memory",
+                                "58", "55", "0.500"]
+    assert len([x for x in lines if x.startswith(("movielens", "meta"))]) == 2 * 6 + 2
+    assert lines[-1].split() == ["meta", "4", "1,328", "(1.00x)", "548", "(2.42x)", "628", "(2.11x)"]
