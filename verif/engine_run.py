@@ -5,7 +5,9 @@ run), lays the batch, the tables and the upstream gradient out in memory
 (:mod:`.staging`), runs jobs through :mod:`.engine_tb` and reads the results back.  Used by
 the tests and by ``refree step --engine rtl``.
 """
+import json
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +15,72 @@ from amaranth.hdl import Const
 
 from refree.golden.errors import BatchError
 from refree.golden.planner import PartLimits
+from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
 from .staging import layout, pack, unpack_rows, unpack_state
-from .toolchain import SimBuild, build_root, require_simulator, verilog_for
+from .toolchain import CocotbFailure, SimBuild, build_root, require_simulator, verilog_for
 
-__all__ = ["EngineRunner", "RunResult", "StepOutcome", "MODES", "limits_of"]
+__all__ = ["EngineRunner", "RunResult", "StepOutcome", "MODES", "JOB_NAMES", "limits_of", "cycle_limit",
+           "EngineTimeout"]
 
 MODES = {"baseline": MODE_BASELINE, "dedup": MODE_DEDUP, "refree": MODE_REFREE}
+JOB_NAMES = {JOB_FORWARD: "forward", JOB_BACKWARD: "backward"}
+
+#: The formula of :func:`cycle_limit`, as the error of a stopped job quotes it.
+CYCLE_LIMIT_FORMULA = ("100,000 + 64 x (lookups + bags) + 4 x the job's baseline traffic at one rank "
+                       "[+ 4 x the Adagrad unit's rows]")
+
+
+def cycle_limit(batch, dim, job, optimizer="sgd", adagrad_lanes=4):
+    """The testbench's default limit of one job, in cycles: a generous multiple of the job's
+    size, so that a large batch runs to its end and a hung engine is stopped in time
+    proportionate to the job::
+
+        100,000 + 64 x (N + T*B) + 4 x W  [+ 4 x U x (D/P + 2*D + 256)  backward, Adagrad]
+
+    ``N`` lookups, ``T*B`` bags; ``W`` = 4 x the beats of the job in ``baseline`` mode (the
+    most any mode moves: each input array once, one D/16-beat row per lookup read --
+    forward -- or read, written and its gradient row read -- backward --, the pooled rows,
+    Adagrad's two state beats a lookup), i.e. its memory bound at one rank, whatever the
+    mode, ranks or memory: the sharing modes pay their sorts and analysis in place of that
+    traffic; ``U`` the distinct rows of each table (Adagrad's updated rows, each
+    ``D/P + 2*D + 256`` cycles on the vector unit, more than it takes today).  Measured
+    against it: ``baseline``'s backward job, the slowest per lookup, takes about half of
+    ``4 x W`` alone (MovieLens B = 1024 on one DDR4-2400 rank: 1.08 million cycles)."""
+    N, TB, row = len(batch.indices), batch.batch_size * batch.num_tables, -(-dim // 16)
+    adagrad = optimizer == "rowwise-adagrad"
+    if job == JOB_FORWARD:
+        beats = input_beats(batch) + N * row + TB * row
+    else:
+        beats = input_beats(batch) + 3 * N * row + (2 * N if adagrad else 0)
+    limit = 100_000 + 64 * (N + TB) + 4 * 4 * beats
+    if adagrad and job == JOB_BACKWARD:
+        rows = sum(len(np.unique(batch.table_slice(t)[0])) for t in range(batch.num_tables))
+        limit += 4 * rows * (dim // adagrad_lanes + 2 * dim + 256)
+    return int(limit)
+
+
+class EngineTimeout(CocotbFailure):
+    """A job ran past its cycle limit and the testbench stopped it (``job``, ``mode``,
+    ``limit``, ``run_dir``)."""
+
+    def __init__(self, job, mode, limit, run_dir, explicit):
+        self.job, self.mode, self.limit, self.run_dir = job, mode, limit, run_dir
+        how = ("the max_cycles given by the caller" if explicit
+               else f"the testbench's limit for this job, {CYCLE_LIMIT_FORMULA}")
+        super().__init__(f"the engine did not finish the {job} job of {mode} within {limit:,} cycles "
+                         f"({how}; the run's files are in {run_dir})")
+
+
+def _assertion_in_log(log):
+    """The last AssertionError's message in a cocotb log, or None."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"AssertionError: (.*)", text)
+    return found[-1].strip() if found else None
 
 
 def limits_of(params):
@@ -141,7 +201,7 @@ class EngineRunner:
         return Const.cast(self.design.component.Config.const(cfg)).value
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
-            ready_p=0.8, tag="job", max_cycles=1_000_000, config_layout=None, optimizer="sgd", eps=1e-8,
+            ready_p=0.8, tag="job", max_cycles=None, config_layout=None, optimizer="sgd", eps=1e-8,
             state=None, host_load=False, readback=(), intrude_addr=None, extra=None):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
 
@@ -156,7 +216,12 @@ class EngineRunner:
         after the jobs (``RunResult.readback``); with ``intrude_addr`` the host reads that beat
         and writes the next one during the first job, which the chip must refuse
         (``RunResult.intrude``: the data read and STATUS after a CLEAR).  ``extra`` ({beat
-        address: int}) adds bursts to the memory image (host traffic tests)."""
+        address: int}) adds bursts to the memory image (host traffic tests).
+
+        ``max_cycles``: the cycles after which the testbench stops a job that has not finished
+        (every job; default: :func:`cycle_limit` of each job).  A stopped job raises
+        :class:`EngineTimeout`; any other failure of the testbench a ``CocotbFailure`` with its
+        assertion's message."""
         build = self.build()
         if tables[0].shape[1] != self.dim:
             raise ValueError(f"the engine was built for vector length {self.dim}, not {tables[0].shape[1]}")
@@ -177,15 +242,30 @@ class EngineRunner:
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps)) for j in jobs]
         run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
+        stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job
+        stopped.unlink(missing_ok=True)
+        limits = [int(max_cycles) if max_cycles is not None else
+                  cycle_limit(batch, self.dim, j, optimizer, self.adagrad_lanes) for j in jobs]
         addrs = np.array(sorted(mem), np.int64)
         data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
         np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs),
                  addr_bits=self.addr_bits, latency=np.array(latency), ready_p=ready_p, seed=seed,
-                 max_cycles=max_cycles, host_load=host_load, readback=np.array(sorted(readback), np.int64),
+                 max_cycles=np.array(limits, np.int64), io_cycles=100_000 + 64 * len(mem), host_load=host_load,
+                 readback=np.array(sorted(readback), np.int64),
                  intrude=intrude_addr is not None, intrude_addr=intrude_addr or 0, **self.memory_settings())
-        build.run("refree.verif.engine_tb", run_dir,
-                  env={"REFREE_JOB": str(run_dir / "job.npz"), "REFREE_OUT": str(run_dir / "out.npz")},
-                  log_file=run_dir / "sim.log")
+        try:
+            build.run("refree.verif.engine_tb", run_dir,
+                      env={"REFREE_JOB": str(run_dir / "job.npz"), "REFREE_OUT": str(run_dir / "out.npz")},
+                      log_file=run_dir / "sim.log")
+        except CocotbFailure as exc:
+            if stopped.is_file():
+                i = json.loads(stopped.read_text())["job"]
+                raise EngineTimeout(JOB_NAMES.get(jobs[i], f"#{i}"), mode, limits[i], run_dir,
+                                    max_cycles is not None) from None
+            why = _assertion_in_log(run_dir / "sim.log")
+            if why is None:
+                raise
+            raise CocotbFailure(f"{exc}: {why} (see {run_dir / 'sim.log'})") from None
         with np.load(run_dir / "out.npz") as out:
             after = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(out["addrs"], out["data"])}
             counters = [unpack_fields(self.design.component.Counters, int(c)) for c in out["counters"]]

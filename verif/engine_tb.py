@@ -19,6 +19,7 @@ counters and cycles back for the pytest side to check against the golden model:
   violations, the ranks' command counts and the window's registers after each job are
   written back too.
 """
+import json
 import os
 import random
 
@@ -207,7 +208,10 @@ async def run_jobs(dut):
     job = np.load(os.environ["REFREE_JOB"])
     out_path = os.environ["REFREE_OUT"]
     image = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(job["addrs"], job["data"])}
-    max_cycles = int(job["max_cycles"])
+    # each job's cycle limit (one number: every job's); the other waits' limit
+    configs = job["configs"]
+    max_cycles = np.broadcast_to(np.atleast_1d(job["max_cycles"]).astype(np.int64), (len(configs),))
+    io_cycles = int(job["io_cycles"]) if "io_cycles" in job else int(max_cycles.max(initial=1_000_000))
     on_host = str(job["memory"]) == "ddr4"
     memory = (DramMemory if on_host else PortMemory)(dut, job, image)
     now = 0
@@ -223,14 +227,20 @@ async def run_jobs(dut):
         now += 1
         return busy
 
-    async def until(done, what, limit=max_cycles):
+    def stop(i, limit, what):
+        """Job ``i`` ran past its limit: say which (for the pytest side), then fail."""
+        with open(os.path.join(os.path.dirname(out_path), "stopped.json"), "w") as f:
+            f.write(json.dumps({"job": i, "limit": limit}))
+        raise AssertionError(f"{what} did not finish within {limit} cycles")
+
+    async def until(done, what, limit=io_cycles):
         for _ in range(limit):
             if done():
                 return
             await clock()
         raise AssertionError(f"{what} did not happen within {limit} cycles")
 
-    async def bare_job(config):
+    async def bare_job(i, config, max_cycles):
         """The bare engine: configuration and start on its ports, until busy falls."""
         dut.config.value = int(config)
         await clock()
@@ -249,7 +259,8 @@ async def run_jobs(dut):
                 for part in name.split("."):
                     obj = getattr(obj, part)
                 dut._log.warning(f"{name} = {obj.value}")
-        assert cycle < max_cycles, f"the engine did not finish within {max_cycles} cycles"
+        if cycle >= max_cycles:
+            stop(i, max_cycles, "the engine")
         # (a write's data follows its command by CWL clocks)
         await until(lambda: not memory.outstanding(), "the last memory access", 64)
         return int(dut.error.value), int(dut.counters.value), cycle
@@ -262,7 +273,7 @@ async def run_jobs(dut):
         await until(lambda: all(a.done for a in reads.values()), "a window read")
         return {k: a.data for k, a in reads.items()}
 
-    async def host_job(config, intrude):
+    async def host_job(i, config, intrude, max_cycles):
         """The chip: the host writes the configuration and CONTROL through the window,
         polls STATUS until the job is over and reads the registers back."""
         host.close_banks()
@@ -284,7 +295,8 @@ async def run_jobs(dut):
                     host.command(name, int(job["window"][0]))
             for _ in range(int(job["poll_gap"])):
                 await clock()
-            assert now - started < max_cycles, f"the job did not finish within {max_cycles} cycles"
+            if now - started >= max_cycles:
+                stop(i, max_cycles, "the job")
         cycles = now - started
         host.resume_refresh(now)
         host.close_banks()          # the rows the host had open are closed now
@@ -310,13 +322,14 @@ async def run_jobs(dut):
         await until(lambda: host.idle, "loading the memory image")
 
     errors, counters, cycles, dram, windows = [], [], [], [], []
-    for i, config in enumerate(job["configs"]):
+    for i, config in enumerate(configs):
         before = memory.counts()
         if on_host:
-            error, value, cycle, window = await host_job(int(str(config)), i == 0 and bool(job["intrude"]))
+            error, value, cycle, window = await host_job(i, int(str(config)), i == 0 and bool(job["intrude"]),
+                                                         int(max_cycles[i]))
             windows.append(window)
         else:
-            error, value, cycle = await bare_job(int(str(config)))
+            error, value, cycle = await bare_job(i, int(str(config)), int(max_cycles[i]))
         errors.append(error)
         counters.append(str(value))
         cycles.append(cycle)
