@@ -35,13 +35,12 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m refree.golden.bench
 
-# Cycles, DRAM bandwidth utilisation and cycles / bandwidth bound per mode for R = 1, 2, 4
-# ranks on the MovieLens (B = 128) and Meta-calibrated traces (one Verilator build per R).
+# The main job for R = 1, 2, 4 ranks on the MovieLens (B = 128) and Meta-calibrated (seed 3,
+# B = 128) traces (one Verilator build per R), then one table: per trace, R, mode and job the
+# cycles, the three bounds of DESIGN.md section 3, cycles / roofline, moved and compulsory
+# beats, bus utilisation, and the step speed-up of dedup and refree over baseline.
 bench-dram: $(STAMP)
-	for r in 1 2 4; do \
-	  $(BIN)/refree rtl-check --trace movielens --batch-size 128 --ranks $$r || exit 1; \
-	  $(BIN)/refree rtl-check --trace meta --seed 3 --batch-size 128 --ranks $$r || exit 1; \
-	done
+	$(BIN)/python -m refree.gen.bench_dram --traces movielens,meta --batch-size 128 --ranks 1,2,4
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)
