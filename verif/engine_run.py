@@ -46,8 +46,9 @@ def cycle_limit(batch, dim, job, optimizer="sgd", adagrad_lanes=4):
     mode, ranks or memory: the sharing modes pay their sorts and analysis in place of that
     traffic; ``U`` the distinct rows of each table (Adagrad's updated rows, each
     ``D/P + 2*D + 256`` cycles on the vector unit, more than it takes today).  Measured
-    against it: ``baseline``'s backward job, the slowest per lookup, takes about half of
-    ``4 x W`` alone (MovieLens B = 1024 on one DDR4-2400 rank: 1.08 million cycles)."""
+    against it: ``baseline``'s backward job, the slowest per lookup, takes about 40 % of
+    ``4 x W`` (MovieLens B = 1024 on one DDR4-2400 rank: 1,290,076 cycles, its limit
+    4,476,976)."""
     N, TB, row = len(batch.indices), batch.batch_size * batch.num_tables, -(-dim // 16)
     adagrad = optimizer == "rowwise-adagrad"
     if job == JOB_FORWARD:
