@@ -195,12 +195,12 @@ def format_counters(per_mode, ranks=None):
         for jj, name, label in COUNTER_ROWS:
             if jj == j:
                 lines.append(f"  {label:42s}" + "".join(f"{per_mode[m][j][name]:12d}" for m in per_mode))
-        rows = (BOUND_ROWS if all("bounds" in per_mode[m] for m in per_mode) else []) + (DRAM_ROWS if ranks else [])
+        has_bounds = all("bounds" in per_mode[m] for m in per_mode)
+        rows = (BOUND_ROWS if has_bounds else []) + (DRAM_ROWS if ranks else [])
         if rows:
             figs = {m: job_figures(per_mode[m][j], per_mode[m]["bounds"][j], ranks,
-                                   per_mode[m]["dram"][j] if ranks else None)
-                    if "bounds" in per_mode[m] else dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j])
-                    for m in per_mode}
+                                   per_mode[m]["dram"][j] if ranks else None) if has_bounds
+                    else dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j]) for m in per_mode}
             for key, label, fmt in rows:
                 lines.append(f"  {label:42s}" + "".join(f"{figs[m][key]:>12{fmt}}" for m in per_mode))
     return "\n".join(lines)

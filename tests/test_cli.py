@@ -261,3 +261,13 @@ def test_bench_table_has_every_run_and_the_speed_ups():
                                 "58", "55", "0.500"]
     assert len([x for x in lines if x.startswith(("movielens", "meta"))]) == 2 * 6 + 2
     assert lines[-1].split() == ["meta", "4", "1,328", "(1.00x)", "548", "(2.42x)", "628", "(2.11x)"]
+
+
+def test_counters_without_bounds_still_format():
+    """A caller with only counters (no "bounds": not from rtl_check) gets them and, on DDR4,
+    the DRAM rows."""
+    from refree.gen.rtl import format_counters
+    per_mode = fake_rtl_run(WORKED, {"dedup": (312, 236)})
+    del per_mode["dedup"]["bounds"]
+    text = format_counters(per_mode, ranks=1)
+    assert "roofline" not in text and "data-bus utilisation" in text and "draining results" in text
