@@ -14,10 +14,14 @@ chip and at one lookup per cycle:
   first weight: DESIGN.md's key coefficient), and for each slot the number of bags holding
   it and its number of pairs;
 * the row order of DESIGN.md section 2 (bags holding the row descending, then row
-  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``;
+  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``; a pass
+  whose digit is the same for every element is skipped, the digit counters are cleared in
+  one cycle (valid bits in flip-flops) and the prefix sum walks only the digits the pass
+  met, so a pass costs about two walks over the elements plus the digits' range;
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
-  order (a prefix sum over the row order and one scatter pass over the pairs), streamed
-  out to the scheduler at one pair per cycle.
+  order.  Each slot's pairs are linked at insertion (its info keeps the head and the newest
+  pair), so after the sort the lists stream out at one pair per cycle by following the
+  links, plus three cycles a row.
 
 Backward (``backward`` high at ``start``): the items are the part's bags (their upstream
 gradient rows) and the members the distinct rows.  The analyzer also keeps a list of the
@@ -154,7 +158,7 @@ class Analyzer(wiring.Component):
         H = p.hash_depth
         HashEntry = data.StructLayout({"row": p.index_width, "slot": p.slot_bits})
         SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
-                                      "pair": p.pair_bits, "bags": p.bag_count_bits,
+                                      "head": p.pair_bits, "pair": p.pair_bits, "bags": p.bag_count_bits,
                                       "pairs": p.pair_bits + 1})
         BagEntry = data.StructLayout({"bag": p.bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
         E = self.elem_bits
@@ -177,9 +181,8 @@ class Analyzer(wiring.Component):
         # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
         perm_rd, perm_wr = mem("perm", E, 2 * cap)
         cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
-        # Member lists: where each row's pairs start, and the pairs grouped by row.
-        start_rd, start_wr = mem("member_start", p.pair_bits + 1, p.slot_capacity)
-        memb_rd, memb_wr = mem("member", p.pair_bits, p.max_lookups)
+        # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
+        next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
         bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
 
@@ -222,12 +225,15 @@ class Analyzer(wiring.Component):
                 info_wr.addr.eq(s2_slot), info_wr.en.eq(1),
                 info_wr.data.first_bag.eq(Mux(s2_new, s2_bag, info.first_bag)),
                 info_wr.data.last_bag.eq(s2_bag), info_wr.data.pair.eq(npairs),
+                info_wr.data.head.eq(Mux(s2_new, npairs, info.head)),
                 info_wr.data.bags.eq(Mux(s2_new, 1, info.bags + ~same_bag)),
                 info_wr.data.pairs.eq(Mux(s2_new, 1, info.pairs + 1)),
                 pslot_wr.addr.eq(npairs), pslot_wr.data.eq(s2_slot), pslot_wr.en.eq(1),
                 pbag_wr.addr.eq(npairs), pbag_wr.data.eq(s2_bag), pbag_wr.en.eq(1),
             ]
             m.d.sync += npairs.eq(npairs + 1)
+            with m.If(~s2_new):                 # the slot's list grows at its tail
+                m.d.comb += [next_wr.addr.eq(info.pair), next_wr.data.eq(npairs), next_wr.en.eq(1)]
             # bag list: a new entry at a bag's first pair, else the newest entry grows
             new_bag = (nbl == 0) | (cur_bl.bag != s2_bag)
             entry = Signal(BagEntry)
@@ -280,7 +286,7 @@ class Analyzer(wiring.Component):
         sb_valid, sb_idx = Signal(), Signal(E)
         sc_valid, sc_slot = Signal(), Signal(E)
         sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
-        running = Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1)   # counts, then pair offsets
+        running = Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1)   # the prefix sum
         pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
         # Passes whose digit is the same for every element leave the order as it is (the
         # sort is stable) and are skipped; known from bounds on the key's two halves: every
@@ -296,7 +302,7 @@ class Analyzer(wiring.Component):
             hi = min(lo + r, self.key_bits)
             low_const = (low_bound >> lo) == 0 if lo < KL else C(1, 1)
             high_const = (high_bound >> max(lo - KL, 0)) == 0 if hi > KL else C(1, 1)
-            needed.append(C(1, 1) if k == self.passes - 1 else ~(low_const & high_const))
+            needed.append(~(low_const & high_const))
 
         def first_needed(after, name):
             """The first needed pass, numbered above ``after`` (a value; None: any)."""
@@ -306,8 +312,19 @@ class Analyzer(wiring.Component):
                 with m.If(needed[k] if after is None else needed[k] & (after < k)):
                     m.d.comb += out.eq(k)
             return out
-        start_pass = first_needed(None, "start_pass")
+        start_pass = first_needed(None, "start_pass")     # (the last pass if none is needed)
         next_pass = first_needed(pass_no, "next_pass")
+        more_passes = Cat(*[needed[k] & (pass_no < k) for k in range(self.passes)]).any()
+        # The digit counters: SRAM words with valid bits in flip-flops (cleared in the one
+        # cycle that starts a pass), and the range of digits the pass met, so that the
+        # prefix sum walks only that range.
+        cnt_valid = Signal(1 << p.radix_bits)
+        cnt_valid_q = Signal()
+        m.d.sync += cnt_valid_q.eq(cnt_valid.bit_select(cnt_rd.addr, 1) | cnt_wr.en & (cnt_wr.addr == cnt_rd.addr))
+        with m.If(cnt_wr.en):
+            m.d.sync += cnt_valid.eq(cnt_valid | (C(1, 1) << cnt_wr.addr))
+        count_now = Mux(cnt_valid_q, cnt_rd.data, 0)
+        digit_lo, digit_hi = Signal(p.radix_bits), Signal(p.radix_bits)
         bank = Signal()                         # the permutation bank the pass reads
         first_pass = Signal()                   # the first pass reads slot order instead
         read_bank = bank
@@ -329,27 +346,30 @@ class Analyzer(wiring.Component):
             m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), bl_rd.addr.eq(sb_slot),
                          cnt_rd.addr.eq(digit)]
             with m.If(sd_valid):
-                m.d.comb += [cnt_wr.addr.eq(sd_digit), cnt_wr.data.eq(cnt_rd.data + 1), cnt_wr.en.eq(1)]
+                m.d.comb += [cnt_wr.addr.eq(sd_digit), cnt_wr.data.eq(count_now + 1), cnt_wr.en.eq(1)]
                 with m.If(scatter):
-                    m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + cnt_rd.data),
+                    m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + count_now),
                                  perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
+                with m.Else():
+                    with m.If(sd_digit < digit_lo):
+                        m.d.sync += digit_lo.eq(sd_digit)
+                    with m.If(sd_digit > digit_hi):
+                        m.d.sync += digit_hi.eq(sd_digit)
         sort_drained = ~sb_valid & ~sc_valid & ~sd_valid
 
         # ---- member lists ----------------------------------------------------------------
-        # OFFSETS walks the rows in row order: start[slot] = pairs of the rows before it.
-        # SCATTER walks the pairs in bag order: member[start[slot]++] = pair.
-        # EMIT walks the member array: pair -> (slot, bag, mult) -> row, through a FIFO
-        # that absorbs the read latency, so that a stalled consumer loses nothing.
+        # The rows in row order (the sorted permutation), each row's pairs by following its
+        # links from the head, one pair a cycle, through a FIFO that absorbs the read
+        # latency, so that a stalled consumer loses nothing.
         final_bank = bank                       # (toggled after the last pass's scatter)
-        # Valid bits of the walks' pipelines: data of stage A, B, C read ports is valid.
-        ma_valid, mb_valid, mc_valid = Signal(), Signal(), Signal()
-        mb_slot, mc_slot = Signal(p.slot_bits), Signal(p.slot_bits)
-        mb_pair = Signal(p.pair_bits)
-        m.d.sync += [mb_valid.eq(0), mc_valid.eq(0)]
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=self.Member.size, depth=8)
-        prev_slot = Signal(p.slot_bits + 1)     # slot of the last pair emitted (first flag)
         m.d.comb += [self.members.valid.eq(out_fifo.r_rdy), self.members.payload.eq(out_fifo.r_data),
                      out_fifo.r_en.eq(self.members.ready)]
+        walk_slot, walk_bags = Signal(p.slot_bits), Signal(p.bag_count_bits)
+        walk_cursor, walk_left = Signal(p.pair_bits), Signal(p.pair_bits + 1)
+        walk_chained, walk_first = Signal(), Signal()   # the cursor is next_rd's data; a row's first pair
+        wa_valid, wa_first = Signal(), Signal()         # a pair's tables and row are readable
+        m.d.sync += wa_valid.eq(0)                      # set in EMIT_WALK only
 
         rb_slot = Signal(p.slot_bits)
         cursor, left = Signal(p.pair_bits), Signal(p.mult_bits)
@@ -471,13 +491,10 @@ class Analyzer(wiring.Component):
                     after_insertion()
 
             # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
-            with m.State("SORT_CLEAR"):
-                m.d.sync += self.inserted.eq(1)
-                m.d.comb += [cnt_wr.addr.eq(idx), cnt_wr.data.eq(0), cnt_wr.en.eq(1)]
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == (1 << p.radix_bits) - 1):
-                    m.d.sync += [idx.eq(0), scatter.eq(0)]
-                    m.next = "SORT_RUN"
+            with m.State("SORT_CLEAR"):         # one cycle: the counters' valid bits
+                m.d.sync += [self.inserted.eq(1), cnt_valid.eq(0), idx.eq(0), scatter.eq(0),
+                             digit_lo.eq(-1), digit_hi.eq(0)]
+                m.next = "SORT_RUN"
             with m.State("SORT_RUN"):
                 m.d.comb += [sorting.eq(1), perm_rd.addr.eq(Mux(read_bank, cap, 0) + idx)]
                 with m.If(idx < n_elems):
@@ -485,74 +502,51 @@ class Analyzer(wiring.Component):
                 with m.Elif(sort_drained):
                     m.d.sync += idx.eq(0)
                     with m.If(~scatter):
-                        m.d.sync += [running.eq(0), pf_valid.eq(0)]
+                        m.d.sync += [running.eq(0), pf_valid.eq(0), idx.eq(digit_lo)]
                         m.next = "SORT_PREFIX"
-                    with m.Elif(pass_no == self.passes - 1):
-                        m.d.sync += [pass_no.eq(0), running.eq(0), ma_valid.eq(0), bank.eq(~bank),
-                                     first_pass.eq(0)]
-                        m.next = "OFFSETS"
+                    with m.Elif(~more_passes):
+                        m.d.sync += [pass_no.eq(0), bank.eq(~bank), first_pass.eq(0)]
+                        m.next = "EMIT_SLOT"
                         with m.If(bwd):
                             m.next = "BW_NEXT"
                     with m.Else():
                         m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
                         m.next = "SORT_CLEAR"
-            with m.State("SORT_PREFIX"):        # exclusive prefix sum over the counts
+            with m.State("SORT_PREFIX"):        # exclusive prefix sum over the digits met
                 m.d.comb += cnt_rd.addr.eq(idx)
-                m.d.sync += [pf_valid.eq(idx < (1 << p.radix_bits)), pf_idx.eq(idx), idx.eq(idx + 1)]
+                m.d.sync += [pf_valid.eq(idx <= digit_hi), pf_idx.eq(idx), idx.eq(idx + 1)]
                 with m.If(pf_valid):
                     m.d.comb += [cnt_wr.addr.eq(pf_idx), cnt_wr.data.eq(running), cnt_wr.en.eq(1)]
-                    m.d.sync += running.eq(running + cnt_rd.data)
-                with m.If(pf_valid & (pf_idx == (1 << p.radix_bits) - 1)):
+                    m.d.sync += running.eq(running + count_now)
+                with m.If(pf_valid & (pf_idx == digit_hi) | (digit_lo > digit_hi)):
                     m.d.sync += [idx.eq(0), scatter.eq(1)]
                     m.next = "SORT_RUN"
 
-            # ---- member lists --------------------------------------------------------
-            with m.State("OFFSETS"):            # perm[k] -> bags(slot) -> start[slot]
-                m.d.comb += [perm_rd.addr.eq(final_bank * cap + idx), info_rd.addr.eq(perm_rd.data)]
-                m.d.sync += [mb_valid.eq(ma_valid), mb_slot.eq(perm_rd.data)]
-                with m.If(mb_valid):
-                    m.d.comb += [start_wr.addr.eq(mb_slot), start_wr.data.eq(running), start_wr.en.eq(1)]
-                    m.d.sync += running.eq(running + info.pairs)
-                with m.If(idx < nslots):
-                    m.d.sync += [ma_valid.eq(1), idx.eq(idx + 1)]
-                with m.Else():
-                    m.d.sync += ma_valid.eq(0)
-                    with m.If(~ma_valid & ~mb_valid):
-                        m.d.sync += idx.eq(0)
-                        m.next = "SCATTER"
-            with m.State("SCATTER"):            # pair -> start[slot] -> member[start++]
-                m.d.comb += [pair_addr.eq(idx), start_rd.addr.eq(pslot_rd.data)]
-                m.d.sync += [mb_valid.eq(ma_valid), mb_slot.eq(pslot_rd.data), mb_pair.eq(idx - 1)]
-                with m.If(mb_valid):
-                    m.d.comb += [start_wr.addr.eq(mb_slot), start_wr.data.eq(start_rd.data + 1),
-                                 start_wr.en.eq(1),
-                                 memb_wr.addr.eq(start_rd.data), memb_wr.data.eq(mb_pair), memb_wr.en.eq(1)]
-                with m.If(idx < npairs):
-                    m.d.sync += [ma_valid.eq(1), idx.eq(idx + 1)]
-                with m.Else():
-                    m.d.sync += ma_valid.eq(0)
-                    with m.If(~ma_valid & ~mb_valid):
-                        m.d.sync += [idx.eq(0), prev_slot.eq(-1)]
-                        m.next = "EMIT"
-            with m.State("EMIT"):               # member[k] -> pair -> row -> FIFO
-                m.d.comb += [memb_rd.addr.eq(idx), pair_addr.eq(memb_rd.data),
-                             row_rd.addr.eq(pslot_rd.data), info_rd.addr.eq(pslot_rd.data)]
-                entry = Signal(self.Member)
-                mc_bag, mc_mult, mc_c = Signal(p.bag_bits), Signal(p.mult_bits), Signal(32)
-                m.d.sync += [mb_valid.eq(ma_valid), mc_valid.eq(mb_valid), mc_slot.eq(pslot_rd.data),
-                             mc_bag.eq(pbag_rd.data), mc_mult.eq(pmul_rd.data), mc_c.eq(pc_rd.data)]
-                m.d.comb += [entry.slot.eq(mc_slot), entry.row.eq(row_rd.data), entry.bags.eq(info.bags),
-                             entry.bag.eq(mc_bag), entry.mult.eq(mc_mult), entry.c.eq(mc_c),
-                             entry.first.eq(mc_slot != prev_slot),
-                             out_fifo.w_data.eq(entry), out_fifo.w_en.eq(mc_valid)]
-                with m.If(mc_valid):
-                    m.d.sync += prev_slot.eq(mc_slot)
-                issue = (idx < npairs) & (out_fifo.level + ma_valid + mb_valid + mc_valid < out_fifo.depth - 1)
-                m.d.sync += ma_valid.eq(issue)
-                with m.If(issue):
+            # ---- member lists: perm[k] -> the slot's info -> its pairs --------------------
+            with m.State("EMIT_SLOT"):
+                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+                with m.If(idx != nslots):
                     m.d.sync += idx.eq(idx + 1)
-                with m.If((idx == npairs) & ~ma_valid & ~mb_valid & ~mc_valid & (out_fifo.level == 0)):
+                    m.next = "EMIT_INFO"
+                with m.Elif(~wa_valid & (out_fifo.level == 0)):
                     m.next = "DONE"
+            with m.State("EMIT_INFO"):
+                m.d.comb += info_rd.addr.eq(perm_rd.data)
+                m.d.sync += walk_slot.eq(perm_rd.data)
+                m.next = "EMIT_LOAD"
+            with m.State("EMIT_LOAD"):
+                m.d.sync += [walk_cursor.eq(info.head), walk_left.eq(info.pairs), walk_bags.eq(info.bags),
+                             walk_chained.eq(0), walk_first.eq(1)]
+                m.next = "EMIT_WALK"
+            with m.State("EMIT_WALK"):          # pointer chasing: a link read a cycle
+                cur = Mux(walk_chained, next_rd.data, walk_cursor)
+                issue = (walk_left != 0) & (out_fifo.level + wa_valid < out_fifo.depth - 1)
+                m.d.comb += [pair_addr.eq(cur), next_rd.addr.eq(cur), row_rd.addr.eq(walk_slot)]
+                m.d.sync += [wa_valid.eq(issue), walk_chained.eq(issue), walk_cursor.eq(cur)]
+                with m.If(issue):
+                    m.d.sync += [walk_left.eq(walk_left - 1), walk_first.eq(0), wa_first.eq(walk_first)]
+                with m.If(walk_left == 0):
+                    m.next = "EMIT_SLOT"
 
             # ---- backward: pairs by bag in gradient-row order, then the update list ------
             with m.State("BW_NEXT"):            # the next bag of the sorted list
@@ -603,6 +597,10 @@ class Analyzer(wiring.Component):
                      bc_c.eq(pc_rd.data),
                      bc_bag.eq(bb_bag), bc_first.eq(bb_first)]
         out_entry = Signal(self.Member)
+        with m.If(wa_valid):
+            m.d.comb += [out_entry.slot.eq(walk_slot), out_entry.row.eq(row_rd.data), out_entry.bags.eq(walk_bags),
+                         out_entry.bag.eq(pbag_rd.data), out_entry.mult.eq(pmul_rd.data), out_entry.c.eq(pc_rd.data),
+                         out_entry.first.eq(wa_first), out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
         with m.If(bc_valid):
             m.d.comb += [out_entry.slot.eq(bc_slot), out_entry.row.eq(row_rd.data), out_entry.bag.eq(bc_bag),
                          out_entry.mult.eq(bc_mult), out_entry.c.eq(bc_c), out_entry.first.eq(bc_first),

@@ -21,8 +21,8 @@ class EngineParams:
         The part limits of DESIGN.md section 2 (same meaning as
         :class:`refree.golden.planner.PartLimits`): they size the on-chip buffers.
     radix_bits:
-        Digit width of the analyzer's radix sort; each pass costs 2**radix_bits cycles of
-        count clearing and prefix sum plus two passes over the distinct rows.
+        Digit width of the analyzer's radix sort; each pass costs two walks over the
+        elements plus a prefix sum over the range of digits met (at most 2**radix_bits).
     """
     index_width: int = 32
     max_bags: int = 256
