@@ -22,12 +22,14 @@ Outputs: ``ops`` (``PS[dst] = fma(c, item, PS[src] or +0)``; ``kind`` passes thr
 the datapath), then ``finals``: for members 0 .. num_members-1 the class holding their
 result (``zero`` when the member holds no item: an empty bag).
 
-Throughput: ``refree``, one member every three cycles (take the member and read its class;
-read the class's remap entry and count; decide, and issue the operation of a new class;
-the next member is taken in the cycle that writes the joined class's count); ``dedup``, a
-member every two cycles plus one per extra repeat (its operations are issued in the cycle
-after its class is read, and the next member is taken with its last one).  A member
-deferred by a conflict costs two cycles more.
+Throughput: ``refree``, one member every two cycles: DECIDE (the class's remap entry and
+count are readable: issue the operation of a new class, leave the old class) takes the next
+member, whose class's remap entry and count are read in the next cycle while the decided
+member joins its new class (MOVE, a write that the reads see through; a next member equal
+to the moving one takes its new class by forwarding).  ``dedup``, a member every two cycles
+plus one per extra repeat (its operations are issued in the cycle after its class is read,
+and the next member is taken with its last one).  A member deferred by a conflict costs two
+cycles more.
 """
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -71,8 +73,9 @@ class ShareScheduler(wiring.Component):
                 raise ValueError(f"ShareScheduler {name} must be a positive integer, not {v!r}")
         self.num_members_max = num_members
         # Classes: one per started member, plus the one being created while its member
-        # still holds the old one.
-        self.num_classes = num_members + 1
+        # still holds the old one, plus one just recycled and not yet readable from the free
+        # list (the next member's decision comes two cycles after a recycle).
+        self.num_classes = num_members + 2
         nb = max(1, (self.num_classes - 1).bit_length())
         self.node_bits = nb
         self.Item = data.StructLayout({"item": item_bits, "member": nb, "c": 32, "kind": kind_bits,
@@ -131,6 +134,7 @@ class ShareScheduler(wiring.Component):
         end_seen = Signal()
         k = Signal(nb + 1)
         created = Signal()                      # the member's new class was made for it
+        moving, moving_member = Signal(), Signal(nb)    # MOVE of the member decided last cycle
 
         m.d.comb += self.busy.eq(1)
         with m.If(self.end):
@@ -138,6 +142,16 @@ class ShareScheduler(wiring.Component):
         deferred_item = data.View(self.Item, deferred.r_data)
         entry = Signal(Remap)                   # remap entry of the member's class
         m.d.comb += entry.eq(Mux(q_root, root_remap.as_value(), remap_rd.data.as_value()))
+
+        # MOVE, in the cycle after a member's decision whatever the state: the member joins
+        # its new class (the class's count was read in DECIDE when it existed; a new class
+        # starts at 1).  No state writes these tables then (the next DECIDE is a cycle later).
+        m.d.sync += moving.eq(0)
+        with m.If(moving):
+            m.d.comb += [ref_wr.addr.eq(n), ref_wr.en.eq(1),
+                         ref_wr.data.eq(Mux(created, 1, ref_rd.data + 1)),
+                         cls_wr.addr.eq(moving_member), cls_wr.en.eq(1),
+                         cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
 
         with m.FSM(name="scheduler"):
             with m.State("IDLE"):
@@ -204,9 +218,12 @@ class ShareScheduler(wiring.Component):
                 take()
 
             with m.State("REMAP"):              # read the class's remap entry and count
-                started = cls_rd.data.part == part
-                m.d.sync += [q.eq(cls_rd.data.node), q_root.eq(~started)]
-                m.d.comb += [remap_rd.addr.eq(cls_rd.data.node), ref_rd.addr.eq(cls_rd.data.node)]
+                # (the member moving this cycle is this one again: its class is the new one)
+                forward = moving & (moving_member == cur.member)
+                started = forward | (cls_rd.data.part == part)
+                node = Mux(forward, n, cls_rd.data.node)
+                m.d.sync += [q.eq(node), q_root.eq(~started)]
+                m.d.comb += [remap_rd.addr.eq(node), ref_rd.addr.eq(node)]
                 with m.If(~share):
                     m.d.sync += [n.eq(cur.member), reps.eq(cur.repeat)]
                     m.next = "DEDUP_OP"
@@ -262,20 +279,13 @@ class ShareScheduler(wiring.Component):
                                      remap_wr.data.sweep.eq(sweep), remap_wr.data.c.eq(cur.c),
                                      remap_wr.data.node.eq(new)]
                 with m.If(commit):
-                    m.next = "MOVE"
+                    m.d.sync += [moving.eq(1), moving_member.eq(cur.member)]
                     # Leave the old class: one member fewer; recycle it when empty.
                     with m.If(~q_root):
                         m.d.comb += [ref_wr.addr.eq(q), ref_wr.en.eq(1), ref_wr.data.eq(ref_rd.data - 1)]
                         with m.If(ref_rd.data == 1):
                             m.d.comb += [free.w_en.eq(1), free.w_data.eq(q)]
-
-            with m.State("MOVE"):               # join the new class; take the next member
-                # (its count was read in DECIDE when it existed; a new class starts at 1)
-                m.d.comb += [ref_wr.addr.eq(n), ref_wr.en.eq(1),
-                             ref_wr.data.eq(Mux(created, 1, ref_rd.data + 1)),
-                             cls_wr.addr.eq(cur.member), cls_wr.en.eq(1),
-                             cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
-                take()
+                    take()
 
             with m.State("FINALS"):             # each member's result class
                 m.d.comb += cls_rd.addr.eq(k)
