@@ -20,8 +20,8 @@ from refree.golden.traces import make_trace
 from .config import load_config
 from .rtl import check_report, rtl_check
 
-#: (name, trace, seed) of the default runs
-TRACES = {"movielens": ("movielens", 0), "meta": ("meta", 3)}
+#: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
+TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
 
 COLUMNS = [("trace", "<", 10, "s"), ("R", ">", 2, "d"), ("mode", "<", 9, "s"), ("job", "<", 9, "s"),
            ("cycles", ">", 9, ",d"), ("memory", ">", 9, ",.0f"), ("compute", ">", 9, ",.0f"),
@@ -73,10 +73,9 @@ def main(argv=None):
         conf = replace(base, dram=replace(base.dram, ranks=r))
         conf.window_params()
         for t in traces:
-            name, seed = TRACES[t]
-            tr = make_trace(name, args.batch_size, 1, seed=seed) if name != "movielens" else \
-                make_trace(name, args.batch_size, 1, batch_index=0)
-            print(f"--- {t} (seed {seed}), B={args.batch_size}, D={conf.dim}, {r} rank(s) of {conf.dram.grade}",
+            tr = make_trace(t, args.batch_size, 1, **TRACES[t])
+            options = ", ".join(f"{k} {v}" for k, v in TRACES[t].items())
+            print(f"--- {t} ({options}), B={args.batch_size}, D={conf.dim}, {r} rank(s) of {conf.dram.grade}",
                   flush=True)
             try:
                 per_mode = rtl_check(tr.batch, tr.num_rows, conf, out=lambda s: print(s, flush=True))

@@ -208,10 +208,9 @@ async def run_jobs(dut):
     job = np.load(os.environ["REFREE_JOB"])
     out_path = os.environ["REFREE_OUT"]
     image = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(job["addrs"], job["data"])}
-    # each job's cycle limit (one number: every job's); the other waits' limit
     configs = job["configs"]
-    max_cycles = np.broadcast_to(np.atleast_1d(job["max_cycles"]).astype(np.int64), (len(configs),))
-    io_cycles = int(job["io_cycles"]) if "io_cycles" in job else int(max_cycles.max(initial=1_000_000))
+    max_cycles = job["max_cycles"]          # each job's cycle limit (engine_run.cycle_limit)
+    io_cycles = int(job["io_cycles"])       # the limit of every other wait (loading, window reads)
     on_host = str(job["memory"]) == "ddr4"
     memory = (DramMemory if on_host else PortMemory)(dut, job, image)
     now = 0

@@ -282,7 +282,7 @@ class Analyzer(wiring.Component):
         # count[digit] -> D count (+1) or scatter (perm_out[count] = slot, count + 1).
         pass_no = Signal(range(self.passes + 1))
         scatter = Signal()
-        idx = Signal(max(E, p.radix_bits, (H - 1).bit_length(), p.pair_bits) + 1)   # also walks pairs
+        idx = Signal(max(E, p.radix_bits) + 1)      # walks the elements, the digits, the sorted rows
         sb_valid, sb_idx = Signal(), Signal(E)
         sc_valid, sc_slot = Signal(), Signal(E)
         sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
