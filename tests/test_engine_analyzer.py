@@ -18,7 +18,8 @@ SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_r
 MAX_CYCLES = 100_000
 
 
-def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False):
+def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False,
+                 updates_first=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
     distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts.
     ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
@@ -31,6 +32,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
             ctx.set(dut.start, 1)
             ctx.set(dut.backward, backward)
             ctx.set(dut.sort_bags, sort_bags)
+            ctx.set(dut.updates_first, updates_first)
             ctx.set(dut.weighted, weights is not None)
             ctx.set(dut.split, split)
             await ctx.tick()
@@ -89,6 +91,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
 
 def check(params, bags, **kw):
     check_backward(params, bags, **kw)
+    check_backward(params, bags, updates_first=False, **kw)
     check_backward(params, bags, sort_bags=False, **kw)
     return check_forward(params, bags, **kw)
 
@@ -120,16 +123,18 @@ def members_of(got, weighted):
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
 
 
-def check_backward(params, bags, sort_bags=True, weights=None, split=False, **kw):
+def check_backward(params, bags, sort_bags=True, weights=None, split=False, updates_first=True, **kw):
     """Backward: pairs grouped by bag in the golden gradient-row order (rows per bag
     descending, then bag; bag order without ``sort_bags``), a bag's pairs by first
-    appearance; then every slot's row."""
+    appearance; and every slot's row (the update list), before them when
+    ``updates_first``, else after them."""
     if split and sort_bags:
         return                          # split is dedup's, whose bags stay in bag order
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
-    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, weights=weights, split=split, **kw)
+    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, weights=weights, split=split,
+                       updates_first=updates_first, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
@@ -142,8 +147,8 @@ def check_backward(params, bags, sort_bags=True, weights=None, split=False, **kw
             bag_order = sorted(pairs)
         want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, c=c, first=int(k == 0), upd=0)
                         for b in bag_order for k, (r, n, c) in enumerate(pairs[b])]
-        want_members += [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=g["members"][-1]["c"], first=0, upd=1)
-                         for k, r in enumerate(slot_of)]
+        updates = [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=0, first=0, upd=1) for k, r in enumerate(slot_of)]
+        want_members = updates + want_members if updates_first else want_members + updates
         want_members = members_of(want_members, weights is not None)
         got_members = members_of(g["members"], weights is not None)
         for x, y in zip(got_members, want_members):     # (the update list's c is not used)

@@ -28,8 +28,11 @@ gradient rows) and the members the distinct rows.  The analyzer also keeps a lis
 bags that hold lookups (first pair, pair count), sorts it by the same radix sort on the key
 ``(~pairs, position)``, i.e. by rows per bag descending then bag ascending (DESIGN.md's
 gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
-pairs in first-appearance order; ``first`` marks a bag's first pair).  Then it streams the
-update list: every slot once, in slot order, with its row (``upd`` set).
+pairs in first-appearance order; ``first`` marks a bag's first pair), and the update list:
+every slot once, in slot order, with its row (``upd`` set).  The update list comes first
+when ``updates_first`` (the controller then fetches every row of the part while the
+gradients are being merged), else last (row-wise Adagrad, whose rows sharing a state beat
+must wait for each other's merged gradients).
 
 Weighted bags (``weighted`` sampled at ``start``): each lookup brings its weight.  ``split``
 (``dedup`` with weights, whose folds apply every occurrence's own weight) makes every
@@ -100,14 +103,15 @@ class Analyzer(wiring.Component):
     weighted, split : In(1)
         Sampled with ``start``: the lookups' weights count (else ``c`` is not used and no
         lookup waits); every lookup is its own pair (see above).
-    backward, sort_bags : In(1)
+    backward, sort_bags, updates_first : In(1)
         Sampled with ``start``: order the part for the backward pass (see above), its bags
         in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
         whose merge folds every row's terms in index order).
     members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
-        Backward: grouped by bag in gradient-row order, then the update list (``upd``).
+        Backward: grouped by bag in gradient-row order, and the update list (``upd``) first
+        or last.
         One pair per cycle while taken.
     """
 
@@ -129,6 +133,7 @@ class Analyzer(wiring.Component):
             "start": In(1),
             "backward": In(1),
             "sort_bags": In(1),
+            "updates_first": In(1),
             "weighted": In(1),
             "split": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
@@ -194,6 +199,7 @@ class Analyzer(wiring.Component):
         m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
                                    | hash_wr.en & (hash_wr.addr == hash_rd.addr))
         bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
+        updates_first = Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
@@ -384,11 +390,19 @@ class Analyzer(wiring.Component):
             m.d.sync += finishing.eq(1)
         m.d.comb += self.busy.eq(1)
 
+        def backward_lists():
+            """Start the backward output: the update list or the pairs first."""
+            m.d.sync += idx.eq(0)
+            with m.If(updates_first):
+                m.next = "BW_ROWS"
+            with m.Else():
+                m.next = "BW_NEXT"
+
         def after_insertion():
             # Backward in bag order (dedup) needs no sort: the bag list is in bag order.
             with m.If(bwd & ~sort_bags):
-                m.d.sync += [self.inserted.eq(1), idx.eq(0)]
-                m.next = "BW_NEXT"
+                m.d.sync += self.inserted.eq(1)
+                backward_lists()
             with m.Else():
                 m.d.sync += [pass_no.eq(start_pass), bank.eq(0), first_pass.eq(1)]
                 m.next = "SORT_CLEAR"
@@ -399,7 +413,8 @@ class Analyzer(wiring.Component):
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
-                                 weighted.eq(self.weighted), split.eq(self.split)]
+                                 weighted.eq(self.weighted), split.eq(self.split),
+                                 updates_first.eq(self.updates_first)]
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
@@ -508,7 +523,7 @@ class Analyzer(wiring.Component):
                         m.d.sync += [pass_no.eq(0), bank.eq(~bank), first_pass.eq(0)]
                         m.next = "EMIT_SLOT"
                         with m.If(bwd):
-                            m.next = "BW_NEXT"
+                            backward_lists()
                     with m.Else():
                         m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
                         m.next = "SORT_CLEAR"
@@ -548,12 +563,15 @@ class Analyzer(wiring.Component):
                 with m.If(walk_left == 0):
                     m.next = "EMIT_SLOT"
 
-            # ---- backward: pairs by bag in gradient-row order, then the update list ------
+            # ---- backward: pairs by bag in gradient-row order; the update list --------------
             with m.State("BW_NEXT"):            # the next bag of the sorted list
                 m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
                 with m.If(idx != nbl):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
+                with m.Elif(~bb_valid & ~bc_valid & updates_first):
+                    with m.If(out_fifo.level == 0):
+                        m.next = "DONE"
                 with m.Elif(~bb_valid & ~bc_valid):
                     m.d.sync += idx.eq(0)
                     m.next = "BW_ROWS"
@@ -578,7 +596,10 @@ class Analyzer(wiring.Component):
                 m.d.sync += [rr_valid.eq(issue), rr_slot.eq(idx)]
                 with m.If(issue):
                     m.d.sync += idx.eq(idx + 1)
-                with m.If((idx == nslots) & ~rr_valid & (out_fifo.level == 0)):
+                with m.If((idx == nslots) & ~rr_valid & updates_first):
+                    m.d.sync += idx.eq(0)
+                    m.next = "BW_NEXT"
+                with m.Elif((idx == nslots) & ~rr_valid & (out_fifo.level == 0)):
                     m.next = "DONE"
 
             with m.State("DONE"):
@@ -586,7 +607,8 @@ class Analyzer(wiring.Component):
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
-                                 weighted.eq(self.weighted), split.eq(self.split)]
+                                 weighted.eq(self.weighted), split.eq(self.split),
+                                 updates_first.eq(self.updates_first)]
                     m.next = "NEW_PART"
 
         # Backward pair pipeline (state-independent, so that it drains across states):

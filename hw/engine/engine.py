@@ -34,6 +34,11 @@ Job flow (one ``start`` pulse, configuration latched):
    Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
    order, the members its distinct rows; the scheduler's results are the merged gradients,
    which the row updater applies to the table rows (fetched in slot order) and writes back.
+   With SGD the analyzer sends the part's update list first: every table row is fetched
+   into the row buffer (a part's distinct rows, on chip) while the gradient rows stream
+   and merge, the gradient rows having priority on the memory port; the updates then only
+   write.  Row-wise Adagrad takes the update list last (rows sharing a state beat wait for
+   each other's updates, which need the merged gradients).
    Backward ``baseline``: per lookup in index order, the gradient row of its bag and the
    table row go through the updater; a row still being updated is not fetched again (a
    small table of rows in flight), so repeated rows see each other's updates in order.
@@ -162,10 +167,12 @@ class Engine(wiring.Component):
         m.submodules.offs = offs = ArrayReader(A)
         m.submodules.idx = idxr = ArrayReader(A)
         m.submodules.weights = wts = ArrayReader(A, elem_bits=32)
-        wiring.connect(m, fetch.port, arb.port1)
+        # Gradient rows before table rows: in backward the merge waits for the gradient
+        # rows, while the table rows are fetched ahead into the row buffer.
+        wiring.connect(m, fetch_g.port, arb.port1)
         wiring.connect(m, offs.port, arb.port2)
         wiring.connect(m, idxr.port, arb.port3)
-        wiring.connect(m, fetch_g.port, arb.port4)
+        wiring.connect(m, fetch.port, arb.port4)
         wiring.connect(m, wts.port, arb.port5)
         m.submodules.fetch_state = fetch_s = RowFetcher(A, 1)      # Adagrad state beats
         wiring.connect(m, fetch_s.port, arb.port6)
@@ -197,24 +204,31 @@ class Engine(wiring.Component):
                 m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
                              dst.payload.eq(src.payload if payload is None else payload)]
 
+        # The row buffer holds a part's table rows (its distinct rows at most): in backward
+        # (SGD) they are all fetched while the gradients merge, and wait there for them.
+        m.submodules.row_buf = row_buf = fifo.SyncFIFOBuffered(width=512, depth=p.slot_capacity * beats)
+        table_rows = row_buf.r_stream
+        wiring.connect(m, fetch.beats_out, row_buf.w_stream)
         # Forward: table rows feed the datapath.  Backward: gradient rows feed the datapath
         # (dedup, refree) or the updater (baseline); table rows feed the updater.
-        route(fetch.beats_out, dp.rows, forward)
+        route(table_rows, dp.rows, forward)
         route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
         route(dp.results, upd.g, ~forward & ~baseline & ~adagrad, Cat(dp.results.payload.data, C(ONE_F32, 32)))
-        route(fetch.beats_out, upd.e, ~forward & ~adagrad)
+        route(table_rows, upd.e, ~forward & ~adagrad)
         route(dp.results, ada.g, ~forward & ~baseline & adagrad, dp.results.payload.data)
-        route(fetch.beats_out, ada.e, ~forward & adagrad)
+        route(table_rows, ada.e, ~forward & adagrad)
 
         # Work leaves the controller through small queues (no combinational loop between
         # the controller's and the consumers' handshakes): scheduler items, table-row and
         # gradient-row addresses to fetch, and the addresses the updated rows go back to.
+        # Backward (SGD) takes a part's whole update list first, so the table rows and
+        # their write addresses queue for a part's distinct rows.
         m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=4)
-        m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=4)
+        m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=max(4, p.slot_capacity))
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
-        m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
+        m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=max(32, p.slot_capacity))
         # Adagrad: each updated row's state beat (to fetch, its lane, where it goes back)
         m.submodules.state_q = state_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=4, depth=IN_FLIGHT_ROWS)
@@ -491,7 +505,7 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
-                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward),
+                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(~adagrad),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
@@ -579,7 +593,7 @@ class Engine(wiring.Component):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
 
-            with m.State("RUN_GRADIENTS"):      # backward: gradient rows, then the update list
+            with m.State("RUN_GRADIENTS"):      # backward: gradient rows and the update list
                 m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
                              item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
                              item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first)]
@@ -588,7 +602,7 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
                 # every gradient row is in: the scheduler may send the merged gradients
-                items_in = (coef.o.valid & mem_.upd) | ~an.busy & ~coef.busy
+                items_in = (coef.o.valid & mem_.upd & adagrad) | ~an.busy & ~coef.busy
                 with m.If(~end_sent & items_in & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.d.sync += end_sent.eq(1)
