@@ -90,6 +90,9 @@ __all__ = ["Engine", "MODE_BASELINE", "MODE_DEDUP", "MODE_REFREE", "JOB_FORWARD"
 MODE_BASELINE, MODE_DEDUP, MODE_REFREE = 0, 1, 2
 JOB_FORWARD, JOB_BACKWARD = 0, 1
 IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet written back
+# Items queued ahead of the scheduler: their rows are fetched as they are queued, so this
+# many items of run-ahead hide the memory's latency behind the scheduler's work.
+ITEMS_AHEAD = 128
 ONE_F32 = 0x3F800000
 
 
@@ -225,7 +228,7 @@ class Engine(wiring.Component):
         # gradient-row addresses to fetch, and the addresses the updated rows go back to.
         # Backward (SGD) takes a part's whole update list first, so the table rows and
         # their write addresses queue for a part's distinct rows.
-        m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=4)
+        m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=ITEMS_AHEAD)
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=max(4, p.slot_capacity))
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=max(32, p.slot_capacity))
