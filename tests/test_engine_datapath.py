@@ -297,7 +297,7 @@ def test_arguments_are_checked(kwargs, message):
 def test_layouts_match_the_scheduler():
     sch = ShareScheduler(num_members=10, item_bits=7)
     dp = FoldDatapath.for_scheduler(sch, 64)
-    assert (dp.Op, dp.Final, dp.num_classes, dp.beats) == (sch.Op, sch.Final, 12, 4)   # members + 2 (see ShareScheduler)
+    assert (dp.Op, dp.Final, dp.num_classes, dp.beats) == (sch.Op, sch.Final, 13, 4)   # members + 3 (see ShareScheduler)
     assert dp.latency == dp.fma_latency + 1 == len(FusedMultiplyAdd.DEFAULT_PIPELINE) + 1
     assert FoldDatapath(16, 4, 2, 3, fma_pipeline=("round",)).latency == 2
     del dp

@@ -76,6 +76,7 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
             if take and ctx.get(dut.ops.valid):
                 ops.append({k: ctx.get(getattr(dut.ops.payload, k))
                             for k in ("dst", "src", "src_zero", "item", "item_first", "c")})
+                assert ops[-1]["dst"] < dut.num_classes, "a class beyond the datapath's partial sums"
             if ctx.get(dut.finals.valid):
                 finals.append({k: ctx.get(getattr(dut.finals.payload, k)) for k in ("member", "node", "zero")})
             await ctx.tick()

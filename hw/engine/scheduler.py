@@ -22,14 +22,18 @@ Outputs: ``ops`` (``PS[dst] = fma(c, item, PS[src] or +0)``; ``kind`` passes thr
 the datapath), then ``finals``: for members 0 .. num_members-1 the class holding their
 result (``zero`` when the member holds no item: an empty bag).
 
-Throughput: ``refree``, one member every two cycles: DECIDE (the class's remap entry and
-count are readable: issue the operation of a new class, leave the old class) takes the next
-member, whose class's remap entry and count are read in the next cycle while the decided
-member joins its new class (MOVE, a write that the reads see through; a next member equal
-to the moving one takes its new class by forwarding).  ``dedup``, a member every two cycles
-plus one per extra repeat (its operations are issued in the cycle after its class is read,
-and the next member is taken with its last one).  A member deferred by a conflict costs two
-cycles more.
+Throughput: ``refree``, one member per cycle within an item.  Three stages overlap: TAKE
+(the member's class is read), R (the class is known: its remap entry and count are read in
+the cycle the member ahead of it is decided) and DECIDE (issue the operation of a new
+class, leave the old class); the decided member joins its new class in the next cycle
+(MOVE).  Members of one item are distinct, so within an item no member's class changes
+under it; the tables' reads see the writes of the same cycle through (transparent ports),
+and the joined class's count has a read port of its own.  An item's first member, and
+every member of a round of deferred ones, takes the unpipelined path: a cycle to read its
+class's remap entry (REMAP, where a member equal to the one moving takes its new class by
+forwarding), then DECIDE.  ``dedup``, a member every two cycles plus one per extra repeat
+(its operations are issued in the cycle after its class is read, and the next member is
+taken with its last one).  A member deferred by a conflict costs two cycles more.
 """
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -73,9 +77,9 @@ class ShareScheduler(wiring.Component):
                 raise ValueError(f"ShareScheduler {name} must be a positive integer, not {v!r}")
         self.num_members_max = num_members
         # Classes: one per started member, plus the one being created while its member
-        # still holds the old one, plus one just recycled and not yet readable from the free
-        # list (the next member's decision comes two cycles after a recycle).
-        self.num_classes = num_members + 2
+        # still holds the old one, plus two just recycled and not yet readable from the free
+        # list (a decision a cycle; the free list shows a class two cycles after it is put).
+        self.num_classes = num_members + 3
         nb = max(1, (self.num_classes - 1).bit_length())
         self.node_bits = nb
         self.Item = data.StructLayout({"item": item_bits, "member": nb, "c": 32, "kind": kind_bits,
@@ -107,7 +111,18 @@ class ShareScheduler(wiring.Component):
 
         cls_rd, cls_wr = mem("cls", Cls, N)
         remap_rd, remap_wr = mem("remap", Remap, C)
-        ref_rd, ref_wr = mem("refcount", nb + 1, C)
+        # A class's member count is joins - leaves (modulo 2**(nb+1)): MOVE writes the
+        # joins and DECIDE the leaves, both in every cycle, each table with its own write
+        # port.  A class is created with joins = leaves + 1, whatever both held before.
+        joins_rd, joins_wr = mem("joins", nb + 1, C)
+        leaves_rd, leaves_wr = mem("leaves", nb + 1, C)
+        join_rd = m.submodules.joins.read_port(transparent_for=(joins_wr,))     # the joined class
+        new_rd = m.submodules.leaves.read_port(transparent_for=(leaves_wr,))    # the created class
+
+        def read_count(cls):
+            m.d.comb += [joins_rd.addr.eq(cls), leaves_rd.addr.eq(cls)]
+        count = Signal(nb + 1)                  # members of the class read last cycle
+        m.d.comb += count.eq(joins_rd.data - leaves_rd.data)
         m.submodules.free = free = fifo.SyncFIFOBuffered(width=nb, depth=C)
         m.submodules.deferred = deferred = fifo.SyncFIFOBuffered(width=self.Item.size, depth=N)
 
@@ -135,6 +150,16 @@ class ShareScheduler(wiring.Component):
         k = Signal(nb + 1)
         created = Signal()                      # the member's new class was made for it
         moving, moving_member = Signal(), Signal(nb)    # MOVE of the member decided last cycle
+        # Stage R: the member taken behind the one in DECIDE (the same item); its class was
+        # read when it was taken (``r_fresh``: in the last cycle, else latched in r_q).
+        r_valid, r_fresh = Signal(), Signal()
+        r_item = Signal(self.Item)
+        r_q, r_q_root = Signal(nb), Signal()
+        m.d.sync += r_fresh.eq(0)
+        r_node = Mux(r_fresh, cls_rd.data.node, r_q)
+        r_root = Mux(r_fresh, cls_rd.data.part != part, r_q_root)
+        with m.If(r_fresh):
+            m.d.sync += [r_q.eq(r_node), r_q_root.eq(r_root)]
 
         m.d.comb += self.busy.eq(1)
         with m.If(self.end):
@@ -148,8 +173,8 @@ class ShareScheduler(wiring.Component):
         # starts at 1).  No state writes these tables then (the next DECIDE is a cycle later).
         m.d.sync += moving.eq(0)
         with m.If(moving):
-            m.d.comb += [ref_wr.addr.eq(n), ref_wr.en.eq(1),
-                         ref_wr.data.eq(Mux(created, 1, ref_rd.data + 1)),
+            m.d.comb += [joins_wr.addr.eq(n), joins_wr.en.eq(1),
+                         joins_wr.data.eq(Mux(created, new_rd.data, join_rd.data) + 1),
                          cls_wr.addr.eq(moving_member), cls_wr.en.eq(1),
                          cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
 
@@ -214,6 +239,14 @@ class ShareScheduler(wiring.Component):
                 with m.Else():
                     m.next = "TAKE"
 
+            def take_behind():
+                """Take the item's next member into stage R (sharing, same item, no round)."""
+                nxt = self.items.payload
+                with m.If(share & ~draining & ~end_seen & self.items.valid & ~nxt.first):
+                    m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(nxt.member)]
+                    m.d.sync += [r_item.eq(nxt), r_valid.eq(1), r_fresh.eq(1),
+                                 end_seen.eq(nxt.last | self.end)]
+
             with m.State("TAKE"):
                 take()
 
@@ -223,11 +256,14 @@ class ShareScheduler(wiring.Component):
                 started = forward | (cls_rd.data.part == part)
                 node = Mux(forward, n, cls_rd.data.node)
                 m.d.sync += [q.eq(node), q_root.eq(~started)]
-                m.d.comb += [remap_rd.addr.eq(node), ref_rd.addr.eq(node)]
+                m.d.comb += remap_rd.addr.eq(node)
+                read_count(node)
                 with m.If(~share):
                     m.d.sync += [n.eq(cur.member), reps.eq(cur.repeat)]
                     m.next = "DEDUP_OP"
                 with m.Else():
+                    with m.If(~cur.last):
+                        take_behind()
                     m.next = "DECIDE"
 
             with m.State("DEDUP_OP"):           # PS[member] = fma(c, item, PS[member] or +0)
@@ -252,9 +288,13 @@ class ShareScheduler(wiring.Component):
                 miss = entry.sweep != sweep
                 new = Mux(free.r_rdy, free.r_data, fresh[:nb])
                 commit = hit | miss & self.ops.ready
-                # Hold the class's entry and count while the operation waits; on a hit,
-                # read the joined class's count for MOVE.
-                m.d.comb += [remap_rd.addr.eq(q), ref_rd.addr.eq(Mux(hit, entry.node, q))]
+                # Hold the class's entry and count while the operation waits, or read those
+                # of the member behind; on a hit, read the joined class's count for MOVE.
+                advance = commit | conflict
+                behind = advance & r_valid
+                m.d.comb += [remap_rd.addr.eq(Mux(behind, r_node, q)), join_rd.addr.eq(entry.node),
+                             new_rd.addr.eq(new)]
+                read_count(Mux(behind, r_node, q))
                 m.d.comb += [self.ops.valid.eq(miss), self.ops.payload.dst.eq(new),
                              self.ops.payload.src.eq(q), self.ops.payload.src_zero.eq(q_root),
                              self.ops.payload.item.eq(cur.item), self.ops.payload.c.eq(cur.c),
@@ -262,7 +302,8 @@ class ShareScheduler(wiring.Component):
                              self.ops.payload.item_first.eq(item_first_pending)]
                 with m.If(conflict):
                     m.d.comb += [deferred.w_en.eq(1), deferred.w_data.eq(cur)]
-                    m.next = "TAKE"
+                    with m.If(~r_valid):
+                        m.next = "TAKE"
                 with m.If(hit):
                     m.d.sync += [n.eq(entry.node), created.eq(0)]
                 with m.If(miss & self.ops.ready):
@@ -282,10 +323,15 @@ class ShareScheduler(wiring.Component):
                     m.d.sync += [moving.eq(1), moving_member.eq(cur.member)]
                     # Leave the old class: one member fewer; recycle it when empty.
                     with m.If(~q_root):
-                        m.d.comb += [ref_wr.addr.eq(q), ref_wr.en.eq(1), ref_wr.data.eq(ref_rd.data - 1)]
-                        with m.If(ref_rd.data == 1):
+                        m.d.comb += [leaves_wr.addr.eq(q), leaves_wr.en.eq(1), leaves_wr.data.eq(leaves_rd.data + 1)]
+                        with m.If(count == 1):
                             m.d.comb += [free.w_en.eq(1), free.w_data.eq(q)]
-                    take()
+                    with m.If(~r_valid):
+                        take()
+                with m.If(behind):              # the member behind is decided next
+                    m.d.sync += [cur.eq(r_item), q.eq(r_node), q_root.eq(r_root), r_valid.eq(0)]
+                    with m.If(~r_item.last):
+                        take_behind()
 
             with m.State("FINALS"):             # each member's result class
                 m.d.comb += cls_rd.addr.eq(k)
