@@ -73,7 +73,8 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
                 ctx.set(dut.members.ready, take)
                 if take and ctx.get(dut.members.valid):
                     members.append({k: ctx.get(getattr(dut.members.payload, k))
-                                    for k in ("slot", "row", "bags", "bag", "mult", "c", "first", "upd")})
+                                    for k in ("slot", "row", "bags", "bag", "mult", "c", "first", "upd",
+                                              "member_last")})
                 await ctx.tick()
                 cycle += 1
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
@@ -118,6 +119,15 @@ def part_pairs(bags, part, weights, split):
     return slot_of, {b: [(r, len(ws), fold_bits(ws)) for r, ws in mine.values()] for b, mine in pairs.items()}
 
 
+def mark_member_last(entries, member):
+    """Set ``member_last`` on each member's last pair (``member``: "bag" or "slot"); the
+    update list's entries have none."""
+    last = {e[member]: k for k, e in enumerate(entries) if not e["upd"]}
+    for k, e in enumerate(entries):
+        e["member_last"] = int(not e["upd"] and last[e[member]] == k)
+    return entries
+
+
 def members_of(got, weighted):
     """The analyzer's members; ``c`` only counts for a weighted part."""
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
@@ -148,7 +158,7 @@ def check_backward(params, bags, sort_bags=True, weights=None, split=False, upda
         want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, c=c, first=int(k == 0), upd=0)
                         for b in bag_order for k, (r, n, c) in enumerate(pairs[b])]
         updates = [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=0, first=0, upd=1) for k, r in enumerate(slot_of)]
-        want_members = updates + want_members if updates_first else want_members + updates
+        want_members = mark_member_last(updates + want_members if updates_first else want_members + updates, "slot")
         want_members = members_of(want_members, weights is not None)
         got_members = members_of(g["members"], weights is not None)
         for x, y in zip(got_members, want_members):     # (the update list's c is not used)
@@ -176,6 +186,7 @@ def check_forward(params, bags, weights=None, split=False, **kw):
             want_members += [dict(slot=slot_of[r], row=r, bags=nb, bag=b, mult=n, c=c, first=int(k == 0),
                                   upd=0)
                              for k, (b, n, c) in enumerate(mine)]
+        mark_member_last(want_members, "bag")
         assert members_of(g["members"], weights is not None) == members_of(want_members, weights is not None)
         assert g["pairs"] == len(want_members)
     return got

@@ -107,12 +107,14 @@ class Analyzer(wiring.Component):
         Sampled with ``start``: order the part for the backward pass (see above), its bags
         in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
         whose merge folds every row's terms in index order).
-    members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd))
+    members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd, member_last))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
         Backward: grouped by bag in gradient-row order, and the update list (``upd``) first
         or last.
-        One pair per cycle while taken.
+        One pair per cycle while taken.  ``member_last`` marks the last pair of its member
+        in this order (forward: the bag's; backward: the distinct row's), after which the
+        member's fold is complete.
     """
 
     def __init__(self, params):
@@ -128,7 +130,8 @@ class Analyzer(wiring.Component):
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
         self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
                                          "bags": p.bag_count_bits, "bag": p.bag_bits,
-                                         "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1})
+                                         "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1,
+                                         "member_last": 1})
         super().__init__({
             "start": In(1),
             "backward": In(1),
@@ -190,6 +193,10 @@ class Analyzer(wiring.Component):
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
         bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
+        # Pairs of each member not yet streamed (forward: per bag; backward: per slot): set
+        # beside every write of the bag list's (slot info's) pair count, counted down as
+        # the pairs stream out.
+        left_rd, left_wr = mem("member_left", p.pair_bits + 1, max(p.slot_capacity, p.max_bags))
 
         # The hash entries' valid bits (flip-flops: H of them, cleared in one cycle) and the
         # bit of the entry read last cycle (transparent for a write in the read's cycle, as
@@ -270,6 +277,12 @@ class Analyzer(wiring.Component):
             m.d.comb += [pc_wr.addr.eq(done.pair), pc_wr.en.eq(1),
                          pc_wr.data.eq(Mux(done.new, done.w, cadd.o.payload))]
         drained = ~s1_valid & ~s2_valid & ~s3_valid & ~Cat(*[t.valid for t in ctag[1:]]).any()
+        with m.If(bwd):
+            m.d.comb += [left_wr.addr.eq(info_wr.addr), left_wr.data.eq(info_wr.data.pairs),
+                         left_wr.en.eq(info_wr.en)]
+        with m.Else():
+            m.d.comb += [left_wr.addr.eq(bl_wr.data.bag), left_wr.data.eq(bl_wr.data.pairs),
+                         left_wr.en.eq(bl_wr.en)]
 
         def in_flight(row, bag):
             """(row, bag) is a lookup whose coefficient is not yet written."""
@@ -371,6 +384,11 @@ class Analyzer(wiring.Component):
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=self.Member.size, depth=8)
         m.d.comb += [self.members.valid.eq(out_fifo.r_rdy), self.members.payload.eq(out_fifo.r_data),
                      out_fifo.r_en.eq(self.members.ready)]
+        # Every entry passes the countdown stage (cd) before the FIFO: its member's pairs
+        # left are read, decremented and written back (a read one cycle behind sees it).
+        cd_valid, cd_entry = Signal(), Signal(self.Member)
+        queued = Signal(range(out_fifo.depth + 2))      # in the FIFO or entering it
+        m.d.comb += queued.eq(out_fifo.level + cd_valid)
         walk_slot, walk_bags = Signal(p.slot_bits), Signal(p.bag_count_bits)
         walk_cursor, walk_left = Signal(p.pair_bits), Signal(p.pair_bits + 1)
         walk_chained, walk_first = Signal(), Signal()   # the cursor is next_rd's data; a row's first pair
@@ -543,7 +561,7 @@ class Analyzer(wiring.Component):
                 with m.If(idx != nslots):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "EMIT_INFO"
-                with m.Elif(~wa_valid & (out_fifo.level == 0)):
+                with m.Elif(~wa_valid & (queued == 0)):
                     m.next = "DONE"
             with m.State("EMIT_INFO"):
                 m.d.comb += info_rd.addr.eq(perm_rd.data)
@@ -555,7 +573,7 @@ class Analyzer(wiring.Component):
                 m.next = "EMIT_WALK"
             with m.State("EMIT_WALK"):          # pointer chasing: a link read a cycle
                 cur = Mux(walk_chained, next_rd.data, walk_cursor)
-                issue = (walk_left != 0) & (out_fifo.level + wa_valid < out_fifo.depth - 1)
+                issue = (walk_left != 0) & (queued + wa_valid < out_fifo.depth - 1)
                 m.d.comb += [pair_addr.eq(cur), next_rd.addr.eq(cur), row_rd.addr.eq(walk_slot)]
                 m.d.sync += [wa_valid.eq(issue), walk_chained.eq(issue), walk_cursor.eq(cur)]
                 with m.If(issue):
@@ -570,7 +588,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
                 with m.Elif(~bb_valid & ~bc_valid & updates_first):
-                    with m.If(out_fifo.level == 0):
+                    with m.If(queued == 0):
                         m.next = "DONE"
                 with m.Elif(~bb_valid & ~bc_valid):
                     m.d.sync += idx.eq(0)
@@ -583,7 +601,7 @@ class Analyzer(wiring.Component):
                              item_bag.eq(bl_rd.data.bag), first_pending.eq(1)]
                 m.next = "BW_PAIRS"
             with m.State("BW_PAIRS"):           # cursor -> (slot, mult) -> row -> FIFO
-                issue = (left != 0) & (out_fifo.level + bb_valid + bc_valid < out_fifo.depth - 1)
+                issue = (left != 0) & (queued + bb_valid + bc_valid < out_fifo.depth - 1)
                 m.d.comb += pair_addr.eq(cursor)
                 m.d.sync += [bb_valid.eq(issue), bb_first.eq(first_pending), bb_bag.eq(item_bag)]
                 with m.If(issue):
@@ -591,7 +609,7 @@ class Analyzer(wiring.Component):
                 with m.If(left == 0):
                     m.next = "BW_NEXT"
             with m.State("BW_ROWS"):            # slot k -> row -> FIFO, with upd
-                issue = (idx < nslots) & (out_fifo.level + rr_valid < out_fifo.depth - 1)
+                issue = (idx < nslots) & (queued + rr_valid < out_fifo.depth - 1)
                 m.d.comb += row_rd.addr.eq(idx)
                 m.d.sync += [rr_valid.eq(issue), rr_slot.eq(idx)]
                 with m.If(issue):
@@ -599,7 +617,7 @@ class Analyzer(wiring.Component):
                 with m.If((idx == nslots) & ~rr_valid & updates_first):
                     m.d.sync += idx.eq(0)
                     m.next = "BW_NEXT"
-                with m.Elif((idx == nslots) & ~rr_valid & (out_fifo.level == 0)):
+                with m.Elif((idx == nslots) & ~rr_valid & (queued == 0)):
                     m.next = "DONE"
 
             with m.State("DONE"):
@@ -622,12 +640,20 @@ class Analyzer(wiring.Component):
         with m.If(wa_valid):
             m.d.comb += [out_entry.slot.eq(walk_slot), out_entry.row.eq(row_rd.data), out_entry.bags.eq(walk_bags),
                          out_entry.bag.eq(pbag_rd.data), out_entry.mult.eq(pmul_rd.data), out_entry.c.eq(pc_rd.data),
-                         out_entry.first.eq(wa_first), out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
+                         out_entry.first.eq(wa_first)]
         with m.If(bc_valid):
             m.d.comb += [out_entry.slot.eq(bc_slot), out_entry.row.eq(row_rd.data), out_entry.bag.eq(bc_bag),
-                         out_entry.mult.eq(bc_mult), out_entry.c.eq(bc_c), out_entry.first.eq(bc_first),
-                         out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
+                         out_entry.mult.eq(bc_mult), out_entry.c.eq(bc_c), out_entry.first.eq(bc_first)]
         with m.If(rr_valid):
-            m.d.comb += [out_entry.slot.eq(rr_slot), out_entry.row.eq(row_rd.data), out_entry.upd.eq(1),
-                         out_fifo.w_data.eq(out_entry), out_fifo.w_en.eq(1)]
+            m.d.comb += [out_entry.slot.eq(rr_slot), out_entry.row.eq(row_rd.data), out_entry.upd.eq(1)]
+        # The countdown stage: the member's pairs left (its bag forward, its slot backward).
+        m.d.comb += left_rd.addr.eq(Mux(bwd, out_entry.slot, out_entry.bag))
+        m.d.sync += [cd_valid.eq(wa_valid | bc_valid | rr_valid), cd_entry.eq(out_entry)]
+        counted = cd_valid & ~cd_entry.upd
+        with m.If(counted):
+            m.d.comb += [left_wr.addr.eq(Mux(bwd, cd_entry.slot, cd_entry.bag)), left_wr.data.eq(left_rd.data - 1),
+                         left_wr.en.eq(1)]
+        counted_entry = Signal(self.Member)
+        m.d.comb += [counted_entry.eq(cd_entry), counted_entry.member_last.eq(counted & (left_rd.data == 1)),
+                     out_fifo.w_data.eq(counted_entry), out_fifo.w_en.eq(cd_valid)]
         return m

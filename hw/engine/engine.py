@@ -43,6 +43,12 @@ Job flow (one ``start`` pulse, configuration latched):
    table row go through the updater; a row still being updated is not fetched again (a
    small table of rows in flight), so repeated rows see each other's updates in order.
 
+On-chip queues that let memory run ahead of the fold (sizes from the part limits, at the
+defaults ``max_distinct_rows`` = 1,024 and D = 64): the row buffer, a part's distinct rows
+(``max_distinct_rows * D/16`` beats of 512 bits: 256 KiB), the queues of row addresses to
+fetch and to write back (``max_distinct_rows`` addresses each), and ``ITEMS_AHEAD`` (128)
+scheduler items, whose rows are fetched as they are queued.
+
 Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
 indices.  ``refree`` folds each (bag, row) pair's weights into its key coefficient in the
 analyzer; ``dedup`` makes every lookup a pair of its own, so each occurrence applies its own
