@@ -157,18 +157,17 @@ def unpack(word):
 
 class Bench:
     """Drives ``parts`` (dicts with ``ops``, ``finals``, ``rows``: uint32 (items, D)) through a
-    datapath: a part's finals after its last operation was accepted; the next part's
-    operations presented as soon as the first final has been taken (they must wait for
-    ``start``, pulsed after the last final); rows streamed ahead independently; random gaps
-    and result backpressure.  Cycles are read from a free-running counter sampled at each
-    clock edge."""
+    datapath: a part's finals, as finals in the operation stream, after its last operation;
+    the next part once the part's results are all out and the datapath idle (``start``
+    between parts, ``error`` read before it); rows streamed ahead independently; random
+    gaps and result backpressure.  Cycles are read from a free-running counter sampled at
+    each clock edge."""
 
     def __init__(self, dut, parts, *, gap=0.0, stall=0.0, seed=0):
         self.dut, self.parts, self.gap, self.stall = dut, parts, gap, stall
         self.rng = np.random.default_rng(seed)
         self.counter = Signal(32)
-        self.ops_done = [False] * len(parts)
-        self.fin_first = [False] * len(parts)
+        self.results_due = 0                     # result beats of the parts sent so far
         self.op_cycles = []                      # acceptance cycle of every operation
         self.errors = []                         # `error` at the end of each part
         self.results = []
@@ -192,6 +191,8 @@ class Bench:
             ctx.set(port.valid, 0)
             await self.tick(ctx)
         ctx.set(port.valid, 1)
+        if isinstance(payload, dict) and port is self.dut.ops:
+            payload = {"final": 0} | payload
         ctx.set(port.payload, payload)
         while True:
             cycle, ready = await self.tick(ctx, port.ready)
@@ -201,16 +202,21 @@ class Bench:
     async def drive_ops(self, ctx):
         dut = self.dut
         for p, part in enumerate(self.parts):
-            if p:
-                await self.wait(ctx, lambda: self.fin_first[p - 1])
-            else:
-                ctx.set(dut.start, 1)
-                await self.tick(ctx)
-                ctx.set(dut.start, 0)
+            if p:                               # the previous part done: its error, start
+                await self.wait(ctx, lambda: len(self.results) == self.results_due and not ctx.get(dut.busy))
+                self.errors.append(ctx.get(dut.error))
+            ctx.set(dut.start, 1)
+            await self.tick(ctx)
+            ctx.set(dut.start, 0)
+            self.results_due += len(part["finals"]) * dut.beats
             for op in part["ops"]:
                 self.op_cycles.append(await self.send(ctx, dut.ops, op))
+            for f in part["finals"]:
+                await self.send(ctx, dut.ops, dict(dst=f["member"], src=f["node"], src_zero=f["zero"],
+                                                   item=0, item_first=0, c=0, kind=0, final=1))
             ctx.set(dut.ops.valid, 0)
-            self.ops_done[p] = True
+        await self.wait(ctx, lambda: len(self.results) == self.results_due)
+        self.errors.append(ctx.get(dut.error))
 
     async def drive_rows(self, ctx):
         for part in self.parts:
@@ -218,18 +224,6 @@ class Bench:
                 for beat in row.reshape(-1, LANES):
                     await self.send(ctx, self.dut.rows, pack(beat))
         ctx.set(self.dut.rows.valid, 0)
-
-    async def drive_finals(self, ctx):
-        for p, part in enumerate(self.parts):
-            await self.wait(ctx, lambda: self.ops_done[p])
-            for f in part["finals"]:
-                await self.send(ctx, self.dut.finals, f)
-                self.fin_first[p] = True
-            ctx.set(self.dut.finals.valid, 0)
-            self.errors.append(ctx.get(self.dut.error))
-            ctx.set(self.dut.start, 1)          # the next part
-            await self.tick(ctx)
-            ctx.set(self.dut.start, 0)
 
     async def collect(self, ctx):
         res = self.dut.results
@@ -258,7 +252,7 @@ class Bench:
         top.d.sync += self.counter.eq(self.counter + 1)
         sim = Simulator(top)
         sim.add_clock(1e-8)
-        for tb in (self.drive_ops, self.drive_rows, self.drive_finals, self.collect):
+        for tb in (self.drive_ops, self.drive_rows, self.collect):
             sim.add_testbench(tb)
         sim.run()
         return self
@@ -297,7 +291,7 @@ def test_arguments_are_checked(kwargs, message):
 def test_layouts_match_the_scheduler():
     sch = ShareScheduler(num_members=10, item_bits=7)
     dp = FoldDatapath.for_scheduler(sch, 64)
-    assert (dp.Op, dp.Final, dp.num_classes, dp.beats) == (sch.Op, sch.Final, 13, 4)   # members + 3 (see ShareScheduler)
+    assert (dp.Op, dp.num_classes, dp.beats) == (sch.Op, 13, 4)   # members + 3 (see ShareScheduler)
     assert dp.latency == dp.fma_latency + 1 == len(FusedMultiplyAdd.DEFAULT_PIPELINE) + 1
     assert FoldDatapath(16, 4, 2, 3, fma_pipeline=("round",)).latency == 2
     del dp
@@ -413,7 +407,6 @@ class Pair(wiring.Component):
         m = Module()
         m.submodules.sch, m.submodules.dp = self.sch, self.dp
         wiring.connect(m, self.sch.ops, self.dp.ops)
-        wiring.connect(m, self.sch.finals, self.dp.finals)
         return m
 
 
@@ -452,6 +445,7 @@ def test_scheduler_and_datapath_give_the_golden_pooled_output():
                     await ctx.tick()
                 await ctx.tick().until(~sch.busy & ~dp.busy)
             ctx.set(sch.share, share)
+            ctx.set(sch.early, p != 1)          # finals as members complete, or at the end
             ctx.set(sch.num_members, len(bags))
             ctx.set(sch.start, 1)
             ctx.set(dp.start, 1)

@@ -1,5 +1,7 @@
 """The sharing scheduler: its operations, replayed with binary32 arithmetic, give the golden
 model's forward values bit for bit, and it makes exactly one operation per trie node."""
+import itertools
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -15,6 +17,14 @@ from test_golden_planner import one_table
 MAX_CYCLES = 200_000
 
 
+def mark_member_last(out):
+    """Set ``member_last`` on each member's last item of a stream."""
+    last = {x["member"]: k for k, x in enumerate(out)}
+    for k, x in enumerate(out):
+        x["member_last"] = int(last[x["member"]] == k)
+    return out
+
+
 def member_stream(plan, share):
     """The analyzer's member lists of a plan: rows in row order, a row's bags ascending."""
     out = []
@@ -26,14 +36,15 @@ def member_stream(plan, share):
             out.append(dict(item=pos, member=b, c=int(c), kind=0, repeat=1 if share else mult,
                             first=int(k == 0), last=0))
     out[-1]["last"] = 1
-    return out
+    return mark_member_last(out)
 
 
-def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
+def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True):
     """Run one part; `warmup` (a stream) runs as an earlier part on the same instance, so
-    that state left by a part (recycled classes, tags) is exercised."""
+    that state left by a part (recycled classes, tags) is exercised.  Returns the operations
+    and finals (``final`` set) in the order they left."""
     dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
-    ops, finals = [], []
+    ops = []
     parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
     started = []
 
@@ -42,6 +53,7 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
             while ctx.get(dut.busy):
                 await ctx.tick()
             ctx.set(dut.share, share)
+            ctx.set(dut.early, early)
             ctx.set(dut.num_members, n)
             ctx.set(dut.start, 1)
             await ctx.tick()
@@ -62,23 +74,19 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
             while seen < 8:
                 assert cycle < MAX_CYCLES, "the scheduler did not finish"
                 ctx.set(dut.ops.ready, 1)
-                ctx.set(dut.finals.ready, 1)
-                seen += ctx.get(dut.finals.valid)
+                seen += ctx.get(dut.ops.valid) and ctx.get(dut.ops.payload.final)
                 await ctx.tick()
                 cycle += 1
             while len(started) < 2:
                 await ctx.tick()
-        while len(finals) < num_members:
+        while sum(op["final"] for op in ops) < num_members or ctx.get(dut.busy):
             assert cycle < MAX_CYCLES, "the scheduler did not finish"
             take = not (ops_stall and cycle % ops_stall == 0)
             ctx.set(dut.ops.ready, take)
-            ctx.set(dut.finals.ready, 1)
             if take and ctx.get(dut.ops.valid):
                 ops.append({k: ctx.get(getattr(dut.ops.payload, k))
-                            for k in ("dst", "src", "src_zero", "item", "item_first", "c")})
+                            for k in ("dst", "src", "src_zero", "item", "item_first", "c", "final")})
                 assert ops[-1]["dst"] < dut.num_classes, "a class beyond the datapath's partial sums"
-            if ctx.get(dut.finals.valid):
-                finals.append({k: ctx.get(getattr(dut.finals.payload, k)) for k in ("member", "node", "zero")})
             await ctx.tick()
             cycle += 1
 
@@ -87,18 +95,23 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None):
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.run()
-    return ops, finals
+    return ops
 
 
-def replay(ops, finals, rows, E, D):
-    """Execute the operations with binary32 FMA, as the vector datapath will."""
-    PS = {}
+def replay(ops, rows, E, D, num_members):
+    """Execute the operations with binary32 FMA, as the vector datapath will, each final
+    reading its class where it comes in the stream; one final per member."""
+    PS, out = {}, {}
     for op in ops:
         acc = np.zeros(D, np.float32) if op["src_zero"] else PS[op["src"]]
+        if op["final"]:
+            assert op["dst"] not in out, f"member {op['dst']}: a second final"
+            out[op["dst"]] = acc
+            continue
         c = np.uint32(op["c"]).view(np.float32)
         PS[op["dst"]] = fma(c, E[rows[op["item"]]], acc)
-    return np.array([np.zeros(D, np.float32) if f["zero"] else PS[f["node"]]
-                     for f in sorted(finals, key=lambda f: f["member"])])
+    assert sorted(out) == list(range(num_members))
+    return np.array([out[k] for k in range(num_members)])
 
 
 def check(bags, rows_total, seed=0, ops_stall=0, warmup=None):
@@ -109,17 +122,27 @@ def check(bags, rows_total, seed=0, ops_stall=0, warmup=None):
     part = partition(batch, PartLimits.unlimited())[0]
     plan = plan_part(batch, part, "sum")
     G = np.zeros((len(bags), D), np.float32)
-    for share, mode in ((1, "refree"), (0, "dedup")):
-        ops, finals = run_scheduler(member_stream(plan, share), len(bags), share, ops_stall,
-                                    warmup and member_stream(warmup, share))
-        got = replay(ops, finals, plan.rows.tolist(), E, D)
+    for (share, mode), early in itertools.product(((1, "refree"), (0, "dedup")), (True, False)):
+        stream = run_scheduler(member_stream(plan, share), len(bags), share, ops_stall,
+                               warmup and member_stream(warmup, share), early)
+        got = replay(stream, plan.rows.tolist(), E, D, len(bags))
         want = step([E], batch, G, 0.0, mode=mode).pooled
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), mode
+        ops = [op for op in stream if not op["final"]]
         counts = count_part(plan, mode)["forward"]
         assert sum(1 for op in ops if not op["src_zero"]) == counts["adds"], mode
         if share:
             assert len(ops) == plan.fwd_trie.num_nodes
         assert [op["item"] for op in ops if op["item_first"]] == list(range(len(plan.rows)))
+        # early: a member's final as soon as its last item is decided, so the first final
+        # comes before the last operation whenever a member is complete before the last item
+        last_op = max(k for k, op in enumerate(stream) if not op["final"])
+        first_final = min(k for k, op in enumerate(stream) if op["final"])
+        last_item = plan.rows.tolist()[-1]
+        if early and any(last_item not in b and b for b in bags):
+            assert first_final < last_op, mode
+        if not early:
+            assert first_final > last_op and [op["dst"] for op in stream[first_final:]] == list(range(len(bags)))
 
 
 def test_worked_example_makes_three_additions_not_five():
@@ -163,7 +186,7 @@ def gradient_stream(plan, share):
             out.append(dict(item=b, member=pos[r], c=int(c), kind=0, repeat=1 if share else mult,
                             first=int(k == 0), last=0))
     out[-1]["last"] = 1
-    return out
+    return mark_member_last(out)
 
 
 @pytest.mark.parametrize("bags", [[[5, 2, 0], [5, 2, 6], [5, 2], [1]],
@@ -179,8 +202,9 @@ def test_backward_merge_of_gradient_rows(bags):
     plan = plan_part(batch, partition(batch, PartLimits.unlimited())[0], "sum")
     n = len(plan.rows)
     for share, mode in ((1, "refree"), (0, "dedup")):
-        ops, finals = run_scheduler(gradient_stream(plan, share), n, share)
-        got = replay(ops, finals, list(range(len(bags))), G, D)
+        stream = run_scheduler(gradient_stream(plan, share), n, share)
+        got = replay(stream, list(range(len(bags))), G, D, n)
+        ops = [op for op in stream if not op["final"]]
         # the golden merged gradient: lr = -1 on a zero table leaves exactly g
         E0 = np.zeros((int(plan.rows.max()) + 1, D), np.float32)
         want = step([E0], batch, np.ascontiguousarray(G), -1.0, mode=mode).tables[0][plan.rows]

@@ -1,8 +1,8 @@
 """Fold datapath: the vector PE and the aggregation buffer that execute the sharing
 scheduler's operations (:mod:`.scheduler`), one 512-bit beat (16 binary32 lanes) per cycle.
 
-An operation ``{dst, src, src_zero, item, item_first, c, kind}`` means, lane by lane over
-the D/16 beats of a row,
+An operation ``{dst, src, src_zero, item, item_first, c, kind, final}`` means, lane by lane
+over the D/16 beats of a row,
 
 * kind 0: ``PS[dst] = fma(c, ROW, src_zero ? +0 : PS[src])`` (one rounding);
 * kind 1: ``PS[dst] = fl(fl(c * ROW) + (src_zero ? +0 : PS[src]))`` (two roundings: the
@@ -11,8 +11,10 @@ the D/16 beats of a row,
 ``ROW`` is the current item's row.  An operation with ``item_first`` starts the next item;
 its row is the next one on ``rows``, which are loaded ahead into a ring of row slots (one
 row per item, in item order); the item's later operations read the same slot.
-A final ``{member, node, zero}`` sends the D/16 beats of ``PS[node]`` (``+0`` beats when
-``zero``) to ``results``.
+A *final* (``final`` set: ``dst`` is the member, ``src`` the class holding its result)
+sends the D/16 beats of ``PS[src]`` (``+0`` beats when ``src_zero``) to ``results``; it
+reads like an operation and writes nothing, so finals come in the same stream, anywhere
+after the operation that wrote their class.
 
 Operations wait in an issue *window* of ``window`` entries and need not start in the order
 they came: each cycle in which the current operation issues its last beat, the oldest
@@ -25,7 +27,8 @@ independent operations behind it.
 Pipeline (one beat in flight per stage)::
 
     window --  an operation taken from ``ops`` waits here; the next one is chosen
-    issue  --  the current operation's beat: PS / row / scratch read addresses, hazard check
+    issue  --  the current operation's (or final's) beat: PS / row / scratch read addresses,
+               hazard check
     R      --  read data; operands into the 16 FMAs, or a final's beat on ``results``
     FMA x L -- (L = FusedMultiplyAdd.latency, 13 by default as written; never stalled); in the
                cycle the results leave the FMAs they are written to PS (or the scratch row)
@@ -95,26 +98,19 @@ class FoldDatapath(wiring.Component):
         ``L + 1``: cycles from an operation beat's issue (the cycle it is taken) to the cycle
         its result is written; a beat that reads the same partial-sum beat can issue in that
         write cycle (the read is transparent), no earlier.
-    Op, Final, Result : data.StructLayout
-        Payload layouts; ``Op`` and ``Final`` are identical to the scheduler's.
+    Op, Result : data.StructLayout
+        Payload layouts; ``Op`` is identical to the scheduler's.
 
     Members
     -------
     start : In(1)
-        Pulse: a new part.  Pulse it only after the previous part's last final has been
-        accepted (``ShareScheduler`` is idle then); it reopens ``ops`` (see below) and clears
-        ``error``.
+        Pulse: a new part; it clears ``error``.
     ops : In(stream.Signature(Op))
-        Operations.  Unknown ``src`` contents (a class never written) give undefined data.
+        Operations and finals.  Unknown ``src`` contents (a class never written) give
+        undefined data.
     rows : In(stream.Signature(512))
         The beats of the items' rows in item order, ``D/16`` per item, lane ``k`` in bits
         ``32k .. 32k+31``; one item per operation with ``item_first``.
-    finals : In(stream.Signature(Final))
-        Results to send.  ``ops`` has priority; once a final has been accepted, ``ops`` is
-        closed until ``start``, so a part's finals cannot be overtaken by the next part's
-        operations.  A producer must therefore present a part's first final only after its
-        last operation (``ShareScheduler`` does: it sends finals after its last operation
-        was accepted).
     results : Out(stream.Signature(Result))
         ``{member, beat, data, last}``: the ``D/16`` beats of each final, ``last`` on the
         final beat.
@@ -134,8 +130,8 @@ class FoldDatapath(wiring.Component):
     the scratch row (kind 1) ``D/16``.
 
     Throughput: one beat per cycle (a kind-0 operation every ``D/16`` cycles, a final every
-    ``D/16`` cycles) while ``rows``, ``ops``/``finals`` and ``results`` keep up and the
-    window holds an operation that need not wait; a kind-1 operation takes ``2 * D/16``
+    ``D/16`` cycles) while ``rows``, ``ops`` and ``results`` keep up and the window holds
+    an operation (or final) that need not wait; a kind-1 operation takes ``2 * D/16``
     beats plus ``max(0, L + 1 - D/16)`` cycles (its sum pass waits for its product pass).
     An operation issues at the earliest two cycles after it was taken.  Measured at D = 16
     (with any L): 48 independent operations are taken in 48 consecutive cycles, and from
@@ -143,11 +139,10 @@ class FoldDatapath(wiring.Component):
     ``48 + 16 + L + 3`` cycles (the fill: two cycles through the window, then the first
     final waiting for the last operation's write); four chains of six dependent operations
     presented one after the other take 120 cycles with the default window against 304 in
-    order (window 1).  An operation directly after a result beat (the next part) loses one
-    cycle.
+    order (window 1).
 
-    Hazards (read after write): a beat that reads ``PS[q]`` beat ``j`` (an operation's
-    ``src``, a final's ``node``) waits while an issued beat that writes ``PS[q]`` beat ``j``
+    Hazards (read after write): a beat that reads ``PS[q]`` beat ``j`` (an operation's or a
+    final's ``src``) waits while an issued beat that writes ``PS[q]`` beat ``j``
     is still in R or in the FMAs: a comparison with the ``L`` write tags of the pipeline,
     per beat, so only true conflicts wait.  An operation that reads the partial sum
     written by the operation just before it in issue order therefore waits
@@ -158,10 +153,10 @@ class FoldDatapath(wiring.Component):
     are no write-after-read hazards: reads happen at issue, in issue order, and a beat
     writes ``L + 1`` cycles after its own issue, so every write comes after the reads of all
     earlier beats (this covers a recycled class written just after its last reader, a
-    final followed by the next part's operations, and the row and scratch buffers).
+    final followed by operations that write its class, and the row and scratch buffers).
     Writes happen in issue order (fixed latency): no write-after-write hazards either.
     A row slot is reloaded only once no operation of its item waits or issues and a later
-    item (or the part's finals) has begun.
+    item has begun.
 
     Latency: a result beat appears on ``results`` the cycle after it issues, so at the
     earliest ``L + 2`` cycles after the operation beat that wrote its partial sum issued
@@ -169,12 +164,11 @@ class FoldDatapath(wiring.Component):
 
     Backpressure: the FMAs' outputs are always taken (they never stall); only ``results``
     can stall, which holds a result beat (and the issue stage) in R; operations already in
-    the FMAs complete.  ``finals.ready`` depends combinationally on ``results.ready`` and
-    ``ops.valid``; ``ops.ready`` on ``ops.payload.item_first`` and registers, ``rows.ready``
-    on registers only.
+    the FMAs complete.  ``ops.ready`` depends on ``ops.payload.item_first`` and registers,
+    ``rows.ready`` on registers only.
 
     Reset: the pipeline, the window, the row slots and the issue state empty (``error``
-    low, ``ops`` open).  The partial sums, the rows and the scratch row keep undefined
+    low).  The partial sums, the rows and the scratch row keep undefined
     contents: every class
     is written before a correct program reads it.
     """
@@ -208,10 +202,9 @@ class FoldDatapath(wiring.Component):
         self.row_slots = window + 2
         nb = node_bits
         self.Op = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "item": item_bits,
-                                     "item_first": 1, "c": 32, "kind": kind_bits})
-        self.Final = data.StructLayout({"member": nb, "node": nb, "zero": 1})
+                                     "item_first": 1, "c": 32, "kind": kind_bits, "final": 1})
         self._Entry = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "c": 32,
-                                         "kind": kind_bits,
+                                         "kind": kind_bits, "final": 1,
                                          "slot": max(1, (self.row_slots - 1).bit_length())})
         beat_bits = max(1, (self.beats - 1).bit_length())
         self.Result = data.StructLayout({"member": nb, "beat": beat_bits, "data": BEAT_BITS,
@@ -220,7 +213,6 @@ class FoldDatapath(wiring.Component):
             "start": In(1),
             "ops": In(stream.Signature(self.Op)),
             "rows": In(stream.Signature(BEAT_BITS)),
-            "finals": In(stream.Signature(self.Final)),
             "results": Out(stream.Signature(self.Result)),
             "busy": Out(1),
             "error": Out(1),
@@ -277,7 +269,6 @@ class FoldDatapath(wiring.Component):
         cur, cur_valid = Signal(Entry), Signal()    # the operation issuing its beats
         j = Signal(beat_bits)                   # beat of the operation or final at the head
         second = Signal()                       # the second pass of a kind-1 operation
-        closed = Signal()                       # a final was taken: ops wait for start
         error = Signal()
         m.d.comb += self.error.eq(error)
         last_beat = j == B - 1
@@ -286,7 +277,7 @@ class FoldDatapath(wiring.Component):
         r_valid, r_final = Signal(), Signal()
         r_pass1, r_pass2 = Signal(), Signal()   # kind 1: product pass, sum pass
         r_c = Signal(32)
-        r_src_zero, r_zero, r_last = Signal(), Signal(), Signal()
+        r_src_zero, r_last = Signal(), Signal()
         r_member = Signal.like(self.results.payload.member)
         r_beat = Signal(beat_bits)
         r_addr = Signal(addr_shape)             # write address (PS, or scratch beat)
@@ -310,53 +301,41 @@ class FoldDatapath(wiring.Component):
         # ---- issue: the current operation's beats, or a final's ----------------------
         r_result = r_valid & r_final
         hold = r_result & ~self.results.ready                # a result beat waits in R
-        fin = self.finals.payload
         kind1 = cur.kind == 1
         reserved = cur.kind >= 2
         pass1 = kind1 & ~second
         reads_ps = ~cur.src_zero & (~kind1 | second)
-        src_addr, node_addr, dst_addr = (Signal(addr_shape, name=n)
-                                         for n in ("src_addr", "node_addr", "dst_addr"))
-        m.d.comb += [src_addr.eq(cur.src * B + j), node_addr.eq(fin.node * B + j),
-                     dst_addr.eq(cur.dst * B + j)]
-        op_hazard = (reads_ps & pending_write(src_addr, 0)) | \
-                    (kind1 & second & pending_write(j, 1))
-        fin_hazard = ~fin.zero & pending_write(node_addr, 0)
-        # Finals once every operation has issued (and none is being presented); an
-        # operation never follows a result beat directly, so that ``ops.ready`` and
-        # ``rows.ready`` do not depend on ``results.ready`` (one cycle per part).
-        fin_mode = ~cur_valid & (count == 0) & ~(self.ops.valid & ~closed) & self.finals.valid
-        fire_op = cur_valid & ~r_result & ~op_hazard
-        fire_fin = fin_mode & ~hold & ~fin_hazard
-        op_done = fire_op & last_beat & (~kind1 | second)
+        src_addr, dst_addr = Signal(addr_shape, name="src_addr"), Signal(addr_shape, name="dst_addr")
+        m.d.comb += [src_addr.eq(cur.src * B + j), dst_addr.eq(cur.dst * B + j)]
+        hazard = (reads_ps & pending_write(src_addr, 0)) | (kind1 & second & pending_write(j, 1))
+        fire = cur_valid & ~hold & ~hazard
+        fire_op, fire_fin = fire & ~cur.final, fire & cur.final
+        op_done = fire & last_beat & (~kind1 | second)
 
         m.d.comb += [
-            ps_rd.addr.eq(Mux(cur_valid, src_addr, node_addr)),
+            ps_rd.addr.eq(src_addr),
             # Reads only for a beat that issues: a waiting result beat keeps its data, and
             # idle cycles leave the lanes' operands (and their switching) alone.
-            ps_rd.en.eq(fire_op | fire_fin),
+            ps_rd.en.eq(fire),
             row_rd.addr.eq(cur.slot * B + j), row_rd.en.eq(fire_op),
             scr_rd.addr.eq(j), scr_rd.en.eq(fire_op),
-            self.finals.ready.eq(fire_fin & last_beat),
         ]
-        with m.If(fire_op | fire_fin):
+        with m.If(fire):
             m.d.sync += j.eq(Mux(last_beat, 0, j + 1))
         with m.If(fire_op & last_beat & kind1):
             m.d.sync += second.eq(~second)
         with m.If(fire_op & reserved):
             m.d.sync += error.eq(1)
-        with m.If(fire_fin):
-            m.d.sync += closed.eq(1)
         with m.If(self.start):
-            m.d.sync += [closed.eq(0), error.eq(0)]
+            m.d.sync += error.eq(0)
 
         with m.If(~hold):
-            m.d.sync += r_valid.eq(fire_op | fire_fin)
-        with m.If(fire_op | fire_fin):
+            m.d.sync += r_valid.eq(fire)
+        with m.If(fire):
             m.d.sync += [r_final.eq(fire_fin),
                          r_pass1.eq(fire_op & pass1), r_pass2.eq(fire_op & kind1 & second),
-                         r_c.eq(cur.c), r_src_zero.eq(cur.src_zero), r_zero.eq(fin.zero),
-                         r_member.eq(fin.member), r_beat.eq(j), r_last.eq(last_beat),
+                         r_c.eq(cur.c), r_src_zero.eq(cur.src_zero),
+                         r_member.eq(cur.dst), r_beat.eq(j), r_last.eq(last_beat),
                          r_addr.eq(Mux(pass1, j, dst_addr))]
 
         # ---- the window: which waiting operation starts next --------------------------
@@ -366,7 +345,8 @@ class FoldDatapath(wiring.Component):
         # write after read, write after write on a partial sum) and whose first beat's
         # read will not wait (the beats in flight at tags 0 .. L-2 and the one issuing
         # now).  Kind 1 needs no rule: both its passes run back to back as the current
-        # operation, so the one-row scratch is never shared.
+        # operation, so the one-row scratch is never shared.  A final needs no row and
+        # writes nothing; finals keep their order (results leave in the order of ``ops``).
         issuing_ps = fire_op & ~pass1
         ok = []
         for k, e in enumerate(win):
@@ -375,9 +355,10 @@ class FoldDatapath(wiring.Component):
             reads_first = ~e.src_zero & (e.kind != 1)
             waits = reads_first & (pending_write(first_read, 0, tags=L - 1) |
                                    issuing_ps & (dst_addr == first_read))
-            depends = [(~e.src_zero & (o.dst == e.src)) | (~o.src_zero & (o.src == e.dst)) |
-                       (o.dst == e.dst) for o in win[:k]]
-            ok.append((count > k) & full.bit_select(e.slot, 1) & ~waits &
+            writes = ~e.final
+            depends = [(~e.src_zero & ~o.final & (o.dst == e.src)) | (writes & ~o.src_zero & (o.src == e.dst)) |
+                       (writes & ~o.final & (o.dst == e.dst)) | (e.final & o.final) for o in win[:k]]
+            ok.append((count > k) & (full.bit_select(e.slot, 1) | e.final) & ~waits &
                       ~(Cat(*depends).any() if depends else C(0, 1)))
         sel = Signal(range(W))
         for k in reversed(range(W)):
@@ -393,12 +374,12 @@ class FoldDatapath(wiring.Component):
         # New operations enter behind the others; the first of an item takes the next slot
         # of the ring once the item that had it is done.
         op = self.ops.payload
-        accept = ~closed & (count < W) & ~(op.item_first & alloc.bit_select(next_alloc, 1))
+        accept = (count < W) & ~(op.item_first & alloc.bit_select(next_alloc, 1))
         push = self.ops.valid & accept
         new = Signal(Entry)
         m.d.comb += [self.ops.ready.eq(accept),
                      new.dst.eq(op.dst), new.src.eq(op.src), new.src_zero.eq(op.src_zero),
-                     new.c.eq(op.c), new.kind.eq(op.kind),
+                     new.c.eq(op.c), new.kind.eq(op.kind), new.final.eq(op.final),
                      new.slot.eq(Mux(op.item_first, next_alloc, last_alloc))]
         set_alloc = Signal(S)
         with m.If(push & op.item_first):
@@ -412,13 +393,12 @@ class FoldDatapath(wiring.Component):
         m.d.sync += count.eq(count - take + push)
 
         # A slot is released when no operation of its item waits or issues and no more can
-        # come (a later item has started, or the part's finals have).
+        # come (a later item has started).
         release = Signal(S)
         for s in range(S):
-            used = [(count > i) & (e.slot == s) for i, e in enumerate(win)]
-            used.append(cur_valid & (cur.slot == s))
-            m.d.comb += release[s].eq(alloc[s] & full[s] & ~Cat(*used).any() &
-                                      ((last_alloc != s) | closed))
+            used = [(count > i) & ~e.final & (e.slot == s) for i, e in enumerate(win)]
+            used.append(cur_valid & ~cur.final & (cur.slot == s))
+            m.d.comb += release[s].eq(alloc[s] & full[s] & ~Cat(*used).any() & (last_alloc != s))
         m.d.sync += [full.eq((full | set_full) & ~release),
                      alloc.eq((alloc | set_alloc) & ~release)]
 
@@ -426,7 +406,7 @@ class FoldDatapath(wiring.Component):
         res = self.results.payload
         m.d.comb += [self.results.valid.eq(r_valid & r_final),
                      res.member.eq(r_member), res.beat.eq(r_beat), res.last.eq(r_last),
-                     res.data.eq(Mux(r_zero, 0, ps_rd.data))]
+                     res.data.eq(Mux(r_src_zero, 0, ps_rd.data))]
 
         # ---- R: the 16 lanes ----------------------------------------------------------
         outs = []

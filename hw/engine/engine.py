@@ -30,7 +30,8 @@ Job flow (one ``start`` pulse, configuration latched):
    the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
    lookups again in index order (one row read per lookup).  Each item's row is fetched from
    its table while the scheduler's operations run in the fold datapath.  Each bag's result
-   is written to the pooled output, ``(B, T*D)`` float32, row-major.
+   is written to the pooled output, ``(B, T*D)`` float32, row-major, as soon as the bag is
+   complete (the analyzer marks each bag's last pair), so the writes run under the fold.
    Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
    order, the members its distinct rows; the scheduler's results are the merged gradients,
    which the row updater applies to the table rows (fetched in slot order) and writes back.
@@ -99,6 +100,10 @@ IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet writte
 # Items queued ahead of the scheduler: their rows are fetched as they are queued, so this
 # many items of run-ahead hide the memory's latency behind the scheduler's work.
 ITEMS_AHEAD = 128
+# Forward results wait in a write queue and go to memory in bursts of this many beats (or
+# at the end of a part): every switch between reads and writes costs the DRAM bus a
+# turnaround, and the fold reads rows throughout the stream.
+WRITE_BURST = 32
 ONE_F32 = 0x3F800000
 
 
@@ -198,13 +203,14 @@ class Engine(wiring.Component):
                                                       item_bits=item_bits, repeat_bits=p.mult_bits)
         m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
         m.submodules.updater = upd = RowUpdater()
-        m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat) + 1)
+        # (a result beat's tag: its beat and its member, the bag its address follows from)
+        m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat)
+                                                + len(dp.results.payload.member))
         m.submodules.coef = coef = CoefStage(an.Member)
         m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
         m.submodules.adagrad = ada = AdagradUnit(self.dim, self.adagrad_lanes)
         adagrad = cfg.optimizer == 1
         m.d.comb += [ada.lr.eq(cfg.lr), ada.eps.eq(cfg.eps)]
-        wiring.connect(m, sch.finals, dp.finals)
         wiring.connect(m, sch.ops, dp.ops)
         m.d.comb += upd.lr.eq(cfg.lr)
 
@@ -296,7 +302,6 @@ class Engine(wiring.Component):
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
-        out_addr = Signal(A)                    # pooled address of the next result bag
 
         # ---- bag lengths of the current part ------------------------------------------
         m.submodules.bag_len = bl_mem = memory.Memory(shape=p.mult_bits, depth=p.max_bags, init=[])
@@ -342,28 +347,45 @@ class Engine(wiring.Component):
         writes_state = adagrad & ada.out.payload.state
         count(cnt.table_writes, fired(writer) & ~forward & ~writes_state)
         count(cnt.state_writes, fired(writer) & ~forward & writes_state)
-        with m.If(sch.ops.valid & sch.ops.ready):
+        with m.If(sch.ops.valid & sch.ops.ready & ~sch.ops.payload.final):     # (finals are no arithmetic)
             m.d.sync += [cnt.adds.eq(cnt.adds + ~sch.ops.payload.src_zero),
                          cnt.muls.eq(cnt.muls + (sch.ops.payload.c != ONE_F32))]
 
-        # Writes: forward, bag b of table t at pooled + (b*T + t) * D/16, as results come;
+        # Writes: forward, bag b of table t at pooled + (b*T + t) * D/16, as results come
+        # (members complete in any order);
         # backward, each updated row to the address queued when it was fetched.
-        # Forward results pass the row divider: mean pooling divides by the bag's length.
+        # Forward results of a mean-pooled table pass the row divider (division by the bag's
+        # length; 16 / div_lanes cycles a beat), others go straight to the write queue.
         res = dp.results.payload
         res_len = len_of_result.data
         m.d.comb += len_of_result.addr.eq(res.member)
-        route(dp.results, div.i, forward,
-              Cat(res.data, small_int_to_f32(m, res_len, p.mult_bits), table.mean & (res_len != 0),
-                  res.beat, res.last))
-        beat_off = div.o.payload.tag[:-1]
+        divided = forward & table.mean
+        route(dp.results, div.i, divided,
+              Cat(res.data, small_int_to_f32(m, res_len, p.mult_bits), res_len != 0, res.beat, res.member))
+        pooled = Signal(div.Out)                        # a result beat to write, and its tag
+        pooled_valid, pooled_ready = Signal(), Signal()
+        with m.If(divided):
+            m.d.comb += [pooled.eq(div.o.payload), pooled_valid.eq(div.o.valid), div.o.ready.eq(pooled_ready)]
+        with m.Elif(forward):
+            m.d.comb += [pooled.data.eq(res.data), pooled.tag.eq(Cat(res.beat, res.member)),
+                         pooled_valid.eq(dp.results.valid), dp.results.ready.eq(pooled_ready)]
+        out_beat = pooled.tag[:len(res.beat)]
+        out_bag = pooled.tag[len(res.beat):]            # of the part
+        m.submodules.pooled_q = pooled_q = fifo.SyncFIFOBuffered(width=A + 512, depth=2 * WRITE_BURST)
+        burst, flush_pooled = Signal(), Signal()        # (flush: the part's stream is over)
+        with m.If(pooled_q.level >= WRITE_BURST):
+            m.d.sync += burst.eq(1)
+        with m.Elif(pooled_q.level == 0):
+            m.d.sync += burst.eq(0)
+        m.d.comb += [pooled_q.w_en.eq(pooled_valid), pooled_ready.eq(pooled_q.w_rdy),
+                     pooled_q.w_data.eq(Cat((cfg.pooled_addr + (part_row0 + out_bag * T) * beats + out_beat)[:A],
+                                            pooled.data))]
         wbeat = Signal(range(beats))
         with m.If(forward):
-            m.d.comb += [writer.cmd.valid.eq(div.o.valid), writer.cmd.payload.write.eq(1),
-                         writer.cmd.payload.addr.eq(out_addr + beat_off),
-                         writer.cmd.payload.data.eq(div.o.payload.data),
-                         div.o.ready.eq(writer.cmd.ready)]
-            with m.If(div.o.valid & div.o.ready & div.o.payload.tag[-1]):
-                m.d.sync += out_addr.eq(out_addr + T * beats)
+            m.d.comb += [writer.cmd.valid.eq(pooled_q.r_rdy & (burst | flush_pooled)), writer.cmd.payload.write.eq(1),
+                         writer.cmd.payload.addr.eq(pooled_q.r_data[:A]),
+                         writer.cmd.payload.data.eq(pooled_q.r_data[A:]),
+                         pooled_q.r_en.eq(writer.cmd.ready & (burst | flush_pooled))]
         with m.Else():                          # the updater's rows, or Adagrad's rows and states
             m.d.comb += [writer.cmd.valid.eq(Mux(adagrad, ada.out.valid, upd.out.valid)),
                          writer.cmd.payload.write.eq(1),
@@ -478,21 +500,20 @@ class Engine(wiring.Component):
                     m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
                 with m.Else():              # the batch check starts; parts are formed beside it
                     m.d.comb += check.start.eq(1)
-                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr), dry.eq(adagrad)]
+                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(adagrad)]
                     m.next = "PART_START"
 
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
                 m.d.sync += part_row0.eq(b0 * T + t)
                 with m.If((t == T) & dry):      # every table fits one part: now the job
-                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), out_addr.eq(cfg.pooled_addr), dry.eq(0)]
+                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(0)]
                 with m.Elif(t == T):            # (a batch of no bags: only its check)
                     with m.If(check.done):
                         m.d.sync += error.eq(check.error)
                         m.next = "IDLE"
                 with m.Elif(b0 == B):           # next table
-                    m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0),
-                                 out_addr.eq(cfg.pooled_addr + (t + 1) * beats)]
+                    m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0)]
                 with m.Else():
                     left = B - b0
                     m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(tb + b0),
@@ -555,7 +576,9 @@ class Engine(wiring.Component):
                         start_lookups(part_lo, an.num_lookups)
                     with m.If(forward | ~baseline & (an.num_rows != 0)):
                         # scheduler members: the bags (forward) or the distinct rows
-                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
+                        # forward: each bag's result as soon as it is complete; backward:
+                        # in slot order, as the row updates pair them with the fetched rows
+                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE), sch.early.eq(forward),
                                      sch.num_members.eq(Mux(forward, Mux(an.full, an.full_bag, nb),
                                                             an.num_rows)),
                                      dp.start.eq(1)]
@@ -583,7 +606,8 @@ class Engine(wiring.Component):
             with m.State("RUN_MEMBERS"):        # forward: each distinct row once, row order
                 m.d.comb += [issue.eq(coef.o.valid), need_item.eq(1), need_row.eq(mem_.first),
                              item_row.eq(mem_.row), coef.o.ready.eq(taken),
-                             item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first)]
+                             item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first),
+                             item.member_last.eq(mem_.member_last)]
                 with m.If(~an.busy & ~coef.busy & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
@@ -591,7 +615,7 @@ class Engine(wiring.Component):
             with m.State("RUN_BASELINE"):       # forward: every lookup an item, its own row read
                 def item_out():
                     m.d.comb += [issue.eq(1), need_item.eq(1), need_row.eq(1), item_row.eq(idxr.data.payload),
-                                 item.item.eq(k), item.member.eq(bi), item.first.eq(1),
+                                 item.item.eq(k), item.member.eq(bi), item.first.eq(1), item.member_last.eq(rem == 1),
                                  item.c.eq(weight), item.repeat.eq(1)]
                     take_lookup(taken)
                     with m.If(taken):
@@ -605,7 +629,8 @@ class Engine(wiring.Component):
             with m.State("RUN_GRADIENTS"):      # backward: gradient rows and the update list
                 m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
                              item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
-                             item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first)]
+                             item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first),
+                             item.member_last.eq(mem_.member_last)]
                 with m.If(mem_.upd):            # the row's update: fetch it, write it back
                     m.d.comb += [need_row.eq(1), need_write.eq(1), need_state.eq(adagrad)]
                 with m.Else():
@@ -632,7 +657,7 @@ class Engine(wiring.Component):
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
-                          & (write_q.level == 0)):
+                          & (write_q.level == 0) & (pooled_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"
@@ -648,4 +673,5 @@ class Engine(wiring.Component):
                                            "DRY_DRAIN") & ~waiting_check)
         count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"))
         count(cnt.cycles_drain, ongoing("PART_FINISH"))
+        m.d.comb += flush_pooled.eq(fsm.ongoing("PART_FINISH"))
         return m

@@ -35,7 +35,7 @@ forwarding), then DECIDE.  ``dedup``, a member every two cycles plus one per ext
 (its operations are issued in the cycle after its class is read, and the next member is
 taken with its last one).  A member deferred by a conflict costs two cycles more.
 """
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,14 +59,20 @@ class ShareScheduler(wiring.Component):
     Members
     -------
     start : In(1)
-        Pulse: a new part with ``num_members`` members, sharing on when ``share``.
+        Pulse: a new part with ``num_members`` members, sharing on when ``share``, each
+        member's final sent as soon as it is complete when ``early``.
     end : In(1)
         Pulse after the part's last item has been taken (instead of a ``last`` flag, for
         a part with no items at all).
-    items : In(stream.Signature(item, member, c, kind, repeat, first, last))
-        ``first`` marks an item's first member, ``last`` the part's last member.
-    ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind))
-    finals : Out(stream.Signature(member, node, zero))
+    items : In(stream.Signature(item, member, c, kind, repeat, first, last, member_last))
+        ``first`` marks an item's first member, ``last`` the part's last member,
+        ``member_last`` the member's last item.
+    ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind, final))
+        Operations, and finals (``final``: member ``dst``'s result is in class ``src``, or
+        ``+0`` when ``src_zero``: a member without items).  With ``early``, a member's final
+        follows the decision of its last item (``member_last``) and the finals of members
+        without items come after the part's last operation; else every final comes there,
+        in member order.
     busy : Out(1)
     """
 
@@ -83,18 +89,17 @@ class ShareScheduler(wiring.Component):
         nb = max(1, (self.num_classes - 1).bit_length())
         self.node_bits = nb
         self.Item = data.StructLayout({"item": item_bits, "member": nb, "c": 32, "kind": kind_bits,
-                                       "repeat": repeat_bits, "first": 1, "last": 1})
+                                       "repeat": repeat_bits, "first": 1, "last": 1, "member_last": 1})
         self.Op = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "item": item_bits,
-                                     "item_first": 1, "c": 32, "kind": kind_bits})
-        self.Final = data.StructLayout({"member": nb, "node": nb, "zero": 1})
+                                     "item_first": 1, "c": 32, "kind": kind_bits, "final": 1})
         super().__init__({
             "start": In(1),
             "end": In(1),
             "share": In(1),
+            "early": In(1),
             "num_members": In(nb + 1),
             "items": In(stream.Signature(self.Item)),
             "ops": Out(stream.Signature(self.Op)),
-            "finals": Out(stream.Signature(self.Final)),
             "busy": Out(1),
         })
 
@@ -161,6 +166,27 @@ class ShareScheduler(wiring.Component):
         with m.If(r_fresh):
             m.d.sync += [r_q.eq(r_node), r_q_root.eq(r_root)]
 
+        # Operations of the state machine (op) and complete members' finals (fin_q, first).
+        op, op_valid, op_ready = Signal(self.Op), Signal(), Signal()
+        FinalEntry = data.StructLayout({"member": nb, "node": nb})
+        m.submodules.fin_q = fin_q = fifo.SyncFIFOBuffered(width=FinalEntry.size, depth=8)
+        queued_final = data.View(FinalEntry, fin_q.r_data)
+        fin_op = Signal(self.Op)
+        m.d.comb += [fin_op.dst.eq(queued_final.member), fin_op.src.eq(queued_final.node), fin_op.final.eq(1),
+                     self.ops.valid.eq(fin_q.r_rdy | op_valid),
+                     self.ops.payload.eq(Mux(fin_q.r_rdy, fin_op.as_value(), op.as_value())),
+                     fin_q.r_en.eq(self.ops.ready), op_ready.eq(self.ops.ready & ~fin_q.r_rdy)]
+        early = Signal()
+        finished = Signal(nb + 1)               # members whose final was queued early
+
+        def finish(member, node):
+            """Queue the member's final (its last item is decided)."""
+            m.d.comb += [fin_q.w_en.eq(1), fin_q.w_data.eq(Cat(member, node))]
+            m.d.sync += finished.eq(finished + 1)
+        # the member's last item is decided only when its final has room
+        finishing = early & cur.member_last
+        may_finish = ~finishing | fin_q.w_rdy
+
         m.d.comb += self.busy.eq(1)
         with m.If(self.end):
             m.d.sync += end_seen.eq(1)
@@ -180,10 +206,11 @@ class ShareScheduler(wiring.Component):
 
         with m.FSM(name="scheduler"):
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
+                m.d.comb += self.busy.eq(fin_q.level != 0)
                 with m.If(self.start):
                     m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0),
-                                 share.eq(self.share), members.eq(self.num_members),
+                                 share.eq(self.share), early.eq(self.early), finished.eq(0),
+                                 members.eq(self.num_members),
                                  end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), k.eq(0)]
                     # A part makes at most 2 * N sweeps (each takes a member); clear the
                     # tagged tables before a tag could come round again.
@@ -267,19 +294,21 @@ class ShareScheduler(wiring.Component):
                     m.next = "DECIDE"
 
             with m.State("DEDUP_OP"):           # PS[member] = fma(c, item, PS[member] or +0)
-                m.d.comb += [self.ops.valid.eq(reps != 0), self.ops.payload.dst.eq(n),
-                             self.ops.payload.src.eq(n), self.ops.payload.src_zero.eq(q_root),
-                             self.ops.payload.item.eq(cur.item), self.ops.payload.c.eq(cur.c),
-                             self.ops.payload.kind.eq(cur.kind),
-                             self.ops.payload.item_first.eq(item_first_pending)]
+                last_op = reps == 1
+                m.d.comb += [op_valid.eq((reps != 0) & (~last_op | may_finish)), op.dst.eq(n),
+                             op.src.eq(n), op.src_zero.eq(q_root),
+                             op.item.eq(cur.item), op.c.eq(cur.c), op.kind.eq(cur.kind),
+                             op.item_first.eq(item_first_pending)]
                 with m.If(reps == 0):
                     take()
-                with m.Elif(self.ops.ready):
+                with m.Elif(op_valid & op_ready):
                     m.d.sync += [reps.eq(reps - 1), q_root.eq(0), item_first_pending.eq(0)]
                     with m.If(q_root):          # the member has started
                         m.d.comb += [cls_wr.addr.eq(n), cls_wr.en.eq(1),
                                      cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
-                    with m.If(reps == 1):       # its last operation: take the next member
+                    with m.If(last_op):         # its last operation: take the next member
+                        with m.If(finishing):
+                            finish(n, n)
                         take()
 
             with m.State("DECIDE"):
@@ -287,7 +316,7 @@ class ShareScheduler(wiring.Component):
                 conflict = (entry.sweep == sweep) & (entry.c != cur.c)
                 miss = entry.sweep != sweep
                 new = Mux(free.r_rdy, free.r_data, fresh[:nb])
-                commit = hit | miss & self.ops.ready
+                commit = (hit | miss & op_ready) & may_finish
                 # Hold the class's entry and count while the operation waits, or read those
                 # of the member behind; on a hit, read the joined class's count for MOVE.
                 advance = commit | conflict
@@ -295,18 +324,17 @@ class ShareScheduler(wiring.Component):
                 m.d.comb += [remap_rd.addr.eq(Mux(behind, r_node, q)), join_rd.addr.eq(entry.node),
                              new_rd.addr.eq(new)]
                 read_count(Mux(behind, r_node, q))
-                m.d.comb += [self.ops.valid.eq(miss), self.ops.payload.dst.eq(new),
-                             self.ops.payload.src.eq(q), self.ops.payload.src_zero.eq(q_root),
-                             self.ops.payload.item.eq(cur.item), self.ops.payload.c.eq(cur.c),
-                             self.ops.payload.kind.eq(cur.kind),
-                             self.ops.payload.item_first.eq(item_first_pending)]
+                m.d.comb += [op_valid.eq(miss & may_finish), op.dst.eq(new),
+                             op.src.eq(q), op.src_zero.eq(q_root),
+                             op.item.eq(cur.item), op.c.eq(cur.c), op.kind.eq(cur.kind),
+                             op.item_first.eq(item_first_pending)]
                 with m.If(conflict):
                     m.d.comb += [deferred.w_en.eq(1), deferred.w_data.eq(cur)]
                     with m.If(~r_valid):
                         m.next = "TAKE"
                 with m.If(hit):
                     m.d.sync += [n.eq(entry.node), created.eq(0)]
-                with m.If(miss & self.ops.ready):
+                with m.If(miss & op_ready & may_finish):
                     m.d.sync += [n.eq(new), created.eq(1), item_first_pending.eq(0)]
                     with m.If(free.r_rdy):
                         m.d.comb += free.r_en.eq(1)
@@ -321,6 +349,8 @@ class ShareScheduler(wiring.Component):
                                      remap_wr.data.node.eq(new)]
                 with m.If(commit):
                     m.d.sync += [moving.eq(1), moving_member.eq(cur.member)]
+                    with m.If(finishing):
+                        finish(cur.member, Mux(hit, entry.node, new))
                     # Leave the old class: one member fewer; recycle it when empty.
                     with m.If(~q_root):
                         m.d.comb += [leaves_wr.addr.eq(q), leaves_wr.en.eq(1), leaves_wr.data.eq(leaves_rd.data + 1)]
@@ -333,15 +363,17 @@ class ShareScheduler(wiring.Component):
                     with m.If(~r_item.last):
                         take_behind()
 
-            with m.State("FINALS"):             # each member's result class
+            with m.State("FINALS"):             # each member's result class (read)
                 m.d.comb += cls_rd.addr.eq(k)
-                m.next = "FINAL_SEND"
-            with m.State("FINAL_SEND"):
-                m.d.comb += [cls_rd.addr.eq(k), self.finals.valid.eq(1),
-                             self.finals.payload.member.eq(k),
-                             self.finals.payload.node.eq(cls_rd.data.node),
-                             self.finals.payload.zero.eq(cls_rd.data.part != part)]
-                with m.If(self.finals.ready):
+                with m.If(finished == members):   # (early: every member has had its final)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "FINAL_SEND"
+            with m.State("FINAL_SEND"):         # early: only the members without items
+                zero = cls_rd.data.part != part
+                m.d.comb += [cls_rd.addr.eq(k), op_valid.eq(~early | zero), op.final.eq(1),
+                             op.dst.eq(k), op.src.eq(cls_rd.data.node), op.src_zero.eq(zero)]
+                with m.If(op_ready | ~op_valid):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k + 1 == members):
                         m.next = "IDLE"
