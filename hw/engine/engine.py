@@ -75,7 +75,7 @@ without output (no write); a table needing two parts stops the job with
 ``ADAGRAD_IN_BASELINE``.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from refree.golden.errors import ErrorCode
@@ -87,6 +87,7 @@ from .datapath import FoldDatapath
 from .coef import CoefStage
 from .inflight import RowsInFlight
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
+from .row_store import RowStore
 from .rowdiv import RowDivider
 from .params import EngineParams
 from .scheduler import ShareScheduler
@@ -100,9 +101,9 @@ IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet writte
 # Items queued ahead of the scheduler: their rows are fetched as they are queued, so this
 # many items of run-ahead hide the memory's latency behind the scheduler's work.
 ITEMS_AHEAD = 128
-# Forward results wait in a write queue and go to memory in bursts of this many beats (or
-# at the end of a part): every switch between reads and writes costs the DRAM bus a
-# turnaround, and the fold reads rows throughout the stream.
+# Forward results and backward (SGD) updated rows wait in a write queue and go to memory in
+# bursts of this many beats (or at the end of a part): every switch between reads and
+# writes costs the DRAM bus a turnaround, and the stream reads rows throughout.
 WRITE_BURST = 32
 ONE_F32 = 0x3F800000
 
@@ -219,21 +220,40 @@ class Engine(wiring.Component):
                 m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
                              dst.payload.eq(src.payload if payload is None else payload)]
 
-        # The row buffer holds a part's table rows (its distinct rows at most): in backward
-        # (SGD) they are all fetched while the gradients merge, and wait there for them.
-        m.submodules.row_buf = row_buf = fifo.SyncFIFOBuffered(width=512, depth=p.slot_capacity * beats)
-        table_rows = row_buf.r_stream
-        wiring.connect(m, fetch.beats_out, row_buf.w_stream)
+        # The row store holds a part's table rows (its distinct rows at most), in fetch
+        # order.  Backward with SGD (dedup, refree) reads them by slot: every row is fetched
+        # while the gradients merge, and each merged gradient, as soon as its row's merge
+        # is complete, meets its row there and goes back to the row's address.
+        by_slot = ~forward & ~baseline & ~adagrad
+        m.submodules.row_store = store = RowStore(p.slot_capacity, beats, A)
+        wiring.connect(m, fetch.beats_out, store.rows)
+        table_rows = stream.Signature(512).create()
+        m.d.comb += [table_rows.valid.eq(store.out.valid), table_rows.payload.eq(store.out.payload.data),
+                     store.out.ready.eq(table_rows.ready)]
         # Forward: table rows feed the datapath.  Backward: gradient rows feed the datapath
         # (dedup, refree) or the updater (baseline); table rows feed the updater.
         route(table_rows, dp.rows, forward)
         route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
-        route(dp.results, upd.g, ~forward & ~baseline & ~adagrad, Cat(dp.results.payload.data, C(ONE_F32, 32)))
+        with m.If(by_slot):                     # a merged gradient beat, and its row beat wanted
+            res_ = dp.results
+            m.d.comb += [upd.g.valid.eq(res_.valid & store.wanted.ready),
+                         store.wanted.valid.eq(res_.valid & upd.g.ready),
+                         res_.ready.eq(upd.g.ready & store.wanted.ready),
+                         upd.g.payload.eq(Cat(res_.payload.data, C(ONE_F32, 32))),
+                         store.wanted.payload.slot.eq(res_.payload.member),
+                         store.wanted.payload.beat.eq(res_.payload.beat)]
         route(table_rows, upd.e, ~forward & ~adagrad)
         route(dp.results, ada.g, ~forward & ~baseline & adagrad, dp.results.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
+        # by slot: each row beat's address, from the store to the writer beside the updater
+        m.submodules.beat_addr_q = beat_addr_q = fifo.SyncFIFOBuffered(width=A, depth=64)
+        m.d.comb += [beat_addr_q.w_en.eq(by_slot & upd.e.valid & upd.e.ready),
+                     beat_addr_q.w_data.eq(store.out.payload.addr)]
+        with m.If(by_slot):
+            m.d.comb += [upd.e.valid.eq(table_rows.valid & beat_addr_q.w_rdy),
+                         table_rows.ready.eq(upd.e.ready & beat_addr_q.w_rdy)]
 
         # Work leaves the controller through small queues (no combinational loop between
         # the controller's and the consumers' handshakes): scheduler items, table-row and
@@ -267,6 +287,7 @@ class Engine(wiring.Component):
         need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
+        item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
         # Updates that read what an earlier update writes wait for it: baseline's repeated
         # rows, Adagrad's shared state beats.
@@ -279,7 +300,9 @@ class Engine(wiring.Component):
         m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
                      row_q.w_en.eq(taken & need_row), grad_q.w_en.eq(taken & need_grad),
                      scale_q.w_en.eq(taken & need_grad & baseline_bwd),
-                     write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
+                     write_q.w_en.eq(taken & need_write & ~by_slot), write_q.w_data.eq(row_q.w_data),
+                     store.addr_wr.slot.eq(item_slot), store.addr_wr.addr.eq(row_q.w_data),
+                     store.addr_wr.en.eq(taken & need_write & by_slot),
                      state_q.w_en.eq(taken & need_state), state_q.w_data.eq(state_addr),
                      lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(item_row[:4]),
                      state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
@@ -371,22 +394,31 @@ class Engine(wiring.Component):
                          pooled_valid.eq(dp.results.valid), dp.results.ready.eq(pooled_ready)]
         out_beat = pooled.tag[:len(res.beat)]
         out_bag = pooled.tag[len(res.beat):]            # of the part
-        m.submodules.pooled_q = pooled_q = fifo.SyncFIFOBuffered(width=A + 512, depth=2 * WRITE_BURST)
-        burst, flush_pooled = Signal(), Signal()        # (flush: the part's stream is over)
-        with m.If(pooled_q.level >= WRITE_BURST):
+        # Writes that nothing in the part reads again (pooled rows; rows updated by slot)
+        # queue and go to memory in bursts, or when the part's stream is over (flush).
+        m.submodules.burst_q = burst_q = fifo.SyncFIFOBuffered(width=A + 512, depth=2 * WRITE_BURST)
+        batched = forward | by_slot
+        burst, flush_writes = Signal(), Signal()
+        with m.If(burst_q.level >= WRITE_BURST):
             m.d.sync += burst.eq(1)
-        with m.Elif(pooled_q.level == 0):
+        with m.Elif(burst_q.level == 0):
             m.d.sync += burst.eq(0)
-        m.d.comb += [pooled_q.w_en.eq(pooled_valid), pooled_ready.eq(pooled_q.w_rdy),
-                     pooled_q.w_data.eq(Cat((cfg.pooled_addr + (part_row0 + out_bag * T) * beats + out_beat)[:A],
-                                            pooled.data))]
-        wbeat = Signal(range(beats))
         with m.If(forward):
-            m.d.comb += [writer.cmd.valid.eq(pooled_q.r_rdy & (burst | flush_pooled)), writer.cmd.payload.write.eq(1),
-                         writer.cmd.payload.addr.eq(pooled_q.r_data[:A]),
-                         writer.cmd.payload.data.eq(pooled_q.r_data[A:]),
-                         pooled_q.r_en.eq(writer.cmd.ready & (burst | flush_pooled))]
-        with m.Else():                          # the updater's rows, or Adagrad's rows and states
+            m.d.comb += [burst_q.w_en.eq(pooled_valid), pooled_ready.eq(burst_q.w_rdy),
+                         burst_q.w_data.eq(Cat((cfg.pooled_addr + (part_row0 + out_bag * T) * beats + out_beat)[:A],
+                                               pooled.data))]
+        with m.Elif(by_slot):
+            m.d.comb += [burst_q.w_en.eq(upd.out.valid), upd.out.ready.eq(burst_q.w_rdy),
+                         burst_q.w_data.eq(Cat(beat_addr_q.r_data, upd.out.payload)),
+                         beat_addr_q.r_en.eq(upd.out.valid & burst_q.w_rdy)]
+        wbeat = Signal(range(beats))
+        with m.If(batched):
+            go = burst | flush_writes
+            m.d.comb += [writer.cmd.valid.eq(burst_q.r_rdy & go), writer.cmd.payload.write.eq(1),
+                         writer.cmd.payload.addr.eq(burst_q.r_data[:A]),
+                         writer.cmd.payload.data.eq(burst_q.r_data[A:]),
+                         burst_q.r_en.eq(writer.cmd.ready & go)]
+        with m.Else():                          # the updater's rows (baseline), or Adagrad's rows and states
             m.d.comb += [writer.cmd.valid.eq(Mux(adagrad, ada.out.valid, upd.out.valid)),
                          writer.cmd.payload.write.eq(1),
                          writer.cmd.payload.addr.eq(Mux(writes_state, state_write_q.r_data, write_q.r_data + wbeat)),
@@ -572,13 +604,15 @@ class Engine(wiring.Component):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
                     m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
+                    m.d.comb += [store.start.eq(1), store.by_slot.eq(by_slot)]
                     with m.If(baseline):        # the lookups again, in index order
                         start_lookups(part_lo, an.num_lookups)
                     with m.If(forward | ~baseline & (an.num_rows != 0)):
                         # scheduler members: the bags (forward) or the distinct rows
                         # forward: each bag's result as soon as it is complete; backward:
                         # in slot order, as the row updates pair them with the fetched rows
-                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE), sch.early.eq(forward),
+                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
+                                     sch.early.eq(forward | by_slot),
                                      sch.num_members.eq(Mux(forward, Mux(an.full, an.full_bag, nb),
                                                             an.num_rows)),
                                      dp.start.eq(1)]
@@ -628,7 +662,7 @@ class Engine(wiring.Component):
 
             with m.State("RUN_GRADIENTS"):      # backward: gradient rows and the update list
                 m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
-                             item_row.eq(mem_.row), grad_bag.eq(mem_.bag),
+                             item_row.eq(mem_.row), grad_bag.eq(mem_.bag), item_slot.eq(mem_.slot),
                              item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first),
                              item.member_last.eq(mem_.member_last)]
                 with m.If(mem_.upd):            # the row's update: fetch it, write it back
@@ -657,7 +691,8 @@ class Engine(wiring.Component):
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
-                          & (write_q.level == 0) & (pooled_q.level == 0)):
+                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy
+                          & (beat_addr_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"
@@ -673,5 +708,5 @@ class Engine(wiring.Component):
                                            "DRY_DRAIN") & ~waiting_check)
         count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"))
         count(cnt.cycles_drain, ongoing("PART_FINISH"))
-        m.d.comb += flush_pooled.eq(fsm.ongoing("PART_FINISH"))
+        m.d.comb += flush_writes.eq(fsm.ongoing("PART_FINISH"))
         return m
