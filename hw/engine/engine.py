@@ -205,6 +205,14 @@ class Engine(wiring.Component):
         m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
         m.submodules.updater = upd = RowUpdater()
         # (a result beat's tag: its beat and its member, the bag its address follows from)
+        # Results leave the datapath through a queue, so that one waiting for its consumer
+        # (a row not yet fetched, the divider) does not stop the fold at once.
+        m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(width=dp.Result.size, depth=32)
+        results_q = stream.Signature(dp.Result).create()
+        m.d.comb += [results_fifo.w_en.eq(dp.results.valid), results_fifo.w_data.eq(dp.results.payload),
+                     dp.results.ready.eq(results_fifo.w_rdy),
+                     results_q.valid.eq(results_fifo.r_rdy), results_q.payload.eq(results_fifo.r_data),
+                     results_fifo.r_en.eq(results_q.ready)]
         m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat)
                                                 + len(dp.results.payload.member))
         m.submodules.coef = coef = CoefStage(an.Member)
@@ -237,7 +245,7 @@ class Engine(wiring.Component):
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
         with m.If(by_slot):                     # a merged gradient beat, and its row beat wanted
-            res_ = dp.results
+            res_ = results_q
             m.d.comb += [upd.g.valid.eq(res_.valid & store.wanted.ready),
                          store.wanted.valid.eq(res_.valid & upd.g.ready),
                          res_.ready.eq(upd.g.ready & store.wanted.ready),
@@ -245,7 +253,7 @@ class Engine(wiring.Component):
                          store.wanted.payload.slot.eq(res_.payload.member),
                          store.wanted.payload.beat.eq(res_.payload.beat)]
         route(table_rows, upd.e, ~forward & ~adagrad)
-        route(dp.results, ada.g, ~forward & ~baseline & adagrad, dp.results.payload.data)
+        route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
         # by slot: each row beat's address, from the store to the writer beside the updater
         m.submodules.beat_addr_q = beat_addr_q = fifo.SyncFIFOBuffered(width=A, depth=64)
@@ -379,11 +387,11 @@ class Engine(wiring.Component):
         # backward, each updated row to the address queued when it was fetched.
         # Forward results of a mean-pooled table pass the row divider (division by the bag's
         # length; 16 / div_lanes cycles a beat), others go straight to the write queue.
-        res = dp.results.payload
+        res = results_q.payload
         res_len = len_of_result.data
         m.d.comb += len_of_result.addr.eq(res.member)
         divided = forward & table.mean
-        route(dp.results, div.i, divided,
+        route(results_q, div.i, divided,
               Cat(res.data, small_int_to_f32(m, res_len, p.mult_bits), res_len != 0, res.beat, res.member))
         pooled = Signal(div.Out)                        # a result beat to write, and its tag
         pooled_valid, pooled_ready = Signal(), Signal()
@@ -391,7 +399,7 @@ class Engine(wiring.Component):
             m.d.comb += [pooled.eq(div.o.payload), pooled_valid.eq(div.o.valid), div.o.ready.eq(pooled_ready)]
         with m.Elif(forward):
             m.d.comb += [pooled.data.eq(res.data), pooled.tag.eq(Cat(res.beat, res.member)),
-                         pooled_valid.eq(dp.results.valid), dp.results.ready.eq(pooled_ready)]
+                         pooled_valid.eq(results_q.valid), results_q.ready.eq(pooled_ready)]
         out_beat = pooled.tag[:len(res.beat)]
         out_bag = pooled.tag[len(res.beat):]            # of the part
         # Writes that nothing in the part reads again (pooled rows; rows updated by slot)
@@ -691,7 +699,7 @@ class Engine(wiring.Component):
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
-                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy
+                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0)
                           & (beat_addr_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
