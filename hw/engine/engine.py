@@ -36,19 +36,23 @@ Job flow (one ``start`` pulse, configuration latched):
    order, the members its distinct rows; the scheduler's results are the merged gradients,
    which the row updater applies to the table rows (fetched in slot order) and writes back.
    With SGD the analyzer sends the part's update list first: every table row is fetched
-   into the row buffer (a part's distinct rows, on chip) while the gradient rows stream
-   and merge, the gradient rows having priority on the memory port; the updates then only
-   write.  Row-wise Adagrad takes the update list last (rows sharing a state beat wait for
-   each other's updates, which need the merged gradients).
+   into the row store (:mod:`.row_store`, a part's distinct rows on chip) while the
+   gradient rows stream and merge, the gradient rows having priority on the memory port;
+   each merged gradient, as soon as its row's merge is complete (the analyzer marks each
+   row's last pair), meets its row there, read by slot, and the updated row goes back.
+   Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
+   sharing a state beat wait for each other's updates, which need the merged gradients).
    Backward ``baseline``: per lookup in index order, the gradient row of its bag and the
    table row go through the updater; a row still being updated is not fetched again (a
    small table of rows in flight), so repeated rows see each other's updates in order.
 
 On-chip queues that let memory run ahead of the fold (sizes from the part limits, at the
-defaults ``max_distinct_rows`` = 1,024 and D = 64): the row buffer, a part's distinct rows
-(``max_distinct_rows * D/16`` beats of 512 bits: 256 KiB), the queues of row addresses to
-fetch and to write back (``max_distinct_rows`` addresses each), and ``ITEMS_AHEAD`` (128)
-scheduler items, whose rows are fetched as they are queued.
+defaults ``max_distinct_rows`` = 1,024 and D = 64): the row store, a part's distinct rows
+(``max_distinct_rows * D/16`` beats of 512 bits: 256 KiB, and a write-back address per
+row), the queues of row addresses to fetch and to write back (``max_distinct_rows``
+addresses each), ``ITEMS_AHEAD`` (128) scheduler items, whose rows are fetched as they are
+queued, a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
+queue (4 KiB).
 
 Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
 indices.  ``refree`` folds each (bag, row) pair's weights into its key coefficient in the
@@ -183,7 +187,7 @@ class Engine(wiring.Component):
         m.submodules.idx = idxr = ArrayReader(A)
         m.submodules.weights = wts = ArrayReader(A, elem_bits=32)
         # Gradient rows before table rows: in backward the merge waits for the gradient
-        # rows, while the table rows are fetched ahead into the row buffer.
+        # rows, while the table rows are fetched ahead into the row store.
         wiring.connect(m, fetch_g.port, arb.port1)
         wiring.connect(m, offs.port, arb.port2)
         wiring.connect(m, idxr.port, arb.port3)
