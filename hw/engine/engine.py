@@ -208,7 +208,6 @@ class Engine(wiring.Component):
                                                       item_bits=item_bits, repeat_bits=p.mult_bits)
         m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
         m.submodules.updater = upd = RowUpdater()
-        # (a result beat's tag: its beat and its member, the bag its address follows from)
         # Results leave the datapath through a queue, so that one waiting for its consumer
         # (a row not yet fetched, the divider) does not stop the fold at once.
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(width=dp.Result.size, depth=32)
@@ -217,6 +216,7 @@ class Engine(wiring.Component):
                      dp.results.ready.eq(results_fifo.w_rdy),
                      results_q.valid.eq(results_fifo.r_rdy), results_q.payload.eq(results_fifo.r_data),
                      results_fifo.r_en.eq(results_q.ready)]
+        # (a result beat's tag: its beat and its member, the bag its address follows from)
         m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat)
                                                 + len(dp.results.payload.member))
         m.submodules.coef = coef = CoefStage(an.Member)
@@ -236,7 +236,9 @@ class Engine(wiring.Component):
         # order.  Backward with SGD (dedup, refree) reads them by slot: every row is fetched
         # while the gradients merge, and each merged gradient, as soon as its row's merge
         # is complete, meets its row there and goes back to the row's address.
-        by_slot = ~forward & ~baseline & ~adagrad
+        # Row-wise Adagrad takes the update list last (see the module docstring).
+        updates_first = ~adagrad
+        by_slot = ~forward & ~baseline & updates_first
         m.submodules.row_store = store = RowStore(p.slot_capacity, beats, A)
         wiring.connect(m, fetch.beats_out, store.rows)
         table_rows = stream.Signature(512).create()
@@ -270,12 +272,12 @@ class Engine(wiring.Component):
         # Work leaves the controller through small queues (no combinational loop between
         # the controller's and the consumers' handshakes): scheduler items, table-row and
         # gradient-row addresses to fetch, and the addresses the updated rows go back to.
-        # Backward (SGD) takes a part's whole update list first, so the table rows and
-        # their write addresses queue for a part's distinct rows.
+        # Backward (SGD) takes a part's whole update list first, so the table rows to fetch
+        # queue for a part's distinct rows (their write addresses go to the row store).
         m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=ITEMS_AHEAD)
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=max(4, p.slot_capacity))
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
-        m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=max(32, p.slot_capacity))
+        m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
         # Adagrad: each updated row's state beat (to fetch, its lane, where it goes back)
         m.submodules.state_q = state_q = fifo.SyncFIFOBuffered(width=A, depth=4)
         m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=4, depth=IN_FLIGHT_ROWS)
@@ -579,7 +581,7 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
-                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(~adagrad),
+                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
@@ -682,7 +684,7 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
                 # every gradient row is in: the scheduler may send the merged gradients
-                items_in = (coef.o.valid & mem_.upd & adagrad) | ~an.busy & ~coef.busy
+                items_in = (coef.o.valid & mem_.upd & ~updates_first) | ~an.busy & ~coef.busy
                 with m.If(~end_sent & items_in & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.d.sync += end_sent.eq(1)
