@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 
 from refree.hw.ddr4.params import DramParams
+from refree.hw.engine.datapath import LANE_CHOICES
 from refree.hw.engine.params import EngineParams
 from refree.hw.lrdimm.regmap import WindowParams
 
@@ -23,6 +24,7 @@ class GeneratorConfig:
     addr_bits: int
     div_lanes: int = 4
     adagrad_lanes: int = 4
+    fold_lanes: int = 32
     dram: DramParams = DramParams()
     #: ``[window]`` as written, in WINDOW_KEYS order (``row`` -1: the bank's last rows)
     window: tuple = (0, 3, 3, -1, 1)
@@ -43,11 +45,13 @@ class GeneratorConfig:
     def engine_kwargs(self):
         """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
         return dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
-                    addr_bits=self.addr_bits, div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes)
+                    addr_bits=self.addr_bits, div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes,
+                    fold_lanes=self.fold_lanes)
 
     def as_dict(self):
         return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
-                           "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes},
+                           "div_lanes": self.div_lanes, "adagrad_lanes": self.adagrad_lanes,
+                           "fold_lanes": self.fold_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
                 "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__},
                 "window": asdict(self.window_params())}
@@ -81,12 +85,14 @@ def load_config(path=None):
     for key in ("div_lanes", "adagrad_lanes"):
         if e[key] not in (1, 2, 4, 8, 16) or isinstance(e[key], bool):
             raise ValueError(f"engine.{key} must be 1, 2, 4, 8 or 16, not {e[key]!r}")
+    if e["fold_lanes"] not in LANE_CHOICES or isinstance(e["fold_lanes"], bool):
+        raise ValueError(f"engine.fold_lanes must be one of {', '.join(map(str, LANE_CHOICES))}, not {e['fold_lanes']!r}")
     try:
         dram = DramParams(**conf["dram"])
     except ValueError as err:
         raise ValueError(f"dram: {err}") from None
     conf = GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
-                           e["div_lanes"], e["adagrad_lanes"], dram,
+                           e["div_lanes"], e["adagrad_lanes"], e["fold_lanes"], dram,
                            tuple(conf["window"][k] for k in WINDOW_KEYS))
     conf.window_params()        # (fails here, naming the parameter, if it does not fit)
     return conf

@@ -56,7 +56,7 @@ def _runner(conf, dim, sim, memory):
     from refree.verif.engine_run import EngineRunner
     ddr4 = memory == "ddr4"
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
-                        conf.adagrad_lanes, dram=conf.dram if ddr4 else None,
+                        conf.adagrad_lanes, fold_lanes=conf.fold_lanes, dram=conf.dram if ddr4 else None,
                         window=conf.window_params() if ddr4 else None)
 
 
@@ -97,6 +97,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     being each job's bounds (:func:`refree.golden.roofline.step_bounds`: on DDR4 at the
     configuration's ranks, on the generic port at its peak of a beat a cycle); raises
     AssertionError on any difference."""
+    from refree.hw.engine.datapath import lanes_for
     from refree.verif.engine_run import limits_of
     rng = np.random.default_rng(seed)
     D = conf.dim
@@ -116,6 +117,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     beats = D // 16
     bounds = step_bounds(batch, ["sum"] * batch.num_tables, limits, D, conf.dram.ranks, optimizer,
                          adagrad_lanes=conf.adagrad_lanes, div_lanes=conf.div_lanes,
+                         fold_lanes=lanes_for(D, conf.fold_lanes),
                          beats_per_cycle=None if memory == "ddr4" else 1.0)
     per_mode = {}
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:

@@ -124,8 +124,9 @@ def write_after_write_part(dim):
     return dict(ops=ops, finals=finals, rows=rows)
 
 
-def replay(ops, finals, rows, dim):
-    """Expected result beats: the operations in numpy binary32, NaNs canonical."""
+def replay(ops, finals, rows, dim, lanes=LANES):
+    """Expected result beats (of ``lanes`` lanes): the operations in numpy binary32, NaNs
+    canonical."""
     PS, it, row = {}, iter(rows), None
     with np.errstate(all="ignore"):
         for op in ops:
@@ -141,7 +142,7 @@ def replay(ops, finals, rows, dim):
     out = []
     for f in finals:
         v = np.zeros(dim, np.float32) if f["zero"] else PS[f["node"]]
-        beats = v.view(np.uint32).reshape(-1, LANES)
+        beats = v.view(np.uint32).reshape(-1, lanes)
         for j, b in enumerate(beats):
             out.append((f["member"], j, pack(b), int(j == len(beats) - 1)))
     return out
@@ -151,8 +152,8 @@ def pack(lanes):
     return sum(int(x) << (32 * k) for k, x in enumerate(lanes))
 
 
-def unpack(word):
-    return np.array([(word >> (32 * k)) & 0xFFFFFFFF for k in range(LANES)], np.uint32)
+def unpack(word, lanes=LANES):
+    return np.array([(word >> (32 * k)) & 0xFFFFFFFF for k in range(lanes)], np.uint32)
 
 
 class Bench:
@@ -258,14 +259,14 @@ class Bench:
         return self
 
 
-def check_results(got, want):
+def check_results(got, want, lanes=LANES):
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert g[0] == w[0] and g[1] == w[1] and g[3] == w[3], f"result {i}: {g[:2]} {w[:2]}"
-        bad = np.nonzero(unpack(g[2]) != unpack(w[2]))[0]
+        bad = np.nonzero(unpack(g[2], lanes) != unpack(w[2], lanes))[0]
         assert bad.size == 0, (f"result {i} (member {w[0]} beat {w[1]}) lanes {bad.tolist()}: "
-                               f"got {[hex(x) for x in unpack(g[2])[bad]]} "
-                               f"want {[hex(x) for x in unpack(w[2])[bad]]}")
+                               f"got {[hex(x) for x in unpack(g[2], lanes)[bad]]} "
+                               f"want {[hex(x) for x in unpack(w[2], lanes)[bad]]}")
 
 
 # ---- arguments -------------------------------------------------------------------------
@@ -274,6 +275,8 @@ def check_results(got, want):
     (dict(dim=0), r"^FoldDatapath dim must be a positive multiple of 16, not 0$"),
     (dict(dim=24), r"^FoldDatapath dim must be a positive multiple of 16, not 24$"),
     (dict(dim=16.0), r"^FoldDatapath dim must be a positive multiple of 16, not 16.0$"),
+    (dict(lanes=24), r"^FoldDatapath lanes must be a positive multiple of 16, not 24$"),
+    (dict(lanes=64), r"^FoldDatapath dim must be a positive multiple of 64, not 32$"),
     (dict(num_classes=0), r"^FoldDatapath num_classes must be a positive integer, not 0$"),
     (dict(node_bits=True), r"^FoldDatapath node_bits must be a positive integer, not True$"),
     (dict(item_bits=-1), r"^FoldDatapath item_bits must be a positive integer, not -1$"),
@@ -300,26 +303,28 @@ def test_layouts_match_the_scheduler():
 
 # ---- random programs -------------------------------------------------------------------
 
-@pytest.mark.parametrize("dim, kinds, fma_pipeline, gap, stall, seed", [
-    (16, (0,), None, 0.2, 0.3, 1),             # one beat a row: every chain stalls
-    (48, (0, 0, 1, 2), None, 0.25, 0.4, 2),    # three beats; kind 1 and a reserved kind
-    (32, (0, 1), ("pp", "round"), 0.1, 0.2, 3),  # a short FMA pipeline (L = 2)
+@pytest.mark.parametrize("dim, lanes, kinds, fma_pipeline, gap, stall, seed", [
+    (16, 16, (0,), None, 0.2, 0.3, 1),             # one beat a row: every chain stalls
+    (48, 16, (0, 0, 1, 2), None, 0.25, 0.4, 2),    # three beats; kind 1 and a reserved kind
+    (32, 16, (0, 1), ("pp", "round"), 0.1, 0.2, 3),  # a short FMA pipeline (L = 2)
+    (64, 32, (0, 0, 1), None, 0.2, 0.3, 4),        # two memory beats a wide beat, two a row
 ])
-def test_random_programs_with_hazards_gaps_and_backpressure(dim, kinds, fma_pipeline, gap,
+def test_random_programs_with_hazards_gaps_and_backpressure(dim, lanes, kinds, fma_pipeline, gap,
                                                             stall, seed):
     rng = np.random.default_rng(seed)
     C = 6
-    dut = FoldDatapath(dim, C, 3, 8, fma_pipeline=fma_pipeline)
+    dut = FoldDatapath(dim, C, 3, 8, fma_pipeline=fma_pipeline, lanes=lanes)
+    assert (dut.beats, dut.beat_bits) == (dim // lanes, 32 * lanes)
     parts = [write_after_write_part(dim)] + ([signed_zero_part(dim)] if 1 in kinds else [])
-    want = [w for part in parts for w in replay(part["ops"], part["finals"], part["rows"], dim)]
-    n_ops = {16: 26, 32: 14, 48: 10}[dim]
+    want = [w for part in parts for w in replay(part["ops"], part["finals"], part["rows"], dim, lanes)]
+    n_ops = {16: 26, 32: 14, 48: 10, 64: 8}[dim]
     for _ in range(2):
         ops, finals, items = random_program(rng, C, n_ops, 5, kinds)
         rows = random_rows(rng, items, dim)
         parts.append(dict(ops=ops, finals=finals, rows=rows))
-        want += replay(ops, finals, rows, dim)
+        want += replay(ops, finals, rows, dim, lanes)
     bench = Bench(dut, parts, gap=gap, stall=stall, seed=seed).run()
-    check_results(bench.results, want)
+    check_results(bench.results, want, lanes)
     reserved = [any(op["kind"] >= 2 for op in part["ops"]) for part in parts]
     assert bench.errors == reserved        # sticky within a part, cleared by start
     assert any(op["src"] == prev["dst"] and not op["src_zero"]

@@ -65,6 +65,7 @@ def test_defaults_are_documented_and_loaded():
     ("[parts]\nmax_bagz = 3\n", "unknown parameter parts.max_bagz"),
     ("[engin]\ndim = 16\n", "unknown section [engin]"),
     ("[engine]\ndim = 24\n", "engine.dim must be a positive multiple of 16"),
+    ("[engine]\nfold_lanes = 24\n", "engine.fold_lanes must be one of 16, 32, 64, not 24"),
     ("[parts]\nmax_bags = 0\n", "EngineParams.max_bags must be an integer"),
     ("[dram]\nranks = 3\n", "dram: AddressMapping.ranks must be a power of two in [1, 8], not 3"),
     ("[dram]\ngrade = \"DDR4-1600\"\n", "speed grade must be one of DDR4-2400"),

@@ -128,9 +128,10 @@ class EngineRunner:
     generic memory port with random latency and backpressure."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None, window=None):
+                 dram=None, window=None, fold_lanes=16):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
         self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
+        self.fold_lanes = fold_lanes
         self.window = window        # of the chip (None: its default)
         self.addr_bits = dram.mapping.addr_bits if dram is not None else addr_bits
         self._build = None
@@ -139,7 +140,8 @@ class EngineRunner:
         if self._build is None:
             require_simulator(self.sim)
             engine_kwargs = dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
-                                 div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes)
+                                 div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes,
+                                 fold_lanes=self.fold_lanes)
             if self.dram is None:
                 name = "engine"
                 self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,

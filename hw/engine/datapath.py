@@ -1,5 +1,6 @@
 """Fold datapath: the vector PE and the aggregation buffer that execute the sharing
-scheduler's operations (:mod:`.scheduler`), one 512-bit beat (16 binary32 lanes) per cycle.
+scheduler's operations (:mod:`.scheduler`), one *wide beat* of ``lanes`` binary32 lanes per
+cycle (16 lanes: a 64-byte memory beat a cycle; 32 lanes: two).
 
 An operation ``{dst, src, src_zero, item, item_first, c, kind, final}`` means, lane by lane
 over the D/16 beats of a row,
@@ -9,10 +10,13 @@ over the D/16 beats of a row,
   ``dedup`` merge of a mean-pooled gradient, DESIGN.md section 2).
 
 ``ROW`` is the current item's row.  An operation with ``item_first`` starts the next item;
-its row is the next one on ``rows``, which are loaded ahead into a ring of row slots (one
-row per item, in item order); the item's later operations read the same slot.
+its row is the next one on ``rows`` (64-byte memory beats, D/16 a row, whatever the lanes),
+which are loaded ahead into a ring of row slots (one row per item, in item order); the
+item's later operations read the same slot.  A row is ``D/lanes`` wide beats: the slots are
+written a memory beat at a time (a write port of 512-bit granularity) and read a wide beat
+at a time.
 A *final* (``final`` set: ``dst`` is the member, ``src`` the class holding its result)
-sends the D/16 beats of ``PS[src]`` (``+0`` beats when ``src_zero``) to ``results``; it
+sends the D/lanes wide beats of ``PS[src]`` (``+0`` beats when ``src_zero``) to ``results``; it
 reads like an operation and writes nothing, so finals come in the same stream, anywhere
 after the operation that wrote their class.
 
@@ -46,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from ..fp.common import check_pipeline
 from ..fp.fma import FusedMultiplyAdd
 
-__all__ = ["FoldDatapath", "LANES", "BEAT_BITS"]
+__all__ = ["FoldDatapath", "LANES", "BEAT_BITS", "LANE_CHOICES", "lanes_for"]
 
 LANES = 16                  # binary32 lanes of one 512-bit memory beat
 MAX_WINDOW = 16             # operations waiting to start (the choice is W x (W + L) compares)
@@ -56,17 +60,29 @@ _ONE = 0x3F800000
 _NEG_ZERO = 0x80000000
 
 
+LANE_CHOICES = (16, 32, 64)  # the engine's datapath widths: 1, 2 or 4 memory beats a cycle
+
+
+def lanes_for(dim, lanes):
+    """The lanes of the engine's fold datapath for vector length ``dim`` when configured
+    for ``lanes`` (one of LANE_CHOICES): the widest choice up to ``lanes`` that divides
+    ``dim`` (a row is whole wide beats; D = 48 gets 16 lanes whatever the configuration)."""
+    if lanes not in LANE_CHOICES:
+        raise ValueError(f"fold lanes must be one of {', '.join(map(str, LANE_CHOICES))}, not {lanes!r}")
+    return max(k for k in LANE_CHOICES if k <= lanes and dim % k == 0)
+
+
 def _positive_int(v):
     return not isinstance(v, bool) and isinstance(v, int) and v >= 1
 
 
 class FoldDatapath(wiring.Component):
-    """Vector PE (16 binary32 FMA lanes) and aggregation buffer (the partial sums).
+    """Vector PE (``lanes`` binary32 FMAs) and aggregation buffer (the partial sums).
 
     Parameters
     ----------
     dim : int
-        Vector length D, a positive multiple of 16; a row is ``D/16`` beats.
+        Vector length D, a positive multiple of ``lanes``; a row is ``D/lanes`` wide beats.
     num_classes : int
         Partial-sum entries (``ShareScheduler.num_classes``).
     node_bits : int
@@ -87,11 +103,16 @@ class FoldDatapath(wiring.Component):
         D = 16 a window of 14 made the datapath's Verilog 8.7 MB against 2.4 MB with 4 and
         1.9 MB in order (measured), and the engine's Verilator build impractical, hence
         the cap.  ``window + 2`` row slots.
+    lanes : int, optional
+        binary32 lanes (FMAs), a multiple of 16 (default 16): the width of a wide beat,
+        ``lanes // 16`` memory beats.
 
     Attributes
     ----------
     beats : int
-        Beats per row, ``dim // 16``.
+        Wide beats per row, ``dim // lanes``.
+    beat_bits : int
+        Bits of a wide beat, ``32 * lanes``.
     fma_latency : int
         ``L``, cycles through one FMA.
     latency : int
@@ -109,11 +130,11 @@ class FoldDatapath(wiring.Component):
         Operations and finals.  Unknown ``src`` contents (a class never written) give
         undefined data.
     rows : In(stream.Signature(512))
-        The beats of the items' rows in item order, ``D/16`` per item, lane ``k`` in bits
-        ``32k .. 32k+31``; one item per operation with ``item_first``.
+        The memory beats of the items' rows in item order, ``D/16`` per item, lane ``k`` in
+        bits ``32k .. 32k+31``; one item per operation with ``item_first``.
     results : Out(stream.Signature(Result))
-        ``{member, beat, data, last}``: the ``D/16`` beats of each final, ``last`` on the
-        final beat.
+        ``{member, beat, data, last}``: the ``D/lanes`` wide beats of each final (``beat``
+        counts wide beats, ``data`` is ``beat_bits`` wide), ``last`` on the final beat.
     busy : Out(1)
         Work in flight: an operation or final partly issued, a beat in R (an operation
         beat, or a result beat not yet taken) or in the FMAs.  Low with no operation or final
@@ -124,13 +145,14 @@ class FoldDatapath(wiring.Component):
 
     Notes
     -----
-    Storage: the partial sums are one memory of ``num_classes * D/16`` words of 512 bits
-    (class ``q`` beat ``j`` at word ``q * D/16 + j``) with one synchronous read port,
-    transparent to its one write port; the row slots are ``(window + 2) * D/16`` words and
-    the scratch row (kind 1) ``D/16``.
+    Storage: the partial sums are one memory of ``num_classes * D/lanes`` words of
+    ``32 * lanes`` bits (class ``q`` beat ``j`` at word ``q * D/lanes + j``) with one
+    synchronous read port, transparent to its one write port; the row slots are
+    ``(window + 2) * D/lanes`` words and the scratch row (kind 1) ``D/lanes``.  (Below, a
+    beat is a wide beat and ``D/16`` reads ``D/lanes`` when ``lanes`` is not 16.)
 
-    Throughput: one beat per cycle (a kind-0 operation every ``D/16`` cycles, a final every
-    ``D/16`` cycles) while ``rows``, ``ops`` and ``results`` keep up and the window holds
+    Throughput: one wide beat per cycle (a kind-0 operation every ``D/lanes`` cycles, a
+    final every ``D/lanes`` cycles) while ``rows``, ``ops`` and ``results`` keep up and the window holds
     an operation (or final) that need not wait; a kind-1 operation takes ``2 * D/16``
     beats plus ``max(0, L + 1 - D/16)`` cycles (its sum pass waits for its product pass).
     An operation issues at the earliest two cycles after it was taken.  Measured at D = 16
@@ -174,9 +196,11 @@ class FoldDatapath(wiring.Component):
     """
 
     def __init__(self, dim, num_classes, node_bits, item_bits, kind_bits=2, *,
-                 fma_pipeline=None, window=None):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or dim % LANES:
-            raise ValueError(f"FoldDatapath dim must be a positive multiple of {LANES}, "
+                 fma_pipeline=None, window=None, lanes=LANES):
+        if not _positive_int(lanes) or lanes % LANES:
+            raise ValueError(f"FoldDatapath lanes must be a positive multiple of {LANES}, not {lanes!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or dim % lanes:
+            raise ValueError(f"FoldDatapath dim must be a positive multiple of {lanes}, "
                              f"not {dim!r}")
         for name, v in (("num_classes", num_classes), ("node_bits", node_bits),
                         ("item_bits", item_bits), ("kind_bits", kind_bits)):
@@ -186,8 +210,9 @@ class FoldDatapath(wiring.Component):
             raise ValueError(f"FoldDatapath node_bits must number num_classes={num_classes} "
                              f"classes (at least {(num_classes - 1).bit_length()}), "
                              f"not {node_bits!r}")
-        self.dim = dim
-        self.beats = dim // LANES
+        self.dim, self.lanes = dim, lanes
+        self.beats = dim // lanes
+        self.beat_bits = 32 * lanes
         self.num_classes = num_classes
         self._fma_pipeline = fma_pipeline
         self.fma_latency = len(check_pipeline("FusedMultiplyAdd", FusedMultiplyAdd.STAGES,
@@ -207,7 +232,7 @@ class FoldDatapath(wiring.Component):
                                          "kind": kind_bits, "final": 1,
                                          "slot": max(1, (self.row_slots - 1).bit_length())})
         beat_bits = max(1, (self.beats - 1).bit_length())
-        self.Result = data.StructLayout({"member": nb, "beat": beat_bits, "data": BEAT_BITS,
+        self.Result = data.StructLayout({"member": nb, "beat": beat_bits, "data": self.beat_bits,
                                          "last": 1})
         super().__init__({
             "start": In(1),
@@ -232,15 +257,17 @@ class FoldDatapath(wiring.Component):
         depth = self.num_classes * B
         beat_bits = max(1, (B - 1).bit_length())
         slot_bits = max(1, (S - 1).bit_length())
+        wide = self.beat_bits
+        per_wide = self.lanes // LANES          # memory beats in a wide beat
 
         # ---- storage ----------------------------------------------------------------
-        m.submodules.ps = ps = memory.Memory(shape=BEAT_BITS, depth=depth, init=[])
+        m.submodules.ps = ps = memory.Memory(shape=wide, depth=depth, init=[])
         ps_wr = ps.write_port()
         ps_rd = ps.read_port(transparent_for=(ps_wr,))
-        m.submodules.row = row = memory.Memory(shape=BEAT_BITS, depth=S * B, init=[])
-        row_wr = row.write_port()
+        m.submodules.row = row = memory.Memory(shape=wide, depth=S * B, init=[])
+        row_wr = row.write_port(granularity=BEAT_BITS)   # (rows arrive a memory beat at a time)
         row_rd = row.read_port()
-        m.submodules.scratch = scratch = memory.Memory(shape=BEAT_BITS, depth=B, init=[])
+        m.submodules.scratch = scratch = memory.Memory(shape=wide, depth=B, init=[])
         scr_wr = scratch.write_port()
         scr_rd = scratch.read_port(transparent_for=(scr_wr,))
         addr_shape = len(ps_wr.addr)
@@ -249,14 +276,18 @@ class FoldDatapath(wiring.Component):
         full = Signal(S)                        # slot holds a row not yet released
         alloc = Signal(S)                       # slot given to an item by its first operation
         ld_slot, ld_beat = Signal(range(S)), Signal(beat_bits)
+        ld_part = Signal(range(per_wide))       # memory beat within the wide beat
         last_alloc = Signal(range(S), init=S - 1)   # slot of the latest item
         next_alloc = Mux(last_alloc == S - 1, 0, last_alloc + 1)
         loading = self.rows.valid & ~full.bit_select(ld_slot, 1)
         m.d.comb += [self.rows.ready.eq(~full.bit_select(ld_slot, 1)),
-                     row_wr.addr.eq(ld_slot * B + ld_beat), row_wr.data.eq(self.rows.payload),
-                     row_wr.en.eq(loading)]
+                     row_wr.addr.eq(ld_slot * B + ld_beat), row_wr.data.eq(self.rows.payload.replicate(per_wide)),
+                     row_wr.en.eq(Mux(loading, 1 << ld_part, 0))]
         set_full = Signal(S)
+        last_part = ld_part == per_wide - 1
         with m.If(loading):
+            m.d.sync += ld_part.eq(Mux(last_part, 0, ld_part + 1))
+        with m.If(loading & last_part):
             m.d.sync += ld_beat.eq(Mux(ld_beat == B - 1, 0, ld_beat + 1))
             with m.If(ld_beat == B - 1):
                 m.d.comb += set_full.eq(1 << ld_slot)
@@ -408,9 +439,9 @@ class FoldDatapath(wiring.Component):
                      res.member.eq(r_member), res.beat.eq(r_beat), res.last.eq(r_last),
                      res.data.eq(Mux(r_src_zero, 0, ps_rd.data))]
 
-        # ---- R: the 16 lanes ----------------------------------------------------------
+        # ---- R: the lanes -------------------------------------------------------------
         outs = []
-        for k in range(LANES):
+        for k in range(self.lanes):
             m.submodules[f"fma{k}"] = u = FusedMultiplyAdd(self._fma_pipeline)
             lane = slice(32 * k, 32 * k + 32)
             acc = Mux(r_src_zero, 0, ps_rd.data[lane])

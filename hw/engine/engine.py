@@ -87,10 +87,11 @@ from ..fp.common import f32_bits
 from .adagrad import AdagradUnit
 from .analyzer import Analyzer
 from .batch_checker import BatchChecker
-from .datapath import FoldDatapath
+from .datapath import FoldDatapath, lanes_for
 from .coef import CoefStage
 from .inflight import RowsInFlight
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
+from .result_splitter import ResultSplitter
 from .row_store import RowStore
 from .rowdiv import RowDivider
 from .params import EngineParams
@@ -140,13 +141,15 @@ class Engine(wiring.Component):
     mem : Out(mem_port(addr_bits))
     """
 
-    def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4, adagrad_lanes=4):
+    def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4, adagrad_lanes=4,
+                 fold_lanes=16):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Engine params must be an EngineParams, not {params!r}")
         if not isinstance(dim, int) or dim < 16 or dim % 16:
             raise ValueError(f"Engine dim must be a positive multiple of 16, not {dim!r}")
         self.params, self.dim, self.max_tables, self.addr_bits = params, dim, max_tables, addr_bits
         self.div_lanes, self.adagrad_lanes = div_lanes, adagrad_lanes
+        self.fold_lanes = lanes_for(dim, fold_lanes)     # (fewer when they do not divide D)
         self.beats = dim // 16
         p = params
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
@@ -206,19 +209,22 @@ class Engine(wiring.Component):
         # members: bags (forward) or distinct rows (backward)
         m.submodules.scheduler = sch = ShareScheduler(num_members=max(p.max_bags, p.max_distinct_rows),
                                                       item_bits=item_bits, repeat_bits=p.mult_bits)
-        m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim)
+        m.submodules.datapath = dp = FoldDatapath.for_scheduler(sch, self.dim, lanes=self.fold_lanes)
         m.submodules.updater = upd = RowUpdater()
-        # Results leave the datapath through a queue, so that one waiting for its consumer
-        # (a row not yet fetched, the divider) does not stop the fold at once.
-        m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(width=dp.Result.size, depth=32)
-        results_q = stream.Signature(dp.Result).create()
+        # Results leave the datapath through a queue (32 memory beats), so that one waiting
+        # for its consumer (a row not yet fetched, the divider) does not stop the fold at
+        # once; the splitter behind it makes memory beats of the datapath's wide beats.
+        m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
+            width=dp.Result.size, depth=max(2, 32 * 16 // self.fold_lanes))
+        m.submodules.splitter = splitter = ResultSplitter(dp.Result, dp.beats)
         m.d.comb += [results_fifo.w_en.eq(dp.results.valid), results_fifo.w_data.eq(dp.results.payload),
                      dp.results.ready.eq(results_fifo.w_rdy),
-                     results_q.valid.eq(results_fifo.r_rdy), results_q.payload.eq(results_fifo.r_data),
-                     results_fifo.r_en.eq(results_q.ready)]
+                     splitter.i.valid.eq(results_fifo.r_rdy), splitter.i.payload.eq(results_fifo.r_data),
+                     results_fifo.r_en.eq(splitter.i.ready)]
+        results_q = splitter.o
         # (a result beat's tag: its beat and its member, the bag its address follows from)
-        m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(dp.results.payload.beat)
-                                                + len(dp.results.payload.member))
+        m.submodules.divider = div = RowDivider(self.div_lanes, tag_bits=len(results_q.payload.beat)
+                                                + len(results_q.payload.member))
         m.submodules.coef = coef = CoefStage(an.Member)
         m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
         m.submodules.adagrad = ada = AdagradUnit(self.dim, self.adagrad_lanes)
@@ -705,7 +711,7 @@ class Engine(wiring.Component):
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
-                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0)
+                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy
                           & (beat_addr_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
