@@ -19,12 +19,24 @@ MAX_CYCLES = 100_000
 
 
 def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False,
-                 updates_first=False):
+                 updates_first=False, skip_updates=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
-    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts.
+    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts,
+    the rows announced on ``discovered`` and the values ``committed`` took.
     ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
     dut = Analyzer(params)
-    parts = []
+    parts, discovered, committed = [], [], []
+
+    async def monitor(ctx):
+        async for _, _, start, valid, slot, row, c in ctx.tick().sample(
+                dut.start, dut.discovered.valid, dut.discovered.slot, dut.discovered.row, dut.committed):
+            if start:
+                discovered.append([])
+                committed.append([])
+            elif discovered:
+                if valid:
+                    discovered[-1].append((slot, row))
+                committed[-1].append(c)
 
     async def bench(ctx):
         b0 = 0
@@ -33,6 +45,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
             ctx.set(dut.backward, backward)
             ctx.set(dut.sort_bags, sort_bags)
             ctx.set(dut.updates_first, updates_first)
+            ctx.set(dut.skip_updates, skip_updates)
             ctx.set(dut.weighted, weights is not None)
             ctx.set(dut.split, split)
             await ctx.tick()
@@ -85,14 +98,29 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    sim.add_process(monitor)
     sim.add_testbench(bench)
     sim.run()
+    for part, found, seen in zip(parts, discovered, committed):
+        part["discovered"], part["committed"] = found, seen
     return parts
+
+
+def check_discovered(got, slot_of):
+    """Every slot announced once, in slot order, with its row (those of a bag rolled back
+    after it, numbered from the part's rows on); ``committed`` never counts a slot that
+    does not stay, grows only, and ends at the part's rows."""
+    rows = got["rows"]
+    assert got["discovered"][:rows] == [(k, r) for r, k in slot_of.items()]
+    assert [s for s, _ in got["discovered"][rows:]] == list(range(rows, len(got["discovered"])))
+    seen = got["committed"]
+    assert max(seen) <= rows and seen == sorted(seen) and seen[-1] == rows
 
 
 def check(params, bags, **kw):
     check_backward(params, bags, **kw)
     check_backward(params, bags, updates_first=False, **kw)
+    check_backward(params, bags, skip_updates=True, **kw)
     check_backward(params, bags, sort_bags=False, **kw)
     return check_forward(params, bags, **kw)
 
@@ -133,18 +161,19 @@ def members_of(got, weighted):
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
 
 
-def check_backward(params, bags, sort_bags=True, weights=None, split=False, updates_first=True, **kw):
+def check_backward(params, bags, sort_bags=True, weights=None, split=False, updates_first=True,
+                   skip_updates=False, **kw):
     """Backward: pairs grouped by bag in the golden gradient-row order (rows per bag
     descending, then bag; bag order without ``sort_bags``), a bag's pairs by first
     appearance; and every slot's row (the update list), before them when
-    ``updates_first``, else after them."""
+    ``updates_first``, else after them, not at all with ``skip_updates``."""
     if split and sort_bags:
         return                          # split is dedup's, whose bags stay in bag order
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
     got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, weights=weights, split=split,
-                       updates_first=updates_first, **kw)
+                       updates_first=updates_first, skip_updates=skip_updates, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
@@ -158,6 +187,7 @@ def check_backward(params, bags, sort_bags=True, weights=None, split=False, upda
         want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, c=c, first=int(k == 0), upd=0)
                         for b in bag_order for k, (r, n, c) in enumerate(pairs[b])]
         updates = [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=0, first=0, upd=1) for k, r in enumerate(slot_of)]
+        updates = [] if skip_updates else updates
         want_members = mark_member_last(updates + want_members if updates_first else want_members + updates, "slot")
         want_members = members_of(want_members, weights is not None)
         got_members = members_of(g["members"], weights is not None)
@@ -166,6 +196,7 @@ def check_backward(params, bags, sort_bags=True, weights=None, split=False, upda
                 x.pop("c", None), y.pop("c", None)
         assert got_members == want_members
         assert g["rows"] == len(plan.rows)
+        check_discovered(g, slot_of)
 
 
 def check_forward(params, bags, weights=None, split=False, **kw):
@@ -189,6 +220,7 @@ def check_forward(params, bags, weights=None, split=False, **kw):
         mark_member_last(want_members, "bag")
         assert members_of(g["members"], weights is not None) == members_of(want_members, weights is not None)
         assert g["pairs"] == len(want_members)
+        check_discovered(g, slot_of)
     return got
 
 

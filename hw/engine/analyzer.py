@@ -30,9 +30,15 @@ bags that hold lookups (first pair, pair count), sorts it by the same radix sort
 gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
 pairs in first-appearance order; ``first`` marks a bag's first pair), and the update list:
 every slot once, in slot order, with its row (``upd`` set).  The update list comes first
-when ``updates_first`` (the controller then fetches every row of the part while the
-gradients are being merged), else last (row-wise Adagrad, whose rows sharing a state beat
-must wait for each other's merged gradients).
+when ``updates_first``, else last (row-wise Adagrad, whose rows sharing a state beat
+must wait for each other's merged gradients), and not at all with ``skip_updates`` (the
+controller has fetched the rows as they were discovered, see below).
+
+Discovered rows: each new slot is announced on ``discovered`` (its slot and row) in the
+cycle it is created, so that the controller can fetch the part's rows while the part is
+still being analysed; ``committed`` counts the slots that stay in the part whatever comes
+(those of the bags before the one being inserted, all of them once ``inserted``): a slot
+at or above it may still be rolled back (see the partition rule).
 
 Weighted bags (``weighted`` sampled at ``start``): each lookup brings its weight.  ``split``
 (``dedup`` with weights, whose folds apply every occurrence's own weight) makes every
@@ -103,10 +109,15 @@ class Analyzer(wiring.Component):
     weighted, split : In(1)
         Sampled with ``start``: the lookups' weights count (else ``c`` is not used and no
         lookup waits); every lookup is its own pair (see above).
-    backward, sort_bags, updates_first : In(1)
+    backward, sort_bags, updates_first, skip_updates : In(1)
         Sampled with ``start``: order the part for the backward pass (see above), its bags
         in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
-        whose merge folds every row's terms in index order).
+        whose merge folds every row's terms in index order); the update list first, last or
+        not at all.
+    discovered : Out({valid, slot, row})
+        A new slot, for one cycle (not held: the consumer takes it or loses it).
+    committed : Out(slot_bits + 1)
+        Slots that no rollback can remove (see above).
     members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd, member_last))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
@@ -137,6 +148,7 @@ class Analyzer(wiring.Component):
             "backward": In(1),
             "sort_bags": In(1),
             "updates_first": In(1),
+            "skip_updates": In(1),
             "weighted": In(1),
             "split": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
@@ -149,6 +161,8 @@ class Analyzer(wiring.Component):
             "num_pairs": Out(p.pair_bits + 1),
             "num_lookups": Out(p.pair_bits + 1),
             "members": Out(stream.Signature(self.Member)),
+            "discovered": Out(data.StructLayout({"valid": 1, "slot": p.slot_bits, "row": p.index_width})),
+            "committed": Out(p.slot_bits + 1),
         })
 
     def _hash(self, row):
@@ -206,7 +220,7 @@ class Analyzer(wiring.Component):
         m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
                                    | hash_wr.en & (hash_wr.addr == hash_rd.addr))
         bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
-        updates_first = Signal()
+        updates_first, skip_updates = Signal(), Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
@@ -216,6 +230,9 @@ class Analyzer(wiring.Component):
         nlookups = Signal.like(self.num_lookups)
         m.d.comb += [self.num_rows.eq(nslots), self.num_pairs.eq(npairs),
                      self.num_lookups.eq(nlookups)]
+        # Slots of the bags before the newest one inserted (the newest may be rolled back).
+        committed, newest_bag = Signal.like(self.committed), Signal(p.bag_bits)
+        m.d.comb += self.committed.eq(Mux(self.inserted, nslots, committed))
 
         # ---- insertion pipeline ----------------------------------------------------------
         # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight
@@ -411,7 +428,7 @@ class Analyzer(wiring.Component):
         def backward_lists():
             """Start the backward output: the update list or the pairs first."""
             m.d.sync += idx.eq(0)
-            with m.If(updates_first):
+            with m.If(updates_first & ~skip_updates):
                 m.next = "BW_ROWS"
             with m.Else():
                 m.next = "BW_NEXT"
@@ -432,12 +449,13 @@ class Analyzer(wiring.Component):
                     # (a finish may come in the very next cycle: an empty part)
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
-                                 updates_first.eq(self.updates_first)]
+                                 updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                                 self.inserted.eq(0), committed.eq(0)]
                     m.next = "NEW_PART"
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
-                             nbl.eq(0), bl_fixed.eq(0),
+                             nbl.eq(0), bl_fixed.eq(0), committed.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
                 m.next = "INSERT"
 
@@ -468,7 +486,11 @@ class Analyzer(wiring.Component):
                                  row_wr.addr.eq(nslots), row_wr.data.eq(s1_row), row_wr.en.eq(1)]
                     m.d.sync += [nslots.eq(nslots + 1), row_or.eq(row_or | s1_row),
                                  hash_valid.eq(hash_valid | (C(1, 1) << s1_addr))]
+                    m.d.comb += [self.discovered.valid.eq(1), self.discovered.slot.eq(nslots),
+                                 self.discovered.row.eq(s1_row)]
                 with m.If(hit | insert):
+                    with m.If((nlookups == 0) | (s1_bag != newest_bag)):    # the bags before are whole
+                        m.d.sync += [committed.eq(nslots), newest_bag.eq(s1_bag)]
                     m.d.sync += [s2_valid.eq(1), s2_new.eq(insert), s2_slot.eq(slot), s2_bag.eq(s1_bag),
                                  s2_row.eq(s1_row), s2_w.eq(s1_w), nlookups.eq(nlookups + 1)]
                 with m.If(overflow):
@@ -587,7 +609,7 @@ class Analyzer(wiring.Component):
                 with m.If(idx != nbl):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
-                with m.Elif(~bb_valid & ~bc_valid & updates_first):
+                with m.Elif(~bb_valid & ~bc_valid & (updates_first | skip_updates)):
                     with m.If(queued == 0):
                         m.next = "DONE"
                 with m.Elif(~bb_valid & ~bc_valid):
@@ -626,7 +648,8 @@ class Analyzer(wiring.Component):
                     # (a finish may come in the very next cycle: an empty part)
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
-                                 updates_first.eq(self.updates_first)]
+                                 updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                                 self.inserted.eq(0), committed.eq(0)]
                     m.next = "NEW_PART"
 
         # Backward pair pipeline (state-independent, so that it drains across states):

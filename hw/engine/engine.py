@@ -189,20 +189,18 @@ class Engine(wiring.Component):
         m.submodules.offs = offs = ArrayReader(A)
         m.submodules.idx = idxr = ArrayReader(A)
         m.submodules.weights = wts = ArrayReader(A, elem_bits=32)
-        # Gradient rows before table rows: in backward the merge waits for the gradient
-        # rows, while the table rows are fetched ahead into the row store.
-        wiring.connect(m, fetch_g.port, arb.port1)
-        wiring.connect(m, offs.port, arb.port2)
-        wiring.connect(m, idxr.port, arb.port3)
-        wiring.connect(m, fetch.port, arb.port4)
-        wiring.connect(m, wts.port, arb.port5)
-        m.submodules.fetch_state = fetch_s = RowFetcher(A, 1)      # Adagrad state beats
-        wiring.connect(m, fetch_s.port, arb.port6)
+        # Priorities (port 0 first): gradient rows before the input and table rows: in
+        # backward the merge waits for the gradient rows, while the table rows are fetched
+        # ahead into the row store; the input (the part's and the batch check's) before
+        # table rows, which are fetched as the analysis discovers them: the first item
+        # waits for the check's verdict, and the analysis for its lookups.
         # The whole batch is checked beside the first part's analysis (no write before its
         # verdict), on its own readers.
         m.submodules.checker = check = BatchChecker(p, self.Config, self.max_tables, A)
-        wiring.connect(m, check.offsets_port, arb.port7)
-        wiring.connect(m, check.indices_port, arb.port8)
+        m.submodules.fetch_state = fetch_s = RowFetcher(A, 1)      # Adagrad state beats
+        for k, port in enumerate([fetch_g.port, offs.port, idxr.port, wts.port, check.offsets_port,
+                                  check.indices_port, fetch.port, fetch_s.port], start=1):
+            wiring.connect(m, port, getattr(arb, f"port{k}"))
         m.d.comb += check.config.eq(cfg)
         item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
@@ -239,12 +237,16 @@ class Engine(wiring.Component):
                              dst.payload.eq(src.payload if payload is None else payload)]
 
         # The row store holds a part's table rows (its distinct rows at most), in fetch
-        # order.  Backward with SGD (dedup, refree) reads them by slot: every row is fetched
-        # while the gradients merge, and each merged gradient, as soon as its row's merge
-        # is complete, meets its row there and goes back to the row's address.
-        # Row-wise Adagrad takes the update list last (see the module docstring).
+        # order.  In dedup and refree (but for Adagrad's backward) every row is fetched as
+        # the analyzer discovers it, in slot order, while the part is still being analysed
+        # (``prefetch``), and read by slot: forward in item order; backward (SGD) each merged
+        # gradient, as soon as its row's merge is complete, meets its row there and goes back
+        # to the row's address.  Row-wise Adagrad's backward takes the update list last and
+        # its rows in that order (see the module docstring).
         updates_first = ~adagrad
         by_slot = ~forward & ~baseline & updates_first
+        dry = Signal()                          # Adagrad's check that every table fits a part
+        prefetch = ~baseline & (forward | ~adagrad) & ~dry
         m.submodules.row_store = store = RowStore(p.slot_capacity, beats, A)
         wiring.connect(m, fetch.beats_out, store.rows)
         table_rows = stream.Signature(512).create()
@@ -264,6 +266,15 @@ class Engine(wiring.Component):
                          upd.g.payload.eq(Cat(res_.payload.data, C(ONE_F32, 32))),
                          store.wanted.payload.slot.eq(res_.payload.member),
                          store.wanted.payload.beat.eq(res_.payload.beat)]
+        # forward: each item's row, beat by beat, from the slots queued in item order
+        m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
+        want_beat = Signal(range(beats))
+        with m.If(forward):
+            m.d.comb += [store.wanted.valid.eq(want_q.r_rdy), store.wanted.payload.slot.eq(want_q.r_data),
+                         store.wanted.payload.beat.eq(want_beat)]
+            with m.If(store.wanted.valid & store.wanted.ready):
+                m.d.sync += want_beat.eq(Mux(want_beat == beats - 1, 0, want_beat + 1))
+                m.d.comb += want_q.r_en.eq(want_beat == beats - 1)
         route(table_rows, upd.e, ~forward & ~adagrad)
         route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
@@ -298,13 +309,14 @@ class Engine(wiring.Component):
                 m.d.comb += scale_q.r_en.eq(1)
         m.d.comb += [sch.items.valid.eq(item_q.r_rdy), sch.items.payload.eq(item_q.r_data),
                      item_q.r_en.eq(sch.items.ready),
-                     fetch.rows.valid.eq(row_q.r_rdy), fetch.rows.payload.eq(row_q.r_data),
-                     row_q.r_en.eq(fetch.rows.ready),
+                     fetch.rows.payload.eq(row_q.r_data),
                      fetch_g.rows.valid.eq(grad_q.r_rdy), fetch_g.rows.payload.eq(grad_q.r_data),
                      grad_q.r_en.eq(fetch_g.rows.ready)]
         item = Signal(sch.Item)
         issue = Signal()                        # the controller offers one unit of work ...
         need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
+        need_want = Signal()                    # ... its row read from the row store (forward)
+        discovering = Signal()                  # a row the analyzer discovered, to fetch
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
@@ -315,14 +327,16 @@ class Engine(wiring.Component):
         lock = baseline_bwd | ~forward & adagrad
         state_addr = Signal(A)
         taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~(lock & locks.hit)) \
+            & (~need_want | want_q.w_rdy) \
             & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
             & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy)
         m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
-                     row_q.w_en.eq(taken & need_row), grad_q.w_en.eq(taken & need_grad),
+                     row_q.w_en.eq(taken & need_row | discovering), grad_q.w_en.eq(taken & need_grad),
+                     want_q.w_en.eq(taken & need_want), want_q.w_data.eq(item_slot),
                      scale_q.w_en.eq(taken & need_grad & baseline_bwd),
-                     write_q.w_en.eq(taken & need_write & ~by_slot), write_q.w_data.eq(row_q.w_data),
+                     write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
                      store.addr_wr.slot.eq(item_slot), store.addr_wr.addr.eq(row_q.w_data),
-                     store.addr_wr.en.eq(taken & need_write & by_slot),
+                     store.addr_wr.en.eq(discovering),
                      state_q.w_en.eq(taken & need_state), state_q.w_data.eq(state_addr),
                      lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(item_row[:4]),
                      state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
@@ -342,6 +356,26 @@ class Engine(wiring.Component):
         b0 = Signal(32)                         # first bag of the part
         part_row0 = Signal(48)                  # b0 * T + t: the part's first output row
         table = cfg.tables[t]
+        # Rows discovered by the analyzer (prefetch): queued at once for the fetcher, their
+        # write-back addresses into the row store; a row outside its table (a batch the
+        # check will refuse) is never read.  A row is fetched only once no rollback can
+        # remove its slot (``committed``); the slots of a bag rolled back are dropped.
+        disc = an.discovered
+        m.d.comb += [discovering.eq(prefetch & disc.valid & (disc.row < table.rows)),
+                     item_row.eq(disc.row), item_slot.eq(disc.slot)]     # (the stream's states override)
+        most = max(p.slot_capacity, p.max_lookups)
+        fetched = Signal(range(most + 1))       # rows of the part sent to the fetcher
+        arrived = Signal(range(most * beats + 1))       # and their beats come back
+        dropping = Signal()
+        m.d.comb += dropping.eq(prefetch & an.inserted & (fetched >= an.num_rows))
+        may_fetch = ~prefetch | (fetched < an.committed)
+        m.d.comb += [fetch.rows.valid.eq(row_q.r_rdy & may_fetch & ~dropping),
+                     row_q.r_en.eq(fetch.rows.valid & fetch.rows.ready | row_q.r_rdy & dropping)]
+        with m.If(fetch.rows.valid & fetch.rows.ready):
+            m.d.sync += fetched.eq(fetched + 1)
+        with m.If(fetch.beats_out.valid & fetch.beats_out.ready):
+            m.d.sync += arrived.eq(arrived + 1)
+        all_arrived = arrived == fetched * beats
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
@@ -372,7 +406,6 @@ class Engine(wiring.Component):
         m.d.comb += bl_rd.addr.eq(bi)
 
         error = Signal(8)
-        dry = Signal()                          # Adagrad's check that every table fits a part
         m.d.comb += [self.error.eq(error)]
         m.d.sync += cnt.cycles.eq(cnt.cycles + self.busy)
         m.d.comb += self.busy.eq(1)
@@ -587,7 +620,10 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
+                    m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch)]
+                    m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
+                                 an.skip_updates.eq(~forward & prefetch),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
@@ -624,7 +660,6 @@ class Engine(wiring.Component):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
                     m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
-                    m.d.comb += [store.start.eq(1), store.by_slot.eq(by_slot)]
                     with m.If(baseline):        # the lookups again, in index order
                         start_lookups(part_lo, an.num_lookups)
                     with m.If(forward | ~baseline & (an.num_rows != 0)):
@@ -646,8 +681,8 @@ class Engine(wiring.Component):
                         m.next = "RUN_GRADIENTS"
 
             with m.State("DRY_DRAIN"):          # the analyzer's output is not needed
-                m.d.comb += coef.o.ready.eq(1)
-                with m.If(~an.busy & ~coef.busy):
+                m.d.comb += [coef.o.ready.eq(1), dropping.eq(1)]    # (nor the rows discovered)
+                with m.If(~an.busy & ~coef.busy & (row_q.level == 0) & all_arrived):
                     with m.If(error != 0):
                         m.next = "IDLE"
                     with m.Else():
@@ -658,8 +693,8 @@ class Engine(wiring.Component):
             # (members come through the coefficient stage: item.c and item.repeat are set
             # below, outside the state machine)
             with m.State("RUN_MEMBERS"):        # forward: each distinct row once, row order
-                m.d.comb += [issue.eq(coef.o.valid), need_item.eq(1), need_row.eq(mem_.first),
-                             item_row.eq(mem_.row), coef.o.ready.eq(taken),
+                m.d.comb += [issue.eq(coef.o.valid), need_item.eq(1), need_want.eq(mem_.first),
+                             item_row.eq(mem_.row), item_slot.eq(mem_.slot), coef.o.ready.eq(taken),
                              item.item.eq(mem_.slot), item.member.eq(mem_.bag), item.first.eq(mem_.first),
                              item.member_last.eq(mem_.member_last)]
                 with m.If(~an.busy & ~coef.busy & (item_q.level == 0)):
@@ -712,6 +747,7 @@ class Engine(wiring.Component):
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
                           & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy
+                          & (row_q.level == 0) & (want_q.level == 0)
                           & (beat_addr_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
