@@ -16,12 +16,19 @@ Checks, in the golden model's order of precedence (:mod:`refree.golden.errors`):
 
 Offsets stream first (one per cycle, recording ``offsets[t*B]``, where table ``t``'s
 indices start), then indices (one per cycle); a failure in the offsets skips the indices.
+
+Shared indices (``share`` at ``start``): the engine's first part reads the batch's first
+indices too, at the same time, so the checker hands them over instead of the engine reading
+them again: once the engine has said how many it takes (``share_count`` with ``share_set``;
+the checker waits for it before its first index), each of the first ``share_count``
+indices goes out on ``shared`` as the checker checks it and is taken by both in the same
+cycle.  The input is then read once for a batch of one part.
 Latency: ``T*B + 1 + num_indices`` cycles plus the memory's, at one element a cycle when the
 memory keeps up.  ``done`` rises when the verdict is known and stays high until the next
 ``start``; reset leaves it low.
 """
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from refree.golden.errors import ErrorCode
@@ -45,6 +52,9 @@ class BatchChecker(wiring.Component):
     -------
     start : In(1)               pulse; ``config`` must hold until ``done``
     config : In(config_layout)
+    share : In(1)               sampled at ``start``: hand the first indices to the engine
+    share_count : In(32); share_set : In(1)     pulse: how many (see above)
+    shared : Out(stream.Signature(64))          the shared indices
     done : Out(1); error : Out(8)   the verdict (0: the batch is good)
     offsets_port, indices_port : Out(mem_port(addr_bits))
     """
@@ -52,6 +62,8 @@ class BatchChecker(wiring.Component):
     def __init__(self, params, config_layout, max_tables, addr_bits):
         self.params, self.max_tables = params, max_tables
         super().__init__({"start": In(1), "config": In(config_layout),
+                          "share": In(1), "share_count": In(32), "share_set": In(1),
+                          "shared": Out(stream.Signature(64)),
                           "done": Out(1), "error": Out(8),
                           "offsets_port": Out(mem_port(addr_bits)), "indices_port": Out(mem_port(addr_bits))})
 
@@ -72,11 +84,16 @@ class BatchChecker(wiring.Component):
         too_long = Signal()
         error = self.error
         any_mean = Cat(*[cfg.tables[i].mean & (i < T) for i in range(self.max_tables)]).any()
+        share, share_known, share_count = Signal(), Signal(), Signal(32)
+        with m.If(self.share_set):
+            m.d.sync += [share_known.eq(1), share_count.eq(self.share_count)]
+        shared_now = share & (k < share_count)      # index k goes to the engine too
 
         with m.FSM(name="check"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [error.eq(0), too_long.eq(0), t.eq(0), tb.eq(0), k.eq(0), self.done.eq(0)]
+                    m.d.sync += [error.eq(0), too_long.eq(0), t.eq(0), tb.eq(0), k.eq(0), self.done.eq(0),
+                                 share.eq(self.share), share_known.eq(0)]
                     m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(0),
                                  offs.count.eq(T * B + 1)]
                     m.next = "OFFSETS"
@@ -113,9 +130,13 @@ class BatchChecker(wiring.Component):
                 v = idxr.data.payload
                 with m.If((t < T) & (k >= bound[t + 1])):   # index k belongs to a later table
                     m.d.sync += t.eq(t + 1)
+                with m.Elif(share & ~share_known):
+                    pass                        # how many the engine takes is not known yet
                 with m.Else():
-                    m.d.comb += idxr.data.ready.eq(1)
-                    with m.If(idxr.data.valid):
+                    m.d.comb += [idxr.data.ready.eq(~shared_now | self.shared.ready),
+                                 self.shared.valid.eq(idxr.data.valid & shared_now),
+                                 self.shared.payload.eq(v)]
+                    with m.If(idxr.data.valid & idxr.data.ready):
                         m.d.sync += k.eq(k + 1)
                         with m.If(v >= cfg.tables[t].rows):     # unsigned: negative is huge
                             m.d.sync += error.eq(ErrorCode.INDEX_OUT_OF_RANGE)

@@ -506,14 +506,24 @@ class Engine(wiring.Component):
         m.d.comb += coef.o.ready.eq(baseline)
         # Each lookup's weight (1 unless weighted), read beside its index.
         weight = Mux(cfg.weighted, wts.data.payload, ONE_F32)
-        lookup_valid = idxr.data.valid & (~cfg.weighted | wts.data.valid)
+        # The job's first part takes its indices from the batch check, which reads them at
+        # the same time (``sharing``): the input is read once for a batch of one part.
+        first_part, sharing = Signal(), Signal()
+        shared_left = Signal(32)                # indices the part still takes from the check
+        lookup_index = Mux(sharing, check.shared.payload, idxr.data.payload)
+        lookup_valid = Mux(sharing, check.shared.valid, idxr.data.valid) & (~cfg.weighted | wts.data.valid)
+        indices_left = Mux(sharing, shared_left != 0, idxr.busy)
 
         def take_lookup(when):
-            m.d.comb += [idxr.data.ready.eq(when), wts.data.ready.eq(when & cfg.weighted)]
+            m.d.comb += [idxr.data.ready.eq(when & ~sharing), check.shared.ready.eq(when & sharing),
+                         wts.data.ready.eq(when & cfg.weighted)]
+            with m.If(when & sharing):
+                m.d.sync += shared_left.eq(shared_left - 1)
 
-        def start_lookups(first, count):
-            """Read the indices (and the weights) of lookups first .. first+count-1."""
-            m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(first),
+        def start_lookups(first, count, shared=C(0, 1)):
+            """Read the indices (unless ``shared``) and the weights of lookups first ..
+            first+count-1."""
+            m.d.comb += [idxr.start.eq(~shared), idxr.base.eq(cfg.indices_addr), idxr.first.eq(first),
                          idxr.count.eq(count),
                          wts.start.eq(cfg.weighted), wts.base.eq(cfg.weights_addr), wts.first.eq(first),
                          wts.count.eq(count)]
@@ -568,7 +578,7 @@ class Engine(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
-                                 ci.eq(0), cj.eq(0)]
+                                 ci.eq(0), cj.eq(0), first_part.eq(1)]
                     m.next = "CHECK_CONFIG"
 
             # ---- 0. the memory map: table i against region j ----------------------------
@@ -584,7 +594,7 @@ class Engine(wiring.Component):
                 with m.Elif(ci != self.max_tables - 1):
                     m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
                 with m.Else():              # the batch check starts; parts are formed beside it
-                    m.d.comb += check.start.eq(1)
+                    m.d.comb += [check.start.eq(1), check.share.eq(1)]
                     m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(adagrad)]
                     m.next = "PART_START"
 
@@ -627,12 +637,14 @@ class Engine(wiring.Component):
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
-                    start_lookups(part_lo, lookups)
-                    m.d.sync += [bi.eq(0), len_state.eq(0)]
+                    start_lookups(part_lo, lookups, shared=first_part)
+                    m.d.comb += [check.share_set.eq(first_part), check.share_count.eq(lookups)]
+                    m.d.sync += [bi.eq(0), len_state.eq(0), first_part.eq(0), sharing.eq(first_part),
+                                 shared_left.eq(lookups)]
                     m.next = "PART_ANALYZE"
 
             with m.State("PART_ANALYZE"):       # lookups into the analyzer
-                m.d.comb += [an.lookups.payload.row.eq(idxr.data.payload), an.lookups.payload.bag.eq(bi),
+                m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.bag.eq(bi),
                              an.lookups.payload.weight.eq(weight)]
 
                 def feed():
@@ -640,10 +652,12 @@ class Engine(wiring.Component):
                     take_lookup(an.lookups.ready)
                     with m.If(an.lookups.ready):
                         m.d.sync += rem.eq(rem - 1)
-                with m.If(idxr.busy):
+                # (a check that ends before the shared indices do has found an error)
+                with m.If(indices_left & ~(sharing & check.done)):
                     lookup_walker(lookup_valid, feed)
                 with m.Else():
                     m.d.comb += an.finish.eq(1)
+                    m.d.sync += sharing.eq(0)
                     m.next = "PART_WAIT_ANALYZER"
 
             with m.State("PART_WAIT_ANALYZER"):
@@ -681,8 +695,9 @@ class Engine(wiring.Component):
                         m.next = "RUN_GRADIENTS"
 
             with m.State("DRY_DRAIN"):          # the analyzer's output is not needed
-                m.d.comb += [coef.o.ready.eq(1), dropping.eq(1)]    # (nor the rows discovered)
-                with m.If(~an.busy & ~coef.busy & (row_q.level == 0) & all_arrived):
+                # (nor the rows discovered, nor weights left by a part cut short by an error)
+                m.d.comb += [coef.o.ready.eq(1), dropping.eq(1), wts.data.ready.eq(1)]
+                with m.If(~an.busy & ~coef.busy & (row_q.level == 0) & all_arrived & ~wts.busy):
                     with m.If(error != 0):
                         m.next = "IDLE"
                     with m.Else():
