@@ -401,7 +401,7 @@ class Engine(wiring.Component):
         # ---- walking the part's lookups with their bag labels ---------------------------
         bi = Signal(range(p.max_bags + 1))      # bag of the next lookup
         rem = Signal(p.mult_bits + 1)           # lookups left in bag bi
-        len_state = Signal(2)                   # 0: bag_len[bi] addressed, 1: readable, 2: loaded
+        len_state = Signal(2)                   # 0: bag_len[bi] addressed, 1: readable, 2: walking
         cur_len = Signal(p.mult_bits)           # length of bag bi
         m.d.comb += bl_rd.addr.eq(bi)
 
@@ -563,15 +563,27 @@ class Engine(wiring.Component):
                           (i_live & j_live & (i_lo < j_hi) & (j_lo < i_hi))
 
         def lookup_walker(source_valid, on_lookup):
-            """Label the lookups of the part with their bag (skipping empty bags)."""
+            """Label the lookups of the part with their bag: ``on_lookup()`` offers the
+            lookup at hand, of bag ``bi``, and returns whether it is taken.  The next bag's
+            length is read ahead (``bag_len[bi + 1]`` is on the read port), so a bag's last
+            lookup moves to the next bag at once: bag boundaries cost no cycle, an empty bag
+            one, the part's first bag two."""
+            next_bag = Signal()
+            m.d.comb += bl_rd.addr.eq(Mux(len_state == 0, bi, Mux(next_bag, bi + 2, bi + 1)))
             with m.If(len_state == 0):
                 m.d.sync += len_state.eq(1)
-            with m.Elif(len_state == 1):
+            with m.Elif(len_state == 1):        # bag_len[bi] now; bag_len[bi + 1] next
                 m.d.sync += [rem.eq(bl_rd.data), cur_len.eq(bl_rd.data), len_state.eq(2)]
             with m.Elif(rem == 0):
-                m.d.sync += [bi.eq(bi + 1), len_state.eq(0)]
+                m.d.comb += next_bag.eq(1)
             with m.Elif(source_valid):
-                on_lookup()
+                taken = on_lookup()
+                with m.If(taken & (rem == 1)):
+                    m.d.comb += next_bag.eq(1)
+                with m.Elif(taken):
+                    m.d.sync += rem.eq(rem - 1)
+            with m.If(next_bag):
+                m.d.sync += [bi.eq(bi + 1), rem.eq(bl_rd.data), cur_len.eq(bl_rd.data)]
 
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
@@ -650,8 +662,7 @@ class Engine(wiring.Component):
                 def feed():
                     m.d.comb += an.lookups.valid.eq(1)
                     take_lookup(an.lookups.ready)
-                    with m.If(an.lookups.ready):
-                        m.d.sync += rem.eq(rem - 1)
+                    return an.lookups.ready
                 # (a check that ends before the shared indices do has found an error)
                 with m.If(indices_left & ~(sharing & check.done)):
                     lookup_walker(lookup_valid, feed)
@@ -723,7 +734,8 @@ class Engine(wiring.Component):
                                  item.c.eq(weight), item.repeat.eq(1)]
                     take_lookup(taken)
                     with m.If(taken):
-                        m.d.sync += [rem.eq(rem - 1), k.eq(k + 1)]
+                        m.d.sync += k.eq(k + 1)
+                    return taken
                 with m.If(idxr.busy):
                     lookup_walker(lookup_valid, item_out)
                 with m.Elif(item_q.level == 0):
@@ -753,7 +765,8 @@ class Engine(wiring.Component):
                                  item_row.eq(idxr.data.payload), grad_bag.eq(bi)]
                     take_lookup(taken)
                     with m.If(taken):
-                        m.d.sync += [rem.eq(rem - 1), cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))]
+                        m.d.sync += cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))
+                    return taken
                 with m.If(idxr.busy):
                     lookup_walker(lookup_valid, update_out)
                 with m.Else():
