@@ -15,7 +15,8 @@ Job flow (one ``start`` pulse, configuration latched):
    each other (a stride of at least D/16 beats, no two descriptors sharing a beat), and no
    staging array the job reads or writes (offsets, indices, weights; the pooled output in
    forward, the upstream gradient in backward) runs past memory or shares a beat with a
-   table; else ``ACCESS_OUTSIDE_TABLES``.  One (table, region) pair per cycle.
+   table; else ``ACCESS_OUTSIDE_TABLES``.  One (table, region) pair per cycle, for the
+   batch's T tables: T * (max_tables + 4) cycles.
 1. CHECK (:mod:`.batch_checker`, beside step 2): the whole batch is read and checked
    before anything is written: offsets start at 0, never decrease, end at
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
@@ -603,7 +604,7 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(cj != num_regions - 1):
                     m.d.sync += cj.eq(cj + 1)
-                with m.Elif(ci != self.max_tables - 1):
+                with m.Elif(ci + 1 < T):       # (tables from T on are not live: no pair to check)
                     m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
                 with m.Else():              # the batch check starts; parts are formed beside it
                     m.d.comb += [check.start.eq(1), check.share.eq(1)]
