@@ -21,26 +21,32 @@ Job flow (one ``start`` pulse, configuration latched):
    before anything is written: offsets start at 0, never decrease, end at
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
    that pool by sum; every index lies inside its table.  Parts are formed and analysed
-   meanwhile (they only read); the first part waits for the verdict before its first item
-   streams.  A failure sets ``error``, the analysis is dropped and the job ends with no
-   memory write.
+   meanwhile (they only read); the job's first part takes its indices from the checker as
+   it reads them (``share``: the input is read once for a batch of one part); the first part
+   waits for the verdict before its first item streams.  A failure sets ``error``, the
+   analysis is dropped and the job ends with no memory write.
 2. Per table, per part (DESIGN.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
-   analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).
+   analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  In ``dedup``
+   and ``refree`` (but for row-wise Adagrad's backward) each distinct row is fetched as
+   the analyzer discovers it, in slot order, into the row store (:mod:`.row_store`), once
+   no rollback can remove its slot; the rows of a bag rolled back are never read.
 3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
    the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
-   lookups again in index order (one row read per lookup).  Each item's row is fetched from
-   its table while the scheduler's operations run in the fold datapath.  Each bag's result
+   lookups again in index order (one row read per lookup).  Each item's row is read from
+   the row store by slot (``baseline``: fetched from its table, in item order) while the
+   scheduler's operations run in the fold datapath (``fold_lanes`` lanes: an operation of
+   D floats in ``D / fold_lanes`` cycles; :mod:`.result_splitter` makes memory beats of its
+   wide result beats).  Each bag's result
    is written to the pooled output, ``(B, T*D)`` float32, row-major, as soon as the bag is
    complete (the analyzer marks each bag's last pair), so the writes run under the fold.
    Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
    order, the members its distinct rows; the scheduler's results are the merged gradients,
-   which the row updater applies to the table rows (fetched in slot order) and writes back.
-   With SGD the analyzer sends the part's update list first: every table row is fetched
-   into the row store (:mod:`.row_store`, a part's distinct rows on chip) while the
-   gradient rows stream and merge, the gradient rows having priority on the memory port;
-   each merged gradient, as soon as its row's merge is complete (the analyzer marks each
-   row's last pair), meets its row there, read by slot, and the updated row goes back.
+   which the row updater applies to the table rows and writes back.  With SGD the table
+   rows are in the row store (fetched during the analysis, see step 2; the analyzer sends
+   no update list), the gradient rows have priority on the memory port, and each merged
+   gradient, as soon as its row's merge is complete (the analyzer marks each row's last
+   pair), meets its row there, read by slot, and the updated row goes back.
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
    sharing a state beat wait for each other's updates, which need the merged gradients).
    Backward ``baseline``: per lookup in index order, the gradient row of its bag and the
@@ -50,9 +56,9 @@ Job flow (one ``start`` pulse, configuration latched):
 On-chip queues that let memory run ahead of the fold (sizes from the part limits, at the
 defaults ``max_distinct_rows`` = 1,024 and D = 64): the row store, a part's distinct rows
 (``max_distinct_rows * D/16`` beats of 512 bits: 256 KiB, and a write-back address per
-row), the queues of row addresses to fetch and to write back (``max_distinct_rows``
-addresses each), ``ITEMS_AHEAD`` (128) scheduler items, whose rows are fetched as they are
-queued, a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
+row), the queue of row addresses to fetch (``max_distinct_rows`` addresses),
+``ITEMS_AHEAD`` (128) scheduler items and as many slots of rows to read from the store
+(forward), a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
 queue (4 KiB).
 
 Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
