@@ -216,11 +216,24 @@ def cmd_synth(args, rest):
     return synth.main(rest)
 
 
+EXIT_CODES = ("exit status: 0 done (and, for checks, every check passed); 1 a check failed (the RTL "
+              "and the golden model differ); 2 bad input or usage, with a message 'refree: error: ...'")
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("refree")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _trace_options(parser, trace_default, trace_help):
     """The options that pick a trace batch (see _trace_batch)."""
     parser.add_argument("--trace", choices=TRACES, default=trace_default, help=trace_help)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--tables", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128, help="bags per table, B (default 128)")
+    parser.add_argument("--tables", type=int, default=1,
+                        help="tables T (default 1; MovieLens has 3: history, user, liked history)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
     parser.add_argument("--batch-index", type=int, default=0,
                         help="MovieLens: which batch of B consecutive samples (time order)")
@@ -238,10 +251,11 @@ def _memory_option(parser):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="refree", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="refree", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes")
+    a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes", epilog=EXIT_CODES)
     a.add_argument("batch", nargs="?", help="batch file (.npz, see README)")
     _trace_options(a, None, "build the batch from a trace instead")
     a.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
@@ -251,18 +265,24 @@ def build_parser():
                         "(default: the whole batch as one part)")
     a.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
 
-    s = sub.add_parser("step", help="run one embedding training step")
-    s.add_argument("batch")
+    s = sub.add_parser("step", help="run one embedding training step", epilog=EXIT_CODES)
+    s.add_argument("batch", help="batch file .npz: indices and offsets (int64, TBE layout: "
+                                 "table-major, T*B+1 offsets), optional per_sample_weights (float32)")
     s.add_argument("--table", required=True, help=".npy, or .npz with table_0 ..")
     s.add_argument("--grad", required=True, help="upstream gradient .npy, float32 (B, T*D)")
-    s.add_argument("--lr", type=float, required=True)
+    s.add_argument("--lr", type=float, required=True, help="learning rate of the update")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--pooling", default="sum")
-    s.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    s.add_argument("--eps", type=float, default=1e-8)
+    s.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
+    s.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd (default), or rowwise-adagrad (dedup and refree modes; state in --state)")
+    s.add_argument("--eps", type=float, default=1e-8,
+                   help="row-wise Adagrad's epsilon, added to the root of the state (default 1e-8)")
     s.add_argument("--state", help="Adagrad state .npz (state_0 ..) from an earlier step")
-    s.add_argument("--mode", choices=MODES, default="refree")
-    s.add_argument("--engine", choices=["golden", "rtl"], default="golden")
+    s.add_argument("--mode", choices=MODES, default="refree",
+                   help="baseline: PyTorch's per-lookup order; dedup: each distinct row read once; "
+                        "refree: distinct rows and shared partial sums (default)")
+    s.add_argument("--engine", choices=["golden", "rtl"], default="golden",
+                   help="golden: the numpy model (default); rtl: the generated Verilog in a simulator")
     s.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
                    help="simulator of --engine rtl")
     s.add_argument("--config", help="engine configuration TOML: part limits (both engines) and "
@@ -270,9 +290,11 @@ def build_parser():
     _memory_option(s)
 
     r = sub.add_parser("rtl-check", help="main job: one training step per mode on the RTL, "
-                                         "checked against the golden model, counters side by side")
+                                         "checked against the golden model, counters side by side",
+                       epilog=EXIT_CODES)
     _trace_options(r, "movielens", "the trace to take the batch from")
-    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
+                   help="simulator (default verilator; icarus is much slower)")
     r.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
     r.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="rowwise-adagrad runs the dedup and refree modes (baseline has no Adagrad)")
@@ -282,7 +304,7 @@ def build_parser():
     r.add_argument("--json", metavar="FILE",
                    help="also write the counters, bounds and figures of every mode and job to FILE")
 
-    g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest")
+    g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
     g.add_argument("-o", "--out", required=True, help="output folder")
     g.add_argument("--top", choices=["engine", "core", "lrdimm"], default="engine",

@@ -271,3 +271,21 @@ def test_counters_without_bounds_still_format():
     del per_mode["dedup"]["bounds"]
     text = format_counters(per_mode, ranks=1)
     assert "roofline" not in text and "data-bus utilisation" in text and "draining results" in text
+
+
+def test_every_option_has_a_help_text_and_the_exit_codes_are_documented(capsys):
+    """Each option and argument of every command explains itself; each command's help ends
+    with the exit codes; --version names the installed version."""
+    import argparse
+    from importlib.metadata import version
+    from refree.gen.cli import EXIT_CODES, build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
+               for name, sub in commands.items() if name != "synth"
+               for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+    assert all(sub.epilog == EXIT_CODES for name, sub in commands.items() if name != "synth")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"refree {version('refree')}"
