@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from refree.golden.batch import POOLINGS, load_batch
+from refree.golden.batch import POOLINGS, load_batch, read_arrays
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import OPTIMIZERS, step
@@ -57,33 +57,24 @@ def cmd_analyze(args):
     print(json.dumps(rep) if args.json else format_report(rep, title))
 
 
-def _load_npy(path, field):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BatchError(field, f"cannot read {path!r} ({e})") from None
-
-
 def _load_tables(path):
     """A .npy (one table) or an .npz with table_0 .. table_{T-1}; returns (tables, was_npz)."""
-    data = _load_npy(path, "--table")
+    data = read_arrays(path, "--table")
     if isinstance(data, np.ndarray):
         return [data], False
-    with data:
-        names = data.files
-        T = len(names)
-        want = [f"table_{t}" for t in range(T)]
-        if sorted(names) != sorted(want):
-            raise BatchError("--table", f"an .npz must hold exactly table_0 .. table_{T - 1}, not {names}")
-        return [data[n] for n in want], True
+    names = list(data)
+    T = len(names)
+    want = [f"table_{t}" for t in range(T)]
+    if sorted(names) != sorted(want):
+        raise BatchError("--table", f"an .npz must hold exactly table_0 .. table_{T - 1}, not {names}")
+    return [data[n] for n in want], True
 
 
 def _load_state(path, T):
-    data = _load_npy(path, "--state")
-    if isinstance(data, np.ndarray) or sorted(data.files) != sorted(f"state_{t}" for t in range(T)):
+    data = read_arrays(path, "--state")
+    if isinstance(data, np.ndarray) or sorted(data) != sorted(f"state_{t}" for t in range(T)):
         raise BatchError("--state", f"must be an .npz with state_0 .. state_{T - 1}")
-    with data:
-        return [data[f"state_{t}"] for t in range(T)]
+    return [data[f"state_{t}"] for t in range(T)]
 
 
 def _write_outputs(out_dir, res, was_npz):
@@ -121,7 +112,9 @@ def cmd_step(args):
     conf = _config(args)
     batch = load_batch(args.batch)
     tables, was_npz = _load_tables(args.table)
-    grad = _load_npy(args.grad, "--grad")
+    grad = read_arrays(args.grad, "--grad")
+    if not isinstance(grad, np.ndarray):
+        raise BatchError("--grad", "must be one .npy array, not an .npz")
     state = _load_state(args.state, len(tables)) if args.state else None
     if state is not None and args.optimizer != "rowwise-adagrad":
         raise BatchError("--state", "is only used with --optimizer rowwise-adagrad")

@@ -11,13 +11,15 @@ A batch of B samples over T tables:
 Batch files are ``.npz`` archives holding exactly those arrays (``batch_size`` as a 0-d
 integer array).
 """
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BatchError, ErrorCode
 
-__all__ = ["Batch", "load_batch", "save_batch", "POOLINGS"]
+__all__ = ["Batch", "load_batch", "save_batch", "read_arrays", "POOLINGS"]
 
 POOLINGS = ("sum", "mean")
 
@@ -120,22 +122,37 @@ class Batch:
                                  ErrorCode.INDEX_OUT_OF_RANGE)
 
 
+# What numpy raises on a damaged or hostile file: unreadable, truncated (the zip's central
+# directory or a member cut short), not an array file, or an object array (no pickles).
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def read_arrays(path, field):
+    """The array of an ``.npy`` file, or every array of an ``.npz`` file as a dict, read at
+    once, so that a damaged file fails here with a :class:`BatchError` naming ``field``."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            return {name: data[name] for name in data.files}
+    except _UNREADABLE as e:
+        raise BatchError(field, f"cannot read {str(path)!r} as an array file ({type(e).__name__}: {e})") from None
+
+
 def load_batch(path):
     """Read a batch file (``.npz``); errors name the missing or malformed field."""
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BatchError(str(path), f"cannot be read as an .npz batch file ({e})") from None
-    with f:
-        for name in ("indices", "offsets", "batch_size"):
-            if name not in f.files:
-                raise BatchError(name, f"missing from batch file {path}")
-        bs = f["batch_size"]
-        if bs.shape != () or not np.issubdtype(bs.dtype, np.integer):
-            raise BatchError("batch_size", f"must be one integer, not {bs!r}")
-        w = f["per_sample_weights"] if "per_sample_weights" in f.files else None
-        return Batch(indices=f["indices"], offsets=f["offsets"], batch_size=int(bs),
-                     per_sample_weights=w)
+    f = read_arrays(path, str(path))
+    if isinstance(f, np.ndarray):
+        raise BatchError(str(path), "is one .npy array, not an .npz batch file")
+    for name in ("indices", "offsets", "batch_size"):
+        if name not in f:
+            raise BatchError(name, f"missing from batch file {path}")
+    bs = f["batch_size"]
+    if bs.shape != () or not np.issubdtype(bs.dtype, np.integer):
+        raise BatchError("batch_size", f"must be one integer, not {bs!r}")
+    return Batch(indices=f["indices"], offsets=f["offsets"], batch_size=int(bs),
+                 per_sample_weights=f.get("per_sample_weights"))
 
 
 def save_batch(path, batch):

@@ -289,3 +289,32 @@ def test_every_option_has_a_help_text_and_the_exit_codes_are_documented(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"refree {version('refree')}"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "object-array", "not-an-array", "npy-for-npz"])
+@pytest.mark.parametrize("which", ["batch", "--table", "--grad"])
+def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, which):
+    """A truncated .npz, an .npz holding an object array (a pickle), a file that is no
+    array file at all, and a file of the wrong kind end in `refree: error: FIELD ...`, exit
+    status 2, and nothing written."""
+    d, batch, tables, grad = case
+    files = dict(batch=d / "batch.npz", table=d / "tables.npz", grad=d / "grad.npy")
+    key = which.lstrip("-")
+    bad = d / f"bad-{damage}{files[key].suffix}"
+    if damage == "truncated":
+        bad.write_bytes(files[key].read_bytes()[:-40])
+    elif damage == "object-array":
+        np.savez(bad, indices=np.array([1, "x", None], dtype=object), offsets=batch.offsets,
+                 batch_size=np.int64(2))
+    elif damage == "not-an-array":
+        bad.write_text("indices,offsets\n1,2\n")
+    elif key == "grad":
+        np.savez(bad, grad=grad)
+    else:
+        np.save(bad, grad)
+    files[key] = bad
+    code, out, err = run(["step", files["batch"], "--table", files["table"], "--grad", files["grad"],
+                          "--lr", "0.1", "--out", d / "out"], capsys)
+    field = str(bad) if key == "batch" else which
+    assert code == 2 and err.startswith(f"refree: error: {field}"), err
+    assert "Traceback" not in err and not (d / "out").exists()
