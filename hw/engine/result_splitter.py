@@ -14,9 +14,9 @@ from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ResultSplitter"]
+from .memport import BEAT_BITS
 
-MEMORY_BEAT_BITS = 512
+__all__ = ["ResultSplitter"]
 
 
 class ResultSplitter(wiring.Component):
@@ -41,14 +41,14 @@ class ResultSplitter(wiring.Component):
 
     def __init__(self, wide, beats):
         width = Shape.cast(wide["data"].shape).width
-        if width % MEMORY_BEAT_BITS:
-            raise ValueError(f"ResultSplitter needs whole memory beats of {MEMORY_BEAT_BITS} bits, "
+        if width % BEAT_BITS:
+            raise ValueError(f"ResultSplitter needs whole memory beats of {BEAT_BITS} bits, "
                              f"not {width}")
-        self.parts = width // MEMORY_BEAT_BITS
+        self.parts = width // BEAT_BITS
         memory_beats = beats * self.parts
         self.Result = data.StructLayout({"member": wide["member"].shape,
                                          "beat": max(1, (memory_beats - 1).bit_length()),
-                                         "data": MEMORY_BEAT_BITS, "last": 1})
+                                         "data": BEAT_BITS, "last": 1})
         super().__init__({"i": In(stream.Signature(wide)), "o": Out(stream.Signature(self.Result)),
                           "busy": Out(1)})
 
@@ -61,7 +61,7 @@ class ResultSplitter(wiring.Component):
         m.d.comb += [self.i.ready.eq(take), self.o.valid.eq(valid), self.busy.eq(valid),
                      self.o.payload.member.eq(held.member),
                      self.o.payload.beat.eq(held.beat * self.parts + part),
-                     self.o.payload.data.eq(held.data.word_select(part, MEMORY_BEAT_BITS)),
+                     self.o.payload.data.eq(held.data.word_select(part, BEAT_BITS)),
                      self.o.payload.last.eq(held.last & last_part)]
         with m.If(valid & self.o.ready):
             m.d.sync += part.eq(Mux(last_part, 0, part + 1))
