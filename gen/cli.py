@@ -175,6 +175,11 @@ def cmd_rtl_check(args):
              else "a generic memory port (random latency and backpressure)")
     print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
+    if args.timeline:                   # the testbench appends a line per run (engine_tb.py)
+        if args.memory != "ddr4":
+            raise BatchError("--timeline", "needs the DDR4 ranks (--memory ddr4)")
+        open(args.timeline, "w").close()
+        os.environ["REFREE_TIMELINE"] = os.path.abspath(args.timeline)
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
                              memory=args.memory, host_io=args.host_io)
@@ -296,6 +301,10 @@ def build_parser():
     r.add_argument("--grade", help="DDR4 speed grade (overrides the configuration)")
     r.add_argument("--json", metavar="FILE",
                    help="also write the counters, bounds and figures of every mode and job to FILE")
+    r.add_argument("--timeline", metavar="FILE",
+                   help="also write when the data bus moved: a JSON line per mode, in the order of "
+                        "the table (each job's first and last clock as the host saw it, the clocks of "
+                        "every RD and WR of each rank)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")

@@ -24,7 +24,7 @@ class GeneratorConfig:
     addr_bits: int
     div_lanes: int = 4
     adagrad_lanes: int = 4
-    fold_lanes: int = 32
+    fold_lanes: int = 64
     dram: DramParams = DramParams()
     #: ``[window]`` as written, in WINDOW_KEYS order (``row`` -1: the bank's last rows)
     window: tuple = (0, 3, 3, -1, 1)

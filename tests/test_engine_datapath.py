@@ -308,6 +308,7 @@ def test_layouts_match_the_scheduler():
     (48, 16, (0, 0, 1, 2), None, 0.25, 0.4, 2),    # three beats; kind 1 and a reserved kind
     (32, 16, (0, 1), ("pp", "round"), 0.1, 0.2, 3),  # a short FMA pipeline (L = 2)
     (64, 32, (0, 0, 1), None, 0.2, 0.3, 4),        # two memory beats a wide beat, two a row
+    (64, 64, (0, 1), None, 0.2, 0.3, 5),           # the default: a whole row in one wide beat
 ])
 def test_random_programs_with_hazards_gaps_and_backpressure(dim, lanes, kinds, fma_pipeline, gap,
                                                             stall, seed):

@@ -1,6 +1,6 @@
-"""The engine with a two-beat fold datapath (``fold_lanes = 32``, the default configuration's)
-at D = 64 on generated Verilog (cocotb, Verilator): rows of two wide beats, results split
-back into memory beats (:mod:`refree.hw.engine.result_splitter`).  Training steps in the three
+"""The engine with a wide fold datapath at D = 64 on generated Verilog (cocotb, Verilator):
+``fold_lanes = 64``, the default configuration's (a row in one wide beat of four memory
+beats), and 32 (rows of two wide beats), results split back into memory beats (:mod:`refree.hw.engine.result_splitter`).  Training steps in the three
 modes with mean and sum pooling, weights, several parts and row-wise Adagrad, against the
 golden model bit for bit (``check_step``: outputs, whole memory, counters)."""
 import numpy as np
@@ -12,16 +12,19 @@ from refree.verif.engine_run import EngineRunner, limits_of
 from test_engine_step import ADDR_BITS, MAX_TABLES, PARAMS, check_step, make_batch
 
 D = 64
-WIDE = EngineRunner(PARAMS, D, MAX_TABLES, ADDR_BITS, fold_lanes=32)
+WIDE = {lanes: EngineRunner(PARAMS, D, MAX_TABLES, ADDR_BITS, fold_lanes=lanes) for lanes in (32, 64)}
+LANES = pytest.mark.parametrize("lanes", sorted(WIDE))
 
 
-def test_the_runner_builds_a_two_beat_datapath():
-    WIDE.build()
-    assert WIDE.design.component.fold_lanes == 32
+@LANES
+def test_the_runner_builds_a_wide_datapath(lanes):
+    WIDE[lanes].build()
+    assert WIDE[lanes].design.component.fold_lanes == lanes
 
 
+@LANES
 @pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
-def test_weighted_mean_and_sum_tables_several_parts(mode):
+def test_weighted_mean_and_sum_tables_several_parts(mode, lanes):
     rng = np.random.default_rng(21)
     bags = [list(rng.zipf(1.3, rng.integers(0, 8)) % 30) for _ in range(2 * 10)]
     bags[2], bags[5], bags[13] = [3, 3, 3, 8, 3], [], [29] * 6
@@ -32,13 +35,14 @@ def test_weighted_mean_and_sum_tables_several_parts(mode):
     tables[1][7, :4] = [-0.0, np.inf, 1e-45, np.nan]
     grad = rng.standard_normal((10, 2 * D)).astype(np.float32)
     poolings = ["sum", "sum"] if mode != "baseline" else ["mean", "sum"]
-    counters = check_step(batch, tables, mode, grad=grad, poolings=poolings, runner=WIDE, seed=4,
+    counters = check_step(batch, tables, mode, grad=grad, poolings=poolings, runner=WIDE[lanes], seed=4,
                           latency=(1, 12), ready_p=0.6)
     assert counters["forward"]["parts"] > 2
 
 
+@LANES
 @pytest.mark.parametrize("mode", ["dedup", "refree"])
-def test_mean_pooling_and_rowwise_adagrad(mode):
+def test_mean_pooling_and_rowwise_adagrad(mode, lanes):
     rng = np.random.default_rng(22)
     bags = [list(rng.zipf(1.4, rng.integers(0, 7)) % 40) for _ in range(2 * 6)]
     bags[1] = [3, 3, 17, 18, 19]
@@ -46,7 +50,7 @@ def test_mean_pooling_and_rowwise_adagrad(mode):
     tables = [rng.standard_normal((40, D)).astype(np.float32) for _ in range(2)]
     state = [np.abs(rng.standard_normal(40)).astype(np.float32) for _ in range(2)]
     grad = rng.standard_normal((6, 2 * D)).astype(np.float32)
-    counters, new_state = check_step(batch, tables, mode, grad=grad, poolings=["mean", "sum"], runner=WIDE,
+    counters, new_state = check_step(batch, tables, mode, grad=grad, poolings=["mean", "sum"], runner=WIDE[lanes],
                                      optimizer="rowwise-adagrad", state=state, lr=0.1, seed=5,
                                      latency=(1, 10), ready_p=0.6)
     assert counters["backward"]["state_writes"] > 0 and counters["backward"]["muls"] > 0

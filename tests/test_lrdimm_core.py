@@ -7,6 +7,8 @@ bit, and the ranks' command counts against the engine's traffic counters.  Two r
 beats come back in order from different ranks.  Some tests load the memory through the
 host's ordinary writes and read results back through ordinary reads; the others preload
 the DRAM models (a backdoor) to save simulated time."""
+import json
+
 import numpy as np
 import pytest
 
@@ -120,15 +122,27 @@ def test_adagrad_two_steps_with_state_in_dram():
     check_step(batch, tables, "refree", optimizer="rowwise-adagrad", state=state, runner=RUNNER)
 
 
-def test_refresh_on_time_over_a_long_step():
+def test_refresh_on_time_over_a_long_step(tmp_path, monkeypatch):
     """A Zipf batch of many parts (bags of 1 to 20) runs for several tREFI: both ranks are
     refreshed, and the model fails the run if two REFs of a rank are more than 9 x tREFI
     apart (counted from the start and to the end of the run).  No REF is lost at the
     hand-back: each job has the take-over's and the hand-back's REF, and one for every
-    tREFI the NMP owned the ranks (counted here over the job's own cycles, a little less)."""
+    tREFI the NMP owned the ranks (counted here over the job's own cycles, a little less).
+    The run's timeline (``REFREE_TIMELINE``, what ``rtl-check --timeline`` writes) has each
+    job's RDs and WRs on each rank within the job's span, as many as the rank counted."""
+    timeline = tmp_path / "timeline.jsonl"
+    monkeypatch.setenv("REFREE_TIMELINE", str(timeline))
     trace = make_trace("zipf", 64, 1, seed=5)
     tables = [np.random.default_rng(3).standard_normal((trace.num_rows[0], DIM)).astype(np.float32)]
     counters = check_step(trace.batch, tables, "dedup", runner=RUNNER)
+    (line,) = timeline.read_text().splitlines()
+    tl = json.loads(line)
+    assert len(tl["jobs"]) == 2 and tl["jobs"][0][1] <= tl["jobs"][1][0]
+    for (first, last), job in zip(tl["jobs"], ("forward", "backward")):
+        for r in range(DRAM.ranks):
+            for kind, field in (("rd", "reads"), ("wr", "writes")):
+                within = sum(first <= c < last for c in tl[kind][r])
+                assert within == counters["dram"][job][r][field] > 0, (job, r, kind)
     cycles = counters["forward"]["cycles"] + counters["backward"]["cycles"]
     assert cycles > 2 * DRAM.timing.tREFI
     for job in ("forward", "backward"):

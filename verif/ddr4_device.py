@@ -30,8 +30,8 @@ class PinDevice:
     errors : list of str
         Protocol errors that are not timing rules of the model: write data outside its
         slot, undecodable pin levels.
-    rd_cycles, ref_cycles : list of int
-        Clocks of the RD and REF commands seen.
+    rd_cycles, wr_cycles, ref_cycles : list of int
+        Clocks of the RD, WR and REF commands seen.
     """
 
     def __init__(self, model):
@@ -39,7 +39,7 @@ class PinDevice:
             raise ValueError(f"model must be a Ddr4RankModel, not {model!r}")
         self.model = model
         self.errors = []
-        self.rd_cycles, self.ref_cycles = [], []
+        self.rd_cycles, self.wr_cycles, self.ref_cycles = [], [], []
         self._reads = deque()       # (cycle the burst is on the bus, data as int)
         self._writes = deque()      # (cycle its data is due, bg, ba, row or None, col)
 
@@ -60,6 +60,7 @@ class PinDevice:
             self._reads.append((due, int.from_bytes(data.tobytes(), "little")))
         elif name == "WR":
             bg, ba, col = args
+            self.wr_cycles.append(cycle)
             row = self.model.open_row(bg, ba)
             # the burst lands when its data arrives; until then the store keeps what it had
             keep = self.model.peek(bg, ba, row, col) if row is not None else bytes(64)

@@ -320,9 +320,10 @@ async def run_jobs(dut):
             host.access(True, *memory.mapping.locate(addr), data=value)
         await until(lambda: host.idle, "loading the memory image")
 
-    errors, counters, cycles, dram, windows = [], [], [], [], []
+    errors, counters, cycles, dram, windows, spans = [], [], [], [], [], []
     for i, config in enumerate(configs):
         before = memory.counts()
+        first = now
         if on_host:
             error, value, cycle, window = await host_job(i, int(str(config)), i == 0 and bool(job["intrude"]),
                                                          int(max_cycles[i]))
@@ -332,6 +333,7 @@ async def run_jobs(dut):
         errors.append(error)
         counters.append(str(value))
         cycles.append(cycle)
+        spans.append([first, now])
         if before is not None:
             after = memory.counts()
             dram.append([[a[k] - b[k] for k in sorted(a)] for a, b in zip(after, before)])
@@ -347,6 +349,10 @@ async def run_jobs(dut):
         if windows and "intrude_read" in windows[0]:
             extra["intrude"] = np.array([windows[0]["intrude_read"], windows[0]["after_clear"]])
     extra.update(memory.finish(now))
+    if on_host and os.environ.get("REFREE_TIMELINE"):       # a diagnostic: when the data bus moved
+        with open(os.environ["REFREE_TIMELINE"], "a") as f:      # a line per run
+            print(json.dumps({"jobs": spans, "rd": [d.rd_cycles for d in memory.devs],
+                       "wr": [d.wr_cycles for d in memory.devs]}), file=f)
     mem = memory.image()
     addrs = np.array(sorted(mem), np.int64)
     data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)

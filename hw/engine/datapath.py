@@ -1,6 +1,6 @@
 """Fold datapath: the vector PE and the aggregation buffer that execute the sharing
 scheduler's operations (:mod:`.scheduler`), one *wide beat* of ``lanes`` binary32 lanes per
-cycle (16 lanes: a 64-byte memory beat a cycle; 32 lanes: two).
+cycle (16 lanes: a 64-byte memory beat a cycle; 32 lanes: two; 64 lanes: four).
 
 An operation ``{dst, src, src_zero, item, item_first, c, kind, final}`` means, lane by lane
 over the D/16 beats of a row,
