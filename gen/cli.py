@@ -170,16 +170,19 @@ def cmd_rtl_check(args):
     from .rtl import check_report, format_counters, format_step_summary, rtl_check
     conf = _memory_config(args)
     tr, title = _trace_batch(args)
+    if args.timeline:                   # the testbench appends a line per run (engine_tb.py)
+        if args.memory != "ddr4":
+            raise BatchError("--timeline", "needs the DDR4 ranks (--memory ddr4)")
+        try:
+            open(args.timeline, "w").close()
+        except OSError as e:
+            raise BatchError("--timeline", f"cannot write {args.timeline}: {e.strerror}") from None
+        os.environ["REFREE_TIMELINE"] = os.path.abspath(args.timeline)
     d = conf.dram
     where = (f"{d.ranks} rank(s) of {d.grade}" if args.memory == "ddr4"
              else "a generic memory port (random latency and backpressure)")
     print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
-    if args.timeline:                   # the testbench appends a line per run (engine_tb.py)
-        if args.memory != "ddr4":
-            raise BatchError("--timeline", "needs the DDR4 ranks (--memory ddr4)")
-        open(args.timeline, "w").close()
-        os.environ["REFREE_TIMELINE"] = os.path.abspath(args.timeline)
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
                              memory=args.memory, host_io=args.host_io)

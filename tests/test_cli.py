@@ -327,3 +327,13 @@ def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, wh
     field = str(bad) if key == "batch" else which
     assert code == 2 and err.startswith(f"refree: error: {field}"), err
     assert "Traceback" not in err and not (d / "out").exists()
+
+
+@pytest.mark.parametrize("extra,why", [(["--memory", "port"], "needs the DDR4 ranks"),
+                                       ([], "cannot write")])
+def test_a_timeline_that_cannot_be_written_is_refused_before_any_run(tmp_path, capsys, extra, why):
+    """(No simulator runs: the option is checked first.)"""
+    code, out, err = run(["rtl-check", "--batch-size", "4", "--timeline", tmp_path / "no" / "t.jsonl", *extra],
+                         capsys)
+    assert code == 2 and err.startswith("refree: error: --timeline") and why in err, err
+    assert out == "" and not (tmp_path / "no").exists()
