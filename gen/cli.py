@@ -177,6 +177,9 @@ def cmd_rtl_check(args):
             open(args.timeline, "w").close()
         except OSError as e:
             raise BatchError("--timeline", f"cannot write {args.timeline}: {e.strerror}") from None
+    # (the testbench appends to REFREE_TIMELINE; set for these runs only)
+    timeline_before = os.environ.pop("REFREE_TIMELINE", None)
+    if args.timeline:
         os.environ["REFREE_TIMELINE"] = os.path.abspath(args.timeline)
     d = conf.dram
     where = (f"{d.ranks} rank(s) of {d.grade}" if args.memory == "ddr4"
@@ -189,6 +192,10 @@ def cmd_rtl_check(args):
     except AssertionError as e:         # a difference, or a job the testbench stopped
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        os.environ.pop("REFREE_TIMELINE", None)
+        if timeline_before is not None:
+            os.environ["REFREE_TIMELINE"] = timeline_before
     ranks = d.ranks if args.memory == "ddr4" else None
     print(format_counters(per_mode, ranks))
     print(format_step_summary(per_mode))
@@ -305,9 +312,10 @@ def build_parser():
     r.add_argument("--json", metavar="FILE",
                    help="also write the counters, bounds and figures of every mode and job to FILE")
     r.add_argument("--timeline", metavar="FILE",
-                   help="also write when the data bus moved: a JSON line per mode, in the order of "
-                        "the table (each job's first and last clock as the host saw it, the clocks of "
-                        "every RD and WR of each rank)")
+                   help="DDR4 only: also write when the data bus moved, a JSON line per mode run "
+                        "(its mode; each job's span [first, last) in clocks from the start of the "
+                        "simulation, as the host saw it, hand-overs included; the clock of every RD and "
+                        "WR command of each rank, its data CL or CWL clocks later)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")

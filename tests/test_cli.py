@@ -329,11 +329,10 @@ def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, wh
     assert "Traceback" not in err and not (d / "out").exists()
 
 
-@pytest.mark.parametrize("extra,why", [(["--memory", "port"], "needs the DDR4 ranks"),
-                                       ([], "cannot write")])
-def test_a_timeline_that_cannot_be_written_is_refused_before_any_run(tmp_path, capsys, extra, why):
+@pytest.mark.parametrize("where,extra,why", [("t.jsonl", ["--memory", "port"], "needs the DDR4 ranks"),
+                                             ("no/t.jsonl", [], "cannot write")])
+def test_a_timeline_that_cannot_be_written_is_refused_before_any_run(tmp_path, capsys, where, extra, why):
     """(No simulator runs: the option is checked first.)"""
-    code, out, err = run(["rtl-check", "--batch-size", "4", "--timeline", tmp_path / "no" / "t.jsonl", *extra],
-                         capsys)
+    code, out, err = run(["rtl-check", "--batch-size", "4", "--timeline", tmp_path / where, *extra], capsys)
     assert code == 2 and err.startswith("refree: error: --timeline") and why in err, err
-    assert out == "" and not (tmp_path / "no").exists()
+    assert out == "" and not (tmp_path / where).exists()

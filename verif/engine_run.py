@@ -251,7 +251,7 @@ class EngineRunner:
                   cycle_limit(batch, self.dim, j, optimizer, self.adagrad_lanes) for j in jobs]
         addrs = np.array(sorted(mem), np.int64)
         data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
-        np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs),
+        np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs), mode=mode,
                  addr_bits=self.addr_bits, latency=np.array(latency), ready_p=ready_p, seed=seed,
                  max_cycles=np.array(limits, np.int64), io_cycles=100_000 + 64 * len(mem), host_load=host_load,
                  readback=np.array(sorted(readback), np.int64),

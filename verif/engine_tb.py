@@ -351,8 +351,9 @@ async def run_jobs(dut):
     extra.update(memory.finish(now))
     if on_host and os.environ.get("REFREE_TIMELINE"):       # a diagnostic: when the data bus moved
         with open(os.environ["REFREE_TIMELINE"], "a") as f:      # a line per run
-            print(json.dumps({"jobs": spans, "rd": [d.rd_cycles for d in memory.devs],
-                       "wr": [d.wr_cycles for d in memory.devs]}), file=f)
+            print(json.dumps({"mode": str(job["mode"]), "jobs": spans,
+                              "rd": [d.rd_cycles for d in memory.devs],
+                              "wr": [d.wr_cycles for d in memory.devs]}), file=f)
     mem = memory.image()
     addrs = np.array(sorted(mem), np.int64)
     data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
