@@ -29,8 +29,9 @@ class DramSide(wiring.Component):
     timing : Timing
     mapping : AddressMapping
         Ranks, chunk and geometry; the port's address width is ``mapping.addr_bits``.
-    window, read_depth, postpone_limit :
-        Of every :class:`RankController`.
+    **controller :
+        ``window``, ``read_depth``, ``write_high``, ``write_low``, ``postpone_limit`` of
+        every :class:`RankController` (its defaults where not given).
     reads_in_flight : int
         Reads the port may have in flight over all ranks (the rank queue's depth), 4 to 256;
         default ``R * read_depth``.
@@ -45,13 +46,14 @@ class DramSide(wiring.Component):
     stats : Out(ArrayLayout(Stats, R))
     """
 
-    def __init__(self, timing, mapping=AddressMapping(), *, window=8, read_depth=16,
-                 postpone_limit=8, reads_in_flight=None):
+    def __init__(self, timing, mapping=AddressMapping(), *, reads_in_flight=None, **controller):
         if not isinstance(timing, Timing):
             raise ValueError(f"DramSide timing must be a Timing, not {timing!r}")
         if not isinstance(mapping, AddressMapping):
             raise ValueError(f"DramSide mapping must be an AddressMapping, not {mapping!r}")
         R = mapping.ranks
+        self.controllers = [RankController(timing, mapping.geometry, **controller) for _ in range(R)]
+        read_depth = self.controllers[0].read_depth
         reads_in_flight = R * read_depth if reads_in_flight is None else reads_in_flight
         if isinstance(reads_in_flight, bool) or not isinstance(reads_in_flight, int) \
                 or not 4 <= reads_in_flight <= 256:
@@ -59,9 +61,6 @@ class DramSide(wiring.Component):
                              f"not {reads_in_flight!r}")
         self.timing, self.mapping = timing, mapping
         self.reads_in_flight = reads_in_flight
-        self.controllers = [RankController(timing, mapping.geometry, window=window,
-                                           read_depth=read_depth, postpone_limit=postpone_limit)
-                            for _ in range(R)]
         self.addr_bits = mapping.addr_bits
         Stats = self.controllers[0].Stats
         super().__init__({

@@ -24,15 +24,19 @@ class DramParams:
         :class:`~refree.hw.ddr4.mapping.AddressMapping`).
     rows:
         Rows per bank of each rank (a power of two; 65536 for 8 Gb x8 devices).
-    window, read_depth, postpone_limit:
-        Of each rank's command engine (:class:`~refree.hw.ddr4.rank_controller.RankController`).
+    window, read_depth, write_high, write_low, postpone_limit:
+        Of each rank's command engine (:class:`~refree.hw.ddr4.rank_controller.RankController`):
+        its request window, its reorder buffer, the write watermarks (``0 <= write_low <
+        write_high <= window``) and the REFs it may postpone.
     """
     grade: str = "DDR4-2400"
     ranks: int = 1
     chunk_beats: int = 4
     rows: int = 1 << 16
-    window: int = 8
-    read_depth: int = 16
+    window: int = 16
+    read_depth: int = 32
+    write_high: int = 8
+    write_low: int = 4
     postpone_limit: int = MAX_POSTPONED_REFRESHES
 
     def __post_init__(self):
@@ -43,6 +47,11 @@ class DramParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"DramParams.{name} must be an integer in [{lo}, {hi}], not {v!r}")
+        for name, lo, hi in (("write_high", 1, lambda: self.window), ("write_low", 0, lambda: self.write_high - 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi():
+                raise ValueError(f"DramParams.{name} must be an integer in [{lo}, {hi()}] "
+                                 f"(window {self.window}), not {v!r}")
 
     @property
     def timing(self):
@@ -57,5 +66,5 @@ class DramParams:
         return AddressMapping(self.ranks, self.chunk_beats, self.geometry)
 
     def controller_kwargs(self):
-        return dict(window=self.window, read_depth=self.read_depth,
-                    postpone_limit=self.postpone_limit)
+        return dict(window=self.window, read_depth=self.read_depth, write_high=self.write_high,
+                    write_low=self.write_low, postpone_limit=self.postpone_limit)

@@ -1,12 +1,23 @@
 """The DDR4 command engine of one rank: bank state machines, every JEDEC spacing of the
-timing table, refresh, and an in-order request stream of 64-byte bursts.
+timing table, refresh, and a request stream of 64-byte bursts answered in request order.
 
-Scheduling ("in-order CAS, look-ahead RAS"): requests wait in a window of ``window``
-entries, oldest first.  Column commands (RD, WR) issue strictly in request order, so read
-data comes back in order and no reorder buffer is needed; row commands (PRE, ACT) may be
-issued for any entry of the window whose bank no older entry uses, so the banks of the
-next requests are opened while the current one transfers (bank-level parallelism).  Rows
-stay open after an access (open-row policy) and are closed only by a conflict or a refresh.
+Scheduling (FR-FCFS, first ready first, with write batching).  Requests wait in a window of
+``window`` entries, oldest first.  A column command (RD, WR) may issue for any entry whose
+row is open and whose spacings allow it, the oldest such entry first, so a row that waits
+for its bank does not hold back the ready rows behind it.  Order is kept where it matters:
+no entry passes an older one to the same burst address when either writes (read after
+write, write after read, write after write).  A write's data waits in a slot of its own
+(``window + CWL / 4 + 2`` slots) until CWL clocks after its WR.  Reads go first; once
+``write_high`` writes wait in the window the engine drains writes until ``write_low`` are
+left, so that the data bus turns around once for a batch of writes.  Either way the other
+kind goes when none of the preferred kind can and the oldest entry is of the other kind (the
+oldest entry never waits for a younger one, so nothing deadlocks).  Read data returns in
+issue order; each read carries a tag (its place in request order among the reads) and waits
+in a reorder buffer of ``read_depth`` bursts until the reads before it have left, so ``rsp``
+is in request order.  Row commands (PRE, ACT) may be issued for any entry of the window
+whose bank no older entry uses, so the banks of the next requests are opened while the
+current one transfers (bank-level parallelism).  Rows stay open after an access (open-row
+policy) and are closed only by a conflict or a refresh.
 
 Refresh: one REF is owed every ``tREFI`` clocks.  An owed REF is done as soon as the window
 is empty (the engine has nothing to read or write), or, with traffic, once
@@ -19,7 +30,7 @@ spacing minus one, in the scope the rule has (bank, bank group, rank); a command
 when every countdown of its scope is zero.  tFAW is a ring of the last four ACTs.
 """
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .commands import A10
@@ -79,13 +90,15 @@ class RankController(wiring.Component):
         Clock counts of the speed grade (:meth:`~refree.hw.ddr4.SpeedGrade.timing`).
     geometry : RankGeometry
     window : int
-        Requests that wait for their row and column commands, 1 to 32 (default 8: enough
-        look-ahead to open the next rows, tRP + tRCD = 32 clocks at DDR4-2400, while eight
-        bursts transfer).
+        Requests that wait for their row and column commands, 1 to 32 (default 16).
     read_depth : int
-        Read bursts that may be in flight or waiting to be taken on ``rsp``, 2 to 64
-        (default 16).  A RD issues only with a free slot, so ``rsp`` backpressure never
-        loses data.
+        Reads accepted and not yet taken on ``rsp`` (in the window, in flight or in the
+        reorder buffer), 2 to 64 (default 32): the reorder buffer's bursts.  ``rsp``
+        backpressure never loses data.
+    write_high, write_low : int
+        Write batching: writes waiting in the window at which the engine starts draining
+        them, and at which it stops (``0 <= write_low < write_high <= window``; defaults
+        ``window // 2`` and ``window // 4``).
     postpone_limit : int
         Owed REFs at which refresh takes priority over traffic, 1 to 8 (default 8).
 
@@ -95,7 +108,7 @@ class RankController(wiring.Component):
         ``loc``: the burst's place in the rank (``burst``, its column / 8; ``bg``, ``ba``,
         ``row``), ``write`` and the burst's ``data``.
     rsp : Out(stream.Signature(512))
-        Read bursts in request order.
+        Read bursts in request order (through the reorder buffer).
     dfi : Out(dfi_signature(geometry))
     idle : Out(1)
         No request waiting, no read or write data in flight.
@@ -111,14 +124,14 @@ class RankController(wiring.Component):
 
     Latency: a request taken in cycle ``c`` can have its command on the pins in cycle
     ``c + 2`` at the earliest (a row hit); its read data reaches ``rsp`` the cycle after it
-    arrives on ``rddata``.
+    arrives on ``rddata`` when every earlier read has left.
 
     Reset: all banks precharged, no REF owed, countdowns zero (a device leaves
     initialisation precharged and idle).
     """
 
-    def __init__(self, timing, geometry=RankGeometry(), *, window=8, read_depth=16,
-                 postpone_limit=MAX_POSTPONED_REFRESHES):
+    def __init__(self, timing, geometry=RankGeometry(), *, window=16, read_depth=32,
+                 write_high=None, write_low=None, postpone_limit=MAX_POSTPONED_REFRESHES):
         if not isinstance(timing, Timing):
             raise ValueError(f"RankController timing must be a Timing, not {timing!r}")
         if not isinstance(geometry, RankGeometry):
@@ -128,6 +141,13 @@ class RankController(wiring.Component):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"RankController {name} must be an integer in [{lo}, {hi}], "
                                  f"not {v!r}")
+        write_high = max(1, window // 2) if write_high is None else write_high
+        write_low = window // 4 if write_low is None else write_low
+        for name, v, lo, hi in (("write_high", write_high, 1, window), ("write_low", write_low, 0, write_high - 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"RankController {name} must be an integer in [{lo}, {hi}], "
+                                 f"not {v!r}")
+        self.write_high, self.write_low = write_high, write_low
         self.timing, self.geometry = timing, geometry
         self.window, self.read_depth, self.postpone_limit = window, read_depth, postpone_limit
         g = geometry
@@ -153,13 +173,16 @@ class RankController(wiring.Component):
         bank_bits = max(1, (NB - 1).bit_length())
 
         # ---- the window: requests oldest first --------------------------------------
+        D = self.read_depth
+        WD = W + t.CWL // 4 + 2                 # write bursts: waiting, or on their way to the pins
+        tag_bits = max(1, (D - 1).bit_length(), (WD - 1).bit_length())
         Entry = data.StructLayout({"burst": max(1, self.burst_bits), "bank": bank_bits,
-                                   "row": max(1, self.row_bits), "write": 1})
+                                   "row": max(1, self.row_bits), "write": 1,
+                                   # a read's slot in the reorder buffer, a write's in the write data
+                                   "tag": tag_bits})
         win = [Signal(Entry, name=f"win{i}") for i in range(W)]
         count = Signal(range(W + 1))
-        m.submodules.wdata = wdata = fifo.SyncFIFOBuffered(width=BURST_BITS,
-                                                           depth=W + t.CWL // 4 + 2)
-        m.submodules.rdata = rdata = fifo.SyncFIFOBuffered(width=BURST_BITS, depth=self.read_depth)
+        writes_waiting = Signal(range(W + 1))
 
         # ---- bank state -------------------------------------------------------------
         bank_open = Signal(NB)
@@ -196,16 +219,37 @@ class RankController(wiring.Component):
         refresh = (owed != 0) & ((count == 0) | (owed >= self.postpone_limit))
         pre_all_ok = Cat(*[~bank_open[b] | pre_b[b].zero for b in range(NB)]).all()
 
-        # ---- column command of the oldest request -----------------------------------
-        head = win[0]
-        head_group = group_of(head.bank)
-        reads_in_flight = Signal(range(self.read_depth + 1))
-        read_slot = reads_in_flight + rdata.level < self.read_depth
-        head_hit = (count != 0) & bank_open.bit_select(head.bank, 1) & \
-            (bank_row[head.bank] == head.row) & zero_at(cas_b, head.bank)
-        cas_ok = ~refresh & head_hit & Mux(
-            head.write, zero_at(wr_g, head_group) & wr_r.zero,
-            zero_at(rd_g, head_group) & rd_r.zero & read_slot)
+        # ---- column commands: the oldest entry that may go, reads first -------------------
+        def same_address(a, b):
+            return (a.bank == b.bank) & (a.row == b.row) & (a.burst == b.burst)
+
+        ready_rd, ready_wr = Signal(W), Signal(W)
+        for i, e in enumerate(win):
+            older = win[:i]
+            # no passing an older access to the same burst when either writes
+            blocked = Cat(*[same_address(e, o) & (e.write | o.write)
+                            for o in older]).any() if older else C(0, 1)
+            group = group_of(e.bank)
+            hit = (i < count) & bank_open.bit_select(e.bank, 1) & (bank_row[e.bank] == e.row) & \
+                zero_at(cas_b, e.bank) & ~blocked
+            m.d.comb += [ready_rd[i].eq(hit & ~e.write & zero_at(rd_g, group) & rd_r.zero),
+                         ready_wr[i].eq(hit & e.write & zero_at(wr_g, group) & wr_r.zero)]
+        draining = Signal()             # writes preferred until write_low are left
+        with m.If(writes_waiting >= self.write_high):
+            m.d.sync += draining.eq(1)
+        with m.Elif(writes_waiting <= self.write_low):
+            m.d.sync += draining.eq(0)
+        # the preferred kind if any is ready, else the other kind if the oldest entry is of it
+        head_writes = win[0].write
+        go_write = ready_wr.any() & (draining | ~ready_rd.any() & head_writes)
+        go_read = ready_rd.any() & (~draining | ~ready_wr.any() & ~head_writes)
+        ready = Mux(go_write, ready_wr, ready_rd)
+        cas_pick = Signal(range(W))
+        for i in reversed(range(W)):
+            with m.If(ready[i]):
+                m.d.comb += cas_pick.eq(i)
+        cas_ok = ~refresh & (go_write | go_read)
+        cas_entry = Array(win)[cas_pick]
 
         # ---- row commands: the oldest entry of its bank that needs one --------------
         pick_valid, pick = Signal(), Signal(range(W))
@@ -231,16 +275,16 @@ class RankController(wiring.Component):
             with m.Else():
                 m.d.comb += do_ref.eq(ref_r.zero)
         with m.Elif(cas_ok):
-            m.d.comb += [do_rd.eq(~head.write), do_wr.eq(head.write)]
+            m.d.comb += [do_rd.eq(~cas_entry.write), do_wr.eq(cas_entry.write)]
         with m.Elif(pick_valid):
             m.d.comb += [do_act.eq(pick_act), do_pre.eq(~pick_act)]
 
-        cmd_bank = Mux(do_rd | do_wr, head.bank, picked.bank)
+        cmd_bank = Mux(do_rd | do_wr, cas_entry.bank, picked.bank)
         cmd_group = group_of(cmd_bank)
         dfi = self.dfi
         bg_of = cmd_bank >> self.ba_bits if self.ba_bits else cmd_bank
         ba_of = cmd_bank[:self.ba_bits] if self.ba_bits else 0
-        col = Cat(C(0, 3), head.burst)            # first column of the burst: burst * 8
+        col = Cat(C(0, 3), cas_entry.burst)       # first column of the burst: burst * 8
         row = picked.row
         # pins (registered): see commands.py for the truth table
         pins = {"cs_n": 1, "act_n": 1, "ras_n": 1, "cas_n": 1, "we_n": 1, "a": 0}
@@ -301,36 +345,68 @@ class RankController(wiring.Component):
             m.d.sync += bank_used.bit_select(cmd_bank, 1).eq(1)
         m.d.sync += owed.eq(owed + (refi == t.tREFI - 1) - do_ref)
 
-        # ---- the window: take a request, retire the head on its column command ------
+        # ---- the window: take a request, retire an entry on its column command ----------
         req = self.req.payload
-        m.d.comb += self.req.ready.eq((count < W) & (~req.write | wdata.w_rdy))
+        reads_open = Signal(range(D + 1))       # accepted, not yet taken on rsp
+        write_free = Signal(WD, init=(1 << WD) - 1)     # write-data slots
+        free_slot = Signal(range(WD))
+        for i in reversed(range(WD)):
+            with m.If(write_free[i]):
+                m.d.comb += free_slot.eq(i)
+        m.d.comb += self.req.ready.eq((count < W) & Mux(req.write, write_free.any(), reads_open < D))
         take = self.req.valid & self.req.ready
         retire = do_rd | do_wr
+        next_tag = Signal(tag_bits)
         incoming = Signal(Entry)
         loc = req.loc
         m.d.comb += [incoming.burst.eq(loc.burst), incoming.row.eq(loc.row),
-                     incoming.bank.eq(Cat(loc.ba, loc.bg)), incoming.write.eq(req.write)]
+                     incoming.bank.eq(Cat(loc.ba, loc.bg)), incoming.write.eq(req.write),
+                     incoming.tag.eq(Mux(req.write, free_slot, next_tag))]
+        with m.If(take & ~req.write):
+            m.d.sync += next_tag.eq(Mux(next_tag == D - 1, 0, next_tag + 1))
         tail = Mux(retire, count - 1, count)        # where the incoming request lands
         for i in range(W):
             nxt = win[i + 1] if i + 1 < W else win[i]
             with m.If(take & (tail == i)):
                 m.d.sync += win[i].eq(incoming)
-            with m.Elif(retire):
+            with m.Elif(retire & (i >= cas_pick)):
                 m.d.sync += win[i].eq(nxt)
-        m.d.sync += count.eq(count + take - retire)
-        m.d.comb += [wdata.w_en.eq(take & req.write), wdata.w_data.eq(req.data)]
+        m.d.sync += [count.eq(count + take - retire),
+                     writes_waiting.eq(writes_waiting + (take & req.write) - do_wr)]
+        m.submodules.wmem = wmem = memory.Memory(shape=BURST_BITS, depth=WD, init=[])
+        wmem_wr, wmem_rd = wmem.write_port(), wmem.read_port(domain="comb")
+        m.d.comb += [wmem_wr.addr.eq(free_slot), wmem_wr.data.eq(req.data), wmem_wr.en.eq(take & req.write)]
 
-        # ---- data: write bursts CWL clocks after their WR is on the pins, reads back --
+        # ---- data: write bursts CWL clocks after their WR is on the pins; reads back in
+        # issue order into the reorder buffer, out of it in request order ------------------
         wr_due = Signal(t.CWL + 1)
         m.d.sync += wr_due.eq(Cat(do_wr, wr_due[:-1]))
-        m.d.comb += [dfi.wrdata_en.eq(wr_due[t.CWL]), dfi.wrdata.eq(wdata.r_data),
-                     wdata.r_en.eq(wr_due[t.CWL])]
-        m.d.comb += [rdata.w_en.eq(dfi.rddata_valid), rdata.w_data.eq(dfi.rddata)]
-        m.d.sync += reads_in_flight.eq(reads_in_flight + do_rd - dfi.rddata_valid)
-        m.d.comb += [self.rsp.valid.eq(rdata.r_rdy), self.rsp.payload.eq(rdata.r_data),
-                     rdata.r_en.eq(self.rsp.ready)]
+        m.submodules.write_slots = write_slots = fifo.SyncFIFO(width=tag_bits, depth=t.CWL // 4 + 2)
+        m.d.comb += [write_slots.w_en.eq(do_wr), write_slots.w_data.eq(cas_entry.tag),
+                     write_slots.r_en.eq(wr_due[t.CWL]), wmem_rd.addr.eq(write_slots.r_data),
+                     dfi.wrdata_en.eq(wr_due[t.CWL]), dfi.wrdata.eq(wmem_rd.data)]
+        taken_mask = Mux(take & req.write, C(1, WD) << free_slot, 0)
+        sent_mask = Mux(wr_due[t.CWL], C(1, WD) << write_slots.r_data, 0)
+        m.d.sync += write_free.eq((write_free & ~taken_mask) | sent_mask)
+        m.submodules.tags = tags = fifo.SyncFIFO(width=tag_bits, depth=D)   # of the RDs in flight
+        m.submodules.rob = rob = memory.Memory(shape=BURST_BITS, depth=D, init=[])
+        rob_wr, rob_rd = rob.write_port(), rob.read_port(domain="comb")
+        rob_full = Signal(D)                    # which slots hold a burst
+        rob_head = Signal(tag_bits)             # the next read to leave, in request order
+        m.d.comb += [tags.w_en.eq(do_rd), tags.w_data.eq(cas_entry.tag),
+                     tags.r_en.eq(dfi.rddata_valid),
+                     rob_wr.addr.eq(tags.r_data), rob_wr.data.eq(dfi.rddata), rob_wr.en.eq(dfi.rddata_valid),
+                     rob_rd.addr.eq(rob_head)]
+        leave = self.rsp.valid & self.rsp.ready
+        m.d.comb += [self.rsp.valid.eq(rob_full.bit_select(rob_head, 1)), self.rsp.payload.eq(rob_rd.data)]
+        arrive_mask = Mux(dfi.rddata_valid, C(1, D) << tags.r_data, 0)
+        leave_mask = Mux(leave, C(1, D) << rob_head, 0)
+        m.d.sync += rob_full.eq((rob_full | arrive_mask) & ~leave_mask)
+        with m.If(leave):
+            m.d.sync += rob_head.eq(Mux(rob_head == D - 1, 0, rob_head + 1))
+        m.d.sync += reads_open.eq(reads_open + (take & ~req.write) - leave)
 
-        m.d.comb += [self.idle.eq((count == 0) & (reads_in_flight == 0) & (wdata.level == 0)),
+        m.d.comb += [self.idle.eq((count == 0) & (reads_open == 0) & write_free.all()),
                      self.all_closed.eq(~bank_open.any()), self.refreshed.eq(owed == 0)]
         s = self.stats
         m.d.sync += [s.acts.eq(s.acts + do_act), s.reads.eq(s.reads + do_rd),
