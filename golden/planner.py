@@ -72,8 +72,9 @@ def partition(batch, limits):
                 raise BatchError(f"bag {t * B + b}",
                                  f"of {n} lookups ({len(bag_rows)} distinct rows) exceeds the limits "
                                  f"{limits}", ErrorCode.BAG_TOO_LONG)
+            # (the bag's new rows only: a union per bag would copy the part's rows each time)
             if (b - bag_lo + 1 > limits.max_bags or lookups + n > limits.max_lookups
-                    or len(rows | bag_rows) > limits.max_distinct_rows):
+                    or len(rows) + len(bag_rows - rows) > limits.max_distinct_rows):
                 parts.append(_make_part(batch, t, bag_lo, b))
                 bag_lo, rows, lookups = b, set(), 0
             rows |= bag_rows
