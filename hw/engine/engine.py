@@ -33,7 +33,10 @@ Job flow (one ``start`` pulse, configuration latched):
    no rollback can remove its slot; the rows of a bag rolled back are never read.
 3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
    the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
-   lookups again in index order (one row read per lookup).  Each item's row is read from
+   lookups again, from the lookup buffer (:mod:`.lookup_buffer`, written as they passed
+   into the analyzer, so the indices are read once), with 16 bags interleaved, each bag
+   in index order (one row read per lookup; no bag's chain through the FMA pipeline holds
+   up the others).  Each item's row is read from
    the row store by slot (``baseline``: fetched from its table, in item order) while the
    scheduler's operations run in the fold datapath (``fold_lanes`` lanes: an operation of
    D floats in ``D / fold_lanes`` cycles; :mod:`.result_splitter` makes memory beats of its
@@ -49,7 +52,8 @@ Job flow (one ``start`` pulse, configuration latched):
    pair), meets its row there, read by slot, and the updated row goes back.
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
    sharing a state beat wait for each other's updates, which need the merged gradients).
-   Backward ``baseline``: per lookup in index order, the gradient row of its bag and the
+   Backward ``baseline``: per lookup in index order (replayed from the lookup buffer),
+   the gradient row of its bag and the
    table row go through the updater; a row still being updated is not fetched again (a
    small table of rows in flight), so repeated rows see each other's updates in order.
 
@@ -97,6 +101,7 @@ from .batch_checker import BatchChecker
 from .datapath import FoldDatapath, lanes_for
 from .coef import CoefStage
 from .inflight import RowsInFlight
+from .lookup_buffer import LookupBuffer
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
 from .result_splitter import ResultSplitter
 from .row_store import RowStore
@@ -109,10 +114,20 @@ __all__ = ["Engine", "MODE_BASELINE", "MODE_DEDUP", "MODE_REFREE", "JOB_FORWARD"
 
 MODE_BASELINE, MODE_DEDUP, MODE_REFREE = 0, 1, 2
 JOB_FORWARD, JOB_BACKWARD = 0, 1
-IN_FLIGHT_ROWS = 8          # baseline backward: rows fetched and not yet written back
+# Baseline backward: rows fetched and not yet written back (Adagrad: state beats).  Every
+# lookup's update is a round trip through the DRAM side (~100 clocks under load), so 8 in
+# flight capped baseline's backward at ~12 clocks a lookup, the memory bound at R = 4 (32:
+# a comparator each, against the address of the row to fetch).
+IN_FLIGHT_ROWS = 32
 # Items queued ahead of the scheduler: their rows are fetched as they are queued, so this
 # many items of run-ahead hide the memory's latency behind the scheduler's work.
 ITEMS_AHEAD = 128
+# Beats of table rows (and of gradient rows) in flight to memory: what the fetchers stream
+# is at most this many beats per round trip through the DRAM side (Little's law).  16 held
+# `baseline` at R = 2 and 4 to ~11.5 clocks a row (a round trip of ~46 clocks); 64 covers a
+# round trip of 64 clocks at 4 ranks' peak of a beat a clock.  Cost: a response buffer of
+# this many 64-byte beats for each of the two fetchers (8 KiB).
+ROW_READS_AHEAD = 64
 # Forward results and backward (SGD) updated rows wait in a write queue and go to memory in
 # bursts of this many beats (or at the end of a part): every switch between reads and
 # writes costs the DRAM bus a turnaround, and the stream reads rows throughout.
@@ -188,7 +203,11 @@ class Engine(wiring.Component):
         forward = cfg.job == JOB_FORWARD
         baseline = cfg.mode == MODE_BASELINE
 
-        m.submodules.arb = arb = MemArbiter(9, A)
+        # (the table-row and gradient-row fetchers stream at the ranks' peak: they may have
+        # ROW_READS_AHEAD beats in flight; the input readers and the state fetcher 16; port 0,
+        # the writer, reads nothing)
+        m.submodules.arb = arb = MemArbiter(9, A, max_outstanding=[1, ROW_READS_AHEAD] + [16] * 5
+                                            + [ROW_READS_AHEAD, 16])
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
@@ -211,6 +230,9 @@ class Engine(wiring.Component):
         m.d.comb += check.config.eq(cfg)
         item_bits = max(p.slot_bits, p.pair_bits, p.bag_bits)
         m.submodules.analyzer = an = Analyzer(p)
+        # baseline: the part's lookups, kept as they pass into the analyzer and replayed
+        # (forward: bags interleaved, so that no bag's chain holds up the fold)
+        m.submodules.lookups = lbuf = LookupBuffer(p)
         # members: bags (forward) or distinct rows (backward)
         m.submodules.scheduler = sch = ShareScheduler(num_members=max(p.max_bags, p.max_distinct_rows),
                                                       item_bits=item_bits, repeat_bits=p.mult_bits)
@@ -307,7 +329,7 @@ class Engine(wiring.Component):
         m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=4, depth=IN_FLIGHT_ROWS)
         m.submodules.state_write_q = state_write_q = fifo.SyncFIFOBuffered(width=A, depth=IN_FLIGHT_ROWS)
         # baseline backward: each gradient row's scale (1, or fl(1/len) for mean pooling)
-        m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=8)
+        m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=IN_FLIGHT_ROWS)
         gbeat = Signal(range(beats))
         m.d.comb += scale_q_data.eq(scale_q.r_data)
         with m.If(~forward & baseline & upd.g.valid & upd.g.ready):
@@ -536,8 +558,9 @@ class Engine(wiring.Component):
                          wts.count.eq(count)]
 
         # Baseline backward: each gradient row's scale, 1, w or fl(1/len) of its bag.
-        m.d.comb += [inv_of_bag.addr.eq(cur_len),
-                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, weight))]
+        replayed = lbuf.out.payload
+        m.d.comb += [inv_of_bag.addr.eq(replayed.len),
+                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, Mux(cfg.weighted, replayed.weight, ONE_F32)))]
 
         # ---- the memory map check: regions [lo, hi) in beats -------------------------------
         # regions 0 .. max_tables-1 are the tables, then the staging arrays of the job
@@ -649,7 +672,7 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
-                    m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch)]
+                    m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), lbuf.start.eq(1)]
                     m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(~forward & prefetch),
@@ -669,6 +692,9 @@ class Engine(wiring.Component):
                 def feed():
                     m.d.comb += an.lookups.valid.eq(1)
                     take_lookup(an.lookups.ready)
+                    m.d.comb += [lbuf.write.en.eq(baseline & an.lookups.ready), lbuf.write.row.eq(lookup_index),
+                                 lbuf.write.weight.eq(weight), lbuf.write.bag.eq(bi),
+                                 lbuf.write.first.eq(rem == cur_len), lbuf.write.last.eq(rem == 1)]
                     return an.lookups.ready
                 # (a check that ends before the shared indices do has found an error)
                 with m.If(indices_left & ~(sharing & check.done)):
@@ -692,8 +718,9 @@ class Engine(wiring.Component):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
                     m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
-                    with m.If(baseline):        # the lookups again, in index order
-                        start_lookups(part_lo, an.num_lookups)
+                    with m.If(baseline):        # the lookups again, from the lookup buffer
+                        m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
+                                     lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]
                     with m.If(forward | ~baseline & (an.num_rows != 0)):
                         # scheduler members: the bags (forward) or the distinct rows
                         # forward: each bag's result as soon as it is complete; backward:
@@ -735,17 +762,15 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_BASELINE"):       # forward: every lookup an item, its own row read
-                def item_out():
-                    m.d.comb += [issue.eq(1), need_item.eq(1), need_row.eq(1), item_row.eq(idxr.data.payload),
-                                 item.item.eq(k), item.member.eq(bi), item.first.eq(1), item.member_last.eq(rem == 1),
-                                 item.c.eq(weight), item.repeat.eq(1)]
-                    take_lookup(taken)
-                    with m.If(taken):
-                        m.d.sync += k.eq(k + 1)
-                    return taken
-                with m.If(idxr.busy):
-                    lookup_walker(lookup_valid, item_out)
-                with m.Elif(item_q.level == 0):
+                # (bags interleaved by the lookup buffer, each in index order)
+                m.d.comb += [issue.eq(lbuf.out.valid), need_item.eq(1), need_row.eq(1), item_row.eq(replayed.row),
+                             item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
+                             item.member_last.eq(replayed.last),
+                             item.c.eq(Mux(cfg.weighted, replayed.weight, ONE_F32)), item.repeat.eq(1),
+                             lbuf.out.ready.eq(taken)]
+                with m.If(taken):
+                    m.d.sync += k.eq(k + 1)
+                with m.If(~lbuf.busy & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
 
@@ -767,16 +792,11 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_BASELINE_UPDATE"):    # backward: per lookup, in index order
-                def update_out():
-                    m.d.comb += [issue.eq(1), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
-                                 item_row.eq(idxr.data.payload), grad_bag.eq(bi)]
-                    take_lookup(taken)
-                    with m.If(taken):
-                        m.d.sync += cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))
-                    return taken
-                with m.If(idxr.busy):
-                    lookup_walker(lookup_valid, update_out)
-                with m.Else():
+                m.d.comb += [issue.eq(lbuf.out.valid), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
+                             item_row.eq(replayed.row), grad_bag.eq(replayed.bag), lbuf.out.ready.eq(taken)]
+                with m.If(taken):
+                    m.d.sync += cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))
+                with m.If(~lbuf.busy):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory

@@ -1,0 +1,119 @@
+"""The lookup buffer: every kept lookup once, each bag's lookups in index order, its
+length and last flag right; in index order without ``interleave``; with it, two lookups
+of one bag at least ``lanes`` outputs apart while that many bags still have lookups, and a
+lookup every cycle then; under random backpressure on ``out``."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from refree.hw.engine.lookup_buffer import LookupBuffer
+from refree.hw.engine.params import EngineParams
+
+PARAMS = EngineParams(max_bags=32, max_lookups=256, max_distinct_rows=64, max_bag_len=12)
+MAX_CYCLES = 5_000
+
+
+def make_part(rng, num_bags):
+    """Bag lengths (some empty) and per bag its (row, weight) lookups."""
+    lengths = rng.integers(0, PARAMS.max_bag_len + 1, size=num_bags)
+    lengths[rng.random(num_bags) < 0.15] = 0
+    return [[(int(rng.integers(0, 1 << 32)), int(rng.integers(0, 1 << 32))) for _ in range(n)] for n in lengths]
+
+
+def run(buf, parts, seed, ready_rate):
+    """``parts``: (bags, num_bags kept, interleave).  Returns per part the outputs as
+    (cycle, row, weight, bag, len, last)."""
+    rng = np.random.default_rng(seed)
+    got = []
+
+    async def bench(ctx):
+        for bags, kept, interleave in parts:
+            ctx.set(buf.start, 1)
+            await ctx.tick()
+            ctx.set(buf.start, 0)
+            for b, lookups in enumerate(bags):
+                for j, (row, weight) in enumerate(lookups):
+                    ctx.set(buf.write, {"en": 1, "row": row, "weight": weight, "bag": b,
+                                        "first": j == 0, "last": j == len(lookups) - 1})
+                    await ctx.tick()
+            ctx.set(buf.write.en, 0)
+            ctx.set(buf.replay, 1)
+            ctx.set(buf.interleave, interleave)
+            ctx.set(buf.num_bags, kept)
+            await ctx.tick()
+            ctx.set(buf.replay, 0)
+            out = []
+            for cycle in range(MAX_CYCLES):
+                ready = rng.random() < ready_rate
+                ctx.set(buf.out.ready, ready)
+                await ctx.delay(1e-9)
+                if ready and ctx.get(buf.out.valid):
+                    o = ctx.get(buf.out.payload)
+                    out.append((cycle, o.row, o.weight, o.bag, o.len, o.last))
+                if not ctx.get(buf.busy):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError("the lookup buffer did not finish")
+            got.append(out)
+
+    sim = Simulator(buf)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def check(out, bags, kept, lanes, interleave, always_ready):
+    want = {b: bags[b] for b in range(kept) if bags[b]}
+    by_bag = {}
+    for _, row, weight, bag, n, last in out:
+        by_bag.setdefault(bag, []).append((row, weight))
+        assert n == len(bags[bag]) and last == (len(by_bag[bag]) == n)
+    assert by_bag == want                       # each kept lookup once, a bag's in index order
+    order = [o[3] for o in out]
+    if not interleave:
+        assert order == [b for b in want for _ in want[b]]
+        return
+    for i in range(len(order)):
+        if len(set(order[i:])) >= lanes:        # enough bags left: none twice in a window
+            assert len(set(order[i:i + lanes])) == lanes, (i, order[i:i + lanes])
+            if always_ready and i + 1 < len(out):
+                assert out[i + 1][0] == out[i][0] + 1        # and a lookup every cycle
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 16])
+def test_replay(lanes):
+    rng = np.random.default_rng(lanes)
+    parts = []
+    for k in range(6):
+        bags = make_part(rng, int(rng.integers(1, PARAMS.max_bags + 1)))
+        while sum(map(len, bags)) > PARAMS.max_lookups:
+            bags.pop()
+        kept = len(bags) if k % 3 else int(rng.integers(0, len(bags) + 1))   # a rollback
+        parts.append((bags, kept, k % 2 == 0))
+    buf = LookupBuffer(PARAMS, lanes=lanes)
+    for ready_rate in (1.0, 0.6):
+        got = run(buf, parts, seed=lanes, ready_rate=ready_rate)
+        for out, (bags, kept, interleave) in zip(got, parts):
+            check(out, bags, kept, lanes, interleave, ready_rate == 1.0)
+
+
+def test_equal_bags_spread_exactly():
+    """32 bags of 8: every bag's lookups exactly ``lanes`` cycles apart."""
+    rng = np.random.default_rng(1)
+    bags = [[(int(rng.integers(0, 1 << 32)), 0) for _ in range(8)] for _ in range(32)]
+    (out,) = run(LookupBuffer(PARAMS, lanes=16), [(bags, 32, True)], seed=0, ready_rate=1.0)
+    check(out, bags, 32, 16, True, True)
+    cycles = {}
+    for cycle, *_, bag, _, _ in out:
+        cycles.setdefault(bag, []).append(cycle)
+    assert all(np.all(np.diff(c) == 16) for c in cycles.values())
+    assert out[-1][0] - out[0][0] == 32 * 8 - 1     # no cycle lost
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        LookupBuffer(PARAMS, lanes=0)
+    with pytest.raises(TypeError, match="EngineParams"):
+        LookupBuffer({"max_bags": 4})
