@@ -1,7 +1,8 @@
 """The lookup buffer: every kept lookup once, each bag's lookups in index order, its
 length and last flag right; in index order without ``interleave``; with it, two lookups
-of one bag at least ``lanes`` outputs apart while that many bags still have lookups, and a
-lookup every cycle then; under random backpressure on ``out``."""
+of one bag at least ``lanes`` outputs apart while that many bags still have lookups, and
+(after the ramp, lane ``i`` starting in round ``i``) a lookup every cycle then; under
+random backpressure on ``out``."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -75,11 +76,18 @@ def check(out, bags, kept, lanes, interleave, always_ready):
     if not interleave:
         assert order == [b for b in want for _ in want[b]]
         return
-    for i in range(len(order)):
-        if len(set(order[i:])) >= lanes:        # enough bags left: none twice in a window
+    for bag in want:                            # a bag's lane has its turn every ``lanes`` cycles
+        cycles = [o[0] for o in out if o[3] == bag]
+        assert all(d >= lanes for d in np.diff(cycles)), (bag, cycles)
+    if not always_ready:
+        return
+    # after the ramp (lanes rounds of a turn a cycle), while enough bags are left: none twice
+    # in a window of ``lanes`` lookups, and a lookup every cycle
+    for i in (i for i, o in enumerate(out) if o[0] - out[0][0] >= lanes * lanes):
+        if len(set(order[i:])) >= lanes:
             assert len(set(order[i:i + lanes])) == lanes, (i, order[i:i + lanes])
-            if always_ready and i + 1 < len(out):
-                assert out[i + 1][0] == out[i][0] + 1        # and a lookup every cycle
+            if i + 1 < len(out):
+                assert out[i + 1][0] == out[i][0] + 1
 
 
 @pytest.mark.parametrize("lanes", [1, 4, 16])
@@ -100,7 +108,8 @@ def test_replay(lanes):
 
 
 def test_equal_bags_spread_exactly():
-    """32 bags of 8: every bag's lookups exactly ``lanes`` cycles apart."""
+    """32 bags of 8: every bag's lookups exactly ``lanes`` cycles apart; lane i starts in
+    round i, so neighbouring bags are a lookup apart in depth."""
     rng = np.random.default_rng(1)
     bags = [[(int(rng.integers(0, 1 << 32)), 0) for _ in range(8)] for _ in range(32)]
     (out,) = run(LookupBuffer(PARAMS, lanes=16), [(bags, 32, True)], seed=0, ready_rate=1.0)
@@ -109,7 +118,9 @@ def test_equal_bags_spread_exactly():
     for cycle, *_, bag, _, _ in out:
         cycles.setdefault(bag, []).append(cycle)
     assert all(np.all(np.diff(c) == 16) for c in cycles.values())
-    assert out[-1][0] - out[0][0] == 32 * 8 - 1     # no cycle lost
+    assert [cycles[b][0] - out[0][0] for b in range(16)][:8] == [17 * i for i in range(8)]
+    # no cycle lost but the ramp's (lanes 1..15 wait 1..15 rounds) and the last bags' drain
+    assert out[-1][0] - out[0][0] <= 32 * 8 + 16 * 15 // 2 + 16 * 8
 
 
 def test_bad_parameters():
