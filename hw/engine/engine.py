@@ -116,8 +116,8 @@ MODE_BASELINE, MODE_DEDUP, MODE_REFREE = 0, 1, 2
 JOB_FORWARD, JOB_BACKWARD = 0, 1
 # Baseline backward: rows fetched and not yet written back (Adagrad: state beats).  Every
 # lookup's update is a round trip through the DRAM side (~100 clocks under load), so 8 in
-# flight capped baseline's backward at ~12 clocks a lookup, the memory bound at R = 4 (32:
-# a comparator each, against the address of the row to fetch).
+# flight would cap baseline's backward near ~12 clocks a lookup, the memory bound at R = 4
+# (32 raised with the fetchers' reads in flight; not measured apart; a comparator each).
 IN_FLIGHT_ROWS = 32
 # Items queued ahead of the scheduler: their rows are fetched as they are queued, so this
 # many items of run-ahead hide the memory's latency behind the scheduler's work.
@@ -558,9 +558,10 @@ class Engine(wiring.Component):
                          wts.count.eq(count)]
 
         # Baseline backward: each gradient row's scale, 1, w or fl(1/len) of its bag.
+        # (the buffer holds each lookup's ``weight``: 1 unless weighted)
         replayed = lbuf.out.payload
         m.d.comb += [inv_of_bag.addr.eq(replayed.len),
-                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, Mux(cfg.weighted, replayed.weight, ONE_F32)))]
+                     scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, replayed.weight))]
 
         # ---- the memory map check: regions [lo, hi) in beats -------------------------------
         # regions 0 .. max_tables-1 are the tables, then the staging arrays of the job
@@ -766,7 +767,7 @@ class Engine(wiring.Component):
                 m.d.comb += [issue.eq(lbuf.out.valid), need_item.eq(1), need_row.eq(1), item_row.eq(replayed.row),
                              item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
                              item.member_last.eq(replayed.last),
-                             item.c.eq(Mux(cfg.weighted, replayed.weight, ONE_F32)), item.repeat.eq(1),
+                             item.c.eq(replayed.weight), item.repeat.eq(1),
                              lbuf.out.ready.eq(taken)]
                 with m.If(taken):
                     m.d.sync += k.eq(k + 1)
