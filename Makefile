@@ -10,7 +10,9 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@# (setuptools prints a notice, as a warning, on every editable install that maps packages
+	@# to folders of other names, as refree.hw -> hw/; nothing to fix, so it is filtered)
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install -q -e '.[test]'
 	@# Icarus Verilog comes from Debian; install it when missing and we are root.
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q iverilog >/dev/null; } \
 	  || echo "warning: iverilog missing and not root: Icarus tests will be skipped"

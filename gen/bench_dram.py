@@ -6,9 +6,10 @@ runs :func:`refree.gen.rtl.rtl_check` -- one SGD step per mode on the RTL of the
 checked bit for bit against the golden model -- and prints, per trace, R, mode and job: the
 cycles, the three bounds of DESIGN.md section 3 (:mod:`refree.golden.roofline`), cycles /
 roofline and the bound at the roofline, the beats moved (the counters) and the compulsory
-beats, the data buses' utilisation; then each mode's step and the speed-up of ``dedup`` and
-``refree`` over ``baseline``.  Run: ``make bench-dram`` or ``python -m refree.gen.bench_dram``;
-``--json FILE`` also writes everything measured.
+beats, the data buses' utilisation, the job's energy in uJ (:mod:`refree.golden.energy`);
+then each mode's step and the speed-up of ``dedup`` and ``refree`` over ``baseline``.  Run:
+``make bench-dram`` or ``python -m refree.gen.bench_dram``; ``--json FILE`` also writes
+everything measured.
 """
 import argparse
 import json
@@ -26,11 +27,14 @@ TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
 COLUMNS = [("trace", "<", 10, "s"), ("R", ">", 2, "d"), ("mode", "<", 9, "s"), ("job", "<", 9, "s"),
            ("cycles", ">", 9, ",d"), ("memory", ">", 9, ",.0f"), ("compute", ">", 9, ",.0f"),
            ("analysis", ">", 9, ",.0f"), ("cycles/roof", ">", 11, ".2f"), ("bound", "<", 9, "s"),
-           ("moved", ">", 8, ",d"), ("compulsory", ">", 10, ",d"), ("bus", ">", 6, ".3f")]
+           ("moved", ">", 8, ",d"), ("compulsory", ">", 10, ",d"), ("bus", ">", 6, ".3f"),
+           ("uJ", ">", 7, ",.2f")]
 
 
 def _row(values):
-    return " ".join(f"{v:{a}{w}{fmt}}" for v, (_, a, w, fmt) in zip(values, COLUMNS))
+    """A line of the table; None prints as "-" (a figure the run has not: no energy off DDR4)."""
+    return " ".join(f"{'-' if v is None else v:{a}{w}{'s' if v is None else fmt}}"
+                    for v, (_, a, w, fmt) in zip(values, COLUMNS))
 
 
 def format_table(results):
@@ -42,7 +46,8 @@ def format_table(results):
                 f = jobs[job]["figures"]
                 lines.append(_row([trace, r, mode, job, f["cycles"], f["memory"], f["compute"], f["analysis"],
                                    f["cycles_over_roofline"], f["limit"], f["moved_beats"], f["compulsory_beats"],
-                                   f.get("bus_utilisation", 0.0)]))
+                                   f.get("bus_utilisation", 0.0),
+                                   jobs[job]["energy"]["total"] * 1e6 if "energy" in jobs[job] else None]))
     lines += ["", "the step (forward + backward cycles) and its speed-up over baseline:",
               f"{'trace':<10s} {'R':>2s} " + " ".join(f"{m:>18s}" for m in ("baseline", "dedup", "refree"))]
     for trace, r, rep in results:

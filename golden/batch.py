@@ -2,15 +2,22 @@
 
 A batch of B samples over T tables:
 
-* ``indices``  int64, every table's lookups concatenated, each index local to its table;
-* ``offsets``  int64, length T*B+1, table-major: bag ``t*B + b`` is
+* ``indices``  int64 or int32, every table's lookups concatenated, each index local to its
+  table;
+* ``offsets``  int64 or int32, length T*B+1, table-major: bag ``t*B + b`` is
   ``indices[offsets[t*B+b] : offsets[t*B+b+1]]``;
 * ``per_sample_weights``  optional float32, one weight per index;
 * ``batch_size``  B.
 
 Batch files are ``.npz`` archives holding exactly those arrays (``batch_size`` as a 0-d
 integer array).
+
+int32 indices and offsets (which FBGEMM's TBE operator and PyTorch's EmbeddingBag take as
+well as int64) are widened to int64 when the batch is built: the model, and the NMP's input
+layout in DRAM, hold int64 only (a known limit: the hardware does not read int32 itself, so
+an int32 batch costs the NMP the input traffic of its int64 twin).
 """
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -22,6 +29,9 @@ from .errors import BatchError, ErrorCode
 __all__ = ["Batch", "load_batch", "save_batch", "read_arrays", "POOLINGS"]
 
 POOLINGS = ("sum", "mean")
+
+#: The dtypes that indices and offsets may come in; int32 is widened to int64.
+INDEX_DTYPES = (np.int64, np.int32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,16 +67,19 @@ class Batch:
 
     # -- checks ------------------------------------------------------------------------
     def _check_layout(self):
-        def dtype_check(name, arr, dtype):
+        def dtype_check(name, arr, *dtypes):
             if not isinstance(arr, np.ndarray):
                 raise BatchError(name, f"must be a numpy array, not {type(arr).__name__}")
-            if arr.dtype != dtype:
-                raise BatchError(name, f"must have dtype {np.dtype(dtype).name}, not {arr.dtype}")
+            if arr.dtype not in dtypes:
+                names = " or ".join(np.dtype(d).name for d in dtypes)
+                raise BatchError(name, f"must have dtype {names}, not {arr.dtype}")
             if arr.ndim != 1:
                 raise BatchError(name, f"must be one-dimensional, not of shape {arr.shape}")
 
-        dtype_check("indices", self.indices, np.int64)
-        dtype_check("offsets", self.offsets, np.int64)
+        for name in ("indices", "offsets"):
+            dtype_check(name, getattr(self, name), *INDEX_DTYPES)
+            # (widened before the checks, so that they and everything after see int64 only)
+            object.__setattr__(self, name, getattr(self, name).astype(np.int64, copy=False))
         B = self.batch_size
         if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
             raise BatchError("batch_size", f"must be a positive integer, not {B!r}")
@@ -123,36 +136,59 @@ class Batch:
 
 
 # What numpy raises on a damaged or hostile file: unreadable, truncated (the zip's central
-# directory or a member cut short), not an array file, or an object array (no pickles).
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# directory or a member cut short), not an array file, or an object array (no pickles);
+# RuntimeError: an encrypted member, or a zip feature Python cannot read (NotImplementedError);
+# MemoryError: a header that declares a shape too large to allocate; SyntaxError, TokenError:
+# an .npy header that numpy's parser (ast, then tokenize) cannot read.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, RuntimeError, MemoryError, SyntaxError,
+               tokenize.TokenError, zipfile.BadZipFile, zlib.error)
+
+# How array files begin: a zip (an .npz; an empty zip has only its end record), an .npy.
+# numpy takes anything else for a pickle, and its refusal would say so.
+_ARRAY_FILE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")
 
 
 def read_arrays(path, field):
     """The array of an ``.npy`` file, or every array of an ``.npz`` file as a dict, read at
     once, so that a damaged file fails here with a :class:`BatchError` naming ``field``."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(len(max(_ARRAY_FILE_MAGIC, key=len)))
+    except OSError as e:
+        raise BatchError(field, f"cannot read {str(path)!r} ({e.strerror})") from None
+    if not head.startswith(_ARRAY_FILE_MAGIC):
+        what = "is empty" if not head else "is neither an .npz (a zip) nor an .npy array file"
+        raise BatchError(field, f"{str(path)!r} {what}")
+    try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.ndarray):
             return data
         with data:
-            return {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files}
     except _UNREADABLE as e:
         raise BatchError(field, f"cannot read {str(path)!r} as an array file ({type(e).__name__}: {e})") from None
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):       # (numpy hands over such members as bytes)
+            raise BatchError(field, f"{str(path)!r} holds {name!r}, which is not an .npy array")
+    return arrays
 
 
 def load_batch(path):
-    """Read a batch file (``.npz``); errors name the missing or malformed field."""
-    f = read_arrays(path, str(path))
+    """Read a batch file (``.npz``); errors name the missing or malformed field, and the file."""
+    f = read_arrays(path, "batch")
     if isinstance(f, np.ndarray):
-        raise BatchError(str(path), "is one .npy array, not an .npz batch file")
-    for name in ("indices", "offsets", "batch_size"):
-        if name not in f:
-            raise BatchError(name, f"missing from batch file {path}")
-    bs = f["batch_size"]
-    if bs.shape != () or not np.issubdtype(bs.dtype, np.integer):
-        raise BatchError("batch_size", f"must be one integer, not {bs!r}")
-    return Batch(indices=f["indices"], offsets=f["offsets"], batch_size=int(bs),
-                 per_sample_weights=f.get("per_sample_weights"))
+        raise BatchError("batch", f"{str(path)!r} is one .npy array, not an .npz batch file")
+    try:
+        for name in ("indices", "offsets", "batch_size"):
+            if name not in f:
+                raise BatchError(name, "missing")
+        bs = f["batch_size"]
+        if bs.shape != () or not np.issubdtype(bs.dtype, np.integer):
+            raise BatchError("batch_size", f"must be one integer, not {bs!r}")
+        return Batch(indices=f["indices"], offsets=f["offsets"], batch_size=int(bs),
+                     per_sample_weights=f.get("per_sample_weights"))
+    except BatchError as e:
+        raise BatchError(e.field, f"{e.message} (batch file {path})", e.code) from None
 
 
 def save_batch(path, batch):

