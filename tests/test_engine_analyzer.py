@@ -19,10 +19,11 @@ MAX_CYCLES = 100_000
 
 
 def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False,
-                 updates_first=False, skip_updates=False):
+                 updates_first=False, skip_updates=False, partition_only=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
     distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts,
-    the rows announced on ``discovered`` and the values ``committed`` took.
+    the rows announced on ``discovered`` and the values ``committed`` took, and the cycle
+    (from ``finish``) each member was taken in and ``busy`` fell in.
     ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
     dut = Analyzer(params)
     parts, discovered, committed = [], [], []
@@ -48,6 +49,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
             ctx.set(dut.skip_updates, skip_updates)
             ctx.set(dut.weighted, weights is not None)
             ctx.set(dut.split, split)
+            ctx.set(dut.partition_only, partition_only)
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
@@ -79,7 +81,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
             ctx.set(dut.finish, 1)
             await ctx.tick()
             ctx.set(dut.finish, 0)
-            members, cycle = [], 0
+            members, taken_at, cycle = [], [], 0
             while ctx.get(dut.busy):
                 assert cycle < MAX_CYCLES, "the analyzer did not finish"
                 take = not (stall_every and cycle % stall_every == 0)   # consumer backpressure
@@ -88,13 +90,15 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
                     members.append({k: ctx.get(getattr(dut.members.payload, k))
                                     for k in ("slot", "row", "bags", "bag", "mult", "c", "first", "upd",
                                               "member_last")})
+                    taken_at.append(cycle)
                 await ctx.tick()
                 cycle += 1
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
-            parts.append(dict(bags=(b0, end), members=members,
+            parts.append(dict(bags=(b0, end), members=members, taken_at=taken_at, idle_at=cycle,
                               rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups),
                               pairs=ctx.get(dut.num_pairs)))
             b0 = end
+        await ctx.tick().repeat(2)              # (the monitor sees the last part's end)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -345,3 +349,34 @@ def test_sort_passes_skipped_or_not(top):
     bags = [list(rng.integers(0, top, rng.integers(0, 6))) for _ in range(20)]
     bags[3] = [top - 1, 0, top - 1]
     check(SMALL, bags)
+
+
+def test_partition_only_gives_the_parts_and_no_lists():
+    """``partition_only`` (baseline, Adagrad's check): the same parts, counts and discovered
+    rows, no member lists, and idle a few cycles after the last lookup, with no sort."""
+    rng = np.random.default_rng(3)
+    bags = [list(rng.integers(0, 40, rng.integers(0, 8))) for _ in range(30)]
+    full = run_analyzer(SMALL, bags)
+    for backward in (False, True):
+        got = run_analyzer(SMALL, bags, backward=backward, partition_only=True)
+        # (``committed`` is not compared: no prefetch follows a part formed this way)
+        keys = ("bags", "rows", "lookups", "pairs", "discovered")
+        assert [{k: g[k] for k in keys} for g in got] == [{k: f[k] for k in keys} for f in full]
+        assert all(g["members"] == [] for g in got)
+        # idle after the rollback (if any), without the sort and the lists
+        assert all(g["idle_at"] + 10 <= f["idle_at"] for g, f in zip(got, full))
+
+
+def test_member_lists_stream_a_pair_a_cycle():
+    """The member lists leave at one pair a cycle, a row's first pair right after the previous
+    row's last (rows of one pair and of several, the consumer always ready)."""
+    params = EngineParams(index_width=16, max_bags=16, max_lookups=128, max_distinct_rows=64,
+                          max_bag_len=16, radix_bits=4)
+    rng = np.random.default_rng(4)
+    bags = [list(rng.permutation(60)[:int(rng.integers(1, 10))]) for _ in range(16)]
+    got = check_forward(params, bags)[0]
+    rows = sum(m["first"] for m in got["members"])
+    assert rows > 30 and len(got["members"]) > rows        # both kinds of rows
+    t = got["taken_at"]
+    assert t == list(range(t[0], t[0] + len(t)))
+

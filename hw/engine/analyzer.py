@@ -14,14 +14,16 @@ chip and at one lookup per cycle:
   first weight: DESIGN.md's key coefficient), and for each slot the number of bags holding
   it and its number of pairs;
 * the row order of DESIGN.md section 2 (bags holding the row descending, then row
-  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``; a pass
-  whose digit is the same for every element is skipped, the digit counters are cleared in
-  one cycle (valid bits in flip-flops) and the prefix sum walks only the digits the pass
-  met, so a pass costs about two walks over the elements plus the digits' range;
+  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``: one walk
+  over the elements counts the digits of every pass (a counter array per pass, cleared in
+  one cycle: valid bits in flip-flops), then each pass takes a prefix sum over the digits
+  it met and a walk scatters the elements; a pass whose digit is the same for every element
+  is skipped.  A sort of n elements in P passes costs about (P + 1) n cycles plus the
+  digits' ranges (was 2 P n: a counting walk per pass);
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
   order.  Each slot's pairs are linked at insertion (its info keeps the head and the newest
   pair), so after the sort the lists stream out at one pair per cycle by following the
-  links, plus three cycles a row.
+  links (the rows' infos are read ahead, so a row costs no cycle of its own).
 
 Backward (``backward`` high at ``start``): the items are the part's bags (their upstream
 gradient rows) and the members the distinct rows.  The analyzer also keeps a list of the
@@ -72,7 +74,7 @@ the same address, so the read ports are transparent to their write ports.  The c
 is ``La`` cycles apart: with ``weighted`` (and not ``split``), a lookup whose (row, bag)
 matches one still in stages 1 to 3+La waits at the input (a row repeated within a bag, rare).
 """
-from amaranth.hdl import C, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -114,6 +116,9 @@ class Analyzer(wiring.Component):
         in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
         whose merge folds every row's terms in index order); the update list first, last or
         not at all.
+    partition_only : In(1)
+        Sampled with ``start``: only the part's extent is wanted (``full``, the counts):
+        no sort and no member lists; ``busy`` falls with ``inserted``.
     discovered : Out({valid, slot, row})
         A new slot, for one cycle (not held: the consumer takes it or loses it).
     committed : Out(slot_bits + 1)
@@ -149,6 +154,7 @@ class Analyzer(wiring.Component):
             "sort_bags": In(1),
             "updates_first": In(1),
             "skip_updates": In(1),
+            "partition_only": In(1),
             "weighted": In(1),
             "split": In(1),
             "lookups": In(stream.Signature(self.Lookup)),
@@ -202,7 +208,8 @@ class Analyzer(wiring.Component):
         pc_rd, pc_wr = mem("pair_c", 32, p.max_lookups)
         # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
         perm_rd, perm_wr = mem("perm", E, 2 * cap)
-        cnt_rd, cnt_wr = mem("count", p.slot_bits + 1, 1 << p.radix_bits)
+        # (a digit counter array per pass: one walk counts the digits of every pass)
+        counters = [mem(f"count{k}", p.slot_bits + 1, 1 << p.radix_bits) for k in range(self.passes)]
         # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
@@ -220,7 +227,7 @@ class Analyzer(wiring.Component):
         m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
                                    | hash_wr.en & (hash_wr.addr == hash_rd.addr))
         bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
-        updates_first, skip_updates = Signal(), Signal()
+        updates_first, skip_updates, partition_only = Signal(), Signal(), Signal()
         nbl = Signal(p.bag_count_bits)          # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
@@ -351,16 +358,23 @@ class Analyzer(wiring.Component):
         start_pass = first_needed(None, "start_pass")     # (the last pass if none is needed)
         next_pass = first_needed(pass_no, "next_pass")
         more_passes = Cat(*[needed[k] & (pass_no < k) for k in range(self.passes)]).any()
-        # The digit counters: SRAM words with valid bits in flip-flops (cleared in the one
-        # cycle that starts a pass), and the range of digits the pass met, so that the
-        # prefix sum walks only that range.
-        cnt_valid = Signal(1 << p.radix_bits)
-        cnt_valid_q = Signal()
-        m.d.sync += cnt_valid_q.eq(cnt_valid.bit_select(cnt_rd.addr, 1) | cnt_wr.en & (cnt_wr.addr == cnt_rd.addr))
-        with m.If(cnt_wr.en):
-            m.d.sync += cnt_valid.eq(cnt_valid | (C(1, 1) << cnt_wr.addr))
-        count_now = Mux(cnt_valid_q, cnt_rd.data, 0)
-        digit_lo, digit_hi = Signal(p.radix_bits), Signal(p.radix_bits)
+        # The digit counters of each pass: SRAM words with valid bits in flip-flops (cleared
+        # in the one cycle that starts the sort), and the range of digits the pass met, so
+        # that its prefix sum walks only that range.  The counting walk fills every pass's
+        # counters; each pass then takes its prefix sum and scatters.
+        P = self.passes
+        cnt_valid = [Signal(1 << p.radix_bits, name=f"cnt_valid{k}") for k in range(P)]
+        count_now, digit_lo, digit_hi = [], [], []
+        for k, (rd, wr) in enumerate(counters):
+            valid_q = Signal(name=f"cnt_valid_q{k}")
+            m.d.sync += valid_q.eq(cnt_valid[k].bit_select(rd.addr, 1) | wr.en & (wr.addr == rd.addr))
+            with m.If(wr.en):
+                m.d.sync += cnt_valid[k].eq(cnt_valid[k] | (C(1, 1) << wr.addr))
+            count_now.append(Mux(valid_q, rd.data, 0))
+            digit_lo.append(Signal(p.radix_bits, name=f"digit_lo{k}"))
+            digit_hi.append(Signal(p.radix_bits, name=f"digit_hi{k}"))
+        count_at_pass = Array(count_now)[pass_no]
+        lo_at_pass, hi_at_pass = Array(digit_lo)[pass_no], Array(digit_hi)[pass_no]
         bank = Signal()                         # the permutation bank the pass reads
         first_pass = Signal()                   # the first pass reads slot order instead
         read_bank = bank
@@ -369,34 +383,35 @@ class Analyzer(wiring.Component):
         m.d.comb += [key_low.eq(Mux(bwd, sc_slot, row_rd.data)),
                      key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
         key = Cat(key_low, ~key_high)
-        digit = Signal(p.radix_bits)
-        with m.Switch(pass_no):
-            for k in range(self.passes):
-                with m.Case(k):
-                    m.d.comb += digit.eq(key[k * p.radix_bits:(k + 1) * p.radix_bits])
+        digits = [key[k * p.radix_bits:(k + 1) * p.radix_bits] for k in range(P)]
+        sd_digits = [Signal(p.radix_bits, name=f"sd_digit{k}") for k in range(P)]
         sb_slot = Mux(first_pass, sb_idx, perm_rd.data)     # the first pass starts from slot order
         sorting = Signal()
         with m.If(sorting):
             m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_slot.eq(sb_slot),
-                         sd_valid.eq(sc_valid), sd_slot.eq(sc_slot), sd_digit.eq(digit)]
-            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), bl_rd.addr.eq(sb_slot),
-                         cnt_rd.addr.eq(digit)]
-            with m.If(sd_valid):
-                m.d.comb += [cnt_wr.addr.eq(sd_digit), cnt_wr.data.eq(count_now + 1), cnt_wr.en.eq(1)]
-                with m.If(scatter):
-                    m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + count_now),
-                                 perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
-                with m.Else():
-                    with m.If(sd_digit < digit_lo):
-                        m.d.sync += digit_lo.eq(sd_digit)
-                    with m.If(sd_digit > digit_hi):
-                        m.d.sync += digit_hi.eq(sd_digit)
+                         sd_valid.eq(sc_valid), sd_slot.eq(sc_slot)]
+            m.d.sync += [sd.eq(d) for sd, d in zip(sd_digits, digits)]
+            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), bl_rd.addr.eq(sb_slot)]
+            m.d.comb += [rd.addr.eq(d) for (rd, _), d in zip(counters, digits)]
+            for k, (_, wr) in enumerate(counters):
+                with m.If(sd_valid & (~scatter | (pass_no == k))):     # count every pass's digit
+                    m.d.comb += [wr.addr.eq(sd_digits[k]), wr.data.eq(count_now[k] + 1), wr.en.eq(1)]
+                with m.If(sd_valid & ~scatter):
+                    with m.If(sd_digits[k] < digit_lo[k]):
+                        m.d.sync += digit_lo[k].eq(sd_digits[k])
+                    with m.If(sd_digits[k] > digit_hi[k]):
+                        m.d.sync += digit_hi[k].eq(sd_digits[k])
+            with m.If(sd_valid & scatter):
+                m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + count_at_pass),
+                             perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
         sort_drained = ~sb_valid & ~sc_valid & ~sd_valid
 
         # ---- member lists ----------------------------------------------------------------
         # The rows in row order (the sorted permutation), each row's pairs by following its
         # links from the head, one pair a cycle, through a FIFO that absorbs the read
-        # latency, so that a stalled consumer loses nothing.
+        # latency, so that a stalled consumer loses nothing.  A feeder reads the rows' infos
+        # ahead (perm[k], then the slot's info) into a small queue, so that the walk moves
+        # from a row's last pair to the next row's first in the next cycle.
         final_bank = bank                       # (toggled after the last pass's scatter)
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=self.Member.size, depth=8)
         m.d.comb += [self.members.valid.eq(out_fifo.r_rdy), self.members.payload.eq(out_fifo.r_data),
@@ -410,7 +425,40 @@ class Analyzer(wiring.Component):
         walk_cursor, walk_left = Signal(p.pair_bits), Signal(p.pair_bits + 1)
         walk_chained, walk_first = Signal(), Signal()   # the cursor is next_rd's data; a row's first pair
         wa_valid, wa_first = Signal(), Signal()         # a pair's tables and row are readable
-        m.d.sync += wa_valid.eq(0)                      # set in EMIT_WALK only
+        emitting = Signal()                             # the EMIT state
+        RowEntry = data.StructLayout({"slot": p.slot_bits, "head": p.pair_bits, "bags": p.bag_count_bits,
+                                      "pairs": p.pair_bits + 1})
+        # (a row read ahead takes 4 cycles to be readable: 4 entries let a gap in at a
+        # measured 1 row in 64 of one pair each; 6 keep up)
+        m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=RowEntry.size, depth=6)
+        fa_valid, fb_valid, fb_slot = Signal(), Signal(), Signal(p.slot_bits)   # perm, then info, read
+        feeding = (idx != nslots) | fa_valid | fb_valid
+        feed = emitting & (idx != nslots) & (row_q.level + fa_valid + fb_valid < row_q.depth)
+        m.d.sync += [fa_valid.eq(feed), fb_valid.eq(fa_valid), fb_slot.eq(perm_rd.data)]
+        with m.If(feed):
+            m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+            m.d.sync += idx.eq(idx + 1)
+        with m.If(fa_valid):
+            m.d.comb += info_rd.addr.eq(perm_rd.data)
+        fed = Signal(RowEntry)
+        m.d.comb += [fed.slot.eq(fb_slot), fed.head.eq(info.head), fed.bags.eq(info.bags), fed.pairs.eq(info.pairs),
+                     row_q.w_en.eq(fb_valid), row_q.w_data.eq(fed)]
+        # The walk: a pair a cycle while the output has room; a row's links are read one a cycle.
+        next_row = Signal(RowEntry)
+        m.d.comb += next_row.eq(row_q.r_data)
+        load = emitting & (walk_left == 0) & row_q.r_rdy
+        cur = Mux(load, next_row.head, Mux(walk_chained, next_rd.data, walk_cursor))
+        issue = emitting & (Mux(load, next_row.pairs, walk_left) != 0) & (queued + wa_valid < out_fifo.depth - 1)
+        m.d.sync += wa_valid.eq(issue)
+        with m.If(emitting):
+            m.d.comb += [pair_addr.eq(cur), next_rd.addr.eq(cur), row_rd.addr.eq(Mux(load, next_row.slot, walk_slot))]
+            m.d.sync += [walk_chained.eq(issue), walk_cursor.eq(cur), wa_first.eq(issue & (load | walk_first))]
+        with m.If(load):
+            m.d.comb += row_q.r_en.eq(1)
+            m.d.sync += [walk_slot.eq(next_row.slot), walk_bags.eq(next_row.bags),
+                         walk_left.eq(next_row.pairs - issue), walk_first.eq(~issue)]
+        with m.Elif(issue):
+            m.d.sync += [walk_left.eq(walk_left - 1), walk_first.eq(0)]
 
         rb_slot = Signal(p.slot_bits)
         cursor, left = Signal(p.pair_bits), Signal(p.mult_bits)
@@ -434,8 +482,13 @@ class Analyzer(wiring.Component):
                 m.next = "BW_NEXT"
 
         def after_insertion():
-            # Backward in bag order (dedup) needs no sort: the bag list is in bag order.
-            with m.If(bwd & ~sort_bags):
+            # Only the part's extent wanted (baseline, Adagrad's check that a table fits a
+            # part): no order, no lists.  Backward in bag order (dedup) needs no sort: the
+            # bag list is in bag order.
+            with m.If(partition_only):
+                m.d.sync += self.inserted.eq(1)
+                m.next = "DONE"
+            with m.Elif(bwd & ~sort_bags):
                 m.d.sync += self.inserted.eq(1)
                 backward_lists()
             with m.Else():
@@ -450,6 +503,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
                                  updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                                 partition_only.eq(self.partition_only),
                                  self.inserted.eq(0), committed.eq(0)]
                     m.next = "NEW_PART"
 
@@ -546,9 +600,10 @@ class Analyzer(wiring.Component):
                     after_insertion()
 
             # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
-            with m.State("SORT_CLEAR"):         # one cycle: the counters' valid bits
-                m.d.sync += [self.inserted.eq(1), cnt_valid.eq(0), idx.eq(0), scatter.eq(0),
-                             digit_lo.eq(-1), digit_hi.eq(0)]
+            with m.State("SORT_CLEAR"):         # one cycle: every pass's counters' valid bits
+                m.d.sync += [self.inserted.eq(1), idx.eq(0), scatter.eq(0)]
+                m.d.sync += [v.eq(0) for v in cnt_valid] + [lo.eq(-1) for lo in digit_lo] + \
+                    [hi.eq(0) for hi in digit_hi]
                 m.next = "SORT_RUN"
             with m.State("SORT_RUN"):
                 m.d.comb += [sorting.eq(1), perm_rd.addr.eq(Mux(read_bank, cap, 0) + idx)]
@@ -556,52 +611,35 @@ class Analyzer(wiring.Component):
                     m.d.sync += [sb_valid.eq(1), sb_idx.eq(idx), idx.eq(idx + 1)]
                 with m.Elif(sort_drained):
                     m.d.sync += idx.eq(0)
-                    with m.If(~scatter):
-                        m.d.sync += [running.eq(0), pf_valid.eq(0), idx.eq(digit_lo)]
+                    with m.If(~scatter):        # every pass's digits counted: the first prefix sum
+                        m.d.sync += [running.eq(0), pf_valid.eq(0), idx.eq(lo_at_pass)]
                         m.next = "SORT_PREFIX"
                     with m.Elif(~more_passes):
                         m.d.sync += [pass_no.eq(0), bank.eq(~bank), first_pass.eq(0)]
-                        m.next = "EMIT_SLOT"
+                        m.next = "EMIT"
                         with m.If(bwd):
                             backward_lists()
-                    with m.Else():
-                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
-                        m.next = "SORT_CLEAR"
+                    with m.Else():              # the next pass's prefix sum
+                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0),
+                                     running.eq(0), pf_valid.eq(0), idx.eq(Array(digit_lo)[next_pass])]
+                        m.next = "SORT_PREFIX"
             with m.State("SORT_PREFIX"):        # exclusive prefix sum over the digits met
-                m.d.comb += cnt_rd.addr.eq(idx)
-                m.d.sync += [pf_valid.eq(idx <= digit_hi), pf_idx.eq(idx), idx.eq(idx + 1)]
+                m.d.comb += [rd.addr.eq(idx) for rd, _ in counters]
+                m.d.sync += [pf_valid.eq(idx <= hi_at_pass), pf_idx.eq(idx), idx.eq(idx + 1)]
+                for k, (_, wr) in enumerate(counters):
+                    with m.If(pf_valid & (pass_no == k)):
+                        m.d.comb += [wr.addr.eq(pf_idx), wr.data.eq(running), wr.en.eq(1)]
                 with m.If(pf_valid):
-                    m.d.comb += [cnt_wr.addr.eq(pf_idx), cnt_wr.data.eq(running), cnt_wr.en.eq(1)]
-                    m.d.sync += running.eq(running + count_now)
-                with m.If(pf_valid & (pf_idx == digit_hi) | (digit_lo > digit_hi)):
+                    m.d.sync += running.eq(running + count_at_pass)
+                with m.If(pf_valid & (pf_idx == hi_at_pass) | (lo_at_pass > hi_at_pass)):
                     m.d.sync += [idx.eq(0), scatter.eq(1)]
                     m.next = "SORT_RUN"
 
-            # ---- member lists: perm[k] -> the slot's info -> its pairs --------------------
-            with m.State("EMIT_SLOT"):
-                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
-                with m.If(idx != nslots):
-                    m.d.sync += idx.eq(idx + 1)
-                    m.next = "EMIT_INFO"
-                with m.Elif(~wa_valid & (queued == 0)):
+            # ---- member lists: the rows in row order, each row's pairs ------------------------
+            with m.State("EMIT"):
+                m.d.comb += emitting.eq(1)
+                with m.If(~feeding & (row_q.level == 0) & (walk_left == 0) & ~wa_valid & (queued == 0)):
                     m.next = "DONE"
-            with m.State("EMIT_INFO"):
-                m.d.comb += info_rd.addr.eq(perm_rd.data)
-                m.d.sync += walk_slot.eq(perm_rd.data)
-                m.next = "EMIT_LOAD"
-            with m.State("EMIT_LOAD"):
-                m.d.sync += [walk_cursor.eq(info.head), walk_left.eq(info.pairs), walk_bags.eq(info.bags),
-                             walk_chained.eq(0), walk_first.eq(1)]
-                m.next = "EMIT_WALK"
-            with m.State("EMIT_WALK"):          # pointer chasing: a link read a cycle
-                cur = Mux(walk_chained, next_rd.data, walk_cursor)
-                issue = (walk_left != 0) & (queued + wa_valid < out_fifo.depth - 1)
-                m.d.comb += [pair_addr.eq(cur), next_rd.addr.eq(cur), row_rd.addr.eq(walk_slot)]
-                m.d.sync += [wa_valid.eq(issue), walk_chained.eq(issue), walk_cursor.eq(cur)]
-                with m.If(issue):
-                    m.d.sync += [walk_left.eq(walk_left - 1), walk_first.eq(0), wa_first.eq(walk_first)]
-                with m.If(walk_left == 0):
-                    m.next = "EMIT_SLOT"
 
             # ---- backward: pairs by bag in gradient-row order; the update list --------------
             with m.State("BW_NEXT"):            # the next bag of the sorted list
@@ -649,6 +687,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
                                  updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                                 partition_only.eq(self.partition_only),
                                  self.inserted.eq(0), committed.eq(0)]
                     m.next = "NEW_PART"
 

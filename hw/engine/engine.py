@@ -531,8 +531,7 @@ class Engine(wiring.Component):
         m.d.comb += [item.c.eq(coef.o.payload.product),
                      item.repeat.eq(Mux(cfg.mode == MODE_REFREE, 1, mem_.mult)),
                      item.kind.eq(~forward & (table.mean | cfg.weighted) & (cfg.mode == MODE_DEDUP))]
-        # In baseline the analyzer only decides the parts; its member lists are dropped.
-        m.d.comb += coef.o.ready.eq(baseline)
+        # (in baseline the analyzer only decides the parts: it makes no member lists)
         # Each lookup's weight (1 unless weighted), read beside its index.
         weight = Mux(cfg.weighted, wts.data.payload, ONE_F32)
         # The job's first part takes its indices from the batch check, which reads them at
@@ -677,6 +676,7 @@ class Engine(wiring.Component):
                     m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(~forward & prefetch),
+                                 an.partition_only.eq(baseline | dry),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
