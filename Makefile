@@ -39,7 +39,7 @@ bench: $(STAMP)
 
 # The main job for R = 1, 2, 4 ranks on the MovieLens (B = 128) and Meta-calibrated (seed 3,
 # B = 128) traces (one Verilator build per R), then one table: per trace, R, mode and job the
-# cycles, the three bounds of DESIGN.md section 3, cycles / roofline, moved and compulsory
+# cycles, the three bounds of docs/design.md section 3, cycles / roofline, moved and compulsory
 # beats, bus utilisation, and the step speed-up of dedup and refree over baseline.
 bench-dram: $(STAMP)
 	$(BIN)/python -m refree.gen.bench_dram --traces movielens,meta --batch-size 128 --ranks 1,2,4

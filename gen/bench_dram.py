@@ -4,7 +4,7 @@ For each trace and R (default: MovieLens window 0 and the Meta-calibrated trace 
 B = 128, R = 1, 2, 4; one Verilator build of the buffer chip per R, reused afterwards) it
 runs :func:`refree.gen.rtl.rtl_check` -- one SGD step per mode on the RTL of the whole chip,
 checked bit for bit against the golden model -- and prints, per trace, R, mode and job: the
-cycles, the three bounds of DESIGN.md section 3 (:mod:`refree.golden.roofline`), cycles /
+cycles, the three bounds of docs/design.md section 3 (:mod:`refree.golden.roofline`), cycles /
 roofline and the bound at the roofline, the beats moved (the counters) and the compulsory
 beats, the data buses' utilisation, the job's energy in uJ (:mod:`refree.golden.energy`);
 then each mode's step and the speed-up of ``dedup`` and ``refree`` over ``baseline``.  Run:

@@ -177,7 +177,7 @@ def rtl_job_energy(job, per_rank, ranks, dim, lookups, grade, sram_bytes):
 
 
 def job_figures(job, bounds, ranks=None, per_rank=None):
-    """One job's figures against its bounds (:mod:`refree.golden.roofline`, DESIGN.md section
+    """One job's figures against its bounds (:mod:`refree.golden.roofline`, docs/design.md section
     3): compulsory and moved beats, the memory, compute and analysis bounds, the roofline,
     cycles / roofline and the bound at the roofline (``limit``); on DDR4 (``ranks``,
     ``per_rank``) also :func:`dram_figures`."""
@@ -192,7 +192,7 @@ def job_figures(job, bounds, ranks=None, per_rank=None):
     return figs
 
 
-BOUND_ROWS = [("compulsory_beats", "compulsory beats (64 B; DESIGN.md sec. 3)", "d"),
+BOUND_ROWS = [("compulsory_beats", "compulsory beats (64 B; docs/design.md sec. 3)", "d"),
               ("moved_beats", "beats moved (the counters)", "d"),
               ("memory", "memory bound (cycles)", ".0f"), ("compute", "compute bound (cycles)", ".0f"),
               ("analysis", "analysis bound (cycles)", ".0f"), ("roofline", "roofline (the largest)", ".0f"),

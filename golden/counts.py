@@ -1,4 +1,4 @@
-"""Operation counts of section 2 of DESIGN.md ("Counting"), per part and summed.
+"""Operation counts of section 2 of docs/design.md ("Counting"), per part and summed.
 
 An operation whose addend is the initial +0 is no addition (a multiply when c != 1); an
 FMA with c != 1 is one addition and one multiply.

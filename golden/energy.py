@@ -32,7 +32,7 @@ so an FMA counts as one addition and one multiply.  Scaling to the node of an ac
 chip is left to the reader.  The operations, per element (``D`` a row, 16 a 64-byte beat):
 
 * ``adds x D`` and ``muls x D``: the fold datapath's and the baseline updater's vector
-  operations as the counters count them (DESIGN.md section 2: an operation whose addend is
+  operations as the counters count them (docs/design.md section 2: an operation whose addend is
   +0 is no addition, a coefficient of 1 no multiply -- though the datapath's FMA runs them);
 * ``16 x table_writes`` additions and multiplies: the update of each written table element
   (SGD and row-wise Adagrad alike, ``E' = fma(-m, g, E)``);

@@ -1,4 +1,4 @@
-"""Schedule-exact replay of an embedding training step (DESIGN.md section 2).
+"""Schedule-exact replay of an embedding training step (docs/design.md section 2).
 
 `step` runs forward over every part of every table, then backward and the optimizer update
 part by part in the same order, in one of the modes `baseline`, `dedup`, `refree`.  All

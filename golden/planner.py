@@ -1,4 +1,4 @@
-"""The sharing planner of section 2 of DESIGN.md: parts, row order, keys, key order, tries.
+"""The sharing planner of section 2 of docs/design.md: parts, row order, keys, key order, tries.
 
 Everything here works on one *part* of one table: a run of consecutive bags that fits the
 configured limits.  The plan fixes the order of every operation of the `dedup` and
@@ -54,7 +54,7 @@ class Part:
 
 
 def partition(batch, limits):
-    """Split each table's bags into parts by the rule of DESIGN.md section 2.
+    """Split each table's bags into parts by the rule of docs/design.md section 2.
 
     Scanning bags b = 0..B-1, a bag joins the current part unless the part would then
     exceed a limit; then the part closes before that bag.  A bag that alone exceeds a limit

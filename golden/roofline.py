@@ -1,4 +1,4 @@
-"""The bounds of a job (DESIGN.md section 3, "Bounds of a job"): memory, compute, analysis.
+"""The bounds of a job (docs/design.md section 3, "Bounds of a job"): memory, compute, analysis.
 
 For each job (``forward``, ``backward``) of each mode, three lower bounds in cycles of the
 engine's clock; the roofline is the largest, and a run's efficiency is its cycles over the
@@ -21,7 +21,7 @@ what the golden counts (:mod:`.counts`) count.  Every rule is stated once, here:
   (``baseline``: one per lookup; ``dedup``, ``refree``: the non-empty bags of each part);
   ``table_reads`` and ``table_writes``: each row the update read-modify-writes, read once
   and written once (``baseline``: per lookup; ``dedup``, ``refree``: the distinct rows of each
-  part -- per part as the engine and the golden model do today: DESIGN.md's revised backward,
+  part -- per part as the engine and the golden model do today: docs/design.md's revised backward,
   grouped by rows, would make it once per batch); row-wise Adagrad: one state beat read and
   one written per updated row (``state_reads``, ``state_writes``: what the engine moves, the
   golden update count).
@@ -107,7 +107,7 @@ def step_bounds(batch, poolings, limits, dim, ranks=1, optimizer="sgd", modes=MO
     ``D/16`` beats); ``ranks``: R, the memory's peak being ``R * 16 / 64`` beats a clock
     unless ``beats_per_cycle`` gives another peak (a generic port).  Row-wise Adagrad has no
     ``baseline`` (it is left out of the result).  The rules are those of the module's
-    docstring (DESIGN.md section 3)."""
+    docstring (docs/design.md section 3)."""
     if dim < 1 or dim % LANES_PER_BEAT:
         raise ValueError(f"dim must be a positive multiple of {LANES_PER_BEAT} (whole beats), not {dim}")
     if beats_per_cycle is None and (isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1):
@@ -158,7 +158,7 @@ def job_bounds(batch, poolings, limits, mode, job, dim, ranks=1, optimizer="sgd"
     if job not in JOBS:
         raise ValueError(f"job must be one of {JOBS}, not {job!r}")
     if mode == "baseline" and optimizer == "rowwise-adagrad":
-        raise ValueError("row-wise Adagrad has no baseline mode (DESIGN.md section 2)")
+        raise ValueError("row-wise Adagrad has no baseline mode (docs/design.md section 2)")
     return step_bounds(batch, poolings, limits, dim, ranks, optimizer, (mode,), **rates)[mode][job]
 
 

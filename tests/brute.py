@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reimplementations of DESIGN.md section 2 in plain Python.
+"""Slow, obviously-correct reimplementations of docs/design.md section 2 in plain Python.
 
 They share nothing with golden/planner.py and golden/replay.py but the binary32 primitives,
 so a test comparing the two catches a wrong plan or a wrong replay.

@@ -203,7 +203,7 @@ def test_installed_command_exits_2_on_bad_input(case):
 
 def fake_rtl_run(batch, cycles, ranks=1, optimizer="sgd", dim=64):
     """What rtl_check returns, for the cycles given per mode: the counters move the
-    compulsory beats of DESIGN.md section 3 plus a second pass over the input."""
+    compulsory beats of docs/design.md section 3 plus a second pass over the input."""
     from refree.gen.rtl import COUNTER_ROWS
     from refree.golden.planner import PartLimits
     from refree.golden.roofline import step_bounds
@@ -235,8 +235,8 @@ def test_main_job_prints_bounds_not_the_old_bandwidth_bound():
         label, *cells = line.rsplit(None, 3)
         rows.setdefault(label.strip(), []).append(cells)
     assert rows["checking the batch"] and rows["streaming rows, folding"]        # the phases stay
-    # worked example at D = 64, one rank: forward 55 / 39 / 39 compulsory beats (DESIGN.md sec. 3)
-    assert rows["compulsory beats (64 B; DESIGN.md sec. 3)"][0] == ["55", "39", "39"]
+    # worked example at D = 64, one rank: forward 55 / 39 / 39 compulsory beats (docs/design.md sec. 3)
+    assert rows["compulsory beats (64 B; docs/design.md sec. 3)"][0] == ["55", "39", "39"]
     assert rows["beats moved (the counters)"][0] == ["58", "42", "42"]      # the input read twice
     assert rows["memory bound (cycles)"][0] == ["220", "156", "156"]
     assert rows["compute bound (cycles)"][0] == ["36", "36", "20"]

@@ -73,7 +73,7 @@ def run_rule(grade, rule, target, slack):
     return model
 
 
-# The constraints of DESIGN.md section 3, written out here rather than read from the model,
+# The constraints of docs/design.md section 3, written out here rather than read from the model,
 # so that a rule missing from the model's table fails its cases instead of losing them.
 EXPECTED_RULES = [
     Rule("ACT", "ACT", SAME_BANK, "tRC"),

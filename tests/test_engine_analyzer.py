@@ -130,7 +130,7 @@ def check(params, bags, **kw):
 
 
 def fold_bits(ws):
-    """DESIGN.md's key coefficient: the left fold of the weights from the first one, each
+    """docs/design.md's key coefficient: the left fold of the weights from the first one, each
     sum rounded to binary32 with a canonical NaN."""
     c = np.float32(ws[0])
     for w in ws[1:]:
@@ -304,7 +304,7 @@ def test_split_pairs_roll_back_with_the_bag():
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_lookup_per_cycle(weighted):
-    """DESIGN.md section 5: the analyzer takes a lookup every cycle (rows here never collide
+    """docs/design.md section 5: the analyzer takes a lookup every cycle (rows here never collide
     in the hash table; a weighted pair recurring within the adder's latency would wait, and
     none does here)."""
     params = EngineParams(index_width=16, max_bags=16, max_lookups=128, max_distinct_rows=64,

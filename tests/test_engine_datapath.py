@@ -417,7 +417,7 @@ class Pair(wiring.Component):
 
 
 def test_scheduler_and_datapath_give_the_golden_pooled_output():
-    """The worked example of DESIGN.md and a random batch, in ``refree`` and ``dedup`` modes,
+    """The worked example of docs/design.md and a random batch, in ``refree`` and ``dedup`` modes,
     one part after the other; rows stream from the table in item order, results with
     backpressure; compared with ``step(...).pooled`` bit for bit (sum pooling)."""
     D, N = 32, 12

@@ -92,7 +92,7 @@ def test_worked_example(mode):
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     counters = check_step(batch, tables, mode)
-    if mode == "refree":    # DESIGN.md's worked example: 3 additions forward, 2 backward
+    if mode == "refree":    # docs/design.md's worked example: 3 additions forward, 2 backward
         assert counters["forward"]["adds"] == 3 and counters["backward"]["adds"] == 2
 
 
@@ -217,7 +217,7 @@ def test_traces(trace, mode, pooling):
 
 @pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
 def test_cycles_with_an_ideal_memory(mode):
-    """DESIGN.md section 5, as far as the engine meets it today, with memory answering the
+    """docs/design.md section 5, as far as the engine meets it today, with memory answering the
     next cycle and never refusing.  Met: the analysis takes every lookup in one cycle (plus
     3 cycles per bag to fetch its length, 1 per offset read and a fill per part).  Not met:
     streaming is bound by the fold datapath's read-after-write wait (an operation that

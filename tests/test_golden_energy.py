@@ -1,4 +1,4 @@
-"""The energy model (golden/energy.py): per-command DRAM energies against ANCHORS.md's derived
+"""The energy model (golden/energy.py): per-command DRAM energies against the published derived
 figures, linearity in each counter, a hand-computed job, and the main job's report of it (no
 simulator here)."""
 import json

@@ -1,4 +1,4 @@
-"""The bounds of a job (golden/roofline.py, DESIGN.md section 3) against hand-computed values."""
+"""The bounds of a job (golden/roofline.py, docs/design.md section 3) against hand-computed values."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -15,7 +15,7 @@ def one_table(bags, weights=None):
     return Batch(idx, offs, len(bags), None if weights is None else np.array(weights, np.float32))
 
 
-# The worked example of DESIGN.md section 2: 4 bags, 9 lookups, 5 distinct rows (0, 1, 2, 5, 6).
+# The worked example of docs/design.md section 2: 4 bags, 9 lookups, 5 distinct rows (0, 1, 2, 5, 6).
 WORKED = [[5, 2, 0], [5, 2, 6], [5, 2], [1]]
 WHOLE = PartLimits()
 D = 64          # 4 beats a row

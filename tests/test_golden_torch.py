@@ -11,7 +11,7 @@ from refree.golden.planner import PartLimits
 pytestmark = pytest.mark.torch
 
 if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-    pytest.skip("PyTorch's portable kernels round add_ differently (DESIGN.md)", allow_module_level=True)
+    pytest.skip("PyTorch's portable kernels round add_ differently (docs/design.md)", allow_module_level=True)
 
 
 def random_case(seed, T=3, B=16, D=13, rows=(40, 7, 100), max_len=9, weighted=False):

@@ -30,14 +30,14 @@ ICARUS = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, sim="icarus")
 def test_host_loads_trains_and_reads_back(runner, mode):
     """The host writes the batch and the table through ordinary DDR4 writes, runs a step
     through the window and reads the pooled output and the table back through ordinary
-    reads (DESIGN.md's worked example): what it reads is what the golden model says (check_step checks the outputs that
+    reads (docs/design.md's worked example): what it reads is what the golden model says (check_step checks the outputs that
     the host read) and what DRAM holds (EngineRunner.step checks)."""
     rng = np.random.default_rng(4)
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     got = check_step(batch, tables, mode, runner=runner, host_io=True, outcome=True)
     assert set(got.run.readback) == set(layout(batch, tables).outputs())
-    if mode == "refree":    # DESIGN.md's worked example: 3 additions forward, 2 backward
+    if mode == "refree":    # docs/design.md's worked example: 3 additions forward, 2 backward
         assert got.counters["forward"]["adds"] == 3 and got.counters["backward"]["adds"] == 2
 
 

@@ -15,7 +15,7 @@ PARAMS = EngineParams(index_width=16, max_bags=8, max_lookups=80, max_distinct_r
 DIM, MAX_TABLES, ADDR_BITS = 16, 4, 24
 DRAM = DramParams(ranks=2, rows=1 << 10)
 
-# The worked example of DESIGN.md section 2: 9 lookups, 4 bags, rows 0, 1, 2, 5, 6.
+# The worked example of docs/design.md section 2: 9 lookups, 4 bags, rows 0, 1, 2, 5, 6.
 WORKED = Batch(np.array([5, 2, 0, 5, 2, 6, 5, 2, 1], np.int64), np.array([0, 3, 6, 8, 9], np.int64), 4)
 
 

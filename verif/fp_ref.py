@@ -2,7 +2,7 @@
 
 All functions work on IEEE-754 binary32 *bit patterns* (``numpy.uint32`` arrays or Python
 ints), because the hardware is compared bit for bit. Every NaN result is the design's
-canonical NaN ``0x7FC00000`` (DESIGN.md, "Arithmetic contract").
+canonical NaN ``0x7FC00000`` (docs/design.md, "Arithmetic contract").
 
 Two kinds of reference:
 

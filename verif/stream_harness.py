@@ -2,7 +2,7 @@
 simulator speed, with Python only at the start and the end.
 
 A cocotb test that touches the design once per cycle runs at about 61,000 cycles/s under
-Verilator (STYLE.md). The arithmetic units need millions of operations, so the stimulus
+Verilator (measured for this project). The arithmetic units need millions of operations, so the stimulus
 lives in the simulator instead: a small Verilog wrapper (:func:`harness_verilog`) loads the
 operand words with ``$readmemh``, feeds them to the component's ``i`` stream with the
 ``valid``-held-until-``ready`` rule, takes every ``o`` payload with ``$fwrite``, and raises

@@ -43,7 +43,7 @@ __all__ = [
 #: Simulators that the cocotb tests know about, in preference order.
 SIMULATORS = ("verilator", "icarus")
 
-#: Extra Verilator arguments needed for Amaranth's Verilog (measured, see STYLE.md).
+#: Extra Verilator arguments needed for Amaranth's Verilog (measured for this project).
 VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE",
                   "-Wno-MULTIDRIVEN", "-Wno-PINMISSING")
 

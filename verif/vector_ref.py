@@ -49,7 +49,7 @@ def elementwise(op: int, x, y, s: int) -> np.ndarray:
 
 
 def adagrad_row(g, E, lr: int, eps: int, state: int, length: int):
-    """Row-wise Adagrad of DESIGN.md section 2 on one row; returns ``(E', state')``.
+    """Row-wise Adagrad of docs/design.md section 2 on one row; returns ``(E', state')``.
 
     ``g`` and ``E`` may be longer than ``length`` (padding lanes of the last beat): the
     reduction uses the first ``length`` elements, the update applies to all of them, as

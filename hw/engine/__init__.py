@@ -1,1 +1,1 @@
-"""The NMP engine: analyzer, aggregation buffer, controller (DESIGN.md sections 3 to 5)."""
+"""The NMP engine: analyzer, aggregation buffer, controller (docs/design.md sections 3 to 5)."""

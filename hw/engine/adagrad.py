@@ -3,7 +3,7 @@
 For each distinct row the engine sends its merged gradient ``g`` (``D/16`` beats), the row
 ``E`` (``D/16`` beats) and the memory beat that holds the row's Adagrad state (16 states to a
 beat; ``lane`` picks the row's).  The update itself is :class:`~refree.hw.fp.vector.VectorUnit`'s
-``ADAGRAD`` operation, exactly DESIGN.md section 2 (eight strided sums of squares, their
+``ADAGRAD`` operation, exactly docs/design.md section 2 (eight strided sums of squares, their
 fixed tree, ``/ D``, ``state += ...``, ``m = fl(lr / fl(sqrt(state) + eps))``,
 ``E = fma(-m, g, E)``), on ``lanes`` lanes: each 16-lane beat passes as ``16 / lanes``
 vector beats.  Out come the ``D/16`` updated row beats, then the state beat with the row's

@@ -11,9 +11,9 @@ chip and at one lookup per cycle:
   table's SRAM holds whatever it powered up with);
 * the (bag, row) pairs, numbered in bag order, with their multiplicity and their
   coefficient ``c`` (the binary32 left fold of the pair's weights in index order, from the
-  first weight: DESIGN.md's key coefficient), and for each slot the number of bags holding
+  first weight: docs/design.md's key coefficient), and for each slot the number of bags holding
   it and its number of pairs;
-* the row order of DESIGN.md section 2 (bags holding the row descending, then row
+* the row order of docs/design.md section 2 (bags holding the row descending, then row
   ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``: one walk
   over the elements counts the digits of every pass (a counter array per pass, cleared in
   one cycle: valid bits in flip-flops), then each pass takes a prefix sum over the digits
@@ -28,7 +28,7 @@ chip and at one lookup per cycle:
 Backward (``backward`` high at ``start``): the items are the part's bags (their upstream
 gradient rows) and the members the distinct rows.  The analyzer also keeps a list of the
 bags that hold lookups (first pair, pair count), sorts it by the same radix sort on the key
-``(~pairs, position)``, i.e. by rows per bag descending then bag ascending (DESIGN.md's
+``(~pairs, position)``, i.e. by rows per bag descending then bag ascending (docs/design.md's
 gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
 pairs in first-appearance order; ``first`` marks a bag's first pair), and the update list:
 every slot once, in slot order, with its row (``upd`` set).  The update list comes first
@@ -65,7 +65,7 @@ stage  work
 2      same bag as the slot's last pair: the pair's multiplicity grows; else a new pair.
        Read the pair's multiplicity.
 3      write the multiplicity; read the coefficient, start ``fl(c + w)`` (a new pair:
-       ``c = w``, not rounded, as DESIGN.md folds from the first weight)
+       ``c = w``, not rounded, as docs/design.md folds from the first weight)
 3+La   write the coefficient (``La`` = the adder's latency)
 ====== =====================================================================
 

@@ -1,6 +1,6 @@
 """Batch checker: reads the whole batch once and checks it, beside the analysis.
 
-The engine may write nothing until the whole batch is known good (DESIGN.md section 4), but
+The engine may write nothing until the whole batch is known good (docs/design.md section 4), but
 it need not wait for the check to *start* its work: forming parts and analysing them only
 read.  So the check runs on its own two readers while the first part is being formed and
 analysed, and the engine holds back the first write (the first item streamed) until

@@ -1,7 +1,7 @@
 """Coefficient stage: a stream's payload passes with ``product = fl(a * b)`` attached.
 
 The backward pass of a mean-pooled table needs each key's coefficient ``c' = fl(c *
-fl(1/len))`` (DESIGN.md section 2) before the sharing scheduler compares coefficients; the
+fl(1/len))`` (docs/design.md section 2) before the sharing scheduler compares coefficients; the
 analyzer's members pass through here, one per cycle, with ``a`` = the multiplicity and
 ``b`` = the bag's rounded reciprocal (or 1, which leaves ``a`` exact).
 

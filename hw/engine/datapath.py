@@ -7,7 +7,7 @@ over the D/16 beats of a row,
 
 * kind 0: ``PS[dst] = fma(c, ROW, src_zero ? +0 : PS[src])`` (one rounding);
 * kind 1: ``PS[dst] = fl(fl(c * ROW) + (src_zero ? +0 : PS[src]))`` (two roundings: the
-  ``dedup`` merge of a mean-pooled gradient, DESIGN.md section 2).
+  ``dedup`` merge of a mean-pooled gradient, docs/design.md section 2).
 
 ``ROW`` is the current item's row.  An operation with ``item_first`` starts the next item;
 its row is the next one on ``rows`` (64-byte memory beats, D/16 a row, whatever the lanes),

@@ -25,7 +25,7 @@ Job flow (one ``start`` pulse, configuration latched):
    it reads them (``share``: the input is read once for a batch of one part); the first part
    waits for the verdict before its first item streams.  A failure sets ``error``, the
    analysis is dropped and the job ends with no memory write.
-2. Per table, per part (DESIGN.md's partition rule): the part's offsets give the bag
+2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  In ``dedup``
    and ``refree`` (but for row-wise Adagrad's backward) each distinct row is fetched as
@@ -83,8 +83,8 @@ batch), and the parts' updates are complete before the next part reads a row.
 Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
 ``state[t] + r // 16``.  Each distinct row's update reads that beat and writes it back with
 the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
-rows-in-flight table, keyed by state beat).  DESIGN.md requires each table's batch in one
-part: with ``optimizer`` set, both jobs first run every table's part formation and analysis
+rows-in-flight table, keyed by state beat).  The engine still needs each table's batch in
+one part (its current limit; docs/design.md section 2 asks for any size): with ``optimizer`` set, both jobs first run every table's part formation and analysis
 without output (no write); a table needing two parts stops the job with
 ``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
 ``ADAGRAD_IN_BASELINE``.

@@ -18,7 +18,7 @@ class EngineParams:
     index_width:
         Bits of a table index (row number) inside the engine; indices of the batch must fit.
     max_bags, max_lookups, max_distinct_rows, max_bag_len:
-        The part limits of DESIGN.md section 2 (same meaning as
+        The part limits of docs/design.md section 2 (same meaning as
         :class:`refree.golden.planner.PartLimits`): they size the on-chip buffers.
     radix_bits:
         Digit width of the analyzer's radix sort; each pass costs two walks over the

@@ -9,7 +9,7 @@ and the coefficient ``c`` of the item in each member.  The fold of every member 
 so far are equal, form a *class* with one partial sum.  When an item arrives, the members of
 class ``q`` that hold it with coefficient ``c`` move together to a new class ``n`` whose
 partial sum is ``fma(c, item, PS[q])``: one operation per trie node, which is exactly the
-sharing of DESIGN.md section 2 (the trie's nodes are the classes ever created).  Classes are
+sharing of docs/design.md section 2 (the trie's nodes are the classes ever created).  Classes are
 found through a remap table tagged with the current *sweep*; a member whose class was
 already split in this sweep with another coefficient is deferred to a later sweep of the
 same item (coefficients of one item never meet inside one member, so any sweep order gives

@@ -1,6 +1,6 @@
 """Row updater: the SGD update of table rows, one 512-bit beat (16 binary32 lanes) per cycle.
 
-For each beat, lane by lane, ``E' = fma(-lr, fl(s * g), E)`` (DESIGN.md section 2): ``g``
+For each beat, lane by lane, ``E' = fma(-lr, fl(s * g), E)`` (docs/design.md section 2): ``g``
 is the merged gradient from the fold datapath (``dedup``, ``refree``: ``s`` = 1) or an
 upstream gradient row (``baseline``, per occurrence: ``s`` = 1 for sum pooling, ``fl(1/len)``
 for mean, as PyTorch's backward scales by the rounded reciprocal).  ``fl(s * g)`` is

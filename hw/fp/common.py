@@ -2,7 +2,7 @@
 unpacking and classification, leading-zero count, shifts with sticky bits, and the one
 normalise-round-pack back end that every unit ends with.
 
-Arithmetic contract (DESIGN.md): IEEE-754 binary32, round to nearest even, subnormal
+Arithmetic contract (docs/design.md): IEEE-754 binary32, round to nearest even, subnormal
 inputs and outputs exact (no flush to zero), signed zeros and infinities as IEEE-754
 specifies, and every NaN result is the canonical ``0x7FC00000`` (NaN payloads and the
 signalling bit of inputs are not propagated).

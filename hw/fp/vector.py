@@ -118,7 +118,7 @@ class VectorUnit(wiring.Component):
     may insert bubbles.
 
     ``ADAGRAD`` updates one row of ``length`` = D elements with row-wise Adagrad exactly as
-    DESIGN.md section 2 specifies. The row arrives as ``ceil(D / P)`` beats (element
+    docs/design.md section 2 specifies. The row arrives as ``ceil(D / P)`` beats (element
     ``d = beat*P + lane``) with ``x`` = the merged gradient g, ``y`` = the row E; the first
     beat carries ``scalar`` = lr, ``eps`` and the row's Adagrad ``state``. The unit
     stores the row, then (with its own scalar FMA, divider and square root)
