@@ -117,8 +117,8 @@ def test_table_rows_keep_the_bus_busy():
     rows half of them written (the default window and watermarks); asserts reads at 0.83 or
     more with the default window (issue 15's goal; DRAMsim3's FR-FCFS measured 0.92 on such
     a stream), far less in order (window 1), and the mixed stream at 0.65 or more.  The
-    measurement of the README (2,000 rows, `python -m refree.verif.bench_controller`) is
-    the same stream, longer."""
+    measurement in docs/history.md (2,000 rows, `python -m refree.verif.bench_controller`)
+    is the same stream, longer."""
     timing = speed_grade("DDR4-2400").timing()
     util = {}
     for window, write_p in ((1, 0.0), (8, 0.0), (16, 0.0), (16, 0.5)):

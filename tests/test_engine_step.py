@@ -224,7 +224,7 @@ def test_cycles_with_an_ideal_memory(mode):
     reads the accumulator the operation before it wrote waits for the FMA pipeline: up to
     ``latency`` cycles an operation at D = 16), after the analyzer's sort; the phases do
     not overlap.  The bounds below are that model, so the test fails if the engine gets
-    slower than it; the figures it prints are in the README."""
+    slower than it; docs/verification.md says what it measures."""
     from refree.golden.traces import make_trace
     from refree.hw.engine.analyzer import Analyzer
     from refree.hw.engine.datapath import FoldDatapath

@@ -17,6 +17,7 @@ this module, so the unit tests do not each carry their own copy of the plumbing.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -183,18 +184,46 @@ def _locked(directory: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _module_closure(name: str) -> dict[str, Path]:
+    """Module ``name`` and every ``refree`` module it imports, directly or not, with the
+    packages on the way (their ``__init__``): ``{module name: source file}``.  Read from the
+    sources (imports inside functions too), so a design's key changes with exactly the code
+    its Verilog can come from: an edit to the DRAM side no longer rebuilds an FP unit."""
+    found, todo = {}, [name]
+    while todo:
+        mod = todo.pop()
+        if mod in found or not mod.startswith("refree."):
+            continue
+        try:
+            spec = importlib.util.find_spec(mod)
+        except ImportError:             # ``from .module import name``: a name, not a module
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        path = found[mod] = Path(spec.origin).resolve()
+        parts = mod.split(".")
+        todo += [".".join(parts[:i]) for i in range(2, len(parts))]
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return found
+
+
 def _source_digest(cls: type) -> str:
-    """Digest of the module that defines ``cls`` and of everything a design can build on:
-    every package of ``hw/`` and the error codes.  (The engine's package alone missed a
-    change to an FP unit inside it; a testbench top in ``verif/`` wraps the engine and the
-    DRAM side, and the testbench code beside it must not force a rebuild.)"""
+    """Digest of the sources a design of ``cls`` can be generated from (the closure of its
+    module's imports, :func:`_module_closure`) and of Amaranth's version.  (A testbench top
+    in ``verif/`` wraps the engine and the DRAM side: the testbench code beside it is not
+    imported by the top's module and does not force a rebuild.)"""
     h = hashlib.sha256()
-    module = Path(inspect.getfile(sys.modules[cls.__module__])).resolve()
-    hw = Path(inspect.getfile(importlib.import_module("refree.hw"))).resolve().parent
-    errors = Path(inspect.getfile(importlib.import_module("refree.golden.errors"))).resolve()
-    files = sorted(set(hw.glob("**/*.py")) | {module, errors})
-    for path in files:
-        h.update(str(path.relative_to(hw.parent)).encode())
+    for mod, path in sorted(_module_closure(cls.__module__).items()):
+        h.update(mod.encode())
         h.update(path.read_bytes())
     try:
         h.update(importlib.metadata.version("amaranth").encode())
