@@ -142,7 +142,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
         if memory == "ddr4":
             per_mode[mode]["energy"] = {
                 j: rtl_job_energy(counters[j], counters["dram"][j], conf.dram.ranks, D, len(batch.indices),
-                                  conf.dram.grade, row_store_bytes(conf.params.max_distinct_rows, D))
+                                  conf.dram.grade, row_store_bytes(conf.params, D))
                 for j in ("forward", "backward")}
     return per_mode
 

@@ -130,9 +130,10 @@ def sram_word_energy(nbytes):
     return e0 + (e1 - e0) * math.log(nbytes / s0) / math.log(s1 / s0)
 
 
-def row_store_bytes(max_distinct_rows, dim):
-    """Bytes of the engine's row store: a part's distinct rows of ``dim`` fp32 elements."""
-    return max_distinct_rows * dim * 4
+def row_store_bytes(params, dim):
+    """Bytes of the engine's row store: its slots (``EngineParams.slot_capacity``, the rule
+    the engine sizes it by) of ``dim`` fp32 elements."""
+    return params.slot_capacity * dim * 4
 
 
 def operation_counts(counts, dim):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from refree.golden.batch import Batch
+from refree.hw.engine.params import EngineParams
 from refree.golden.energy import (COUNTS, dram_command_energies, job_energy, operation_counts, row_store_bytes,
                                   sram_word_energy)
 
@@ -110,7 +111,7 @@ def test_open_cycles_replace_the_active_standby_assumption():
 def test_sram_energy_by_array_size():
     for kib, want in ((8, 10), (32, 20), (1024, 100), (16, 15), (256, 68), (4, 10), (4096, 132)):
         assert sram_word_energy(kib << 10) == pytest.approx(want * pJ), kib
-    assert row_store_bytes(1024, 64) == 256 << 10
+    assert row_store_bytes(EngineParams(max_distinct_rows=1024), 64) == 256 << 10
     for bad in (0, -1, True, "8K"):
         with pytest.raises(ValueError):
             sram_word_energy(bad)
@@ -221,5 +222,5 @@ def test_rtl_check_gives_each_ddr4_job_its_energy(monkeypatch):
         for job in ("forward", "backward"):
             assert c["energy"][job] == rtl.rtl_job_energy(c[job], c["dram"][job], conf.dram.ranks, conf.dim, 9,
                                                           conf.dram.grade, row_store_bytes(
-                                                              conf.params.max_distinct_rows, conf.dim))
+                                                              conf.params, conf.dim))
     assert per_mode["refree"]["energy"]["forward"]["dram"]["rd"] == pytest.approx(70 * conf.dram.ranks * RD)
