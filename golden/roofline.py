@@ -32,7 +32,8 @@ against the engine, not into the bound: the counters' moved beats are reported a
 **compute** -- the vector operations of the mode's schedule x D / the lanes of the unit that
 performs them; the bound is the largest over the job's units:
 
-* ``fold`` (the fold datapath, ``fold_lanes`` = 16 lanes, a 64-byte beat a cycle): every
+* ``fold`` (the fold datapath, ``fold_lanes`` lanes: 16 by this function's default, a 64-byte
+  beat a cycle; the engine's default is 64, a row of D = 64 a cycle): every
   operation the scheduler issues, those whose addend is the initial +0 included -- forward:
   one per lookup in ``baseline`` and ``dedup``, one per forward-trie node (the root
   excluded) in ``refree``; backward merges: none in ``baseline``, one per lookup in

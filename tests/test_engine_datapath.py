@@ -222,7 +222,7 @@ class Bench:
     async def drive_rows(self, ctx):
         for part in self.parts:
             for row in part["rows"]:
-                for beat in row.reshape(-1, LANES):
+                for beat in row.reshape(-1, self.dut.lanes):      # wide beats
                     await self.send(ctx, self.dut.rows, pack(beat))
         ctx.set(self.dut.rows.valid, 0)
 

@@ -10,11 +10,12 @@ over the D/16 beats of a row,
   ``dedup`` merge of a mean-pooled gradient, docs/design.md section 2).
 
 ``ROW`` is the current item's row.  An operation with ``item_first`` starts the next item;
-its row is the next one on ``rows`` (64-byte memory beats, D/16 a row, whatever the lanes),
-which are loaded ahead into a ring of row slots (one row per item, in item order); the
-item's later operations read the same slot.  A row is ``D/lanes`` wide beats: the slots are
-written a memory beat at a time (a write port of 512-bit granularity) and read a wide beat
-at a time.
+its row is the next one on ``rows`` (wide beats, D/lanes a row), which are loaded ahead into
+a ring of row slots (one row per item, in item order); the item's later operations read the
+same slot.  Rows come a wide beat a cycle (the row store gives forward's rows a word at a
+time; :mod:`.beat_packer` packs the memory beats of backward's gradient rows), so an item
+whose row is used once costs one cycle at D = lanes, not the D/16 cycles of a memory beat a
+cycle.
 A *final* (``final`` set: ``dst`` is the member, ``src`` the class holding its result)
 sends the D/lanes wide beats of ``PS[src]`` (``+0`` beats when ``src_zero``) to ``results``; it
 reads like an operation and writes nothing, so finals come in the same stream, anywhere
@@ -129,8 +130,8 @@ class FoldDatapath(wiring.Component):
     ops : In(stream.Signature(Op))
         Operations and finals.  Unknown ``src`` contents (a class never written) give
         undefined data.
-    rows : In(stream.Signature(512))
-        The memory beats of the items' rows in item order, ``D/16`` per item, lane ``k`` in
+    rows : In(stream.Signature(32 * lanes))
+        The wide beats of the items' rows in item order, ``D/lanes`` per item, lane ``k`` in
         bits ``32k .. 32k+31``; one item per operation with ``item_first``.
     results : Out(stream.Signature(Result))
         ``{member, beat, data, last}``: the ``D/lanes`` wide beats of each final (``beat``
@@ -237,7 +238,7 @@ class FoldDatapath(wiring.Component):
         super().__init__({
             "start": In(1),
             "ops": In(stream.Signature(self.Op)),
-            "rows": In(stream.Signature(BEAT_BITS)),
+            "rows": In(stream.Signature(self.beat_bits)),
             "results": Out(stream.Signature(self.Result)),
             "busy": Out(1),
             "error": Out(1),
@@ -258,14 +259,13 @@ class FoldDatapath(wiring.Component):
         beat_bits = max(1, (B - 1).bit_length())
         slot_bits = max(1, (S - 1).bit_length())
         wide = self.beat_bits
-        per_wide = self.lanes // LANES          # memory beats in a wide beat
 
         # ---- storage ----------------------------------------------------------------
         m.submodules.ps = ps = memory.Memory(shape=wide, depth=depth, init=[])
         ps_wr = ps.write_port()
         ps_rd = ps.read_port(transparent_for=(ps_wr,))
         m.submodules.row = row = memory.Memory(shape=wide, depth=S * B, init=[])
-        row_wr = row.write_port(granularity=BEAT_BITS)   # (rows arrive a memory beat at a time)
+        row_wr = row.write_port()
         row_rd = row.read_port()
         m.submodules.scratch = scratch = memory.Memory(shape=wide, depth=B, init=[])
         scr_wr = scratch.write_port()
@@ -276,18 +276,14 @@ class FoldDatapath(wiring.Component):
         full = Signal(S)                        # slot holds a row not yet released
         alloc = Signal(S)                       # slot given to an item by its first operation
         ld_slot, ld_beat = Signal(range(S)), Signal(beat_bits)
-        ld_part = Signal(range(per_wide))       # memory beat within the wide beat
         last_alloc = Signal(range(S), init=S - 1)   # slot of the latest item
         next_alloc = Mux(last_alloc == S - 1, 0, last_alloc + 1)
         loading = self.rows.valid & ~full.bit_select(ld_slot, 1)
         m.d.comb += [self.rows.ready.eq(~full.bit_select(ld_slot, 1)),
-                     row_wr.addr.eq(ld_slot * B + ld_beat), row_wr.data.eq(self.rows.payload.replicate(per_wide)),
-                     row_wr.en.eq(Mux(loading, 1 << ld_part, 0))]
+                     row_wr.addr.eq(ld_slot * B + ld_beat), row_wr.data.eq(self.rows.payload),
+                     row_wr.en.eq(loading)]
         set_full = Signal(S)
-        last_part = ld_part == per_wide - 1
         with m.If(loading):
-            m.d.sync += ld_part.eq(Mux(last_part, 0, ld_part + 1))
-        with m.If(loading & last_part):
             m.d.sync += ld_beat.eq(Mux(ld_beat == B - 1, 0, ld_beat + 1))
             with m.If(ld_beat == B - 1):
                 m.d.comb += set_full.eq(1 << ld_slot)

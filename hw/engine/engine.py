@@ -98,6 +98,7 @@ from ..fp.common import f32_bits
 from .adagrad import AdagradUnit
 from .analyzer import Analyzer
 from .batch_checker import BatchChecker
+from .beat_packer import BeatPacker
 from .datapath import FoldDatapath, lanes_for
 from .coef import CoefStage
 from .inflight import RowsInFlight
@@ -276,15 +277,23 @@ class Engine(wiring.Component):
         by_slot = ~forward & ~baseline & updates_first
         dry = Signal()                          # Adagrad's check that every table fits a part
         prefetch = ~baseline & (forward | ~adagrad) & ~dry
-        m.submodules.row_store = store = RowStore(p.slot_capacity, beats, A)
+        # (a word of the store is a wide beat of the datapath: forward takes a row of D = 64 a
+        # cycle at 64 lanes; the updaters take the memory beats of the words one by one)
+        parts = self.fold_lanes // 16
+        m.submodules.row_store = store = RowStore(p.slot_capacity, beats, A, parts=parts)
         wiring.connect(m, fetch.beats_out, store.rows)
-        table_rows = stream.Signature(512).create()
-        m.d.comb += [table_rows.valid.eq(store.out.valid), table_rows.payload.eq(store.out.payload.data),
-                     store.out.ready.eq(table_rows.ready)]
+        table_rows = stream.Signature(512).create()             # memory beats
+        table_words = stream.Signature(dp.beat_bits).create()   # wide beats
+        for rows, data_ in ((table_rows, store.out.payload.beat_data), (table_words, store.out.payload.data)):
+            m.d.comb += [rows.valid.eq(store.out.valid), rows.payload.eq(data_)]
+        m.d.comb += store.out.ready.eq(Mux(forward, table_words.ready, table_rows.ready))
         # Forward: table rows feed the datapath.  Backward: gradient rows feed the datapath
-        # (dedup, refree) or the updater (baseline); table rows feed the updater.
-        route(table_rows, dp.rows, forward)
-        route(fetch_g.beats_out, dp.rows, ~forward & ~baseline)
+        # (dedup, refree; packed into wide beats) or the updater (baseline); table rows feed
+        # the updater.
+        m.submodules.grad_packer = grad_packer = BeatPacker(parts)
+        route(table_words, dp.rows, forward)
+        route(fetch_g.beats_out, grad_packer.i, ~forward & ~baseline)
+        route(grad_packer.o, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
         with m.If(by_slot):                     # a merged gradient beat, and its row beat wanted
@@ -295,15 +304,15 @@ class Engine(wiring.Component):
                          upd.g.payload.eq(Cat(res_.payload.data, C(ONE_F32, 32))),
                          store.wanted.payload.slot.eq(res_.payload.member),
                          store.wanted.payload.beat.eq(res_.payload.beat)]
-        # forward: each item's row, beat by beat, from the slots queued in item order
+        # forward: each item's row, word by word, from the slots queued in item order
         m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
-        want_beat = Signal(range(beats))
+        want_beat = Signal(range(beats))        # the word's first memory beat
         with m.If(forward):
             m.d.comb += [store.wanted.valid.eq(want_q.r_rdy), store.wanted.payload.slot.eq(want_q.r_data),
                          store.wanted.payload.beat.eq(want_beat)]
             with m.If(store.wanted.valid & store.wanted.ready):
-                m.d.sync += want_beat.eq(Mux(want_beat == beats - 1, 0, want_beat + 1))
-                m.d.comb += want_q.r_en.eq(want_beat == beats - 1)
+                m.d.sync += want_beat.eq(Mux(want_beat == beats - parts, 0, want_beat + parts))
+                m.d.comb += want_q.r_en.eq(want_beat == beats - parts)
         route(table_rows, upd.e, ~forward & ~adagrad)
         route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
@@ -672,7 +681,8 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += closed.eq(1)
                 with m.If(~offs.busy):
-                    m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), lbuf.start.eq(1)]
+                    m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), store.wide.eq(forward),
+                                 lbuf.start.eq(1)]
                     m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(~forward & prefetch),
@@ -802,7 +812,7 @@ class Engine(wiring.Component):
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
-                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy
+                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy & ~grad_packer.busy
                           & (row_q.level == 0) & (want_q.level == 0)
                           & (beat_addr_q.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
