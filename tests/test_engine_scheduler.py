@@ -39,10 +39,11 @@ def member_stream(plan, share):
     return mark_member_last(out)
 
 
-def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True):
+def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None):
     """Run one part; `warmup` (a stream) runs as an earlier part on the same instance, so
     that state left by a part (recycled classes, tags) is exercised.  Returns the operations
-    and finals (``final`` set) in the order they left."""
+    and finals (``final`` set) in the order they left; ``cycles`` (a list) gets the cycle
+    each left in."""
     dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
     ops = []
     parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
@@ -86,6 +87,8 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=Tr
             if take and ctx.get(dut.ops.valid):
                 ops.append({k: ctx.get(getattr(dut.ops.payload, k))
                             for k in ("dst", "src", "src_zero", "item", "item_first", "c", "final")})
+                if cycles is not None:
+                    cycles.append(cycle)
                 assert ops[-1]["dst"] < dut.num_classes, "a class beyond the datapath's partial sums"
             await ctx.tick()
             cycle += 1
@@ -211,3 +214,20 @@ def test_backward_merge_of_gradient_rows(bags):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), mode
         if share:
             assert len(ops) == plan.bwd_trie.num_nodes
+
+
+def test_dedup_takes_a_member_a_cycle():
+    """``dedup`` without repeats: an operation every cycle from the first to the last, over
+    item boundaries and with a bag that is the last member of one item and the first of the
+    next (its class entry read through the write of its first operation)."""
+    bags = [[0, 1, 2], [1, 2], [0, 3], [2, 3, 4], [4], [0, 4]]
+    plan = plan_part(one_table(bags), partition(one_table(bags), PartLimits.unlimited())[0], "sum")
+    stream = member_stream(plan, share=0)
+    assert any(a["member"] == b["member"] and b["first"] for a, b in zip(stream, stream[1:]))
+    cycles = []
+    ops = run_scheduler(stream, len(bags), 0, early=False, cycles=cycles)
+    op_cycles = [c for op, c in zip(ops, cycles) if not op["final"]]
+    assert len(op_cycles) == len(stream)
+    assert op_cycles == list(range(op_cycles[0], op_cycles[0] + len(stream)))
+    assert [op["src_zero"] for op in ops if not op["final"]] == \
+        [int(x["member"] not in {y["member"] for y in stream[:k]}) for k, x in enumerate(stream)]

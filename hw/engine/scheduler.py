@@ -31,9 +31,9 @@ under it; the tables' reads see the writes of the same cycle through (transparen
 and the joined class's count has a read port of its own.  An item's first member, and
 every member of a round of deferred ones, takes the unpipelined path: a cycle to read its
 class's remap entry (REMAP, where a member equal to the one moving takes its new class by
-forwarding), then DECIDE.  ``dedup``, a member every two cycles plus one per extra repeat
-(its operations are issued in the cycle after its class is read, and the next member is
-taken with its last one).  A member deferred by a conflict costs two cycles more.
+forwarding), then DECIDE.  ``dedup``, a member a cycle plus one per extra repeat (its
+class is read as it is taken, its first operation issued in the next cycle, and the next
+member is taken with its last one).  A member deferred by a conflict costs two cycles more.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -258,11 +258,16 @@ class ShareScheduler(wiring.Component):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # finish the previous item first
                     m.next = "TAKE"
                 with m.Elif(self.items.valid):
-                    m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(self.items.payload.member)]
-                    m.d.sync += [cur.eq(self.items.payload), end_seen.eq(self.items.payload.last | self.end)]
-                    with m.If(self.items.payload.first):
+                    nxt = self.items.payload
+                    m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(nxt.member)]
+                    m.d.sync += [cur.eq(nxt), end_seen.eq(nxt.last | self.end)]
+                    with m.If(nxt.first):
                         m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
-                    m.next = "REMAP"
+                    with m.If(share):
+                        m.next = "REMAP"
+                    with m.Else():              # (dedup: its class is read as DEDUP_OP starts)
+                        m.d.sync += [n.eq(nxt.member), reps.eq(nxt.repeat)]
+                        m.next = "DEDUP_OP"
                 with m.Else():
                     m.next = "TAKE"
 
@@ -285,25 +290,28 @@ class ShareScheduler(wiring.Component):
                 m.d.sync += [q.eq(node), q_root.eq(~started)]
                 m.d.comb += remap_rd.addr.eq(node)
                 read_count(node)
-                with m.If(~share):
-                    m.d.sync += [n.eq(cur.member), reps.eq(cur.repeat)]
-                    m.next = "DEDUP_OP"
-                with m.Else():
-                    with m.If(~cur.last):
-                        take_behind()
-                    m.next = "DECIDE"
+                with m.If(~cur.last):
+                    take_behind()
+                m.next = "DECIDE"
 
             with m.State("DEDUP_OP"):           # PS[member] = fma(c, item, PS[member] or +0)
+                # The member's class entry is read in every cycle of the state (and first as
+                # it was taken); the port reads this cycle's write through, so a member's
+                # first operation marks it started for its next one, or for itself taken
+                # again at once (the next item's first member).  Taken with the last
+                # operation, the next member issues in the next cycle: a member a cycle.
+                not_started = cls_rd.data.part != part
                 last_op = reps == 1
-                m.d.comb += [op_valid.eq((reps != 0) & (~last_op | may_finish)), op.dst.eq(n),
-                             op.src.eq(n), op.src_zero.eq(q_root),
+                m.d.comb += [cls_rd.addr.eq(cur.member),
+                             op_valid.eq((reps != 0) & (~last_op | may_finish)), op.dst.eq(n),
+                             op.src.eq(n), op.src_zero.eq(not_started),
                              op.item.eq(cur.item), op.c.eq(cur.c), op.kind.eq(cur.kind),
                              op.item_first.eq(item_first_pending)]
                 with m.If(reps == 0):
                     take()
                 with m.Elif(op_valid & op_ready):
-                    m.d.sync += [reps.eq(reps - 1), q_root.eq(0), item_first_pending.eq(0)]
-                    with m.If(q_root):          # the member has started
+                    m.d.sync += [reps.eq(reps - 1), item_first_pending.eq(0)]
+                    with m.If(not_started):     # the member has started
                         m.d.comb += [cls_wr.addr.eq(n), cls_wr.en.eq(1),
                                      cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
                     with m.If(last_op):         # its last operation: take the next member
