@@ -15,7 +15,7 @@ from refree.verif.ddr4_model import Ddr4RankModel
 GEOMETRY = RankGeometry(rows=1 << 10)
 
 
-def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000):
+def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000, with_accepted=False):
     timing = speed_grade("DDR4-2400").timing()
     dut = DramSide(timing, mapping)
     devs = [PinDevice(Ddr4RankModel(timing, mapping.geometry)) for _ in range(mapping.ranks)]
@@ -23,7 +23,7 @@ def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000):
         rank, bg, ba, row, col = mapping.locate(beat)
         devs[rank].model.load(bg, ba, row, col, data.to_bytes(64, "little"))
     rng = np.random.default_rng(seed)
-    got, out = [], {}
+    got, out, accepted = [], {}, []
     n_reads = sum(1 for _, w, _ in requests if not w)
 
     async def bench(ctx):
@@ -45,6 +45,7 @@ def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000):
             ctx.set(dut.port.rsp.ready, take)
             if offer and ctx.get(dut.port.cmd.ready):
                 k += 1
+                accepted.append(cycle)
             if take and ctx.get(dut.port.rsp.valid):
                 got.append(ctx.get(dut.port.rsp.payload))
             await ctx.tick()
@@ -52,11 +53,14 @@ def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000):
         for dev in devs:
             dev.model.finish(cycle)
         out["cycles"] = cycle
+        out["accepted"] = accepted
 
     sim = Simulator(dut)
     sim.add_clock(1e-9)
     sim.add_testbench(bench)
     sim.run()
+    if with_accepted:
+        return got, devs, out["cycles"], out["accepted"]
     return got, devs, out["cycles"]
 
 
@@ -106,3 +110,25 @@ def test_ranks_transfer_in_parallel():
         assert all(dev.model.violations == [] for dev in devs)
     print(f"768 reads of random 4-beat rows, DDR4-2400: 1 rank {cycles[1]} clocks, 4 ranks {cycles[4]}")
     assert cycles[4] < 0.45 * cycles[1]
+
+
+def test_a_slow_rank_does_not_hold_up_the_others():
+    """24 reads of rows of one bank of rank 0 (a PRE and an ACT each, ~tRC apart), then 4
+    reads of rank 1: the port takes all 28 at once, since each rank's requests queue in
+    front of its window (RANK_QUEUE); without the queue the 17th would wait for rank 0's
+    window to empty by one, several tRC."""
+    mapping = AddressMapping(ranks=2, geometry=GEOMETRY)
+    slow, other, rows = [], [], set()
+    for beat in range(0, 1 << 22, 4):
+        rank, bg, ba, row, col = mapping.locate(beat)
+        if rank == 0 and (bg, ba) == (0, 0) and row not in rows and len(slow) < 24:
+            rows.add(row)
+            slow.append(beat)
+        elif rank == 1 and len(other) < 4:
+            other.append(beat)
+        if len(slow) == 24 and len(other) == 4:
+            break
+    reqs = [(b, False, 0) for b in slow + other]
+    got, devs, cycles, accepted = run(mapping, reqs, {}, with_accepted=True)
+    assert len(got) == len(reqs) and all(dev.model.violations == [] for dev in devs)
+    assert accepted[-1] - accepted[0] < 40, accepted
