@@ -152,8 +152,8 @@ def test_a_controller_one_clock_short_is_caught(param):
 @pytest.mark.parametrize("kw, message", [
     (dict(window=0), "RankController window must be an integer in [1, 32], not 0"),
     (dict(read_depth=1), "RankController read_depth must be an integer in [2, 64], not 1"),
-    (dict(window=8, write_high=9), "RankController write_high must be an integer in [1, 8], not 9"),
-    (dict(write_high=6, write_low=6), "RankController write_low must be an integer in [0, 5], not 6"),
+    (dict(window=8, write_high=9), "RankController write_high must be an integer in [1, 8] (window 8), not 9"),
+    (dict(write_high=6, write_low=6), "RankController write_low must be an integer in [0, 5] (window 16), not 6"),
     (dict(postpone_limit=9), "RankController postpone_limit must be an integer in [1, 8], not 9"),
 ])
 def test_bad_parameters_name_the_parameter(kw, message):

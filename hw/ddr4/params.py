@@ -3,6 +3,7 @@ from dataclasses import dataclass
 
 from .geometry import RankGeometry
 from .mapping import AddressMapping
+from .rank_controller import check_controller_params
 from .timing import MAX_POSTPONED_REFRESHES, speed_grade
 
 __all__ = ["DramParams"]
@@ -42,16 +43,7 @@ class DramParams:
     def __post_init__(self):
         speed_grade(self.grade)                  # ValueError naming the known grades
         self.mapping                             # checks ranks, chunk_beats and rows
-        for name, lo, hi in (("window", 1, 32), ("read_depth", 2, 64),
-                             ("postpone_limit", 1, MAX_POSTPONED_REFRESHES)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"DramParams.{name} must be an integer in [{lo}, {hi}], not {v!r}")
-        for name, lo, hi in (("write_high", 1, lambda: self.window), ("write_low", 0, lambda: self.write_high - 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi():
-                raise ValueError(f"DramParams.{name} must be an integer in [{lo}, {hi()}] "
-                                 f"(window {self.window}), not {v!r}")
+        check_controller_params("DramParams.", **self.controller_kwargs())
 
     @property
     def timing(self):

@@ -37,7 +37,7 @@ from .commands import A10
 from .geometry import RankGeometry
 from .timing import MAX_POSTPONED_REFRESHES, Timing
 
-__all__ = ["RankController", "BURST_BITS", "dfi_signature"]
+__all__ = ["RankController", "BURST_BITS", "dfi_signature", "check_controller_params"]
 
 BURST_BITS = 512            # one BL8 burst of a 64-bit rank
 
@@ -79,6 +79,24 @@ class _Countdown:
         for cond, v in self._loads:
             nxt = Mux(cond & (nxt < v), v, nxt)
         m.d.sync += self.value.eq(nxt)
+
+
+def check_controller_params(prefix, *, window, read_depth, write_high, write_low, postpone_limit):
+    """The rank engine's parameters, checked (a ``ValueError`` naming ``prefix + name``): the
+    one statement of their ranges, for :class:`RankController` and ``DramParams``.  Returns
+    ``(write_high, write_low)``, ``None`` for either meaning ``window // 2`` (at least 1) and
+    ``window // 4``."""
+    def check(name, v, lo, hi, where=""):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{prefix}{name} must be an integer in [{lo}, {hi}]{where}, not {v!r}")
+    check("window", window, 1, 32)
+    check("read_depth", read_depth, 2, 64)
+    check("postpone_limit", postpone_limit, 1, MAX_POSTPONED_REFRESHES)
+    write_high = max(1, window // 2) if write_high is None else write_high
+    write_low = window // 4 if write_low is None else write_low
+    check("write_high", write_high, 1, window, f" (window {window})")
+    check("write_low", write_low, 0, write_high - 1, f" (window {window})")
+    return write_high, write_low
 
 
 class RankController(wiring.Component):
@@ -136,17 +154,9 @@ class RankController(wiring.Component):
             raise ValueError(f"RankController timing must be a Timing, not {timing!r}")
         if not isinstance(geometry, RankGeometry):
             raise ValueError(f"RankController geometry must be a RankGeometry, not {geometry!r}")
-        for name, v, lo, hi in (("window", window, 1, 32), ("read_depth", read_depth, 2, 64),
-                                ("postpone_limit", postpone_limit, 1, MAX_POSTPONED_REFRESHES)):
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"RankController {name} must be an integer in [{lo}, {hi}], "
-                                 f"not {v!r}")
-        write_high = max(1, window // 2) if write_high is None else write_high
-        write_low = window // 4 if write_low is None else write_low
-        for name, v, lo, hi in (("write_high", write_high, 1, window), ("write_low", write_low, 0, write_high - 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"RankController {name} must be an integer in [{lo}, {hi}], "
-                                 f"not {v!r}")
+        write_high, write_low = check_controller_params(
+            "RankController ", window=window, read_depth=read_depth, write_high=write_high,
+            write_low=write_low, postpone_limit=postpone_limit)
         self.write_high, self.write_low = write_high, write_low
         self.timing, self.geometry = timing, geometry
         self.window, self.read_depth, self.postpone_limit = window, read_depth, postpone_limit
