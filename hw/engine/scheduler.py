@@ -22,16 +22,19 @@ Outputs: ``ops`` (``PS[dst] = fma(c, item, PS[src] or +0)``; ``kind`` passes thr
 the datapath), then ``finals``: for members 0 .. num_members-1 the class holding their
 result (``zero`` when the member holds no item: an empty bag).
 
-Throughput: ``refree``, one member per cycle within an item.  Three stages overlap: TAKE
-(the member's class is read), R (the class is known: its remap entry and count are read in
-the cycle the member ahead of it is decided) and DECIDE (issue the operation of a new
-class, leave the old class); the decided member joins its new class in the next cycle
-(MOVE).  Members of one item are distinct, so within an item no member's class changes
-under it; the tables' reads see the writes of the same cycle through (transparent ports),
-and the joined class's count has a read port of its own.  An item's first member, and
-every member of a round of deferred ones, takes the unpipelined path: a cycle to read its
-class's remap entry (REMAP, where a member equal to the one moving takes its new class by
-forwarding), then DECIDE.  ``dedup``, a member a cycle plus one per extra repeat (its
+Throughput: ``refree``, one member per cycle, within an item and over item boundaries.
+Three stages overlap: TAKE (the member's class is read), R (the class is known: its remap
+entry and count are read in the cycle the member ahead of it is decided) and DECIDE (issue
+the operation of a new class, leave the old class); the decided member joins its new class
+in the next cycle (MOVE).  Members of one item are distinct, so within an item no member's
+class changes under it; the tables' reads see the writes of the same cycle through
+(transparent ports), and the joined class's count has a read port of its own.  The next
+item's first member may be the bag just decided, or one that moved after its class was
+read: it takes the new class by forwarding, and the one MOVE its count missed is added.
+It waits (parked) while the current item's deferred members take their rounds, then takes
+the unpipelined path, as every member of a round does: a cycle to read its class's remap
+entry (REMAP, where a member equal to the one moving takes its new class by forwarding),
+then DECIDE.  ``dedup``, a member a cycle plus one per extra repeat (its
 class is read as it is taken, its first operation issued in the next cycle, and the next
 member is taken with its last one).  A member deferred by a conflict costs two cycles more.
 """
@@ -161,8 +164,19 @@ class ShareScheduler(wiring.Component):
         r_item = Signal(self.Item)
         r_q, r_q_root = Signal(nb), Signal()
         m.d.sync += r_fresh.eq(0)
-        r_node = Mux(r_fresh, cls_rd.data.node, r_q)
-        r_root = Mux(r_fresh, cls_rd.data.part != part, r_q_root)
+        # (a member of the next item may be the one that moved in this cycle, after its
+        # class was read: it takes the class it moved to)
+        r_moved = moving & (moving_member == r_item.member)
+        r_node = Mux(r_fresh, Mux(r_moved, n, cls_rd.data.node), r_q)
+        r_root = Mux(r_fresh, ~r_moved & (cls_rd.data.part != part), r_q_root)
+        # The member behind starts the next item, and waits (parked) while the deferred
+        # members of the current item take their rounds.
+        parked = Signal()
+        # The member in DECIDE (an item's first, taken behind) is in the class the member
+        # before it moved to in the cycle before (its own bag, or another that joined the
+        # class): that MOVE is not in the count read for it.
+        just_joined = Signal()
+        m.d.sync += just_joined.eq(0)
         with m.If(r_fresh):
             m.d.sync += [r_q.eq(r_node), r_q_root.eq(r_root)]
 
@@ -208,7 +222,8 @@ class ShareScheduler(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(fin_q.level != 0)
                 with m.If(self.start):
-                    m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0),
+                    m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0), parked.eq(0),
+                                 r_valid.eq(0),
                                  share.eq(self.share), early.eq(self.early), finished.eq(0),
                                  members.eq(self.num_members),
                                  end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), k.eq(0)]
@@ -248,6 +263,10 @@ class ShareScheduler(wiring.Component):
                         m.next = "REMAP"
                     with m.Else():
                         m.next = "TAKE"
+                with m.Elif(parked):            # the next item's first member, after the rounds
+                    m.d.comb += cls_rd.addr.eq(r_item.member)
+                    m.d.sync += [cur.eq(r_item), parked.eq(0), sweep.eq(sweep + 1), item_first_pending.eq(1)]
+                    m.next = "REMAP"
                 with m.Elif(end_seen & (ndef != 0)):
                     m.d.sync += [draining.eq(1), round_left.eq(0)]  # the last item's rounds
                     m.next = "TAKE"
@@ -272,9 +291,10 @@ class ShareScheduler(wiring.Component):
                     m.next = "TAKE"
 
             def take_behind():
-                """Take the item's next member into stage R (sharing, same item, no round)."""
+                """Take the next member into stage R (sharing, no round): the item's next
+                member, or the next item's first."""
                 nxt = self.items.payload
-                with m.If(share & ~draining & ~end_seen & self.items.valid & ~nxt.first):
+                with m.If(share & ~draining & ~end_seen & self.items.valid):
                     m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(nxt.member)]
                     m.d.sync += [r_item.eq(nxt), r_valid.eq(1), r_fresh.eq(1),
                                  end_seen.eq(nxt.last | self.end)]
@@ -328,10 +348,17 @@ class ShareScheduler(wiring.Component):
                 # Hold the class's entry and count while the operation waits, or read those
                 # of the member behind; on a hit, read the joined class's count for MOVE.
                 advance = commit | conflict
-                behind = advance & r_valid
-                m.d.comb += [remap_rd.addr.eq(Mux(behind, r_node, q)), join_rd.addr.eq(entry.node),
+                decided = Mux(hit, entry.node, new)             # the member's new class
+                crosses = r_valid & r_item.first                # the member behind starts an item
+                park = crosses & (conflict | (ndef != 0))       # ... after this item's rounds
+                behind = advance & r_valid & ~park
+                same = crosses & (r_item.member == cur.member)  # (an item's members are distinct)
+                behind_q = Mux(same, decided, r_node)
+                m.d.comb += [remap_rd.addr.eq(Mux(behind, behind_q, q)), join_rd.addr.eq(entry.node),
                              new_rd.addr.eq(new)]
-                read_count(Mux(behind, r_node, q))
+                read_count(Mux(behind, behind_q, q))
+                # (the class the member before moved to: its MOVE is this cycle)
+                members_left = Mux(just_joined, Mux(created, 1, count + 1), count)
                 m.d.comb += [op_valid.eq(miss & may_finish), op.dst.eq(new),
                              op.src.eq(q), op.src_zero.eq(q_root),
                              op.item.eq(cur.item), op.c.eq(cur.c), op.kind.eq(cur.kind),
@@ -362,14 +389,21 @@ class ShareScheduler(wiring.Component):
                     # Leave the old class: one member fewer; recycle it when empty.
                     with m.If(~q_root):
                         m.d.comb += [leaves_wr.addr.eq(q), leaves_wr.en.eq(1), leaves_wr.data.eq(leaves_rd.data + 1)]
-                        with m.If(count == 1):
+                        with m.If(members_left == 1):
                             m.d.comb += [free.w_en.eq(1), free.w_data.eq(q)]
                     with m.If(~r_valid):
                         take()
                 with m.If(behind):              # the member behind is decided next
-                    m.d.sync += [cur.eq(r_item), q.eq(r_node), q_root.eq(r_root), r_valid.eq(0)]
+                    behind_root = ~same & r_root
+                    m.d.sync += [cur.eq(r_item), q.eq(behind_q), q_root.eq(behind_root), r_valid.eq(0),
+                                 just_joined.eq(crosses & ~behind_root & (behind_q == decided))]
+                    with m.If(crosses):         # (after this member's item_first_pending clear)
+                        m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
                     with m.If(~r_item.last):
                         take_behind()
+                with m.If(advance & park):      # this item's deferred members first
+                    m.d.sync += [r_valid.eq(0), parked.eq(1), draining.eq(1), round_left.eq(0)]
+                    m.next = "TAKE"
 
             with m.State("FINALS"):             # each member's result class (read)
                 m.d.comb += cls_rd.addr.eq(k)
