@@ -380,3 +380,20 @@ def test_member_lists_stream_a_pair_a_cycle():
     t = got["taken_at"]
     assert t == list(range(t[0], t[0] + len(t)))
 
+
+
+def test_one_walk_takes_every_pass_prefix_sum():
+    """The sort's prefix sums: one walk over the digits met, for every pass at once.  Rows
+    over all 18 bits in 6-bit digits: three row passes and the bag-count pass, each meeting
+    nearly all 64 digits; from ``finish`` to the first member, the counting walk, four
+    scatters and one walk of the digits (a walk per pass would add about 3 x 64 cycles)."""
+    params = EngineParams(index_width=18, max_bags=16, max_lookups=256, max_distinct_rows=256,
+                          max_bag_len=16, radix_bits=6)
+    rng = np.random.default_rng(5)
+    rows = rng.permutation(1 << 18)[:150]
+    bags = [list(rows[k * 9:(k + 1) * 9]) + [int(rows[k])] * (k % 2) for k in range(16)]
+    got = check_forward(params, bags)
+    assert len(got) == 1
+    n = got[0]["rows"]
+    assert n == 144
+    assert got[0]["taken_at"][0] <= 5 * n + 64 + 60

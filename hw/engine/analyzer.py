@@ -16,10 +16,11 @@ chip and at one lookup per cycle:
 * the row order of docs/design.md section 2 (bags holding the row descending, then row
   ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``: one walk
   over the elements counts the digits of every pass (a counter array per pass, cleared in
-  one cycle: valid bits in flip-flops), then each pass takes a prefix sum over the digits
-  it met and a walk scatters the elements; a pass whose digit is the same for every element
-  is skipped.  A sort of n elements in P passes costs about (P + 1) n cycles plus the
-  digits' ranges (was 2 P n: a counting walk per pass);
+  one cycle: valid bits in flip-flops), one walk takes every pass's prefix sum over the
+  digits the pass met, then each pass's walk scatters the elements; a pass whose digit is
+  the same for every element is skipped.  A sort of n elements in P passes costs about
+  (P + 1) n cycles plus the widest range of digits a pass met (was 2 P n: a counting walk
+  per pass; then a prefix-sum walk per pass);
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
   order.  Each slot's pairs are linked at insertion (its info keeps the head and the newest
   pair), so after the sort the lists stream out at one pair per cycle by following the
@@ -329,7 +330,8 @@ class Analyzer(wiring.Component):
         sb_valid, sb_idx = Signal(), Signal(E)
         sc_valid, sc_slot = Signal(), Signal(E)
         sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
-        running = Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1)   # the prefix sum
+        running = [Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1, name=f"running{k}")
+                   for k in range(self.passes)]                      # each pass's prefix sum
         pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
         # Passes whose digit is the same for every element leave the order as it is (the
         # sort is stable) and are skipped; known from bounds on the key's two halves: every
@@ -360,8 +362,8 @@ class Analyzer(wiring.Component):
         more_passes = Cat(*[needed[k] & (pass_no < k) for k in range(self.passes)]).any()
         # The digit counters of each pass: SRAM words with valid bits in flip-flops (cleared
         # in the one cycle that starts the sort), and the range of digits the pass met, so
-        # that its prefix sum walks only that range.  The counting walk fills every pass's
-        # counters; each pass then takes its prefix sum and scatters.
+        # that the prefix sums walk only those ranges.  The counting walk fills every pass's
+        # counters, one walk takes every pass's prefix sum, then each pass scatters.
         P = self.passes
         cnt_valid = [Signal(1 << p.radix_bits, name=f"cnt_valid{k}") for k in range(P)]
         count_now, digit_lo, digit_hi = [], [], []
@@ -374,7 +376,18 @@ class Analyzer(wiring.Component):
             digit_lo.append(Signal(p.radix_bits, name=f"digit_lo{k}"))
             digit_hi.append(Signal(p.radix_bits, name=f"digit_hi{k}"))
         count_at_pass = Array(count_now)[pass_no]
-        lo_at_pass, hi_at_pass = Array(digit_lo)[pass_no], Array(digit_hi)[pass_no]
+        # One walk takes every pass's prefix sum: step j reads and writes digit lo + j of
+        # each pass (lo its first digit met) while j is within that pass's range, so the walk
+        # is as long as the widest range of a pass that scatters (the first one does even
+        # when no pass is needed).
+        span = [Signal(p.radix_bits, name=f"digit_span{k}") for k in range(P)]
+        walked = [Signal(name=f"walked{k}") for k in range(P)]
+        span_max = C(0, p.radix_bits)
+        for k in range(P):
+            m.d.comb += [span[k].eq(digit_hi[k] - digit_lo[k]),
+                         walked[k].eq((needed[k] | (start_pass == k)) & (digit_lo[k] <= digit_hi[k]))]
+            span_max = Mux(walked[k] & (span[k] > span_max), span[k], span_max)
+        no_digits = ~Cat(*walked).any()         # (no element: nothing to walk)
         bank = Signal()                         # the permutation bank the pass reads
         first_pass = Signal()                   # the first pass reads slot order instead
         read_bank = bank
@@ -611,27 +624,24 @@ class Analyzer(wiring.Component):
                     m.d.sync += [sb_valid.eq(1), sb_idx.eq(idx), idx.eq(idx + 1)]
                 with m.Elif(sort_drained):
                     m.d.sync += idx.eq(0)
-                    with m.If(~scatter):        # every pass's digits counted: the first prefix sum
-                        m.d.sync += [running.eq(0), pf_valid.eq(0), idx.eq(lo_at_pass)]
+                    with m.If(~scatter):        # every pass's digits counted: the prefix sums
+                        m.d.sync += [r_.eq(0) for r_ in running] + [pf_valid.eq(0), idx.eq(0)]
                         m.next = "SORT_PREFIX"
                     with m.Elif(~more_passes):
                         m.d.sync += [pass_no.eq(0), bank.eq(~bank), first_pass.eq(0)]
                         m.next = "EMIT"
                         with m.If(bwd):
                             backward_lists()
-                    with m.Else():              # the next pass's prefix sum
-                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0),
-                                     running.eq(0), pf_valid.eq(0), idx.eq(Array(digit_lo)[next_pass])]
-                        m.next = "SORT_PREFIX"
-            with m.State("SORT_PREFIX"):        # exclusive prefix sum over the digits met
-                m.d.comb += [rd.addr.eq(idx) for rd, _ in counters]
-                m.d.sync += [pf_valid.eq(idx <= hi_at_pass), pf_idx.eq(idx), idx.eq(idx + 1)]
+                    with m.Else():              # the next pass scatters
+                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
+            with m.State("SORT_PREFIX"):        # every pass's exclusive prefix sum, one walk
+                m.d.comb += [rd.addr.eq(digit_lo[k] + idx) for k, (rd, _) in enumerate(counters)]
+                m.d.sync += [pf_valid.eq(idx <= span_max), pf_idx.eq(idx), idx.eq(idx + 1)]
                 for k, (_, wr) in enumerate(counters):
-                    with m.If(pf_valid & (pass_no == k)):
-                        m.d.comb += [wr.addr.eq(pf_idx), wr.data.eq(running), wr.en.eq(1)]
-                with m.If(pf_valid):
-                    m.d.sync += running.eq(running + count_at_pass)
-                with m.If(pf_valid & (pf_idx == hi_at_pass) | (lo_at_pass > hi_at_pass)):
+                    with m.If(pf_valid & walked[k] & (pf_idx <= span[k])):
+                        m.d.comb += [wr.addr.eq(digit_lo[k] + pf_idx), wr.data.eq(running[k]), wr.en.eq(1)]
+                        m.d.sync += running[k].eq(running[k] + count_now[k])
+                with m.If(pf_valid & (pf_idx == span_max) | no_digits):
                     m.d.sync += [idx.eq(0), scatter.eq(1)]
                     m.next = "SORT_RUN"
 
