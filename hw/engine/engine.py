@@ -11,12 +11,12 @@ compute the upstream gradients, so a training step is a forward job, then a back
 
 Job flow (one ``start`` pulse, configuration latched):
 
-0. CHECK_CONFIG (nothing read yet): every table's rows lie in memory and do not overlap
-   each other (a stride of at least D/16 beats, no two descriptors sharing a beat), and no
-   staging array the job reads or writes (offsets, indices, weights; the pooled output in
-   forward, the upstream gradient in backward) runs past memory or shares a beat with a
-   table; else ``ACCESS_OUTSIDE_TABLES``.  One (table, region) pair per cycle, for the
-   batch's T tables: T * (max_tables + 4) cycles.
+0. CHECK_CONFIG (:mod:`.memory_map_check`; nothing read yet): every table's rows lie in
+   memory and do not overlap each other (a stride of at least D/16 beats, no two
+   descriptors sharing a beat), and no staging array the job reads or writes (offsets,
+   indices, weights; the pooled output in forward, the upstream gradient in backward) runs
+   past memory or shares a beat with a table; else ``ACCESS_OUTSIDE_TABLES``.  One (table,
+   region) pair per cycle, for the batch's T tables: T * (max_tables + 4) cycles.
 1. CHECK (:mod:`.batch_checker`, beside step 2): the whole batch is read and checked
    before anything is written: offsets start at 0, never decrease, end at
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
@@ -103,6 +103,7 @@ from .datapath import FoldDatapath, lanes_for
 from .coef import CoefStage
 from .inflight import RowsInFlight
 from .lookup_buffer import LookupBuffer
+from .memory_map_check import MemoryMapCheck
 from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
 from .result_splitter import ResultSplitter
 from .row_store import RowStore
@@ -574,35 +575,9 @@ class Engine(wiring.Component):
         m.d.comb += [inv_of_bag.addr.eq(replayed.len),
                      scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, replayed.weight))]
 
-        # ---- the memory map check: regions [lo, hi) in beats -------------------------------
-        # regions 0 .. max_tables-1 are the tables, then the staging arrays of the job
-        num_regions = self.max_tables + 4
-        ci = Signal(range(self.max_tables))
-        cj = Signal(range(num_regions))
-        RW = A + 48                              # wide enough for any end address
-
-        def table_region(i):
-            d = cfg.tables[i]
-            return d.base, d.base + d.rows * d.stride, (i < T) & (d.rows != 0)
-        n_idx = cfg.num_indices
-        job_out = Mux(forward, cfg.pooled_addr, cfg.grad_addr)
-        staging = [(cfg.offsets_addr, cfg.offsets_addr + ((T * B + 8) >> 3), C(1, 1)),
-                   (cfg.indices_addr, cfg.indices_addr + ((n_idx + 7) >> 3), n_idx != 0),
-                   (cfg.weights_addr, cfg.weights_addr + ((n_idx + 15) >> 4), cfg.weighted & (n_idx != 0)),
-                   (job_out, job_out + T * B * beats, T * B != 0)]
-        i_lo, i_hi, i_live = [Signal(RW, name="i_lo"), Signal(RW, name="i_hi"), Signal(name="i_live")]
-        j_lo, j_hi, j_live = [Signal(RW, name="j_lo"), Signal(RW, name="j_hi"), Signal(name="j_live")]
-        lo_, hi_, live_ = table_region(ci)
-        m.d.comb += [i_lo.eq(lo_), i_hi.eq(hi_), i_live.eq(live_)]
-        with m.Switch(cj):
-            for j in range(num_regions):
-                with m.Case(j):
-                    lo_, hi_, live_ = table_region(j) if j < self.max_tables else staging[j - self.max_tables]
-                    m.d.comb += [j_lo.eq(lo_), j_hi.eq(hi_), j_live.eq(live_ & (cj != ci))]
-        end_of_memory = 1 << A
-        region_conflict = (i_live & ((i_hi > end_of_memory) | (cfg.tables[ci].stride < beats))) | \
-                          (j_live & (j_hi > end_of_memory)) | \
-                          (i_live & j_live & (i_lo < j_hi) & (j_lo < i_hi))
+        # ---- 0. the memory map, a (table, region) pair a cycle ----------------------------
+        m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats)
+        m.d.comb += [mmap.config.eq(cfg), mmap.forward.eq(forward)]
 
         def lookup_walker(source_valid, on_lookup):
             """Label the lookups of the part with their bag: ``on_lookup()`` offers the
@@ -631,8 +606,9 @@ class Engine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
+                    m.d.comb += mmap.restart.eq(1)
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
-                                 ci.eq(0), cj.eq(0), first_part.eq(1)]
+                                 first_part.eq(1)]
                     m.next = "CHECK_CONFIG"
 
             # ---- 0. the memory map: table i against region j ----------------------------
@@ -640,13 +616,11 @@ class Engine(wiring.Component):
                 with m.If(adagrad & baseline):
                     m.d.sync += error.eq(ErrorCode.ADAGRAD_IN_BASELINE)
                     m.next = "IDLE"
-                with m.Elif(region_conflict):
+                with m.Elif(mmap.conflict):
                     m.d.sync += error.eq(ErrorCode.ACCESS_OUTSIDE_TABLES)
                     m.next = "IDLE"
-                with m.Elif(cj != num_regions - 1):
-                    m.d.sync += cj.eq(cj + 1)
-                with m.Elif(ci + 1 < T):       # (tables from T on are not live: no pair to check)
-                    m.d.sync += [ci.eq(ci + 1), cj.eq(0)]
+                with m.Elif(~mmap.last):
+                    m.d.comb += mmap.step.eq(1)
                 with m.Else():              # the batch check starts; parts are formed beside it
                     m.d.comb += [check.start.eq(1), check.share.eq(1)]
                     m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(adagrad)]
