@@ -385,7 +385,7 @@ class ShareScheduler(wiring.Component):
                 with m.If(commit):
                     m.d.sync += [moving.eq(1), moving_member.eq(cur.member)]
                     with m.If(finishing):
-                        finish(cur.member, Mux(hit, entry.node, new))
+                        finish(cur.member, decided)
                     # Leave the old class: one member fewer; recycle it when empty.
                     with m.If(~q_root):
                         m.d.comb += [leaves_wr.addr.eq(q), leaves_wr.en.eq(1), leaves_wr.data.eq(leaves_rd.data + 1)]
