@@ -14,13 +14,9 @@ chip and at one lookup per cycle:
   first weight: docs/design.md's key coefficient), and for each slot the number of bags holding
   it and its number of pairs;
 * the row order of docs/design.md section 2 (bags holding the row descending, then row
-  ascending) by a stable LSD radix sort of the slots on the key ``(~bags, row)``: one walk
-  over the elements counts the digits of every pass (a counter array per pass, cleared in
-  one cycle: valid bits in flip-flops), one walk takes every pass's prefix sum over the
-  digits the pass met, then each pass's walk scatters the elements; a pass whose digit is
-  the same for every element is skipped.  A sort of n elements in P passes costs about
-  (P + 1) n cycles plus the widest range of digits a pass met (was 2 P n: a counting walk
-  per pass; then a prefix-sum walk per pass);
+  ascending): the sorter (:mod:`.sorter`), a stable LSD radix sort of the slots whose keys
+  it reads from the slot tables; about (P + 1) n cycles for n rows in P passes plus the
+  widest range of digits a pass met;
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
   order.  Each slot's pairs are linked at insertion (its info keeps the head and the newest
   pair), so after the sort the lists stream out at one pair per cycle by following the
@@ -75,12 +71,14 @@ the same address, so the read ports are transparent to their write ports.  The c
 is ``La`` cycles apart: with ``weighted`` (and not ``split``), a lookup whose (row, bag)
 matches one still in stages 1 to 3+La waits at the input (a row repeated within a bag, rare).
 """
-from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.hdl import C, Cat, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fp.adder import Adder
 from .params import EngineParams
+from .sorter import RadixSorter, radix_passes
+from .sram import rmw_memory
 
 __all__ = ["Analyzer"]
 
@@ -143,7 +141,7 @@ class Analyzer(wiring.Component):
         self.key_low_bits = max(p.index_width, self.elem_bits)
         self.key_high_bits = max(p.bag_count_bits, p.mult_bits)
         self.key_bits = self.key_low_bits + self.key_high_bits
-        self.passes = -(-self.key_bits // p.radix_bits)
+        self.passes = radix_passes(self.key_bits, p.radix_bits)     # (the sorter's)
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
         self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
                                          "bags": p.bag_count_bits, "bag": p.bag_bits,
@@ -193,13 +191,7 @@ class Analyzer(wiring.Component):
         E = self.elem_bits
         cap = max(p.slot_capacity, p.max_bags)      # elements of a sort (slots or bags)
 
-        def mem(name, shape, depth):
-            # Transparent reads: a read-modify-write one cycle behind sees the write.
-            m.submodules[name] = mm = memory.Memory(shape=shape, depth=depth, init=[])
-            wr = mm.write_port()
-            rd = mm.read_port(transparent_for=(wr,))
-            return rd, wr
-
+        mem = lambda name, shape, depth: rmw_memory(m, name, shape, depth)
         hash_rd, hash_wr = mem("hash", HashEntry, H)
         row_rd, row_wr = mem("slot_row", p.index_width, p.slot_capacity)
         info_rd, info_wr = mem("slot_info", SlotInfo, p.slot_capacity)
@@ -207,10 +199,6 @@ class Analyzer(wiring.Component):
         pbag_rd, pbag_wr = mem("pair_bag", p.bag_bits, p.max_lookups)
         pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
         pc_rd, pc_wr = mem("pair_c", 32, p.max_lookups)
-        # Radix sort: two banks of slot permutations (ping-pong) and the digit counters.
-        perm_rd, perm_wr = mem("perm", E, 2 * cap)
-        # (a digit counter array per pass: one walk counts the digits of every pass)
-        counters = [mem(f"count{k}", p.slot_bits + 1, 1 << p.radix_bits) for k in range(self.passes)]
         # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
@@ -321,103 +309,20 @@ class Analyzer(wiring.Component):
                      pslot_rd.addr.eq(pair_addr), pbag_rd.addr.eq(pair_addr), pmul_rd.addr.eq(pair_addr),
                      pc_rd.addr.eq(pair_addr)]
 
-        # ---- radix sort ------------------------------------------------------------------
-        # Pipeline over the slots: A read perm[i] -> B read the slot's key -> C read
-        # count[digit] -> D count (+1) or scatter (perm_out[count] = slot, count + 1).
-        pass_no = Signal(range(self.passes + 1))
-        scatter = Signal()
-        idx = Signal(max(E, p.radix_bits) + 1)      # walks the elements, the digits, the sorted rows
-        sb_valid, sb_idx = Signal(), Signal(E)
-        sc_valid, sc_slot = Signal(), Signal(E)
-        sd_valid, sd_slot, sd_digit = Signal(), Signal(E), Signal(p.radix_bits)
-        running = [Signal(max(p.slot_bits, p.bag_bits, p.pair_bits) + 1, name=f"running{k}")
-                   for k in range(self.passes)]                      # each pass's prefix sum
-        pf_valid, pf_idx = Signal(), Signal(p.radix_bits)
-        # Passes whose digit is the same for every element leave the order as it is (the
-        # sort is stable) and are skipped; known from bounds on the key's two halves: every
-        # row <= the OR of the part's rows (forward), every bag-list position < nbl
-        # (backward); bags holding a row <= nbl, rows of a bag <= nslots.  The last pass
-        # always runs, so the permutation is always written.
-        r, KL = p.radix_bits, self.key_low_bits
-        low_bound = Mux(bwd, nbl, row_or)
-        high_bound = Mux(bwd, nslots, nbl)
-        needed = []
-        for k in range(self.passes):
-            lo = k * r
-            hi = min(lo + r, self.key_bits)
-            low_const = (low_bound >> lo) == 0 if lo < KL else C(1, 1)
-            high_const = (high_bound >> max(lo - KL, 0)) == 0 if hi > KL else C(1, 1)
-            needed.append(~(low_const & high_const))
-
-        def first_needed(after, name):
-            """The first needed pass, numbered above ``after`` (a value; None: any)."""
-            out = Signal(range(self.passes), name=name)
-            m.d.comb += out.eq(self.passes - 1)
-            for k in reversed(range(self.passes - 1)):
-                with m.If(needed[k] if after is None else needed[k] & (after < k)):
-                    m.d.comb += out.eq(k)
-            return out
-        start_pass = first_needed(None, "start_pass")     # (the last pass if none is needed)
-        next_pass = first_needed(pass_no, "next_pass")
-        more_passes = Cat(*[needed[k] & (pass_no < k) for k in range(self.passes)]).any()
-        # The digit counters of each pass: SRAM words with valid bits in flip-flops (cleared
-        # in the one cycle that starts the sort), and the range of digits the pass met, so
-        # that the prefix sums walk only those ranges.  The counting walk fills every pass's
-        # counters, one walk takes every pass's prefix sum, then each pass scatters.
-        P = self.passes
-        cnt_valid = [Signal(1 << p.radix_bits, name=f"cnt_valid{k}") for k in range(P)]
-        count_now, digit_lo, digit_hi = [], [], []
-        for k, (rd, wr) in enumerate(counters):
-            valid_q = Signal(name=f"cnt_valid_q{k}")
-            m.d.sync += valid_q.eq(cnt_valid[k].bit_select(rd.addr, 1) | wr.en & (wr.addr == rd.addr))
-            with m.If(wr.en):
-                m.d.sync += cnt_valid[k].eq(cnt_valid[k] | (C(1, 1) << wr.addr))
-            count_now.append(Mux(valid_q, rd.data, 0))
-            digit_lo.append(Signal(p.radix_bits, name=f"digit_lo{k}"))
-            digit_hi.append(Signal(p.radix_bits, name=f"digit_hi{k}"))
-        count_at_pass = Array(count_now)[pass_no]
-        # One walk takes every pass's prefix sum: step j reads and writes digit lo + j of
-        # each pass (lo its first digit met) while j is within that pass's range, so the walk
-        # is as long as the widest range of a pass that scatters (the first one does even
-        # when no pass is needed).
-        span = [Signal(p.radix_bits, name=f"digit_span{k}") for k in range(P)]
-        walked = [Signal(name=f"walked{k}") for k in range(P)]
-        span_max = C(0, p.radix_bits)
-        for k in range(P):
-            m.d.comb += [span[k].eq(digit_hi[k] - digit_lo[k]),
-                         walked[k].eq((needed[k] | (start_pass == k)) & (digit_lo[k] <= digit_hi[k]))]
-            span_max = Mux(walked[k] & (span[k] > span_max), span[k], span_max)
-        no_digits = ~Cat(*walked).any()         # (no element: nothing to walk)
-        bank = Signal()                         # the permutation bank the pass reads
-        first_pass = Signal()                   # the first pass reads slot order instead
-        read_bank = bank
-        n_elems = Mux(bwd, nbl, nslots)
-        key_low, key_high = Signal(self.key_low_bits), Signal(self.key_high_bits)
-        m.d.comb += [key_low.eq(Mux(bwd, sc_slot, row_rd.data)),
-                     key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
-        key = Cat(key_low, ~key_high)
-        digits = [key[k * p.radix_bits:(k + 1) * p.radix_bits] for k in range(P)]
-        sd_digits = [Signal(p.radix_bits, name=f"sd_digit{k}") for k in range(P)]
-        sb_slot = Mux(first_pass, sb_idx, perm_rd.data)     # the first pass starts from slot order
-        sorting = Signal()
-        with m.If(sorting):
-            m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_slot.eq(sb_slot),
-                         sd_valid.eq(sc_valid), sd_slot.eq(sc_slot)]
-            m.d.sync += [sd.eq(d) for sd, d in zip(sd_digits, digits)]
-            m.d.comb += [row_rd.addr.eq(sb_slot), info_rd.addr.eq(sb_slot), bl_rd.addr.eq(sb_slot)]
-            m.d.comb += [rd.addr.eq(d) for (rd, _), d in zip(counters, digits)]
-            for k, (_, wr) in enumerate(counters):
-                with m.If(sd_valid & (~scatter | (pass_no == k))):     # count every pass's digit
-                    m.d.comb += [wr.addr.eq(sd_digits[k]), wr.data.eq(count_now[k] + 1), wr.en.eq(1)]
-                with m.If(sd_valid & ~scatter):
-                    with m.If(sd_digits[k] < digit_lo[k]):
-                        m.d.sync += digit_lo[k].eq(sd_digits[k])
-                    with m.If(sd_digits[k] > digit_hi[k]):
-                        m.d.sync += digit_hi[k].eq(sd_digits[k])
-            with m.If(sd_valid & scatter):
-                m.d.comb += [perm_wr.addr.eq(Mux(read_bank, 0, cap) + count_at_pass),
-                             perm_wr.data.eq(sd_slot), perm_wr.en.eq(1)]
-        sort_drained = ~sb_valid & ~sc_valid & ~sd_valid
+        # ---- the sort (:mod:`.sorter`) ----------------------------------------------------
+        # Forward: the slots by (bags holding the row descending, row ascending); backward:
+        # the bag list by (pairs descending, position ascending).  Bounds of the key's
+        # halves let the sorter skip passes: every row <= the OR of the part's rows, every
+        # position < nbl; bags holding a row <= nbl, pairs of a bag <= nslots.
+        m.submodules.sorter = sorter = RadixSorter(cap, self.key_low_bits, self.key_high_bits, p.radix_bits)
+        m.d.comb += [sorter.n.eq(Mux(bwd, nbl, nslots)),
+                     sorter.low_max.eq(Mux(bwd, nbl, row_or)), sorter.high_max.eq(Mux(bwd, nslots, nbl)),
+                     sorter.key_low.eq(Mux(bwd, sorter.key_elem, row_rd.data)),
+                     sorter.key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
+        with m.If(sorter.key_read):
+            m.d.comb += [row_rd.addr.eq(sorter.key_addr), info_rd.addr.eq(sorter.key_addr),
+                         bl_rd.addr.eq(sorter.key_addr)]
+        idx = Signal(max(E, p.slot_bits, p.bag_bits) + 1)     # walks the sorted rows, the bags, the slots
 
         # ---- member lists ----------------------------------------------------------------
         # The rows in row order (the sorted permutation), each row's pairs by following its
@@ -425,7 +330,6 @@ class Analyzer(wiring.Component):
         # latency, so that a stalled consumer loses nothing.  A feeder reads the rows' infos
         # ahead (perm[k], then the slot's info) into a small queue, so that the walk moves
         # from a row's last pair to the next row's first in the next cycle.
-        final_bank = bank                       # (toggled after the last pass's scatter)
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(width=self.Member.size, depth=8)
         m.d.comb += [self.members.valid.eq(out_fifo.r_rdy), self.members.payload.eq(out_fifo.r_data),
                      out_fifo.r_en.eq(self.members.ready)]
@@ -447,12 +351,12 @@ class Analyzer(wiring.Component):
         fa_valid, fb_valid, fb_slot = Signal(), Signal(), Signal(p.slot_bits)   # perm, then info, read
         feeding = (idx != nslots) | fa_valid | fb_valid
         feed = emitting & (idx != nslots) & (row_q.level + fa_valid + fb_valid < row_q.depth)
-        m.d.sync += [fa_valid.eq(feed), fb_valid.eq(fa_valid), fb_slot.eq(perm_rd.data)]
+        m.d.sync += [fa_valid.eq(feed), fb_valid.eq(fa_valid), fb_slot.eq(sorter.order)]
         with m.If(feed):
-            m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+            m.d.comb += sorter.order_addr.eq(idx)
             m.d.sync += idx.eq(idx + 1)
         with m.If(fa_valid):
-            m.d.comb += info_rd.addr.eq(perm_rd.data)
+            m.d.comb += info_rd.addr.eq(sorter.order)
         fed = Signal(RowEntry)
         m.d.comb += [fed.slot.eq(fb_slot), fed.head.eq(info.head), fed.bags.eq(info.bags), fed.pairs.eq(info.pairs),
                      row_q.w_en.eq(fb_valid), row_q.w_data.eq(fed)]
@@ -505,8 +409,8 @@ class Analyzer(wiring.Component):
                 m.d.sync += self.inserted.eq(1)
                 backward_lists()
             with m.Else():
-                m.d.sync += [pass_no.eq(start_pass), bank.eq(0), first_pass.eq(1)]
-                m.next = "SORT_CLEAR"
+                m.d.comb += sorter.start.eq(1)
+                m.next = "SORT"
 
         with m.FSM(name="phase"):
             with m.State("IDLE"):
@@ -612,38 +516,14 @@ class Analyzer(wiring.Component):
                 with m.If(self.finish | finishing):
                     after_insertion()
 
-            # ---- sort: per pass, clear counts, count digits, prefix sum, scatter ----------
-            with m.State("SORT_CLEAR"):         # one cycle: every pass's counters' valid bits
-                m.d.sync += [self.inserted.eq(1), idx.eq(0), scatter.eq(0)]
-                m.d.sync += [v.eq(0) for v in cnt_valid] + [lo.eq(-1) for lo in digit_lo] + \
-                    [hi.eq(0) for hi in digit_hi]
-                m.next = "SORT_RUN"
-            with m.State("SORT_RUN"):
-                m.d.comb += [sorting.eq(1), perm_rd.addr.eq(Mux(read_bank, cap, 0) + idx)]
-                with m.If(idx < n_elems):
-                    m.d.sync += [sb_valid.eq(1), sb_idx.eq(idx), idx.eq(idx + 1)]
-                with m.Elif(sort_drained):
+            # ---- sort (the sorter) -------------------------------------------------------
+            with m.State("SORT"):
+                m.d.sync += self.inserted.eq(1)
+                with m.If(sorter.done):
                     m.d.sync += idx.eq(0)
-                    with m.If(~scatter):        # every pass's digits counted: the prefix sums
-                        m.d.sync += [r_.eq(0) for r_ in running] + [pf_valid.eq(0), idx.eq(0)]
-                        m.next = "SORT_PREFIX"
-                    with m.Elif(~more_passes):
-                        m.d.sync += [pass_no.eq(0), bank.eq(~bank), first_pass.eq(0)]
-                        m.next = "EMIT"
-                        with m.If(bwd):
-                            backward_lists()
-                    with m.Else():              # the next pass scatters
-                        m.d.sync += [pass_no.eq(next_pass), bank.eq(~bank), first_pass.eq(0)]
-            with m.State("SORT_PREFIX"):        # every pass's exclusive prefix sum, one walk
-                m.d.comb += [rd.addr.eq(digit_lo[k] + idx) for k, (rd, _) in enumerate(counters)]
-                m.d.sync += [pf_valid.eq(idx <= span_max), pf_idx.eq(idx), idx.eq(idx + 1)]
-                for k, (_, wr) in enumerate(counters):
-                    with m.If(pf_valid & walked[k] & (pf_idx <= span[k])):
-                        m.d.comb += [wr.addr.eq(digit_lo[k] + pf_idx), wr.data.eq(running[k]), wr.en.eq(1)]
-                        m.d.sync += running[k].eq(running[k] + count_now[k])
-                with m.If(pf_valid & (pf_idx == span_max) | no_digits):
-                    m.d.sync += [idx.eq(0), scatter.eq(1)]
-                    m.next = "SORT_RUN"
+                    m.next = "EMIT"
+                    with m.If(bwd):
+                        backward_lists()
 
             # ---- member lists: the rows in row order, each row's pairs ------------------------
             with m.State("EMIT"):
@@ -653,7 +533,7 @@ class Analyzer(wiring.Component):
 
             # ---- backward: pairs by bag in gradient-row order; the update list --------------
             with m.State("BW_NEXT"):            # the next bag of the sorted list
-                m.d.comb += perm_rd.addr.eq(final_bank * cap + idx)
+                m.d.comb += sorter.order_addr.eq(idx)
                 with m.If(idx != nbl):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
@@ -664,7 +544,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += idx.eq(0)
                     m.next = "BW_ROWS"
             with m.State("BW_ENTRY"):
-                m.d.comb += bl_rd.addr.eq(Mux(sort_bags, perm_rd.data, idx - 1))
+                m.d.comb += bl_rd.addr.eq(Mux(sort_bags, sorter.order, idx - 1))
                 m.next = "BW_LOAD"
             with m.State("BW_LOAD"):
                 m.d.sync += [cursor.eq(bl_rd.data.start), left.eq(bl_rd.data.pairs),

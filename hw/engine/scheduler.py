@@ -39,8 +39,10 @@ class is read as it is taken, its first operation issued in the next cycle, and 
 member is taken with its last one).  A member deferred by a conflict costs two cycles more.
 """
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from .sram import rmw_memory
 
 __all__ = ["ShareScheduler"]
 
@@ -112,10 +114,7 @@ class ShareScheduler(wiring.Component):
         Cls = data.StructLayout({"part": TAG_BITS, "node": nb})
         Remap = data.StructLayout({"sweep": TAG_BITS, "c": 32, "node": nb})
 
-        def mem(name, shape, depth):
-            m.submodules[name] = mm = memory.Memory(shape=shape, depth=depth, init=[])
-            wr = mm.write_port()
-            return mm.read_port(transparent_for=(wr,)), wr
+        mem = lambda name, shape, depth: rmw_memory(m, name, shape, depth)
 
         cls_rd, cls_wr = mem("cls", Cls, N)
         remap_rd, remap_wr = mem("remap", Remap, C)
