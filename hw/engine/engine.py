@@ -133,6 +133,9 @@ ITEMS_AHEAD = 128
 # analysis).  Cost: a response buffer of this many 64-byte beats for each of the two
 # fetchers (16 KiB).
 ROW_READS_AHEAD = 128
+# Backward (SGD, by slot): row beats asked of the row store ahead of the updater's step, at
+# least the beats in its scaling FMAs (latency + 3) so that the store reads at a beat a cycle.
+UPDATE_WANTS = 32
 # Forward results and backward (SGD) updated rows wait in a write queue and go to memory in
 # bursts of this many beats (or at the end of a part): every switch between reads and
 # writes costs the DRAM bus a turnaround, and the stream reads rows throughout.
@@ -300,14 +303,24 @@ class Engine(wiring.Component):
         route(grad_packer.o, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
-        with m.If(by_slot):                     # a merged gradient beat, and its row beat wanted
+        # By slot: a merged gradient beat enters the updater as its row beat is asked of the
+        # store; the asks wait in a queue, as the gradient beats do in the updater's scaling
+        # FMAs, so that the store reads the rows ahead of the step that meets them (asked
+        # together, the store's short output queue held three beats in flight: a beat every
+        # five cycles).
+        m.submodules.update_wants = update_wants = fifo.SyncFIFOBuffered(
+            width=store.Want.size, depth=UPDATE_WANTS)
+        wanted_beat = Signal(store.Want)
+        m.d.comb += [wanted_beat.slot.eq(results_q.payload.member), wanted_beat.beat.eq(results_q.payload.beat)]
+        with m.If(by_slot):
             res_ = results_q
-            m.d.comb += [upd.g.valid.eq(res_.valid & store.wanted.ready),
-                         store.wanted.valid.eq(res_.valid & upd.g.ready),
-                         res_.ready.eq(upd.g.ready & store.wanted.ready),
+            m.d.comb += [upd.g.valid.eq(res_.valid & update_wants.w_rdy),
+                         update_wants.w_en.eq(res_.valid & upd.g.ready),
+                         res_.ready.eq(upd.g.ready & update_wants.w_rdy),
                          upd.g.payload.eq(Cat(res_.payload.data, C(ONE_F32, 32))),
-                         store.wanted.payload.slot.eq(res_.payload.member),
-                         store.wanted.payload.beat.eq(res_.payload.beat)]
+                         update_wants.w_data.eq(wanted_beat),
+                         store.wanted.valid.eq(update_wants.r_rdy), store.wanted.payload.eq(update_wants.r_data),
+                         update_wants.r_en.eq(store.wanted.ready)]
         # forward: each item's row, word by word, from the slots queued in item order
         m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
         want_beat = Signal(range(beats))        # the word's first memory beat
@@ -791,7 +804,7 @@ class Engine(wiring.Component):
                 with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
                           & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy & ~grad_packer.busy
                           & (row_q.level == 0) & (want_q.level == 0)
-                          & (beat_addr_q.level == 0)):
+                          & (beat_addr_q.level == 0) & (update_wants.level == 0)):
                     m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
                                  cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
                     m.next = "PART_START"
