@@ -57,3 +57,23 @@ def test_mean_pooling_and_rowwise_adagrad(mode, lanes):
     want = step(tables, batch, grad, 0.1, mode=mode, poolings=["mean", "sum"], limits=limits_of(PARAMS),
                 optimizer="rowwise-adagrad", state=state)
     assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(new_state, want.state))
+
+
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+def test_backward_updates_a_row_every_four_cycles(mode):
+    """Backward (SGD) at 64 lanes with memory answering the next cycle: 64 distinct rows,
+    each in one bag, in two parts.  Each row's merge is an operation and a final, and its
+    update D/16 = 4 beats through the row updater, a beat a cycle; the streams overlap, so
+    the phase takes about 4 cycles a row plus a fill per part.  (When the updater asked the
+    row store for a row's beats with their gradient beats, the store's short output queue
+    let three beats in flight: about 20 cycles a row.)"""
+    rng = np.random.default_rng(23)
+    rows = rng.permutation(400)[:64]
+    bags = [list(rows[8 * k:8 * k + 8]) for k in range(8)]
+    batch = make_batch(bags)
+    tables = [rng.standard_normal((400, D)).astype(np.float32)]
+    grad = rng.standard_normal((8, D)).astype(np.float32)
+    counters = check_step(batch, tables, mode, grad=grad, runner=WIDE[64], seed=6, latency=(1, 1), ready_p=1.0)
+    bwd = counters["backward"]
+    assert bwd["parts"] == 2 and bwd["distinct_rows"] == 64
+    assert bwd["cycles_stream"] <= 4 * 64 + 100 * bwd["parts"], bwd["cycles_stream"]
