@@ -70,8 +70,8 @@ def test_defaults_are_documented_and_loaded():
     ("[dram]\nranks = 3\n", "dram: AddressMapping.ranks must be a power of two in [1, 8], not 3"),
     ("[dram]\ngrade = \"DDR4-1600\"\n", "speed grade must be one of DDR4-2400"),
     ("[dram]\nwindow = 0\n", "dram: DramParams.window must be an integer in [1, 32], not 0"),
-    ("[dram]\nwrite_high = 20\n", "dram: DramParams.write_high must be an integer in [1, 16] (window 16), not 20"),
-    ("[dram]\nwrite_low = 8\n", "dram: DramParams.write_low must be an integer in [0, 7] (window 16), not 8"),
+    ("[dram]\nwrite_high = 30\n", "dram: DramParams.write_high must be an integer in [1, 24] (window 24), not 30"),
+    ("[dram]\nwrite_low = 16\n", "dram: DramParams.write_low must be an integer in [0, 15] (window 24), not 16"),
     ("[window]\nrank = 1\n", "window: WindowParams.rank must be below 1 (the ranks' geometry), not 1"),
     ("[window]\nrow = 65535\nrows = 2\n", "window: WindowParams.row + rows must be at most 65536 "
                                           "(the rows of a bank), not 65537"),

@@ -7,12 +7,15 @@ import argparse
 import numpy as np
 
 from refree.hw.ddr4 import speed_grade
+from refree.hw.ddr4.params import DramParams
 from .rank_harness import check_run, data_bus_share, table_row_requests
 
 #: (label, RankController keyword arguments): the defaults first
-CONFIGS = [("default (window 16, watermarks 8 / 4)", {}),
+CONFIGS = [("the chip's default (window 24, watermarks 16 / 8)", dict(DramParams().controller_kwargs())),
+           ("window 16, watermarks 8 / 4", dict(window=16, write_high=8, write_low=4)),
            ("window 8", dict(window=8, write_high=4, write_low=2)),
-           ("window 16, REF every tREFI", dict(postpone_limit=1))]
+           ("window 24, REF every tREFI", dict(DramParams().controller_kwargs(), postpone_limit=1)),
+           ("window 16, REF every tREFI", dict(window=16, write_high=8, write_low=4, postpone_limit=1))]
 
 
 def streams(rows):

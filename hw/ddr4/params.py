@@ -34,10 +34,10 @@ class DramParams:
     ranks: int = 1
     chunk_beats: int = 4
     rows: int = 1 << 16
-    window: int = 16
+    window: int = 24
     read_depth: int = 32
-    write_high: int = 8
-    write_low: int = 4
+    write_high: int = 16
+    write_low: int = 8
     postpone_limit: int = MAX_POSTPONED_REFRESHES
 
     def __post_init__(self):

@@ -55,7 +55,12 @@ __all__ = ["FoldDatapath", "LANES", "BEAT_BITS", "LANE_CHOICES", "lanes_for"]
 
 LANES = 16                  # binary32 lanes of one 512-bit memory beat
 MAX_WINDOW = 16             # operations waiting to start (the choice is W x (W + L) compares)
-DEFAULT_MAX_WINDOW = 4      # the default's cap: the choice logic grows as W x (W + L)
+# The default window's cap, by lanes: the choice logic grows as W x (W + L), whatever the
+# lanes.  Beside 64 FMAs a window of 8 pays: on the first part of the Meta-calibrated trace's
+# forward job (scheduler and datapath alone, rows always there) 2,252 -> 1,846 cycles in
+# dedup, 2,211 -> 1,976 in refree, the datapath's Verilog 12.6 -> 16.1 MB (14, enough for a
+# whole read-after-write wait: 1,631 and 1,903 cycles, 27.3 MB).
+DEFAULT_MAX_WINDOW = {16: 4, 32: 4, 64: 8}
 BEAT_BITS = 32 * LANES
 _ONE = 0x3F800000
 _NEG_ZERO = 0x80000000
@@ -98,11 +103,12 @@ class FoldDatapath(wiring.Component):
         default all (L = 13 when this was written).
     window : int, optional
         Operations that can wait to start, 1 (in order) to 16; default
-        ``ceil((L + 1) / (D/16))``, at least 2 and at most 4: enough independent operations
-        to cover one read-after-write wait from D = 64 on (4 there; 14 would be needed at
-        D = 16).  The choice costs about ``window * (window + L)`` address comparisons: at
-        D = 16 a window of 14 made the datapath's Verilog 8.7 MB against 2.4 MB with 4 and
-        1.9 MB in order (measured), and the engine's Verilator build impractical, hence
+        ``ceil((L + 1) / (D/lanes))``, at least 2 and at most 4 (8 at 64 lanes): enough
+        independent operations to cover one read-after-write wait from D = 64 on at 16 lanes
+        (4 there; 14 would be needed at D = 16, and at D = lanes).  The choice costs about
+        ``window * (window + L)`` address comparisons: at D = 16 a window of 14 made the
+        datapath's Verilog 8.7 MB against 2.4 MB with 4 and 1.9 MB in order (measured), and
+        the engine's Verilator build impractical, hence
         the cap.  ``window + 2`` row slots.
     lanes : int, optional
         binary32 lanes (FMAs), a multiple of 16 (default 16): the width of a wide beat,
@@ -220,7 +226,7 @@ class FoldDatapath(wiring.Component):
                                               FusedMultiplyAdd.DEFAULT_PIPELINE, fma_pipeline))
         self.latency = self.fma_latency + 1
         if window is None:      # enough operations to cover one read-after-write wait
-            window = min(DEFAULT_MAX_WINDOW, max(2, -(-self.latency // self.beats)))
+            window = min(DEFAULT_MAX_WINDOW.get(lanes, 4), max(2, -(-self.latency // self.beats)))
         if not _positive_int(window) or window > MAX_WINDOW:
             raise ValueError(f"FoldDatapath window must be an integer from 1 to {MAX_WINDOW}, "
                              f"not {window!r}")
