@@ -1,4 +1,5 @@
-"""Data-bus utilisation of one rank's command engine on three streams at DDR4-2400 (see
+"""Data-bus utilisation (with the ACTs and row hits) of one rank's command engine on three
+streams at DDR4-2400 (see
 :mod:`.rank_harness`): ``python -m refree.verif.bench_controller [--quick]``.  Each run is
 checked: no timing violation, every read equal to a reference memory, the engine's command
 counts equal to the model's.  Minutes (Amaranth's simulator; ``--quick``: 200 rows)."""
@@ -33,8 +34,9 @@ def main(argv=None):
         figures = []
         for name, make in streams(200 if args.quick else 2000):
             rng = np.random.default_rng(11)
-            dev, _, _ = check_run(make(rng), timing, rng, max_cycles=400_000, **kw)
-            figures.append(f"{name} {data_bus_share(dev):.3f}")
+            dev, _, stats = check_run(make(rng), timing, rng, max_cycles=400_000, **kw)
+            figures.append(f"{name} {data_bus_share(dev):.3f} ({stats['acts']} ACTs, "
+                           f"{stats['hits']} row hits)")
         print(f"{label}: " + "; ".join(figures), flush=True)
 
 
