@@ -397,3 +397,17 @@ def test_one_walk_takes_every_pass_prefix_sum():
     n = got[0]["rows"]
     assert n == 144
     assert got[0]["taken_at"][0] <= 5 * n + 64 + 60
+
+
+def test_backward_sort_with_as_many_rows_as_the_key_counts():
+    """Backward, ``refree``: the bag list sorted by rows per bag, with the part's distinct rows
+    exactly 2**key_high_bits, one beyond what the key holds.  The sorter's bound on that key
+    half must still say that it varies (the distinct rows, cut to the key's width, once read
+    0 there and skipped the passes, leaving the bags in bag order; the bound is now the
+    smaller of the rows and the bag length limit, and the sorter's bound ports are wide)."""
+    params = EngineParams(index_width=8, max_bags=4, max_lookups=32, max_distinct_rows=16,
+                          max_bag_len=8, radix_bits=2)
+    kh = Analyzer(params).key_high_bits
+    assert 1 << kh == 16
+    bags = [[0, 1], [2, 3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14, 15]]
+    check_backward(params, bags, sort_bags=True, skip_updates=True)     # (16 rows: one part)

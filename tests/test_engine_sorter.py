@@ -79,6 +79,10 @@ def test_sorted_as_numpy_sorts_high_descending_then_low_stably():
     rng = np.random.default_rng(7)
     cases = [random_case(rng) for _ in range(40)]
     cases.append((np.arange(CAP)[::-1] % 8, np.arange(CAP) % 16, 7, 15))      # every pass, full
+    # an owner's bounds may lie beyond the key's widths (the analyzer's distinct rows, up to
+    # 2**KH and more): every pass of that half is needed, none dropped by a truncated bound
+    cases.append((rng.integers(0, 1 << KL, CAP), rng.integers(0, 1 << KH, CAP), 1 << KL, 1 << KH))
+    cases.append((np.zeros(CAP, int), rng.integers(0, 1 << KH, CAP), 0, 1 << KH))
     for (low, high, low_max, high_max), (order, cycles) in zip(cases, run_sorts(cases)):
         n = len(low)
         want = np.lexsort((low, -high.astype(np.int64))) if n else []     # stable

@@ -313,10 +313,11 @@ class Analyzer(wiring.Component):
         # Forward: the slots by (bags holding the row descending, row ascending); backward:
         # the bag list by (pairs descending, position ascending).  Bounds of the key's
         # halves let the sorter skip passes: every row <= the OR of the part's rows, every
-        # position < nbl; bags holding a row <= nbl, pairs of a bag <= nslots.
+        # position < nbl; bags holding a row <= nbl, pairs of a bag <= its length and nslots.
         m.submodules.sorter = sorter = RadixSorter(cap, self.key_low_bits, self.key_high_bits, p.radix_bits)
+        pairs_max = Mux(nslots < p.max_bag_len, nslots, p.max_bag_len)
         m.d.comb += [sorter.n.eq(Mux(bwd, nbl, nslots)),
-                     sorter.low_max.eq(Mux(bwd, nbl, row_or)), sorter.high_max.eq(Mux(bwd, nslots, nbl)),
+                     sorter.low_max.eq(Mux(bwd, nbl, row_or)), sorter.high_max.eq(Mux(bwd, pairs_max, nbl)),
                      sorter.key_low.eq(Mux(bwd, sorter.key_elem, row_rd.data)),
                      sorter.key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
         with m.If(sorter.key_read):

@@ -21,8 +21,9 @@ class EngineParams:
         The part limits of docs/design.md section 2 (same meaning as
         :class:`refree.golden.planner.PartLimits`): they size the on-chip buffers.
     radix_bits:
-        Digit width of the analyzer's radix sort; each pass costs two walks over the
-        elements plus a prefix sum over the range of digits met (at most 2**radix_bits).
+        Digit width of the analyzer's radix sort (:mod:`.sorter`): a walk over the elements
+        per pass that is needed, one counting walk, and one prefix-sum walk over the widest
+        range of digits a pass met (at most 2**radix_bits).
     """
     index_width: int = 32
     max_bags: int = 256

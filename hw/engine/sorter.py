@@ -36,8 +36,9 @@ Members
 start : In(1)           pulse when idle: sort ``n`` elements (``n``, ``low_max`` and
                         ``high_max`` are read then and must hold until ``done``)
 n : In(elem_bits + 1)
-low_max : In(key_low_bits), high_max : In(key_high_bits)
-                        upper bounds of every element's ``low`` and ``high``
+low_max, high_max : In(at least 32 bits)
+                        upper bounds of every element's ``low`` and ``high`` (a bound at or
+                        beyond ``2**key_*_bits``: every digit of that half may vary)
 key_read : Out(1)       the owner's tables are read at ``key_addr`` this cycle ...
 key_addr : Out(elem_bits)
 key_elem : Out(elem_bits)   ... and in the next cycle, ``key_low`` and ``key_high`` must be
@@ -55,6 +56,9 @@ from amaranth.lib.wiring import In, Out
 from .sram import rmw_memory
 
 __all__ = ["RadixSorter", "radix_passes"]
+
+
+BOUND_BITS = 32      # the key bounds' ports are at least this wide (an owner's counts)
 
 
 def radix_passes(key_bits, radix_bits):
@@ -80,7 +84,9 @@ class RadixSorter(wiring.Component):
         self.passes = radix_passes(self.key_bits, radix_bits)
         E = self.elem_bits
         super().__init__({
-            "start": In(1), "n": In(E + 1), "low_max": In(key_low_bits), "high_max": In(key_high_bits),
+            # (the bounds are wider than the key's halves: an owner's bound may exceed them)
+            "start": In(1), "n": In(E + 1), "low_max": In(max(key_low_bits, BOUND_BITS)),
+            "high_max": In(max(key_high_bits, BOUND_BITS)),
             "key_read": Out(1), "key_addr": Out(E), "key_elem": Out(E),
             "key_low": In(key_low_bits), "key_high": In(key_high_bits),
             "busy": Out(1), "done": Out(1),
