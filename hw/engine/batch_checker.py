@@ -15,7 +15,9 @@ Checks, in the golden model's order of precedence (:mod:`refree.golden.errors`):
 4. ``BAG_TOO_LONG``: a bag longer than ``max_bag_len``.
 
 Offsets stream first (one per cycle, recording ``offsets[t*B]``, where table ``t``'s
-indices start), then indices (one per cycle); a failure in the offsets skips the indices.
+indices start), then indices, a beat's worth (8) per cycle: the rest of the response beat
+at the head that belongs to the current table (a beat that spans tables takes a cycle per
+table); a failure in the offsets skips the indices.
 
 Shared indices (``share`` at ``start``): the engine's first part reads the batch's first
 indices too, at the same time, so the checker hands them over instead of the engine reading
@@ -23,11 +25,12 @@ them again: once the engine has said how many it takes (``share_count`` with ``s
 the checker waits for it before its first index), each of the first ``share_count``
 indices goes out on ``shared`` as the checker checks it and is taken by both in the same
 cycle.  The input is then read once for a batch of one part.
-Latency: ``T*B + 1 + num_indices`` cycles plus the memory's, at one element a cycle when the
-memory keeps up.  ``done`` rises when the verdict is known and stays high until the next
+Latency: ``T*B + 1`` cycles for the offsets, then ``ceil(num_indices / 8)`` (plus a cycle
+per table boundary, and the shared indices at one a cycle) when the memory keeps up (at one
+DDR4 rank it does not: its peak is a quarter beat a cycle), plus the memory's latency.  ``done`` rises when the verdict is known and stays high until the next
 ``start``; reset leaves it low.
 """
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -127,18 +130,29 @@ class BatchChecker(wiring.Component):
                         m.next = "IDLE"
 
             with m.State("INDICES"):
-                v = idxr.data.payload
+                rows = cfg.tables[t].rows
                 with m.If((t < T) & (k >= bound[t + 1])):   # index k belongs to a later table
                     m.d.sync += t.eq(t + 1)
                 with m.Elif(share & ~share_known):
                     pass                        # how many the engine takes is not known yet
-                with m.Else():
-                    m.d.comb += [idxr.data.ready.eq(~shared_now | self.shared.ready),
-                                 self.shared.valid.eq(idxr.data.valid & shared_now),
+                with m.Elif(shared_now):        # one a cycle, handed over as it is checked
+                    v = idxr.data.payload
+                    m.d.comb += [idxr.data.ready.eq(self.shared.ready), self.shared.valid.eq(idxr.data.valid),
                                  self.shared.payload.eq(v)]
-                    with m.If(idxr.data.valid & idxr.data.ready):
+                    with m.If(idxr.data.valid & self.shared.ready):
                         m.d.sync += k.eq(k + 1)
-                        with m.If(v >= cfg.tables[t].rows):     # unsigned: negative is huge
+                        with m.If(v >= rows):   # unsigned: negative is huge
+                            m.d.sync += error.eq(ErrorCode.INDEX_OUT_OF_RANGE)
+                with m.Else():                  # the rest of the beat, up to table t's end
+                    beat, room = idxr.beat, bound[t + 1] - k
+                    n = Mux(room < beat.avail, room, beat.avail)
+                    lanes = range(len(beat.elems))
+                    bad = Cat(*[(i >= beat.lane) & (i < beat.lane + n) & (beat.elems[i] >= rows)
+                                for i in lanes]).any()
+                    with m.If(beat.valid):
+                        m.d.comb += idxr.take.eq(n)
+                        m.d.sync += k.eq(k + n)
+                        with m.If(bad):
                             m.d.sync += error.eq(ErrorCode.INDEX_OUT_OF_RANGE)
                 with m.If(~idxr.busy):
                     m.d.sync += self.done.eq(1)

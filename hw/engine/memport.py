@@ -103,12 +103,17 @@ class MemArbiter(wiring.Component):
 
 class ArrayReader(wiring.Component):
     """Stream ``count`` elements of ``elem_bits`` (64 or 32) starting at element ``first``
-    of an array at beat address ``base``, one element per cycle.
+    of an array at beat address ``base``: one element per cycle through ``data``, or up to a
+    beat's worth per cycle through ``beat`` / ``take`` (a user drives one of the two).
 
     Members
     -------
     start : In(1)     pulse (only when not ``busy``) with ``base``, ``first``, ``count``
     data : Out(stream.Signature(elem_bits))
+    beat : Out(WideView)  the response beat at the head: ``valid``, its ``elems``, the
+                      ``lane`` of the next element and ``avail``, the elements left in it
+    take : In(range(N + 1))   elements taken from ``beat`` this cycle (at most ``avail``,
+                      only when ``valid``): the next ``take`` lanes from ``lane``
     busy : Out(1)     until every element has been taken
     port : Out(mem_port)
     """
@@ -117,9 +122,14 @@ class ArrayReader(wiring.Component):
         if elem_bits not in (32, 64):
             raise ValueError(f"ArrayReader elem_bits must be 32 or 64, not {elem_bits!r}")
         self.addr_bits, self.elem_bits = addr_bits, elem_bits
+        N = BEAT_BITS // elem_bits
+        self.WideView = data.StructLayout({"valid": 1, "elems": data.ArrayLayout(elem_bits, N),
+                                           "lane": range(N), "avail": range(N + 1)})
         super().__init__({"start": In(1), "base": In(addr_bits), "first": In(count_bits),
                           "count": In(count_bits), "busy": Out(1),
-                          "data": Out(stream.Signature(elem_bits)), "port": Out(mem_port(addr_bits))})
+                          "data": Out(stream.Signature(elem_bits)),
+                          "beat": Out(self.WideView), "take": In(range(N + 1)),
+                          "port": Out(mem_port(addr_bits))})
 
     def elaborate(self, platform):
         m = Module()
@@ -140,17 +150,17 @@ class ArrayReader(wiring.Component):
                      self.port.cmd.payload.write.eq(0)]
         with m.If(self.port.cmd.valid & self.port.cmd.ready):
             m.d.sync += [next_beat.eq(next_beat + 1), beats_left.eq(beats_left - 1)]
-        # delivery: one lane of the response beat at the head per cycle
-        lanes = [self.port.rsp.payload[W * k:W * (k + 1)] for k in range(N)]
-        cur = Signal(W)
-        with m.Switch(lane):
-            for k in range(N):
-                with m.Case(k):
-                    m.d.comb += cur.eq(lanes[k])
-        m.d.comb += [self.data.valid.eq(self.port.rsp.valid & (left != 0)), self.data.payload.eq(cur)]
-        with m.If(self.data.valid & self.data.ready):
-            m.d.sync += [left.eq(left - 1), lane.eq(lane + 1)]
-            with m.If((lane == N - 1) | (left == 1)):
+        # delivery: the response beat at the head, from lane ``lane`` on; one element a
+        # cycle through ``data``, or ``take`` of them
+        beat = self.beat
+        m.d.comb += [beat.valid.eq(self.port.rsp.valid & (left != 0)), beat.elems.eq(self.port.rsp.payload),
+                     beat.lane.eq(lane), beat.avail.eq(Mux(left < N - lane, left, N - lane))]
+        m.d.comb += [self.data.valid.eq(beat.valid), self.data.payload.eq(beat.elems[lane])]
+        taken = Signal(range(N + 1))
+        m.d.comb += taken.eq(Mux(self.data.valid & self.data.ready, 1, Mux(beat.valid, self.take, 0)))
+        with m.If(taken != 0):
+            m.d.sync += [left.eq(left - taken), lane.eq(lane + taken)]
+            with m.If(taken == beat.avail):     # the beat's last element, or the array's
                 m.d.comb += self.port.rsp.ready.eq(1)
         return m
 
