@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	@# (setuptools prints a notice, as a warning, on every editable install that maps packages
 	@# to folders of other names, as refree.hw -> hw/; nothing to fix, so it is filtered)
 	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install -q -e '.[test]'
+	@# FBGEMM's release for torch 2.13.0; --no-deps: its wheel does not pin torch, so pip adds it alone
+	$(BIN)/pip install -q --no-deps fbgemm-gpu-cpu==1.8.0
 	@# Icarus Verilog comes from Debian; install it when missing and we are root.
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q iverilog >/dev/null; } \
 	  || echo "warning: iverilog missing and not root: Icarus tests will be skipped"
