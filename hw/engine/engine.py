@@ -83,7 +83,8 @@ batch), and the parts' updates are complete before the next part reads a row.
 Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
 ``state[t] + r // 16``.  Each distinct row's update reads that beat and writes it back with
 the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
-rows-in-flight table, keyed by state beat).  The engine still needs each table's batch in
+rows-in-flight table, keyed by state beat), unless that beat is the previous update's: the
+Adagrad unit then takes the other lanes from the previous row's output beat (``chained``).  The engine still needs each table's batch in
 one part (its current limit; docs/design.md section 2 asks for any size): with ``optimizer`` set, both jobs first run every table's part formation and analysis
 without output (no write); a table needing two parts stops the job with
 ``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
@@ -352,7 +353,7 @@ class Engine(wiring.Component):
         m.submodules.write_q = write_q = fifo.SyncFIFOBuffered(width=A, depth=32)
         # Adagrad: each updated row's state beat (to fetch, its lane, where it goes back)
         m.submodules.state_q = state_q = fifo.SyncFIFOBuffered(width=A, depth=4)
-        m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=4, depth=IN_FLIGHT_ROWS)
+        m.submodules.lane_q = lane_q = fifo.SyncFIFOBuffered(width=5, depth=IN_FLIGHT_ROWS)
         m.submodules.state_write_q = state_write_q = fifo.SyncFIFOBuffered(width=A, depth=IN_FLIGHT_ROWS)
         # baseline backward: each gradient row's scale (1, or fl(1/len) for mean pooling)
         m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=IN_FLIGHT_ROWS)
@@ -381,7 +382,13 @@ class Engine(wiring.Component):
         baseline_bwd = ~forward & baseline
         lock = baseline_bwd | ~forward & adagrad
         state_addr = Signal(A)
-        taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~(lock & locks.hit)) \
+        # Adagrad: an update whose state beat is the previous update's need not wait for it:
+        # the Adagrad unit carries that beat on (``chained``; rows renumbered by first use
+        # share state beats sixteen in a row)
+        prev_state, prev_state_valid = Signal(A), Signal()
+        chained = adagrad & prev_state_valid & (state_addr == prev_state)
+        locked = lock & locks.hit & ~(chained & ~locks.full)
+        taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~locked) \
             & (~need_want | want_q.w_rdy) \
             & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
             & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy)
@@ -393,15 +400,17 @@ class Engine(wiring.Component):
                      store.addr_wr.slot.eq(item_slot), store.addr_wr.addr.eq(row_q.w_data),
                      store.addr_wr.en.eq(discovering),
                      state_q.w_en.eq(taken & need_state), state_q.w_data.eq(state_addr),
-                     lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(item_row[:4]),
+                     lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(Cat(item_row[:4], chained)),
                      state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
                      locks.addr.eq(Mux(adagrad, state_addr, row_q.w_data)),
                      locks.push.eq(taken & need_row & lock)]
+        with m.If(taken & need_state):
+            m.d.sync += [prev_state.eq(state_addr), prev_state_valid.eq(1)]
         m.d.comb += [fetch_s.rows.valid.eq(state_q.r_rdy), fetch_s.rows.payload.eq(state_q.r_data),
                      state_q.r_en.eq(fetch_s.rows.ready),
                      ada.state.valid.eq(fetch_s.beats_out.valid),
                      ada.state.payload.beat.eq(fetch_s.beats_out.payload),
-                     ada.state.payload.lane.eq(lane_q.r_data),
+                     ada.state.payload.lane.eq(lane_q.r_data[:4]), ada.state.payload.chained.eq(lane_q.r_data[4]),
                      fetch_s.beats_out.ready.eq(ada.state.ready), lane_q.r_en.eq(ada.state.ready)]
 
         # ---- configuration-derived state ---------------------------------------------
@@ -718,7 +727,7 @@ class Engine(wiring.Component):
                 with m.Elif(an.inserted):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
-                    m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0)]
+                    m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0), prev_state_valid.eq(0)]
                     with m.If(baseline):        # the lookups again, from the lookup buffer
                         m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
                                      lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]

@@ -11,14 +11,14 @@ __all__ = ["RowsInFlight"]
 class RowsInFlight(wiring.Component):
     """Addresses of rows fetched for an update and not yet written back, oldest first.
 
-    ``hit`` says whether ``addr`` is one of them (or the table is full); ``push`` adds
+    ``hit`` says whether ``addr`` is one of them (or the table is ``full``); ``push`` adds
     ``addr``; ``pop`` drops the oldest (its last beat was written).  Rows are written back
     in the order they were fetched, so a circular buffer is enough.
     """
 
     def __init__(self, addr_bits, depth):
         self.depth = depth
-        super().__init__({"addr": In(addr_bits), "hit": Out(1), "push": In(1), "pop": In(1)})
+        super().__init__({"addr": In(addr_bits), "hit": Out(1), "full": Out(1), "push": In(1), "pop": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -26,6 +26,7 @@ class RowsInFlight(wiring.Component):
         addrs = [Signal.like(self.addr, name=f"addr{i}") for i in range(N)]
         valid = Signal(N)
         head, tail = Signal(range(N)), Signal(range(N))
+        m.d.comb += self.full.eq(valid.all())
         m.d.comb += self.hit.eq(valid.all() | Cat(*[valid[i] & (addrs[i] == self.addr)
                                                    for i in range(N)]).any())
         with m.If(self.push):
