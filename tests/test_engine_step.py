@@ -162,12 +162,14 @@ def test_rowwise_adagrad_two_steps_state_in_memory(mode, poolings):
 @pytest.mark.parametrize("what,bags", [
     ("too many bags", [[1]] * 12),                                          # max_bags 8
     ("too many distinct rows", [list(range(6 * b, 6 * b + 6)) for b in range(8)]),  # 48 > 32
-    ("second table", [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)])])
+    ("second table", [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)]),
+    ("first table", [list(range(6 * b, 6 * b + 6)) for b in range(8)] + [[1, 2]] * 8)])
 def test_adagrad_batches_beyond_one_part_are_refused_whole(what, bags, job):
     """BATCH_TOO_LARGE_FOR_ADAGRAD in either job, before any write (also when only the
-    second table needs two parts: the first table's rows must not be updated)."""
+    second table needs two parts: the first table's rows must not be updated; and when only
+    the first does, which no dry run checks: its part checks itself before it writes)."""
     rng = np.random.default_rng(6)
-    T = 2 if what == "second table" else 1
+    T = 2 if what.endswith("table") else 1
     batch = make_batch(bags, T=T)
     tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((batch.batch_size, T * DIM)).astype(np.float32)

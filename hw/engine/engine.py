@@ -85,8 +85,9 @@ Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
 the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
 rows-in-flight table, keyed by state beat), unless that beat is the previous update's: the
 Adagrad unit then takes the other lanes from the previous row's output beat (``chained``).  The engine still needs each table's batch in
-one part (its current limit; docs/design.md section 2 asks for any size): with ``optimizer`` set, both jobs first run every table's part formation and analysis
-without output (no write); a table needing two parts stops the job with
+one part (its current limit; docs/design.md section 2 asks for any size): with ``optimizer`` set, both jobs first run the part formation and analysis of
+tables 1 .. T-1 without output (no write, a dry run), and table 0's part, analysed before
+anything is written, checks itself; a table needing two parts stops the job with
 ``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
 ``ADAGRAD_IN_BASELINE``.
 """
@@ -644,8 +645,12 @@ class Engine(wiring.Component):
                 with m.Elif(~mmap.last):
                     m.d.comb += mmap.step.eq(1)
                 with m.Else():              # the batch check starts; parts are formed beside it
-                    m.d.comb += [check.start.eq(1), check.share.eq(1)]
-                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(adagrad)]
+                    # (Adagrad: the dry run checks tables 1 .. T-1; table 0's part checks
+                    # itself before it writes, so a batch of one table has no dry run)
+                    dry_run = adagrad & (cfg.num_tables > 1)
+                    m.d.comb += [check.start.eq(1), check.share.eq(~dry_run)]
+                    m.d.sync += [t.eq(dry_run), tb.eq(Mux(dry_run, cfg.batch_size, 0)), b0.eq(0), dry.eq(dry_run),
+                                 first_part.eq(~dry_run)]
                     m.next = "PART_START"
 
             # ---- 2. form a part -----------------------------------------------------------
@@ -720,7 +725,7 @@ class Engine(wiring.Component):
                 with m.Elif(an.inserted & (check.error != 0)):
                     m.d.sync += error.eq(check.error)
                     m.next = "DRY_DRAIN"        # drop the analysis; the job ends, nothing written
-                with m.Elif(an.inserted & dry):
+                with m.Elif(an.inserted & (dry | adagrad & (an.full | (nb != B)))):
                     with m.If(an.full | (nb != B)):
                         m.d.sync += error.eq(ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
                     m.next = "DRY_DRAIN"
