@@ -30,7 +30,7 @@ per table boundary, and the shared indices at one a cycle) when the memory keeps
 DDR4 rank it does not: its peak is a quarter beat a cycle), plus the memory's latency.  ``done`` rises when the verdict is known and stays high until the next
 ``start``; reset leaves it low.
 """
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -146,9 +146,9 @@ class BatchChecker(wiring.Component):
                 with m.Else():                  # the rest of the beat, up to table t's end
                     beat, room = idxr.beat, bound[t + 1] - k
                     n = Mux(room < beat.avail, room, beat.avail)
-                    lanes = range(len(beat.elems))
-                    bad = Cat(*[(i >= beat.lane) & (i < beat.lane + n) & (beat.elems[i] >= rows)
-                                for i in lanes]).any()
+                    N = len(beat.elems)
+                    bad = Cat(*[((beat.lane <= i) if i < N - 1 else C(1, 1)) & (i < beat.lane + n)
+                                & (beat.elems[i] >= rows) for i in range(N)]).any()
                     with m.If(beat.valid):
                         m.d.comb += idxr.take.eq(n)
                         m.d.sync += k.eq(k + n)

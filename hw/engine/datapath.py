@@ -421,7 +421,8 @@ class FoldDatapath(wiring.Component):
         pos = count - take
         for i in range(W):
             later = win[i + 1].as_value() if i + 1 < W else C(0, Entry.size)
-            kept = Mux(take & (sel <= i), later, win[i].as_value())
+            taken_or_before = (sel <= i) if i < W - 1 else C(1, 1)     # (always, for the last)
+            kept = Mux(take & taken_or_before, later, win[i].as_value())
             m.d.sync += win[i].eq(Mux(push & (pos == i), new.as_value(), kept))
         m.d.sync += count.eq(count - take + push)
 
