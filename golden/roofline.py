@@ -42,9 +42,10 @@ performs them; the bound is the largest over the job's units:
   non-empty mean-pooled bag, on ``div_lanes`` dividers;
 * ``updater`` (backward, SGD; 16 lanes, a beat a cycle): each read-modify-written row;
 * ``adagrad`` (backward, row-wise Adagrad, in place of the updater): each updated row on
-  the ``adagrad_lanes``-lane vector unit, ``2 * D / P`` cycles a row (the squares and the
-  update; the scalar chain of the row -- the tree of the strided sums, the division, the
-  square root -- is excluded: it is latency, not lanes).
+  the Adagrad unit's ``adagrad_lanes`` (P) FMA lanes, ``D / min(P, 8) + D / P`` cycles a row
+  (the squares, eight chains wide at most, and the update: ``2 * D / P`` for P <= 8; the
+  row's scalars -- the tree of the strided sums, the division, the square root -- run in a
+  pipeline of their own, a row a cycle, and are excluded).
 
 **analysis** -- lookups / the analyzer's rate (``analyzer_rate``, 1 lookup a cycle), in every
 mode and both jobs: the engine's analyzer forms the parts in every mode.
@@ -141,7 +142,7 @@ def step_bounds(batch, poolings, limits, dim, ranks=1, optimizer="sgd", modes=MO
             fwd_units["divider"] = tot["mean_bags"] * dim / div_lanes
         bwd_units = {"fold": merge_ops * dim / fold_lanes}
         if adagrad:
-            bwd_units["adagrad"] = rmw * 2 * dim / adagrad_lanes
+            bwd_units["adagrad"] = rmw * (dim / min(adagrad_lanes, 8) + dim / adagrad_lanes)
         else:
             bwd_units["updater"] = rmw * dim / updater_lanes
         out[mode] = {

@@ -1,6 +1,7 @@
-"""The engine's row-wise Adagrad unit (16-lane beats through a P-lane vector unit, the state
-beat read-modify-written) against the golden model's Adagrad, in Amaranth's simulator, with
-gaps on the inputs and backpressure on the output."""
+"""The engine's row-wise Adagrad unit (rows pipelined through the squares and the update on
+P lanes and a scalar pipeline; the state beat read-modify-written, or chained from the row
+before) against the golden model's Adagrad, in Amaranth's simulator, with gaps on the
+inputs and backpressure on the output; its throughput; its parameter checks."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -147,3 +148,11 @@ def test_a_row_every_two_d_over_p_cycles():
     latency = 700
     assert cycles <= n * 2 * dim // lanes * 1.1 + latency, cycles
     print(f"{n} rows in {cycles} cycles")
+
+
+@pytest.mark.parametrize("kwargs", [dict(ring=2), dict(ring=24), dict(ring=8, group=9), dict(lanes=3),
+                                    dict(dim=24)])
+def test_parameters_out_of_range_are_refused(kwargs):
+    args = dict(dim=64, lanes=4) | kwargs
+    with pytest.raises(ValueError):
+        AdagradUnit(args.pop("dim"), args.pop("lanes"), **args)

@@ -151,6 +151,9 @@ def test_verdicts_and_shared_indices_match_the_reference():
                   False, [False] * 3, None))
     cases.append((np.array([0, 3, 3, 3, 5, 5, 6], np.int64), np.array([0, 1, 2, 0, 3, 2]), [3, 4, 2], 2,
                   False, [False] * 3, None))
+    for last in (1, 2):             # table 1 empty; table 2's last index in or out of range
+        cases.append((np.array([0, 3, 3, 3, 3, 3, 6], np.int64), np.array([0, 1, 2, 0, 1, last]), [3, 4, 2],
+                      2, False, [False] * 3, None))
     errors = set()
     for case, (error, shared, cycles) in zip(cases, run_checks(cases)):
         offsets, indices, rows, B, weighted, mean, share = case

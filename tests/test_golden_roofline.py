@@ -111,6 +111,8 @@ def test_rowwise_adagrad_reads_and_writes_a_state_beat_per_row_and_runs_on_p_lan
         assert s[mode]["forward"] == step_bounds(one_table(WORKED), ["sum"], WHOLE, D)[mode]["forward"]
     b8 = step_bounds(one_table(WORKED), ["sum"], WHOLE, D, optimizer="rowwise-adagrad", adagrad_lanes=8)
     assert b8["refree"]["backward"]["units"]["adagrad"] == 5 * 2 * D / 8
+    b16 = step_bounds(one_table(WORKED), ["sum"], WHOLE, D, optimizer="rowwise-adagrad", adagrad_lanes=16)
+    assert b16["refree"]["backward"]["units"]["adagrad"] == 5 * (D / 8 + D / 16)   # squares: 8 chains
     with pytest.raises(ValueError, match="baseline"):
         job_bounds(one_table(WORKED), ["sum"], WHOLE, "baseline", "backward", D, optimizer="rowwise-adagrad")
 

@@ -6,8 +6,7 @@ state (16 states to a beat; ``lane`` picks the row's).  Out come the ``D/16`` up
 beats, then the state beat with the row's lane replaced by the new state (the other 15
 states as they were read, or, with ``chained``, as the row before left them: its state beat
 is the same, and was read before that row's was written), row after row in the order they
-came.  The arithmetic is exactly
-docs/design.md section 2:
+came.  The arithmetic is exactly docs/design.md section 2:
 
 A. squares, on the unit's ``P`` FMA lanes: eight strided partial sums per row,
    ``s_i = fma(g[d], g[d], s_i)`` over ``d = i (mod 8)``, d ascending, each from +0.  A
@@ -23,10 +22,11 @@ C. the update, on the same ``P`` lanes (it has priority over A):
 
 Rows wait in a ring of ``ring`` slots (their ``g``, ``E`` and state beat) from their arrival
 until their state beat leaves.  Throughput: the lanes' work, ``2 D / P`` cycles a row
+(``D / 8 + D / P`` at P = 16, the squares being eight chains wide)
 (A's steps are padded to the round trip when fewer than about ``(L_fma + 4) P / 8`` rows
 are waiting, i.e. when the rows come slower than the lanes could take them); latency about
 ``D/8 (L_fma + 4) + 3 L_add + 2 L_div + L_sqrt + L_add + D/P`` cycles a row.  Reset empties
-the unit.
+the unit.  ``lr`` and ``eps`` must hold while ``busy``.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -44,7 +44,7 @@ BEAT_BITS = 512
 LANES = 16          # binary32 words in a memory beat
 CHAINS = 8          # the strided partial sums of docs/design.md
 # From a lane request to the cycle its result may be read back: the read of the operands,
-# the lanes' input register, and the write of the result.
+# the lanes' input register and the write of the result (three cycles), and one of margin.
 ROUND_TRIP = 4
 
 
@@ -74,7 +74,7 @@ class AdagradUnit(wiring.Component):
     ----------
     dim : int       D, a positive multiple of 16
     lanes : int     P, FMA lanes shared by the squares and the update (a divisor of 16)
-    ring : int      rows held (a power of two, at least 2)
+    ring : int      rows held (a power of two, at least 4)
     group : int     most rows whose squares interleave (1 .. ring)
 
     Members
@@ -92,8 +92,10 @@ class AdagradUnit(wiring.Component):
             raise ValueError(f"AdagradUnit dim must be a positive multiple of {LANES}, not {dim!r}")
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 or LANES % lanes:
             raise ValueError(f"AdagradUnit lanes must divide {LANES}, not {lanes!r}")
-        if isinstance(ring, bool) or not isinstance(ring, int) or ring < 2 or ring & (ring - 1):
-            raise ValueError(f"AdagradUnit ring must be a power of two of at least 2, not {ring!r}")
+        # (at least 4: a SyncFIFOBuffered of depth 2 refuses a write the cycle after its first,
+        # and the row FIFOs below, as deep as the ring, are written without asking)
+        if isinstance(ring, bool) or not isinstance(ring, int) or ring < 4 or ring & (ring - 1):
+            raise ValueError(f"AdagradUnit ring must be a power of two of at least 4, not {ring!r}")
         if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= ring:
             raise ValueError(f"AdagradUnit group must be an integer in [1, ring], not {group!r}")
         self.dim, self.lanes, self.ring, self.group = dim, lanes, ring, group
@@ -267,7 +269,9 @@ class AdagradUnit(wiring.Component):
         m, P, beats = self._m, self.lanes, self.beats
         S = LANES // P                          # lane beats per memory beat
         n = beats * S
-        self.credit_depth = Q = self.fma_latency + 2 * ROUND_TRIP + 8
+        # (lane beats in flight: the request, operand and input stages and the FMA, plus the
+        # output's gathering into memory beats, so that C keeps issuing while beats leave)
+        Q = self.fma_latency + 2 * ROUND_TRIP + 8
         m.submodules.results = self.res = fifo.SyncFIFOBuffered(width=32 * P, depth=Q)
         owed = Signal(range(Q + 1))             # lane beats requested and not yet taken out
         v = Signal(range(n))

@@ -27,8 +27,9 @@ indices goes out on ``shared`` as the checker checks it and is taken by both in 
 cycle.  The input is then read once for a batch of one part.
 Latency: ``T*B + 1`` cycles for the offsets, then ``ceil(num_indices / 8)`` (plus a cycle
 per table boundary, and the shared indices at one a cycle) when the memory keeps up (at one
-DDR4 rank it does not: its peak is a quarter beat a cycle), plus the memory's latency.  ``done`` rises when the verdict is known and stays high until the next
-``start``; reset leaves it low.
+DDR4 rank it does not: its peak is a quarter beat a cycle), plus the memory's latency.
+``done`` rises when the verdict is known and stays high until the next ``start``; reset
+leaves it low.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring

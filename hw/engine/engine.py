@@ -84,10 +84,11 @@ Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
 ``state[t] + r // 16``.  Each distinct row's update reads that beat and writes it back with
 the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
 rows-in-flight table, keyed by state beat), unless that beat is the previous update's: the
-Adagrad unit then takes the other lanes from the previous row's output beat (``chained``).  The engine still needs each table's batch in
-one part (its current limit; docs/design.md section 2 asks for any size): with ``optimizer`` set, both jobs first run the part formation and analysis of
-tables 1 .. T-1 without output (no write, a dry run), and table 0's part, analysed before
-anything is written, checks itself; a table needing two parts stops the job with
+Adagrad unit then takes the other lanes from the previous row's output beat (``chained``).
+The engine still needs each table's batch in one part (its current limit; docs/design.md
+section 2 asks for any size): with ``optimizer`` set, both jobs first run the part
+formation and analysis of tables 1 .. T-1 without output (no write, a dry run), and table
+0's part, analysed before anything is written, checks itself; a table needing two parts stops the job with
 ``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
 ``ADAGRAD_IN_BASELINE``.
 """
@@ -388,7 +389,7 @@ class Engine(wiring.Component):
         # share state beats sixteen in a row)
         prev_state, prev_state_valid = Signal(A), Signal()
         chained = adagrad & prev_state_valid & (state_addr == prev_state)
-        locked = lock & locks.hit & ~(chained & ~locks.full)
+        locked = lock & (locks.full | locks.hit & ~chained)
         taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~locked) \
             & (~need_want | want_q.w_rdy) \
             & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
