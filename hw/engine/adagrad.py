@@ -166,7 +166,8 @@ class AdagradUnit(wiring.Component):
         self.operands = [Signal(data.StructLayout({"a": 32, "b": 32, "c": 32}), name=f"operands{k}")
                          for k in range(P)]
         formed = _delay(m, self.req, 1, "lane_req")
-        tag_in = _delay(m, self.req_tag, 2, "lane_tag")
+        self.formed_tag = _delay(m, self.req_tag, 1, "formed_tag")
+        tag_in = _delay(m, self.formed_tag, 1, "lane_tag")     # beside the lanes' input register
         self.result_valid = Signal()
         self.results = []
         for k in range(P):
@@ -178,7 +179,6 @@ class AdagradUnit(wiring.Component):
                 m.d.comb += self.result_valid.eq(valid)
                 self.fma_latency = fu.latency
         self.result_tag = _delay(m, tag_in, self.fma_latency, "result_tag")
-        self.formed_tag = _delay(m, self.req_tag, 1, "formed_tag")
         self.formed = formed
 
     # ---- A: the eight strided sums of squares of a group of rows ---------------------------
