@@ -182,6 +182,27 @@ def test_adagrad_batches_beyond_one_part_are_refused_whole(what, bags, job):
     assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
 
 
+@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
+@pytest.mark.parametrize("large", [0, 1], ids=["first table large", "second table large"])
+def test_adagrad_a_bad_index_comes_before_the_part_limit(large, job):
+    """A batch that is both malformed (an index outside the other table) and too large for
+    row-wise Adagrad (one table needs two parts) gets the input's error, as the golden
+    model checks the input first, and nothing is written."""
+    rng = np.random.default_rng(7)
+    large_bags = [list(range(6 * b, 6 * b + 6)) for b in range(8)]        # 48 rows > 32
+    small_bags = [[1, 2]] * 7 + [[3, 48]]                                  # row 48 of 48
+    batch = make_batch(large_bags + small_bags if large == 0 else small_bags + large_bags, T=2)
+    tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(2)]
+    grad = rng.standard_normal((batch.batch_size, 2 * DIM)).astype(np.float32)
+    with pytest.raises(BatchError) as e:
+        step(tables, batch, grad, LR, mode="dedup", limits=limits_of(PARAMS), optimizer="rowwise-adagrad")
+    assert e.value.code == ErrorCode.INDEX_OUT_OF_RANGE
+    r = RUNNERS["verilator"].run(batch, tables, [job], "dedup", grad=grad, lr=LR, optimizer="rowwise-adagrad",
+                                 tag=f"adagrad-bad-index-{large}")
+    assert r.errors == [ErrorCode.INDEX_OUT_OF_RANGE]
+    assert r.after == r.before
+
+
 def test_adagrad_in_baseline_is_refused():
     rng = np.random.default_rng(6)
     batch = make_batch([[1, 2], [2]])

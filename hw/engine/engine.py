@@ -28,7 +28,7 @@ Job flow (one ``start`` pulse, configuration latched):
 2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  In ``dedup``
-   and ``refree`` (but for row-wise Adagrad's backward) each distinct row is fetched as
+   and ``refree`` each distinct row is fetched as
    the analyzer discovers it, in slot order, into the row store (:mod:`.row_store`), once
    no rollback can remove its slot; the rows of a bag rolled back are never read.
 3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
@@ -45,13 +45,14 @@ Job flow (one ``start`` pulse, configuration latched):
    complete (the analyzer marks each bag's last pair), so the writes run under the fold.
    Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
    order, the members its distinct rows; the scheduler's results are the merged gradients,
-   which the row updater applies to the table rows and writes back.  With SGD the table
-   rows are in the row store (fetched during the analysis, see step 2; the analyzer sends
-   no update list), the gradient rows have priority on the memory port, and each merged
+   which the row updater applies to the table rows and writes back.  The table rows
+   are in the row store (fetched during the analysis, see step 2).  With SGD (the analyzer
+   sends no update list) the gradient rows have priority on the memory port, and each merged
    gradient, as soon as its row's merge is complete (the analyzer marks each row's last
    pair), meets its row there, read by slot, and the updated row goes back.
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
-   sharing a state beat wait for each other's updates, which need the merged gradients).
+   sharing a state beat wait for each other's updates, which need the merged gradients);
+   each update reads its row from the store and its state beat from memory.
    Backward ``baseline``: per lookup in index order (replayed from the lookup buffer),
    the gradient row of its bag and the
    table row go through the updater; a row still being updated is not fetched again (a
@@ -62,7 +63,7 @@ defaults ``max_distinct_rows`` = 1,024 and D = 64): the row store, a part's dist
 (``max_distinct_rows * D/16`` beats of 512 bits: 256 KiB, and a write-back address per
 row), the queue of row addresses to fetch (``max_distinct_rows`` addresses),
 ``ITEMS_AHEAD`` (128) scheduler items and as many slots of rows to read from the store
-(forward), a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
+(forward; Adagrad's backward), a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
 queue (4 KiB).
 
 Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
@@ -277,16 +278,16 @@ class Engine(wiring.Component):
                              dst.payload.eq(src.payload if payload is None else payload)]
 
         # The row store holds a part's table rows (its distinct rows at most), in fetch
-        # order.  In dedup and refree (but for Adagrad's backward) every row is fetched as
-        # the analyzer discovers it, in slot order, while the part is still being analysed
-        # (``prefetch``), and read by slot: forward in item order; backward (SGD) each merged
-        # gradient, as soon as its row's merge is complete, meets its row there and goes back
-        # to the row's address.  Row-wise Adagrad's backward takes the update list last and
-        # its rows in that order (see the module docstring).
+        # order.  In dedup and refree every row is fetched as the analyzer discovers it, in
+        # slot order, while the part is still being analysed (``prefetch``), and read by
+        # slot: forward in item order; backward (SGD) each merged gradient, as soon as its
+        # row's merge is complete, meets its row there and goes back to the row's address;
+        # row-wise Adagrad's backward reads its rows in the order of the update list, which
+        # comes last (see the module docstring).
         updates_first = ~adagrad
         by_slot = ~forward & ~baseline & updates_first
         dry = Signal()                          # Adagrad's check that every table fits a part
-        prefetch = ~baseline & (forward | ~adagrad) & ~dry
+        prefetch = ~baseline & ~dry
         # (a word of the store is a wide beat of the datapath: forward takes a row of D = 64 a
         # cycle at 64 lanes; the updaters take the memory beats of the words one by one)
         parts = self.fold_lanes // 16
@@ -306,6 +307,11 @@ class Engine(wiring.Component):
         route(grad_packer.o, dp.rows, ~forward & ~baseline)
         scale_q_data = Signal(32)
         route(fetch_g.beats_out, upd.g, ~forward & baseline, Cat(fetch_g.beats_out.payload, scale_q_data))
+        # Forward: each item's row, word by word, from the slots queued in item order;
+        # Adagrad's backward: each update's row, beat by beat, in update-list order.
+        m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
+        want_beat = Signal(range(beats))        # the word's first memory beat
+        want_step = Mux(forward, parts, 1)
         # By slot: a merged gradient beat enters the updater as its row beat is asked of the
         # store; the asks wait in a queue, as the gradient beats do in the updater's scaling
         # FMAs, so that the store reads the rows ahead of the step that meets them (asked
@@ -324,15 +330,12 @@ class Engine(wiring.Component):
                          update_wants.w_data.eq(wanted_beat),
                          store.wanted.valid.eq(update_wants.r_rdy), store.wanted.payload.eq(update_wants.r_data),
                          update_wants.r_en.eq(store.wanted.ready)]
-        # forward: each item's row, word by word, from the slots queued in item order
-        m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
-        want_beat = Signal(range(beats))        # the word's first memory beat
-        with m.If(forward):
+        with m.Elif(prefetch):               # (forward, or Adagrad's backward)
             m.d.comb += [store.wanted.valid.eq(want_q.r_rdy), store.wanted.payload.slot.eq(want_q.r_data),
                          store.wanted.payload.beat.eq(want_beat)]
             with m.If(store.wanted.valid & store.wanted.ready):
-                m.d.sync += want_beat.eq(Mux(want_beat == beats - parts, 0, want_beat + parts))
-                m.d.comb += want_q.r_en.eq(want_beat == beats - parts)
+                m.d.sync += want_beat.eq(Mux(want_beat == beats - want_step, 0, want_beat + want_step))
+                m.d.comb += want_q.r_en.eq(want_beat == beats - want_step)
         route(table_rows, upd.e, ~forward & ~adagrad)
         route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
@@ -390,7 +393,8 @@ class Engine(wiring.Component):
         prev_state, prev_state_valid = Signal(A), Signal()
         chained = adagrad & prev_state_valid & (state_addr == prev_state)
         locked = lock & (locks.full | locks.hit & ~chained)
-        taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy & ~locked) \
+        need_lock = need_row | need_state       # (the lock's key: the row, or the state beat)
+        taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy) & ~(need_lock & locked) \
             & (~need_want | want_q.w_rdy) \
             & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
             & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy)
@@ -405,7 +409,7 @@ class Engine(wiring.Component):
                      lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(Cat(item_row[:4], chained)),
                      state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
                      locks.addr.eq(Mux(adagrad, state_addr, row_q.w_data)),
-                     locks.push.eq(taken & need_row & lock)]
+                     locks.push.eq(taken & need_lock & lock)]
         with m.If(taken & need_state):
             m.d.sync += [prev_state.eq(state_addr), prev_state_valid.eq(1)]
         m.d.comb += [fetch_s.rows.valid.eq(state_q.r_rdy), fetch_s.rows.payload.eq(state_q.r_data),
@@ -690,7 +694,7 @@ class Engine(wiring.Component):
                                  lbuf.start.eq(1)]
                     m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
-                                 an.skip_updates.eq(~forward & prefetch),
+                                 an.skip_updates.eq(by_slot),
                                  an.partition_only.eq(baseline | dry),
                                  an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
@@ -795,8 +799,8 @@ class Engine(wiring.Component):
                              item_row.eq(mem_.row), grad_bag.eq(mem_.bag), item_slot.eq(mem_.slot),
                              item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first),
                              item.member_last.eq(mem_.member_last)]
-                with m.If(mem_.upd):            # the row's update: fetch it, write it back
-                    m.d.comb += [need_row.eq(1), need_write.eq(1), need_state.eq(adagrad)]
+                with m.If(mem_.upd):            # Adagrad's update of a row: read it from the store
+                    m.d.comb += [need_want.eq(1), need_write.eq(1), need_state.eq(1)]
                 with m.Else():
                     m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
                 # every gradient row is in: the scheduler may send the merged gradients

@@ -1,10 +1,10 @@
 """Row store: the part's table rows on chip, between the row fetcher and their consumers.
 
 Beats are written in fetch order.  They are read back either in the same order (a FIFO:
-``baseline``, whose rows come in lookup order, and Adagrad's backward), or, with ``by_slot``
-(``dedup`` and ``refree``: forward, and backward with SGD), by ``(slot, beat)`` in whatever
-order the consumer needs them (forward: item order; backward: as the merged gradients
-complete): the rows are fetched in slot order, so beat ``j`` of slot ``s`` is beat
+``baseline``, whose rows come in lookup order), or, with ``by_slot`` (``dedup`` and
+``refree``), by ``(slot, beat)`` in whatever order the consumer needs them (forward: item
+order; backward with SGD: as the merged gradients complete; row-wise Adagrad's backward:
+the update list's order): the rows are fetched in slot order, so beat ``j`` of slot ``s`` is beat
 ``s * D/16 + j`` of the store, and it is read once it has arrived.  ``by_slot`` also keeps each slot's write-back address (``addr_wr``) and
 gives it, plus the beat, with the beat's data.
 
