@@ -129,7 +129,7 @@ def _tool(name: str, module: str, func: str) -> list[str]:
             f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
 
 
-def _unit(key: str, lanes: int, length: int, dsp: str):
+def _unit(key: str, lanes: int, dsp: str):
     """(report name, Verilog module name, class, kwargs) of one unit."""
     if key == TOP_NAME:
         from refree.hw.lrdimm.lrdimm_nmp import LrdimmNmp
@@ -142,7 +142,7 @@ def _unit(key: str, lanes: int, length: int, dsp: str):
     if key == "vector":
         from refree.hw.fp.vector import VectorUnit
         return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,
-                {"lanes": lanes, "length": length, "dsp": dsp})
+                {"lanes": lanes, "dsp": dsp})
     from refree.verif.fp_cases import UNITS
     kwargs = {"dsp": dsp} if key in ("mul", "fma") else {}
     return UNITS[key].name, UNITS[key].name, UNITS[key].cls, kwargs
@@ -211,13 +211,13 @@ def nextpnr_outcome(log: str, returncode: int) -> tuple[float | None, str]:
     return (float(found[-1]), "") if found else (None, "no clock estimate in nextpnr's log")
 
 
-def synthesize(key: str, *, lanes: int = 4, length: int = 64, freq: float = 150.0,
+def synthesize(key: str, *, lanes: int = 4, freq: float = 150.0,
                pnr: bool = True, seed: int = 1, dsp: str = "ecp5", log=print) -> SynthResult:
     """Synthesise (and place and route) one unit; return its figures."""
     from amaranth.hdl import Value
     from refree.verif.toolchain import verilog_for
 
-    report_name, module, cls, kwargs = _unit(key, lanes, length, dsp)
+    report_name, module, cls, kwargs = _unit(key, lanes, dsp)
     t0 = time.perf_counter()
     design = verilog_for(cls, name=module, subdir="synth", **kwargs)
     comp = design.component
@@ -291,8 +291,6 @@ def build_parser(epilog=None) -> argparse.ArgumentParser:
                              f"(gen/default_config.toml; long)")
     parser.add_argument("--lanes", type=int, default=4, help="lanes P of the vector unit "
                                                              "(default 4)")
-    parser.add_argument("--length", type=int, default=64,
-                        help="row length D of the vector unit (default 64)")
     parser.add_argument("--freq", type=float, default=150.0,
                         help="target clock for nextpnr in MHz (default 150)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
@@ -316,7 +314,7 @@ def main(argv=None, epilog=None) -> int:
         parser.error(f"--lanes must be a positive integer, not {args.lanes}")
     results = []
     for key in keys:
-        results.append(synthesize(key, lanes=args.lanes, length=args.length, freq=args.freq,
+        results.append(synthesize(key, lanes=args.lanes, freq=args.freq,
                                   pnr=not args.no_pnr, seed=args.seed, dsp=args.dsp,
                                   log=lambda s: print(s, file=sys.stderr, flush=True)))
     print(HEADER)

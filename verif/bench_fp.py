@@ -50,13 +50,13 @@ def main(argv=None) -> int:
         if unit == "vector":
             from . import vector_ref as V
             from ..hw.fp.vector import VectorUnit
-            lanes, length = args.lanes, 64
+            lanes = args.lanes
             n_beats = max(1, args.ops // lanes)
-            beats = V.random_beats(7, lanes, length, n_elementwise=n_beats, n_rows=0)
+            beats = V.random_beats(7, lanes, n_elementwise=n_beats)
             words = [V.pack_in(b, lanes) for b in beats]
-            expected = [V.pack_out(r, lanes) for r in V.run(beats, lanes, length)]
-            bench = StreamBench(VectorUnit, name=f"fp_vector_p{lanes}_d{length}",
-                                depth={"verilator": 1 << 20}, lanes=lanes, length=length)
+            expected = [V.pack_out(r, lanes) for r in V.run(beats)]
+            bench = StreamBench(VectorUnit, name=f"fp_vector_p{lanes}",
+                                depth={"verilator": 1 << 20}, lanes=lanes)
             ops = len(words) * lanes
             name = f"vector P={lanes}"
         else:

@@ -20,8 +20,9 @@ Unit (module)                              operands          default latency (cy
 
 The defaults close at about 150 MHz on an ECP5-85 (``refree synth``); the multiplier and
 FMA take ``dsp="ecp5"`` to use ``MULT18X18D`` blocks with their internal registers (same
-latency). :class:`~.vector.VectorUnit` is the P-lane vector PE built from them (element-
-wise copy, add, multiply/FMA/divide by a scalar, SGD, and row-wise Adagrad of one row).
+latency). :class:`~.vector.VectorUnit` is a P-lane vector unit built from them (element-
+wise copy, add, multiply/FMA/divide by a scalar, SGD; a library unit: the engine's lanes
+are its own).
 The shared pieces (pipeline builder, unpacking, leading-zero count, the normalise-round-
 pack back end, the split 24x24 multiplier) live in :mod:`.common`.
 """
