@@ -50,7 +50,7 @@ bench-dram: $(STAMP)
 bench-fp: $(STAMP)
 	$(BIN)/python -m refree.verif.bench_fp
 
-# Yosys + nextpnr-ecp5 figures of the arithmetic units (minutes; the vector unit ~9 min).
+# Yosys + nextpnr-ecp5 figures of the arithmetic units (minutes; the vector unit ~8 min).
 synth: $(STAMP)
 	$(BIN)/refree synth
 

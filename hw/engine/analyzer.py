@@ -30,8 +30,10 @@ gradient-row order), and streams every pair once, grouped by bag in that order (
 pairs in first-appearance order; ``first`` marks a bag's first pair), and the update list:
 every slot once, in slot order, with its row (``upd`` set).  The update list comes first
 when ``updates_first``, else last (row-wise Adagrad, whose rows sharing a state beat
-must wait for each other's merged gradients), and not at all with ``skip_updates`` (the
-controller has fetched the rows as they were discovered, see below).
+must wait for each other's merged gradients, and whose state beats the update list
+fetches), and not at all with ``skip_updates`` (SGD's backward: the controller has fetched
+the rows as they were discovered, see below, and pairs each merged gradient with its row by
+slot).
 
 Discovered rows: each new slot is announced on ``discovered`` (its slot and row) in the
 cycle it is created, so that the controller can fetch the part's rows while the part is

@@ -350,8 +350,9 @@ class Engine(wiring.Component):
         # Work leaves the controller through small queues (no combinational loop between
         # the controller's and the consumers' handshakes): scheduler items, table-row and
         # gradient-row addresses to fetch, and the addresses the updated rows go back to.
-        # Backward (SGD) takes a part's whole update list first, so the table rows to fetch
-        # queue for a part's distinct rows (their write addresses go to the row store).
+        # The rows the analyzer discovers (prefetch) queue for the fetcher as they come, so
+        # the table rows to fetch queue for a part's distinct rows (their write addresses go
+        # to the row store).
         m.submodules.item_q = item_q = fifo.SyncFIFOBuffered(width=sch.Item.size, depth=ITEMS_AHEAD)
         m.submodules.row_q = row_q = fifo.SyncFIFOBuffered(width=A, depth=max(4, p.slot_capacity))
         m.submodules.grad_q = grad_q = fifo.SyncFIFOBuffered(width=A, depth=4)
@@ -376,7 +377,7 @@ class Engine(wiring.Component):
         item = Signal(sch.Item)
         issue = Signal()                        # the controller offers one unit of work ...
         need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
-        need_want = Signal()                    # ... its row read from the row store (forward)
+        need_want = Signal()                    # ... its row read from the row store (forward, Adagrad's backward)
         discovering = Signal()                  # a row the analyzer discovered, to fetch
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
