@@ -54,7 +54,7 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
     # nothing else in memory changed: only the pooled output, the table rows and the
     # Adagrad states may
     lay, run = got.run.lay, got.run
-    written = set(range(lay.pooled, lay.pooled + B * T * lay.row_beats))
+    written = set(range(lay.pooled, lay.pooled + lay.pooled_beats))
     for base, rows, stride in lay.tables:
         written |= set(range(base, base + rows * stride))
     for base, (_, rows, _) in zip(lay.states, lay.tables):

@@ -1,6 +1,6 @@
 """The engine with a wide fold datapath at D = 64 on generated Verilog (cocotb, Verilator):
 ``fold_lanes = 64``, the default configuration's (a row in one wide beat of four memory
-beats), and 32 (rows of two wide beats), results split back into memory beats (:mod:`refree.hw.engine.result_splitter`).  Training steps in the three
+beats), and 32 (rows of two wide beats; the staging rows striped, :mod:`refree.hw.engine.staging`), results split back into memory beats (:mod:`refree.hw.engine.result_splitter`).  Training steps in the three
 modes with mean and sum pooling, weights, several parts and row-wise Adagrad, against the
 golden model bit for bit (``check_step``: outputs, whole memory, counters)."""
 import numpy as np
@@ -12,7 +12,10 @@ from refree.verif.engine_run import EngineRunner, limits_of
 from test_engine_step import ADDR_BITS, MAX_TABLES, PARAMS, check_step, make_batch
 
 D = 64
-WIDE = {lanes: EngineRunner(PARAMS, D, MAX_TABLES, ADDR_BITS, fold_lanes=lanes) for lanes in (32, 64)}
+# (the 32-lane engine lays the pooled output and the gradient out striped, as a chip of
+# several ranks does: a row's beat j four beats after its beat j - 1)
+WIDE = {lanes: EngineRunner(PARAMS, D, MAX_TABLES, ADDR_BITS, fold_lanes=lanes, staging_stripe=stripe)
+        for lanes, stripe in ((32, 4), (64, 1))}
 LANES = pytest.mark.parametrize("lanes", sorted(WIDE))
 
 

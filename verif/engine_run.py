@@ -18,7 +18,7 @@ from refree.golden.planner import PartLimits
 from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
-from .staging import layout, pack, unpack_rows, unpack_state
+from .staging import layout, pack, unpack_rows, unpack_staging_rows, unpack_state
 from .toolchain import CocotbFailure, SimBuild, build_root, require_simulator, verilog_for
 
 __all__ = ["EngineRunner", "RunResult", "StepOutcome", "MODES", "JOB_NAMES", "limits_of", "cycle_limit",
@@ -125,16 +125,23 @@ class EngineRunner:
     of the ranks, ``addr_bits`` ignored): the host programs every job through the NMP window
     and reads the registers back, every DRAM command and every host command is checked
     against the timing rules (a violation fails the run); without, the bare engine on the
-    generic memory port with random latency and backpressure."""
+    generic memory port with random latency and backpressure.  ``staging_stripe`` lays the
+    pooled output and the gradient out for the bare engine (:mod:`refree.hw.engine.staging`;
+    default 1, row-major); the chip's is its mapping's."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None, window=None, fold_lanes=16):
+                 dram=None, window=None, fold_lanes=16, staging_stripe=None):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
         self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
         self.fold_lanes = fold_lanes
         self.window = window        # of the chip (None: its default)
         self.addr_bits = dram.mapping.addr_bits if dram is not None else addr_bits
         self._build = None
+        if dram is not None and staging_stripe not in (None, dram.mapping.staging_stripe):
+            raise ValueError(f"the buffer chip's staging stripe is its mapping's "
+                             f"({dram.mapping.staging_stripe}), not {staging_stripe!r}")
+        # the layout of the pooled output and the gradient (refree.hw.engine.staging)
+        self.staging_stripe = dram.mapping.staging_stripe if dram is not None else staging_stripe or 1
 
     def build(self):
         if self._build is None:
@@ -145,7 +152,7 @@ class EngineRunner:
             if self.dram is None:
                 name = "engine"
                 self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,
-                                          **engine_kwargs)
+                                          staging_stripe=self.staging_stripe, **engine_kwargs)
             else:
                 from refree.hw.lrdimm.lrdimm_nmp import default_window
                 from .lrdimm_top import LrdimmSimTop
@@ -231,7 +238,7 @@ class EngineRunner:
         if len(tables) > self.max_tables:
             raise ValueError(f"the engine takes at most {self.max_tables} tables, not {len(tables)}")
         adagrad = optimizer == "rowwise-adagrad"
-        lay = layout(batch, tables, with_state=adagrad)
+        lay = layout(batch, tables, with_state=adagrad, stripe=self.staging_stripe)
         if adagrad and state is None:
             state = [np.zeros(E.shape[0], np.float32) for E in tables]
         if lay.end > 1 << self.addr_bits:
@@ -295,14 +302,15 @@ class EngineRunner:
         if host_io:
             if self.dram is None:
                 raise ValueError("host_io needs the buffer chip (dram=...)")
-            lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad")
+            lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad",
+                         stripe=self.staging_stripe)
             kw.update(host_load=True, readback=lay.outputs())
         r = self.run(batch, tables, [JOB_FORWARD, JOB_BACKWARD], mode, grad=grad, lr=lr, **kw)
         if host_io:     # the outputs as the host read them (and DRAM holds the same)
             assert r.readback == {a: r.after.get(a, 0) for a in r.readback}, "host read-back differs from DRAM"
             r.after = {**r.after, **r.readback}
         B, T, D = batch.batch_size, batch.num_tables, self.dim
-        pooled = unpack_rows(r.after, r.lay.pooled, B * T, r.lay.row_beats, D).reshape(B, T * D)
+        pooled = unpack_staging_rows(r.after, r.lay, r.lay.pooled, B * T, D).reshape(B, T * D)
         new = [unpack_rows(r.after, base, rows, stride, D) for base, rows, stride in r.lay.tables]
         names = ["forward", "backward"]
         state = [unpack_state(r.after, base, rows) for base, (_, rows, _) in zip(r.lay.states, r.lay.tables)] \

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_state", "BEAT_BYTES"]
+from refree.hw.engine.staging import staging_beat, staging_beats
+
+__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_staging_rows", "unpack_state", "BEAT_BYTES"]
 
 BEAT_BYTES = 64
 
@@ -30,6 +32,7 @@ class StagingLayout:
     end: int
     states: tuple = ()       # Adagrad state array per table (16 per beat), if any
     pooled_beats: int = 0    # beats of the pooled output (B x T rows)
+    stripe: int = 1          # of the staging rows (pooled output, gradient): refree.hw.engine.staging
 
     def outputs(self):
         """Beat addresses that a step may write: the pooled output, the tables and the
@@ -47,7 +50,9 @@ ALIGN_BEATS = 16
 chunks that the DRAM side's address mapping keeps in one rank (up to 16 beats)."""
 
 
-def layout(batch, tables, with_state=False):
+def layout(batch, tables, with_state=False, stripe=1):
+    """Every array in turn from beat 0; the pooled output and the gradient with the engine's
+    staging ``stripe``."""
     D = tables[0].shape[1]
     row_beats = _beats(4 * D)
     T, B = batch.num_tables, batch.batch_size
@@ -62,12 +67,13 @@ def layout(batch, tables, with_state=False):
     offsets = take(_beats(8 * len(batch.offsets)))
     indices = take(_beats(8 * max(len(batch.indices), 1)))
     weights = take(_beats(4 * max(len(batch.indices), 1)) if batch.weighted else 0)
-    pooled = take(B * T * row_beats)
-    grad = take(B * T * row_beats)
+    staged = staging_beats(B * T, row_beats, stripe)
+    pooled = take(staged)
+    grad = take(staged)
     descs = [(take(E.shape[0] * row_beats), E.shape[0], row_beats) for E in tables]
     states = [take(_beats(4 * E.shape[0])) for E in tables] if with_state else []
     return StagingLayout(offsets, indices, weights, pooled, grad, tuple(descs), row_beats, a, tuple(states),
-                         B * T * row_beats)
+                         staged, stripe)
 
 
 def _to_beats(raw, base):
@@ -83,6 +89,20 @@ def _rows_to_beats(rows, row_beats, base):
     return _to_beats(padded.astype("<f4").tobytes(), base)
 
 
+def _staging_rows_to_beats(rows, lay, base):
+    packed = _rows_to_beats(rows, lay.row_beats, 0)
+    return {staging_beat(base, k // lay.row_beats, k % lay.row_beats, lay.row_beats, lay.stripe): v
+            for k, v in packed.items()}
+
+
+def unpack_staging_rows(mem, lay, base, rows, dim):
+    """float32 (rows, dim) of the staging array at ``base`` (the pooled output) read back."""
+    raw = b"".join(mem.get(staging_beat(base, k // lay.row_beats, k % lay.row_beats, lay.row_beats,
+                                        lay.stripe), 0).to_bytes(BEAT_BYTES, "little")
+                   for k in range(rows * lay.row_beats))
+    return np.frombuffer(raw, "<f4").reshape(rows, lay.row_beats * 16)[:, :dim].copy()
+
+
 def pack(batch, tables, lay, grad=None, state=None):
     """The memory image of a batch, its tables and (optionally) the upstream gradient
     ``(B, T*D)`` and the Adagrad state per table."""
@@ -90,7 +110,7 @@ def pack(batch, tables, lay, grad=None, state=None):
     for s, base in zip(state or (), lay.states):
         mem.update(_to_beats(np.asarray(s, "<f4").tobytes(), base))
     if grad is not None:
-        mem.update(_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay.row_beats, lay.grad))
+        mem.update(_staging_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay, lay.grad))
     mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
     mem.update(_to_beats(batch.indices.astype("<i8").tobytes(), lay.indices))
     if batch.weighted:

@@ -72,6 +72,13 @@ class AddressMapping:
                 ("row", _log2(g.rows))]
 
     @property
+    def staging_stripe(self):
+        """The stripe of the staging rows (:mod:`refree.hw.engine.staging`): the chunk when
+        there are several ranks, so a pooled or gradient row's beats lie on successive
+        ranks; 1 (row-major, a row's beats in one chunk, alternating bank groups) with one."""
+        return self.chunk_beats if self.ranks > 1 else 1
+
+    @property
     def addr_bits(self):
         """Width of a beat address that covers every rank."""
         return sum(w for _, w in self.fields)

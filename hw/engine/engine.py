@@ -75,8 +75,9 @@ backward the update's scale).
 
 Memory layout: beat addresses (64 bytes); ``offsets`` and ``indices`` are int64 arrays
 from a beat boundary, ``weights`` a float32 array from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
-pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is at
-``pooled + (b*T + t) * D/16`` (``grad + ...``).
+pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is staging row
+``b*T + t`` of the array at ``pooled`` (``grad``), laid out by :mod:`.staging` (row-major,
+or striped over the ranks).
 
 Parts are re-formed by the backward job exactly as by the forward job (same rule, same
 batch), and the parts' updates are complete before the next part reads a row.
@@ -114,6 +115,7 @@ from .row_store import RowStore
 from .rowdiv import RowDivider
 from .params import EngineParams
 from .scheduler import ShareScheduler
+from .staging import check_stripe, staging_beat
 from .updater import RowUpdater
 
 __all__ = ["Engine", "MODE_BASELINE", "MODE_DEDUP", "MODE_REFREE", "JOB_FORWARD", "JOB_BACKWARD"]
@@ -166,6 +168,8 @@ class Engine(wiring.Component):
     dim : int               vector length D (a multiple of 16)
     max_tables : int
     addr_bits : int         beat address width of the memory port
+    staging_stripe : int    the layout of the pooled output and the upstream gradient
+                            (:mod:`.staging`; 1: row-major)
 
     Members
     -------
@@ -176,13 +180,15 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4, adagrad_lanes=4,
-                 fold_lanes=16):
+                 fold_lanes=16, staging_stripe=1):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Engine params must be an EngineParams, not {params!r}")
         if not isinstance(dim, int) or dim < 16 or dim % 16:
             raise ValueError(f"Engine dim must be a positive multiple of 16, not {dim!r}")
         self.params, self.dim, self.max_tables, self.addr_bits = params, dim, max_tables, addr_bits
         self.div_lanes, self.adagrad_lanes = div_lanes, adagrad_lanes
+        check_stripe(staging_stripe)
+        self.staging_stripe = staging_stripe
         self.fold_lanes = lanes_for(dim, fold_lanes)     # (fewer when they do not divide D)
         self.beats = dim // 16
         p = params
@@ -223,7 +229,7 @@ class Engine(wiring.Component):
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
         writer = arb.port0
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
-        m.submodules.fetch_grads = fetch_g = RowFetcher(A, beats)    # upstream gradient rows
+        m.submodules.fetch_grads = fetch_g = RowFetcher(A, beats, self.staging_stripe)  # upstream gradient rows
         m.submodules.offs = offs = ArrayReader(A)
         m.submodules.idx = idxr = ArrayReader(A)
         m.submodules.weights = wts = ArrayReader(A, elem_bits=32)
@@ -449,7 +455,8 @@ class Engine(wiring.Component):
         all_arrived = arrived == fetched * beats
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
-                     grad_q.w_data.eq(cfg.grad_addr + (part_row0 + grad_bag * T) * beats)]
+                     grad_q.w_data.eq(staging_beat(cfg.grad_addr, part_row0 + grad_bag * T, 0, beats,
+                                                   self.staging_stripe))]
 
         # ---- bag lengths of the current part ------------------------------------------
         m.submodules.bag_len = bl_mem = memory.Memory(shape=p.mult_bits, depth=p.max_bags, init=[])
@@ -529,7 +536,8 @@ class Engine(wiring.Component):
             m.d.sync += burst.eq(0)
         with m.If(forward):
             m.d.comb += [burst_q.w_en.eq(pooled_valid), pooled_ready.eq(burst_q.w_rdy),
-                         burst_q.w_data.eq(Cat((cfg.pooled_addr + (part_row0 + out_bag * T) * beats + out_beat)[:A],
+                         burst_q.w_data.eq(Cat(staging_beat(cfg.pooled_addr, part_row0 + out_bag * T, out_beat, beats,
+                                                            self.staging_stripe)[:A],
                                                pooled.data))]
         with m.Elif(by_slot):
             m.d.comb += [burst_q.w_en.eq(upd.out.valid), upd.out.ready.eq(burst_q.w_rdy),
@@ -605,7 +613,7 @@ class Engine(wiring.Component):
                      scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, replayed.weight))]
 
         # ---- 0. the memory map, a (table, region) pair a cycle ----------------------------
-        m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats)
+        m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats, self.staging_stripe)
         m.d.comb += [mmap.config.eq(cfg), mmap.forward.eq(forward)]
 
         def lookup_walker(source_valid, on_lookup):

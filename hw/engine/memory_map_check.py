@@ -29,6 +29,8 @@ from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .staging import staging_beats
+
 __all__ = ["MemoryMapCheck"]
 
 STAGING_ARRAYS = 4      # offsets, indices, weights, the pooled output or the gradient
@@ -43,10 +45,11 @@ class MemoryMapCheck(wiring.Component):
     max_tables : int
     addr_bits : int     beat address width: memory ends at ``2 ** addr_bits`` beats
     beats : int         beats of a row (D / 16)
+    stripe : int        the staging rows' stripe (:mod:`.staging`)
     """
 
-    def __init__(self, config_layout, max_tables, addr_bits, beats):
-        self.max_tables, self.addr_bits, self.beats = max_tables, addr_bits, beats
+    def __init__(self, config_layout, max_tables, addr_bits, beats, stripe=1):
+        self.max_tables, self.addr_bits, self.beats, self.stripe = max_tables, addr_bits, beats, stripe
         self.num_regions = max_tables + STAGING_ARRAYS
         super().__init__({"config": In(config_layout), "forward": In(1), "restart": In(1), "step": In(1),
                           "conflict": Out(1), "last": Out(1)})
@@ -66,7 +69,7 @@ class MemoryMapCheck(wiring.Component):
         staging = [(cfg.offsets_addr, cfg.offsets_addr + ((T * B + 8) >> 3), C(1, 1)),
                    (cfg.indices_addr, cfg.indices_addr + ((n_idx + 7) >> 3), n_idx != 0),
                    (cfg.weights_addr, cfg.weights_addr + ((n_idx + 15) >> 4), cfg.weighted & (n_idx != 0)),
-                   (job_out, job_out + T * B * beats, T * B != 0)]
+                   (job_out, job_out + staging_beats(T * B, beats, self.stripe), T * B != 0)]
         i_lo, i_hi, i_live = Signal(RW), Signal(RW), Signal()
         j_lo, j_hi, j_live = Signal(RW), Signal(RW), Signal()
         lo_, hi_, live_ = table_region(ci)

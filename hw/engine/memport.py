@@ -166,7 +166,8 @@ class ArrayReader(wiring.Component):
 
 
 class RowFetcher(wiring.Component):
-    """Read ``beats`` consecutive beats for each row address taken, and stream them out.
+    """Read ``beats`` beats for each row address taken, ``stride`` beats apart (1:
+    consecutive; a striped staging row, :mod:`.staging`: the stripe), and stream them out.
 
     Members
     -------
@@ -175,8 +176,8 @@ class RowFetcher(wiring.Component):
     port : Out(mem_port)
     """
 
-    def __init__(self, addr_bits, beats):
-        self.addr_bits, self.beats = addr_bits, beats
+    def __init__(self, addr_bits, beats, stride=1):
+        self.addr_bits, self.beats, self.stride = addr_bits, beats, stride
         super().__init__({"rows": In(stream.Signature(addr_bits)),
                           "beats_out": Out(stream.Signature(BEAT_BITS)),
                           "port": Out(mem_port(addr_bits))})
@@ -185,7 +186,7 @@ class RowFetcher(wiring.Component):
         m = Module()
         k = Signal(range(self.beats + 1))
         m.d.comb += [self.port.cmd.valid.eq(self.rows.valid),
-                     self.port.cmd.payload.addr.eq(self.rows.payload + k),
+                     self.port.cmd.payload.addr.eq(self.rows.payload + k * self.stride),
                      self.port.cmd.payload.write.eq(0)]
         with m.If(self.port.cmd.valid & self.port.cmd.ready):
             with m.If(k == self.beats - 1):

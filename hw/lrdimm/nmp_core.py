@@ -25,7 +25,7 @@ class NmpCore(wiring.Component):
     Parameters
     ----------
     engine_kwargs : dict
-        Arguments of :class:`Engine` but ``addr_bits`` (the mapping's).
+        Arguments of :class:`Engine` but ``addr_bits`` and ``staging_stripe`` (the mapping's).
     dram : DramParams
 
     Members
@@ -49,7 +49,7 @@ class NmpCore(wiring.Component):
         if not isinstance(dram, DramParams):
             raise ValueError(f"NmpCore dram must be a DramParams, not {dram!r}")
         mapping = dram.mapping
-        self.engine = Engine(**engine_kwargs, addr_bits=mapping.addr_bits)
+        self.engine = Engine(**engine_kwargs, addr_bits=mapping.addr_bits, staging_stripe=mapping.staging_stripe)
         self.dram = DramSide(dram.timing, mapping, **dram.controller_kwargs())
         self.mapping = mapping
         e, d = self.engine, self.dram
