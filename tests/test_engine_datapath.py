@@ -464,6 +464,9 @@ def test_scheduler_and_datapath_give_the_golden_pooled_output():
                 ctx.set(sch.items.valid, 1)
                 await ctx.tick().until(sch.items.ready)
             ctx.set(sch.items.valid, 0)
+            ctx.set(sch.end, 1)                 # the part's end, after its last item
+            await ctx.tick()
+            ctx.set(sch.end, 0)
 
     async def rows(ctx):
         for plan, E in zip(plans, tables):

@@ -34,8 +34,7 @@ def member_stream(plan, share):
             mult = int((bags == b).sum())
             c = np.float32(mult if share else 1).view(np.uint32)
             out.append(dict(item=pos, member=b, c=int(c), kind=0, repeat=1 if share else mult,
-                            first=int(k == 0), last=0))
-    out[-1]["last"] = 1
+                            first=int(k == 0)))
     return mark_member_last(out)
 
 
@@ -66,6 +65,9 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=Tr
                 ctx.set(dut.items.valid, 1)
                 await ctx.tick().until(dut.items.ready)
             ctx.set(dut.items.valid, 0)
+            ctx.set(dut.end, 1)         # the part's end, after its last item (as the engine)
+            await ctx.tick()
+            ctx.set(dut.end, 0)
 
     async def drain(ctx):
         cycle = 0
@@ -188,8 +190,7 @@ def gradient_stream(plan, share):
             mult = rows.count(r)
             c = np.float32(mult if share else 1).view(np.uint32)
             out.append(dict(item=b, member=pos[r], c=int(c), kind=0, repeat=1 if share else mult,
-                            first=int(k == 0), last=0))
-    out[-1]["last"] = 1
+                            first=int(k == 0)))
     return mark_member_last(out)
 
 

@@ -37,6 +37,7 @@ from ..fp.common import f32_bits
 from ..fp.divider import Divider
 from ..fp.fma import FusedMultiplyAdd
 from ..fp.sqrt import SquareRoot
+from .params import counter_signal
 
 __all__ = ["AdagradUnit"]
 
@@ -137,7 +138,7 @@ class AdagradUnit(wiring.Component):
         # the state beats wait for their rows' outputs; the states for the scalar stage
         m.submodules.old = self.old = fifo.SyncFIFOBuffered(width=self.StateIn.size, depth=R)
         m.submodules.old_state = self.old_state = fifo.SyncFIFOBuffered(width=32, depth=R)
-        jb = Signal(range(beats))
+        jb = counter_signal(beats)
         full = (self.loaded - self.freed)[:cbits] == R
         take = self.g.valid & self.e.valid & self.state.valid & ~full
         addr = self.loaded[:self.slot_bits] * beats + jb
@@ -303,7 +304,7 @@ class AdagradUnit(wiring.Component):
     def _output(self):
         m, P, beats = self._m, self.lanes, self.beats
         S, W = LANES // P, 32 * P
-        k, jb = Signal(range(S)), Signal(range(beats))
+        k, jb = Signal(range(S)), counter_signal(beats)
         acc = Signal(BEAT_BITS)
         obuf, obuf_valid, state_pending = Signal(self.Out), Signal(), Signal()
         free = ~obuf_valid | self.out.ready

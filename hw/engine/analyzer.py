@@ -145,10 +145,10 @@ class Analyzer(wiring.Component):
         self.key_bits = self.key_low_bits + self.key_high_bits
         self.passes = radix_passes(self.key_bits, p.radix_bits)     # (the sorter's)
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
-        self.Member = data.StructLayout({"slot": p.slot_bits, "row": p.index_width,
-                                         "bags": p.bag_count_bits, "bag": p.bag_bits,
-                                         "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1,
-                                         "member_last": 1})
+        entry = {"slot": p.slot_bits, "row": p.index_width, "bags": p.bag_count_bits, "bag": p.bag_bits,
+                 "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1}
+        self.Entry = data.StructLayout(entry)       # a pair before its countdown
+        self.Member = data.StructLayout({**entry, "member_last": 1})
         super().__init__({
             "start": In(1),
             "backward": In(1),
@@ -338,7 +338,7 @@ class Analyzer(wiring.Component):
                      out_fifo.r_en.eq(self.members.ready)]
         # Every entry passes the countdown stage (cd) before the FIFO: its member's pairs
         # left are read, decremented and written back (a read one cycle behind sees it).
-        cd_valid, cd_entry = Signal(), Signal(self.Member)
+        cd_valid, cd_entry = Signal(), Signal(self.Entry)
         queued = Signal(range(out_fifo.depth + 2))      # in the FIFO or entering it
         m.d.comb += queued.eq(out_fifo.level + cd_valid)
         walk_slot, walk_bags = Signal(p.slot_bits), Signal(p.bag_count_bits)
@@ -591,7 +591,7 @@ class Analyzer(wiring.Component):
         m.d.sync += [bc_valid.eq(bb_valid), bc_slot.eq(pslot_rd.data), bc_mult.eq(pmul_rd.data),
                      bc_c.eq(pc_rd.data),
                      bc_bag.eq(bb_bag), bc_first.eq(bb_first)]
-        out_entry = Signal(self.Member)
+        out_entry = Signal(self.Entry)
         with m.If(wa_valid):
             m.d.comb += [out_entry.slot.eq(walk_slot), out_entry.row.eq(row_rd.data), out_entry.bags.eq(walk_bags),
                          out_entry.bag.eq(pbag_rd.data), out_entry.mult.eq(pmul_rd.data), out_entry.c.eq(pc_rd.data),
@@ -609,6 +609,7 @@ class Analyzer(wiring.Component):
             m.d.comb += [left_wr.addr.eq(Mux(bwd, cd_entry.slot, cd_entry.bag)), left_wr.data.eq(left_rd.data - 1),
                          left_wr.en.eq(1)]
         counted_entry = Signal(self.Member)
-        m.d.comb += [counted_entry.eq(cd_entry), counted_entry.member_last.eq(counted & (left_rd.data == 1)),
+        m.d.comb += [counted_entry.as_value()[:self.Entry.size].eq(cd_entry),
+                     counted_entry.member_last.eq(counted & (left_rd.data == 1)),
                      out_fifo.w_data.eq(counted_entry), out_fifo.w_en.eq(cd_valid)]
         return m

@@ -351,7 +351,7 @@ class FoldDatapath(wiring.Component):
             # idle cycles leave the lanes' operands (and their switching) alone.
             ps_rd.en.eq(fire),
             row_rd.addr.eq(cur.slot * B + j), row_rd.en.eq(fire_op),
-            scr_rd.addr.eq(j), scr_rd.en.eq(fire_op),
+            scr_rd.en.eq(fire_op),
         ]
         with m.If(fire):
             m.d.sync += j.eq(Mux(last_beat, 0, j + 1))
@@ -462,9 +462,12 @@ class FoldDatapath(wiring.Component):
         m.d.comb += [
             ps_wr.addr.eq(p_addr[L]), ps_wr.data.eq(result),
             ps_wr.en.eq(p_valid[L] & ~p_scr[L]),
-            scr_wr.addr.eq(p_addr[L]), scr_wr.data.eq(result),
-            scr_wr.en.eq(p_valid[L] & p_scr[L]),
+            scr_wr.data.eq(result), scr_wr.en.eq(p_valid[L] & p_scr[L]),
         ]
+        # (a scratch row of one beat, D = lanes, has no address to drive: a zero-width
+        # address would reach the Verilog as an ascending range [-1:0])
+        if len(scr_rd.addr):
+            m.d.comb += [scr_rd.addr.eq(j), scr_wr.addr.eq(p_addr[L])]
 
         m.d.comb += self.busy.eq(r_valid | Cat(*p_valid[1:]).any() | (j != 0) | second |
                                  cur_valid | (count != 0))

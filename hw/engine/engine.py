@@ -113,7 +113,7 @@ from .memport import ArrayReader, MemArbiter, RowFetcher, mem_port
 from .result_splitter import ResultSplitter
 from .row_store import RowStore
 from .rowdiv import RowDivider
-from .params import EngineParams
+from .params import EngineParams, counter_signal
 from .scheduler import ShareScheduler
 from .staging import check_stripe, staging_beat
 from .updater import RowUpdater
@@ -316,7 +316,7 @@ class Engine(wiring.Component):
         # Forward: each item's row, word by word, from the slots queued in item order;
         # Adagrad's backward: each update's row, beat by beat, in update-list order.
         m.submodules.want_q = want_q = fifo.SyncFIFOBuffered(width=p.slot_bits, depth=ITEMS_AHEAD)
-        want_beat = Signal(range(beats))        # the word's first memory beat
+        want_beat = counter_signal(beats)       # the word's first memory beat
         want_step = Mux(forward, parts, 1)
         # By slot: a merged gradient beat enters the updater as its row beat is asked of the
         # store; the asks wait in a queue, as the gradient beats do in the updater's scaling
@@ -369,7 +369,7 @@ class Engine(wiring.Component):
         m.submodules.state_write_q = state_write_q = fifo.SyncFIFOBuffered(width=A, depth=IN_FLIGHT_ROWS)
         # baseline backward: each gradient row's scale (1, or fl(1/len) for mean pooling)
         m.submodules.scale_q = scale_q = fifo.SyncFIFOBuffered(width=32, depth=IN_FLIGHT_ROWS)
-        gbeat = Signal(range(beats))
+        gbeat = counter_signal(beats)
         m.d.comb += scale_q_data.eq(scale_q.r_data)
         with m.If(~forward & baseline & upd.g.valid & upd.g.ready):
             m.d.sync += gbeat.eq(Mux(gbeat == beats - 1, 0, gbeat + 1))
@@ -543,7 +543,7 @@ class Engine(wiring.Component):
             m.d.comb += [burst_q.w_en.eq(upd.out.valid), upd.out.ready.eq(burst_q.w_rdy),
                          burst_q.w_data.eq(Cat(beat_addr_q.r_data, upd.out.payload)),
                          beat_addr_q.r_en.eq(upd.out.valid & burst_q.w_rdy)]
-        wbeat = Signal(range(beats))
+        wbeat = counter_signal(beats)
         with m.If(batched):
             go = burst | flush_writes
             m.d.comb += [writer.cmd.valid.eq(burst_q.r_rdy & go), writer.cmd.payload.write.eq(1),

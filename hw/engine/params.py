@@ -1,12 +1,20 @@
 """Generator parameters of the engine, validated once, with documented defaults."""
 from dataclasses import dataclass
 
-__all__ = ["EngineParams"]
+from amaranth.hdl import Signal
+
+__all__ = ["EngineParams", "counter_signal"]
 
 
 def _bits(n):
     """Bits to hold the values 0 .. n."""
     return max(1, int(n).bit_length())
+
+
+def counter_signal(n, *, src_loc_at=0, **kwargs):
+    """A Signal for the values 0 .. n-1, one bit at least: with n = 1 (a row of one beat) a
+    zero-width signal would reach the Verilog as an ascending range ``[-1:0]``."""
+    return Signal(range(max(n, 2)), src_loc_at=1 + src_loc_at, **kwargs)
 
 
 @dataclass(frozen=True)

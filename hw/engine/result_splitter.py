@@ -15,6 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .memport import BEAT_BITS
+from .params import counter_signal
 
 __all__ = ["ResultSplitter"]
 
@@ -55,7 +56,7 @@ class ResultSplitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         held, valid = Signal(self.i.payload.shape()), Signal()
-        part = Signal(range(self.parts))
+        part = counter_signal(self.parts)
         last_part = part == self.parts - 1
         take = ~valid | self.o.ready & last_part
         m.d.comb += [self.i.ready.eq(take), self.o.valid.eq(valid), self.busy.eq(valid),

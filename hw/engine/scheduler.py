@@ -67,11 +67,10 @@ class ShareScheduler(wiring.Component):
         Pulse: a new part with ``num_members`` members, sharing on when ``share``, each
         member's final sent as soon as it is complete when ``early``.
     end : In(1)
-        Pulse after the part's last item has been taken (instead of a ``last`` flag, for
-        a part with no items at all).
-    items : In(stream.Signature(item, member, c, kind, repeat, first, last, member_last))
-        ``first`` marks an item's first member, ``last`` the part's last member,
-        ``member_last`` the member's last item.
+        Pulse after the part's last item has been taken (also for a part with no items
+        at all): the part's end.
+    items : In(stream.Signature(item, member, c, kind, repeat, first, member_last))
+        ``first`` marks an item's first member, ``member_last`` the member's last item.
     ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind, final))
         Operations, and finals (``final``: member ``dst``'s result is in class ``src``, or
         ``+0`` when ``src_zero``: a member without items).  With ``early``, a member's final
@@ -94,7 +93,7 @@ class ShareScheduler(wiring.Component):
         nb = max(1, (self.num_classes - 1).bit_length())
         self.node_bits = nb
         self.Item = data.StructLayout({"item": item_bits, "member": nb, "c": 32, "kind": kind_bits,
-                                       "repeat": repeat_bits, "first": 1, "last": 1, "member_last": 1})
+                                       "repeat": repeat_bits, "first": 1, "member_last": 1})
         self.Op = data.StructLayout({"dst": nb, "src": nb, "src_zero": 1, "item": item_bits,
                                      "item_first": 1, "c": 32, "kind": kind_bits, "final": 1})
         super().__init__({
@@ -278,7 +277,7 @@ class ShareScheduler(wiring.Component):
                 with m.Elif(self.items.valid):
                     nxt = self.items.payload
                     m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(nxt.member)]
-                    m.d.sync += [cur.eq(nxt), end_seen.eq(nxt.last | self.end)]
+                    m.d.sync += cur.eq(nxt)
                     with m.If(nxt.first):
                         m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
                     with m.If(share):
@@ -295,8 +294,7 @@ class ShareScheduler(wiring.Component):
                 nxt = self.items.payload
                 with m.If(share & ~draining & ~end_seen & self.items.valid):
                     m.d.comb += [self.items.ready.eq(1), cls_rd.addr.eq(nxt.member)]
-                    m.d.sync += [r_item.eq(nxt), r_valid.eq(1), r_fresh.eq(1),
-                                 end_seen.eq(nxt.last | self.end)]
+                    m.d.sync += [r_item.eq(nxt), r_valid.eq(1), r_fresh.eq(1)]
 
             with m.State("TAKE"):
                 take()
@@ -309,8 +307,7 @@ class ShareScheduler(wiring.Component):
                 m.d.sync += [q.eq(node), q_root.eq(~started)]
                 m.d.comb += remap_rd.addr.eq(node)
                 read_count(node)
-                with m.If(~cur.last):
-                    take_behind()
+                take_behind()
                 m.next = "DECIDE"
 
             with m.State("DEDUP_OP"):           # PS[member] = fma(c, item, PS[member] or +0)
@@ -398,8 +395,7 @@ class ShareScheduler(wiring.Component):
                                  just_joined.eq(crosses & ~behind_root & (behind_q == decided))]
                     with m.If(crosses):         # (after this member's item_first_pending clear)
                         m.d.sync += [sweep.eq(sweep + 1), item_first_pending.eq(1)]
-                    with m.If(~r_item.last):
-                        take_behind()
+                    take_behind()
                 with m.If(advance & park):      # this item's deferred members first
                     m.d.sync += [r_valid.eq(0), parked.eq(1), draining.eq(1), round_left.eq(0)]
                     m.next = "TAKE"
