@@ -17,6 +17,7 @@ from refree.golden.errors import BatchError
 from refree.golden.model import OPTIMIZERS, step
 from refree.golden.traces import make_trace
 
+from .config import package_version as _version
 from .report import analyze, format_report
 
 TRACES = ("movielens", "zipf", "uniform", "meta")
@@ -239,21 +240,6 @@ BATCH_HELP = ("batch file .npz: indices and offsets (int64, or int32 widened to 
 
 POOLING_HELP = ("how each bag pools its rows: sum (default) or mean, one mode for every table or one "
                 "per table, comma-separated (sum,mean)")
-
-
-def _version():
-    """The installed package's version, else (a checkout run without installing) pyproject's."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("refree")
-    except PackageNotFoundError:
-        import tomllib
-        from pathlib import Path
-        try:
-            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
-                return tomllib.load(f)["project"]["version"]
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            return "unknown (not installed)"
 
 
 def _trace_options(parser, trace_default, trace_help):

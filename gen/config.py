@@ -8,7 +8,7 @@ from refree.hw.engine.datapath import LANE_CHOICES
 from refree.hw.engine.params import EngineParams
 from refree.hw.lrdimm.regmap import WindowParams
 
-__all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT", "WINDOW_KEYS"]
+__all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT", "WINDOW_KEYS", "package_version"]
 
 #: The keys of ``[window]``: the fields of WindowParams.
 WINDOW_KEYS = ("rank", "bg", "ba", "row", "rows")
@@ -96,3 +96,17 @@ def load_config(path=None):
                            tuple(conf["window"][k] for k in WINDOW_KEYS))
     conf.window_params()        # (fails here, naming the parameter, if it does not fit)
     return conf
+
+
+def package_version():
+    """The installed package's version, else (a checkout run without installing) pyproject's."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("refree")
+    except PackageNotFoundError:
+        from pathlib import Path
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown (not installed)"
