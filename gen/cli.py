@@ -110,7 +110,19 @@ def _limits(conf):
     return PartLimits(p.max_bags, p.max_lookups, p.max_distinct_rows, p.max_bag_len)
 
 
+def _check_waves(args):
+    """--waves: a folder that exists, before any simulation."""
+    if args.waves is None:
+        return
+    if getattr(args, "engine", "rtl") != "rtl":
+        raise BatchError("--waves", "records the RTL's signals: it needs --engine rtl")
+    folder = os.path.dirname(os.path.abspath(args.waves))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise BatchError("--waves", f"cannot write {args.waves}: no writable folder {folder}")
+
+
 def cmd_step(args):
+    _check_waves(args)
     conf = _config(args)
     batch = load_batch(args.batch)
     tables, was_npz = _load_tables(args.table)
@@ -132,7 +144,7 @@ def cmd_step(args):
         try:
             res, counters = rtl_step(tables, batch, grad, args.lr, args.mode, conf, args.sim,
                                      poolings=poolings, optimizer=args.optimizer, eps=args.eps, state=state,
-                                     memory=args.memory, host_io=args.host_io)
+                                     memory=args.memory, host_io=args.host_io, waves=args.waves)
         except AssertionError as e:     # e.g. a job the testbench stopped (nothing written)
             print(f"refree: error: {e}", file=sys.stderr)
             return 1
@@ -170,6 +182,7 @@ def _memory_config(args):
 
 def cmd_rtl_check(args):
     from .rtl import check_report, format_counters, format_step_summary, rtl_check
+    _check_waves(args)
     conf = _memory_config(args)
     tr, title = _trace_batch(args)
     if args.timeline:                   # the testbench appends a line per run (engine_tb.py)
@@ -190,7 +203,7 @@ def cmd_rtl_check(args):
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
-                             memory=args.memory, host_io=args.host_io)
+                             memory=args.memory, host_io=args.host_io, waves=args.waves)
     except AssertionError as e:         # a difference, or a job the testbench stopped
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
@@ -309,6 +322,10 @@ def build_parser():
     s.add_argument("--config", help="engine configuration TOML: part limits (both engines) and "
                                     "the RTL's parameters (see gen/default_config.toml)")
     _memory_option(s)
+    s.add_argument("--waves", metavar="FILE",
+                   help="--engine rtl: also write every signal of the step (both jobs) to FILE: VCD "
+                        "under Verilator, FST under Icarus, for GTKWave or Surfer (a simulator build of "
+                        "its own, slower)")
 
     r = sub.add_parser("rtl-check", help="main job: one training step per mode on the RTL, "
                                          "checked against the golden model, counters side by side",
@@ -329,6 +346,10 @@ def build_parser():
                         "(its mode; each job's span [first, last) in clocks from the start of the "
                         "simulation, as the host saw it, hand-overs included; the clock of every RD and "
                         "WR command of each rank, its data CL or CWL clocks later)")
+    r.add_argument("--waves", metavar="FILE",
+                   help="also write every signal of each mode's step to FILE-MODE (with FILE's "
+                        "suffix): VCD under Verilator, FST under Icarus, for GTKWave or Surfer (a "
+                        "simulator build of its own, slower; large for big batches)")
 
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")

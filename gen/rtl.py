@@ -9,6 +9,9 @@ Tables whose vector length D is not a multiple of 16 run on an engine of the nex
 (rows are padded to whole 64-byte beats in memory anyway): the extra lanes hold +0 in the
 table and the gradient, so they stay +0 and the real lanes are unaffected.
 """
+import os
+import shutil
+
 import numpy as np
 
 from refree.golden.errors import BatchError, ErrorCode
@@ -53,19 +56,21 @@ COUNTER_ROWS = [
 MEMORIES = ("ddr4", "port")
 
 
-def _runner(conf, dim, sim, memory):
+def _runner(conf, dim, sim, memory, waves=False):
     from refree.verif.engine_run import EngineRunner
     ddr4 = memory == "ddr4"
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
                         conf.adagrad_lanes, fold_lanes=conf.fold_lanes, dram=conf.dram if ddr4 else None,
-                        window=conf.window_params() if ddr4 else None)
+                        window=conf.window_params() if ddr4 else None, waves=waves)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
-             eps=1e-8, state=None, memory="ddr4", host_io=False):
+             eps=1e-8, state=None, memory="ddr4", host_io=False, waves=None):
     """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters}).
     ``host_io``: on the buffer chip, load through the host's DDR4 writes and take the
-    outputs from its reads (else the DRAM models are preloaded, a simulator backdoor)."""
+    outputs from its reads (else the DRAM models are preloaded, a simulator backdoor).
+    ``waves``: a path, where the step's every signal is written (VCD under Verilator, FST
+    under Icarus; a simulator build of its own)."""
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer == "rowwise-adagrad" and tables[0].shape[1] % 16:
         # (the engine's rows are whole beats; Adagrad's mean of squares divides by the padded D)
@@ -79,8 +84,10 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     dim = -(-D // 16) * 16
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
-    out = _runner(conf, dim, sim, memory).step(padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer,
-                                       eps=eps, state=state, host_io=host_io)
+    out = _runner(conf, dim, sim, memory, waves=waves is not None).step(
+        padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer, eps=eps, state=state, host_io=host_io)
+    if waves is not None:
+        shutil.copyfile(out.run.waves, waves)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
                          ErrorCode(out.error))
@@ -90,7 +97,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
 
 
 def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd",
-              memory="ddr4", host_io=False):
+              memory="ddr4", host_io=False, waves=None):
     """The main job: one step per mode on the RTL and on the golden model; every output
     (pooled, tables, Adagrad states) compared bit for bit and the counters against the
     golden counts.  Returns the RTL counters per mode: ``{mode: {"forward": counters,
@@ -98,7 +105,8 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     being each job's bounds (:func:`refree.golden.roofline.step_bounds`: on DDR4 at the
     configuration's ranks, on the generic port at its peak of a beat a cycle); on DDR4 also
     ``"energy": {"forward": e, "backward": e}`` (:func:`rtl_job_energy`); raises
-    AssertionError on any difference."""
+    AssertionError on any difference.  ``waves`` (a path ``DIR/NAME.EXT``): each mode's step's
+    signals are written to ``DIR/NAME-MODE.EXT`` (VCD under Verilator, FST under Icarus)."""
     from refree.hw.engine.datapath import lanes_for
     from refree.verif.engine_run import limits_of
     rng = np.random.default_rng(seed)
@@ -106,7 +114,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     tables = [(0.1 * rng.standard_normal((n, D))).astype(np.float32) for n in num_rows]
     grad = (0.1 * rng.standard_normal((batch.batch_size, len(tables) * D))).astype(np.float32)
     limits = limits_of(conf.params)
-    runner = _runner(conf, D, sim, memory)
+    runner = _runner(conf, D, sim, memory, waves=waves is not None)
     runner.build()
     out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
     if memory == "ddr4":
@@ -125,7 +133,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
         want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
         got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer,
-                                 memory=memory, host_io=host_io)
+                                 memory=memory, host_io=host_io, waves=waves_of(waves, mode))
         same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
             np.array_equal(a.view(np.uint32), b.view(np.uint32))
             for a, b in zip(got.tables + (got.state or []), want.tables + (want.state or [])))
@@ -145,6 +153,14 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
                                   conf.dram.grade, row_store_bytes(conf.params, D))
                 for j in ("forward", "backward")}
     return per_mode
+
+
+def waves_of(waves, mode):
+    """``DIR/NAME.EXT`` -> ``DIR/NAME-MODE.EXT`` (None stays None)."""
+    if waves is None:
+        return None
+    stem, ext = os.path.splitext(waves)
+    return f"{stem}-{mode}{ext}"
 
 
 BEATS_READ = ("input_reads", "table_reads", "grad_reads", "state_reads")

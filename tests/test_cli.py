@@ -442,3 +442,9 @@ def test_no_damaged_input_file_ends_in_a_traceback(case, capsys, which, cut, edi
     code, out, err = run(["step", files["batch"], "--table", files["table"], "--grad", files["grad"],
                           "--lr", "0.1", "--out", d / "out"], capsys)
     assert (code, err[:15]) in ((0, ""), (2, "refree: error: ")), err
+
+
+def test_rtl_check_names_a_waves_file_per_mode():
+    from refree.gen.rtl import waves_of
+    assert waves_of("d/w.vcd", "dedup") == "d/w-dedup.vcd" and waves_of("w", "refree") == "w-refree"
+    assert waves_of(None, "baseline") is None

