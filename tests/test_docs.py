@@ -1,4 +1,5 @@
-"""docs/: the generated register map is what the code renders now, every citation of the
+"""docs/: the generated register map is what the code renders now, the golden model's examples
+print what docs/golden-model.md shows, every citation of the
 design document in the code names a section (or a quoted title) that docs/design.md has,
 and docs/README.md lists every page.  Fast: no simulator, no Verilog."""
 import re
@@ -95,3 +96,35 @@ def test_the_index_lists_every_page():
     index = (ROOT / "docs" / "README.md").read_text()
     pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md")
     assert pages and all(f"({name})" in index for name in pages), pages
+
+
+def documented_runs(page):
+    """``[(argv, shown lines)]`` of every ``$ refree ...`` in the page's code blocks: the
+    lines it shows up to the next command, the block's end or a ``...`` (the rest left out)."""
+    runs, current, inside = [], None, False
+    for line in (ROOT / "docs" / page).read_text().splitlines():
+        if line.startswith("```"):
+            inside, current = not inside, None
+        elif inside and line.startswith("$ refree "):
+            current = (line[len("$ refree "):].split(), [])
+            runs.append(current)
+        elif inside and current is not None:
+            if line.strip() == "...":
+                current = None
+            else:
+                current[1].append(line.rstrip())
+    return runs
+
+
+def test_the_golden_model_examples_print_what_the_docs_show(capsys):
+    """docs/golden-model.md's reports, run as written: each prints the lines shown (the page
+    may stop early, at a `...`).  A change of the counts or of the report's layout fails it."""
+    from refree.gen.cli import main
+    runs = documented_runs("golden-model.md")
+    assert len(runs) >= 3
+    for argv, shown in runs:
+        assert main(argv) == 0
+        printed = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+        while shown and not shown[-1]:
+            shown.pop()
+        assert printed[:len(shown)] == shown, f"refree {' '.join(argv)}"
