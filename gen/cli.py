@@ -117,6 +117,8 @@ def _check_waves(args):
     if getattr(args, "engine", "rtl") != "rtl":
         raise BatchError("--waves", "records the RTL's signals: it needs --engine rtl")
     folder = os.path.dirname(os.path.abspath(args.waves))
+    if os.path.isdir(args.waves):
+        raise BatchError("--waves", f"{args.waves} is a folder: give a file name")
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise BatchError("--waves", f"cannot write {args.waves}: no writable folder {folder}")
 

@@ -51,8 +51,9 @@ CONFIG_FIELDS = {
     "weighted": "1: per-sample weights are read beside the indices",
     "weights_addr": "beat address of the weights (float32, one per index)",
     "pooled_addr": "beat address of the pooled output: bag b of table t is row `r = b*T + t`, its beat j "
-                   "at `pooled_addr + ((r // S)*D/16 + j)*S + r % S`, S the staging stripe (1 with one "
-                   "rank, else the chunk a rank keeps, `[dram] chunk_beats`: docs/architecture.md)",
+                   "at `pooled_addr + ((r // S)*D/16 + j)*S + r % S`, S the staging stripe (the manifest's "
+                   "`staging_stripe`: 1 for the bare engine and with one rank, else `[dram] chunk_beats`; "
+                   "docs/architecture.md)",
     "grad_addr": "beat address of the upstream gradient, laid out as the pooled output",
     "lr": "learning rate, binary32 bit pattern",
     "optimizer": "0: SGD; 1: row-wise Adagrad (`dedup` and `refree` only)",

@@ -87,7 +87,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     out = _runner(conf, dim, sim, memory, waves=waves is not None).step(
         padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer, eps=eps, state=state, host_io=host_io)
     if waves is not None:
-        shutil.copyfile(out.run.waves, waves)
+        shutil.move(out.run.waves, waves)
     if out.error:
         raise BatchError("batch", f"the engine stopped with error {ErrorCode(out.error).name}",
                          ErrorCode(out.error))
@@ -116,7 +116,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     limits = limits_of(conf.params)
     runner = _runner(conf, D, sim, memory, waves=waves is not None)
     runner.build()
-    out(f"design: {runner.design.verilog} ({sim} build in {runner.design.directory / sim})")
+    out(f"design: {runner.design.verilog} ({sim} build in {runner.build().directory})")
     if memory == "ddr4":
         out("on the buffer chip LrdimmNmp: a host DDR4 driver programs each job through the NMP "
             "window and reads the counters back; " + (

@@ -8,6 +8,7 @@ from refree.hw.engine.memory_map_check import MemoryMapCheck
 from refree.hw.engine.params import EngineParams
 
 MAX_TABLES, ADDR_BITS, BEATS = 4, 12, 4
+STRIPE = 4      # the staging rows striped (hw/engine/staging.py): whole groups of 4 rows
 
 
 def regions(c, forward):
@@ -20,7 +21,7 @@ def regions(c, forward):
     out += [(c["offsets_addr"], c["offsets_addr"] + (T * B + 8) // 8, True),
             (c["indices_addr"], c["indices_addr"] + (n + 7) // 8, n != 0),
             (c["weights_addr"], c["weights_addr"] + (n + 15) // 16, c["weighted"] and n != 0),
-            (job_out, job_out + T * B * BEATS, T * B != 0)]
+            (job_out, job_out + -(-T * B // STRIPE) * STRIPE * BEATS, T * B != 0)]
     return out
 
 
@@ -72,7 +73,7 @@ def random_config(rng):
 
 def test_the_walk_stops_at_the_first_conflict_or_passes_every_pair():
     layout = Engine(EngineParams(), dim=16 * BEATS, max_tables=MAX_TABLES, addr_bits=ADDR_BITS).Config
-    dut = MemoryMapCheck(layout, MAX_TABLES, ADDR_BITS, BEATS)
+    dut = MemoryMapCheck(layout, MAX_TABLES, ADDR_BITS, BEATS, STRIPE)
     rng = np.random.default_rng(11)
     cases = []
     for k in range(600):

@@ -36,7 +36,7 @@ def test_host_loads_trains_and_reads_back(runner, mode):
     batch = make_batch([[5, 2, 0], [5, 2, 6], [5, 2], [1]])
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     got = check_step(batch, tables, mode, runner=runner, host_io=True, outcome=True)
-    assert set(got.run.readback) == set(layout(batch, tables).outputs())
+    assert set(got.run.readback) == set(layout(batch, tables, stripe=runner.staging_stripe).outputs())
     if mode == "refree":    # docs/design.md's worked example: 3 additions forward, 2 backward
         assert got.counters["forward"]["adds"] == 3 and got.counters["backward"]["adds"] == 2
 

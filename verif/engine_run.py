@@ -266,6 +266,9 @@ class EngineRunner:
                  max_cycles=np.array(limits, np.int64), io_cycles=100_000 + 64 * len(mem), host_load=host_load,
                  readback=np.array(sorted(readback), np.int64),
                  intrude=intrude_addr is not None, intrude_addr=intrude_addr or 0, **self.memory_settings())
+        waves = run_dir / ("waves" + build.waves_file(run_dir).suffix) if self.waves else None
+        if waves is not None:
+            waves.unlink(missing_ok=True)      # (an earlier run's)
         try:
             build.run("refree.verif.engine_tb", run_dir,
                       env={"REFREE_JOB": str(run_dir / "job.npz"), "REFREE_OUT": str(run_dir / "out.npz")},
@@ -279,6 +282,10 @@ class EngineRunner:
             if why is None:
                 raise
             raise CocotbFailure(f"{exc}: {why} (see {run_dir / 'sim.log'})") from None
+        finally:
+            # the waves beside the run, also when it failed (Icarus writes into the build's folder)
+            if waves is not None and build.waves_file(run_dir).is_file():
+                shutil.move(build.waves_file(run_dir), waves)
         with np.load(run_dir / "out.npz") as out:
             after = {int(a): int.from_bytes(bytes(d), "little") for a, d in zip(out["addrs"], out["data"])}
             counters = [unpack_fields(self.design.component.Counters, int(c)) for c in out["counters"]]
@@ -294,10 +301,10 @@ class EngineRunner:
                 fields = [str(f) for f in out["dram_fields"]]
                 dram = [[dict(zip(fields, (int(x) for x in rank))) for rank in job_]
                         for job_ in out["dram"]]
-            if self.waves:      # (Icarus writes into the build's folder: moved beside the run)
-                src = build.waves_file(run_dir)
-                extra["waves"] = run_dir / ("waves" + src.suffix)
-                shutil.move(src, extra["waves"])
+            if self.waves:
+                if not waves.is_file():     # (e.g. cocotb's WAVES=0 in the environment)
+                    raise RuntimeError(f"the simulator wrote no waves (see {run_dir / 'sim.log'})")
+                extra["waves"] = waves
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
                              [int(c) for c in out["cycles"]], dram, **extra)
 

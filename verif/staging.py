@@ -31,7 +31,7 @@ class StagingLayout:
     row_beats: int
     end: int
     states: tuple = ()       # Adagrad state array per table (16 per beat), if any
-    pooled_beats: int = 0    # beats of the pooled output (B x T rows)
+    pooled_beats: int = 0    # beats of the pooled output (B x T rows, in whole groups of `stripe` rows)
     stripe: int = 1          # of the staging rows (pooled output, gradient): refree.hw.engine.staging
 
     def outputs(self):
@@ -89,16 +89,19 @@ def _rows_to_beats(rows, row_beats, base):
     return _to_beats(padded.astype("<f4").tobytes(), base)
 
 
+def _staging_address(lay, base, k):
+    """Beat address of the k-th beat, in row-major order, of the staging array at ``base``."""
+    return staging_beat(base, k // lay.row_beats, k % lay.row_beats, lay.row_beats, lay.stripe)
+
+
 def _staging_rows_to_beats(rows, lay, base):
     packed = _rows_to_beats(rows, lay.row_beats, 0)
-    return {staging_beat(base, k // lay.row_beats, k % lay.row_beats, lay.row_beats, lay.stripe): v
-            for k, v in packed.items()}
+    return {_staging_address(lay, base, k): v for k, v in packed.items()}
 
 
 def unpack_staging_rows(mem, lay, base, rows, dim):
     """float32 (rows, dim) of the staging array at ``base`` (the pooled output) read back."""
-    raw = b"".join(mem.get(staging_beat(base, k // lay.row_beats, k % lay.row_beats, lay.row_beats,
-                                        lay.stripe), 0).to_bytes(BEAT_BYTES, "little")
+    raw = b"".join(mem.get(_staging_address(lay, base, k), 0).to_bytes(BEAT_BYTES, "little")
                    for k in range(rows * lay.row_beats))
     return np.frombuffer(raw, "<f4").reshape(rows, lay.row_beats * 16)[:, :dim].copy()
 

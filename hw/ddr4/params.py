@@ -22,7 +22,8 @@ class DramParams:
         Ranks of the LRDIMM, each with its own data path to the NMP (1, 2, 4 or 8).
     chunk_beats:
         Consecutive 64-byte beats kept in one rank (see
-        :class:`~refree.hw.ddr4.mapping.AddressMapping`).
+        :class:`~refree.hw.ddr4.mapping.AddressMapping`); with several ranks also the stripe
+        of the staging rows the host lays out (``AddressMapping.staging_stripe``).
     rows:
         Rows per bank of each rank (a power of two; 65536 for 8 Gb x8 devices).
     window, read_depth, write_high, write_low, postpone_limit:

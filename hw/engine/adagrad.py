@@ -304,7 +304,7 @@ class AdagradUnit(wiring.Component):
     def _output(self):
         m, P, beats = self._m, self.lanes, self.beats
         S, W = LANES // P, 32 * P
-        k, jb = Signal(range(S)), counter_signal(beats)
+        k, jb = counter_signal(S), counter_signal(beats)
         acc = Signal(BEAT_BITS)
         obuf, obuf_valid, state_pending = Signal(self.Out), Signal(), Signal()
         free = ~obuf_valid | self.out.ready

@@ -609,7 +609,6 @@ class Analyzer(wiring.Component):
             m.d.comb += [left_wr.addr.eq(Mux(bwd, cd_entry.slot, cd_entry.bag)), left_wr.data.eq(left_rd.data - 1),
                          left_wr.en.eq(1)]
         counted_entry = Signal(self.Member)
-        m.d.comb += [counted_entry.as_value()[:self.Entry.size].eq(cd_entry),
-                     counted_entry.member_last.eq(counted & (left_rd.data == 1)),
+        m.d.comb += [counted_entry.eq(Cat(cd_entry, counted & (left_rd.data == 1))),    # (member_last last)
                      out_fifo.w_data.eq(counted_entry), out_fifo.w_en.eq(cd_valid)]
         return m

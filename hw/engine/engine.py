@@ -41,7 +41,7 @@ Job flow (one ``start`` pulse, configuration latched):
    scheduler's operations run in the fold datapath (``fold_lanes`` lanes: an operation of
    D floats in ``D / fold_lanes`` cycles; :mod:`.result_splitter` makes memory beats of its
    wide result beats).  Each bag's result
-   is written to the pooled output, ``(B, T*D)`` float32, row-major, as soon as the bag is
+   is written to the pooled output, ``(B, T*D)`` float32 (laid out by :mod:`.staging`), as soon as the bag is
    complete (the analyzer marks each bag's last pair), so the writes run under the fold.
    Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
    order, the members its distinct rows; the scheduler's results are the merged gradients,
@@ -505,7 +505,7 @@ class Engine(wiring.Component):
             m.d.sync += [cnt.adds.eq(cnt.adds + ~sch.ops.payload.src_zero),
                          cnt.muls.eq(cnt.muls + (sch.ops.payload.c != ONE_F32))]
 
-        # Writes: forward, bag b of table t at pooled + (b*T + t) * D/16, as results come
+        # Writes: forward, bag b of table t to staging row b*T + t of the pooled output, as results come
         # (members complete in any order);
         # backward, each updated row to the address queued when it was fetched.
         # Forward results of a mean-pooled table pass the row divider (division by the bag's

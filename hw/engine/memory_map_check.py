@@ -29,6 +29,7 @@ from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import counter_signal
 from .staging import staging_beats
 
 __all__ = ["MemoryMapCheck"]
@@ -58,7 +59,7 @@ class MemoryMapCheck(wiring.Component):
         m = Module()
         cfg, A, beats = self.config, self.addr_bits, self.beats
         T, B, n_idx = cfg.num_tables, cfg.batch_size, cfg.num_indices
-        ci = Signal(range(self.max_tables))     # the table
+        ci = counter_signal(self.max_tables)    # the table
         cj = Signal(range(self.num_regions))    # the region it is checked against
         RW = A + 48                             # wide enough for any end address
 

@@ -34,4 +34,4 @@ def staging_beat(base, row, beat, row_beats, stripe=1):
 def staging_beats(rows, row_beats, stripe=1):
     """Beats an array of ``rows`` staging rows spans (whole groups of ``stripe`` rows)."""
     s = check_stripe(stripe)
-    return (((rows + stripe - 1) >> s) * row_beats) << s
+    return (((rows + (stripe - 1)) >> s) * row_beats) << s      # (unsigned: no subtraction)
