@@ -203,7 +203,8 @@ def test_rtl_check_gives_each_ddr4_job_its_energy(monkeypatch):
     per_rank = {"reads": 70, "writes": 30, "activates": 9, "refreshes": 1, "row_hits": 60, "row_misses": 40,
                 "row_conflicts": 0, "precharges": 8, "data_bus_busy_cycles": 400}
 
-    def fake_step(tables, batch, grad, lr, mode, conf, sim, optimizer, memory, host_io):
+    def fake_step(tables, batch, grad, lr, mode, conf, sim, optimizer, memory, host_io, waves):
+        assert waves is None                # (no --waves)
         res = rtl.step(tables, batch, grad, lr, mode=mode, limits=None, optimizer=optimizer)
         c = res.counts
         zero = {name: 0 for _, name, _ in rtl.COUNTER_ROWS}
@@ -215,7 +216,8 @@ def test_rtl_check_gives_each_ddr4_job_its_energy(monkeypatch):
                      "dram": {j: [per_rank] * conf.dram.ranks for j in ("forward", "backward")}}
 
     design = types.SimpleNamespace(verilog="x.v", directory=Path("."))
-    monkeypatch.setattr(rtl, "_runner", lambda *a: types.SimpleNamespace(build=lambda: None, design=design))
+    built = types.SimpleNamespace(directory="build")
+    monkeypatch.setattr(rtl, "_runner", lambda *a, **k: types.SimpleNamespace(build=lambda: built, design=design))
     monkeypatch.setattr(rtl, "rtl_step", lambda *a, **k: fake_step(*a, **k))
     per_mode = rtl.rtl_check(batch, [8], conf, out=lambda s: None)
     for mode, c in per_mode.items():
