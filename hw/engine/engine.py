@@ -106,6 +106,7 @@ from .batch_checker import BatchChecker
 from .beat_packer import BeatPacker
 from .datapath import FoldDatapath, lanes_for
 from .coef import CoefStage
+from .forwarder import RowForwarder
 from .inflight import RowsInFlight
 from .lookup_buffer import LookupBuffer
 from .memory_map_check import MemoryMapCheck
@@ -272,6 +273,7 @@ class Engine(wiring.Component):
                                                 + len(results_q.payload.member))
         m.submodules.coef = coef = CoefStage(an.Member)
         m.submodules.in_flight = locks = RowsInFlight(A, IN_FLIGHT_ROWS)
+        m.submodules.forwarder = fwd = RowForwarder(IN_FLIGHT_ROWS, beats)
         m.submodules.adagrad = ada = AdagradUnit(self.dim, self.adagrad_lanes)
         adagrad = cfg.optimizer == 1
         m.d.comb += [ada.lr.eq(cfg.lr), ada.eps.eq(cfg.eps)]
@@ -292,6 +294,7 @@ class Engine(wiring.Component):
         # comes last (see the module docstring).
         updates_first = ~adagrad
         by_slot = ~forward & ~baseline & updates_first
+        baseline_bwd = ~forward & baseline     # (SGD only: baseline refuses Adagrad)
         dry = Signal()                          # Adagrad's check that every table fits a part
         prefetch = ~baseline & ~dry
         # (a word of the store is a wide beat of the datapath: forward takes a row of D = 64 a
@@ -342,7 +345,12 @@ class Engine(wiring.Component):
             with m.If(store.wanted.valid & store.wanted.ready):
                 m.d.sync += want_beat.eq(Mux(want_beat == beats - want_step, 0, want_beat + want_step))
                 m.d.comb += want_q.r_en.eq(want_beat == beats - want_step)
-        route(table_rows, upd.e, ~forward & ~adagrad)
+        # baseline: a repeated row's beats come from its previous update, still in flight
+        route(table_rows, fwd.i, baseline_bwd)
+        route(fwd.o, upd.e, baseline_bwd)
+        m.d.comb += [fwd.result.valid.eq(baseline_bwd & upd.out.valid & upd.out.ready),
+                     fwd.result.payload.eq(upd.out.payload)]
+        route(table_rows, upd.e, by_slot)
         route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
         # by slot: each row beat's address, from the store to the writer beside the updater
@@ -389,9 +397,8 @@ class Engine(wiring.Component):
         item_row = Signal(p.index_width)        # ... for table row item_row ...
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
-        # Updates that read what an earlier update writes wait for it: baseline's repeated
-        # rows, Adagrad's shared state beats.
-        baseline_bwd = ~forward & baseline
+        # Updates that read what an earlier update writes: baseline's repeated rows take it
+        # from the forwarder; Adagrad's shared state beats wait for the write.
         lock = baseline_bwd | ~forward & adagrad
         state_addr = Signal(A)
         # Adagrad: an update whose state beat is the previous update's need not wait for it:
@@ -399,12 +406,14 @@ class Engine(wiring.Component):
         # share state beats sixteen in a row)
         prev_state, prev_state_valid = Signal(A), Signal()
         chained = adagrad & prev_state_valid & (state_addr == prev_state)
-        locked = lock & (locks.full | locks.hit & ~chained)
+        locked = lock & (locks.full | locks.hit & adagrad & ~chained)
+        forwards = baseline_bwd & need_row
         need_lock = need_row | need_state       # (the lock's key: the row, or the state beat)
         taken = issue & (~need_item | item_q.w_rdy) & (~need_row | row_q.w_rdy) & ~(need_lock & locked) \
             & (~need_want | want_q.w_rdy) \
             & (~need_grad | grad_q.w_rdy & scale_q.w_rdy) & (~need_write | write_q.w_rdy) \
-            & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy)
+            & (~need_state | state_q.w_rdy & lane_q.w_rdy & state_write_q.w_rdy) \
+            & (~forwards | fwd.issue.ready)
         m.d.comb += [item_q.w_data.eq(item), item_q.w_en.eq(taken & need_item),
                      row_q.w_en.eq(taken & need_row | discovering), grad_q.w_en.eq(taken & need_grad),
                      want_q.w_en.eq(taken & need_want), want_q.w_data.eq(item_slot),
@@ -416,7 +425,9 @@ class Engine(wiring.Component):
                      lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(Cat(item_row[:4], chained)),
                      state_write_q.w_en.eq(taken & need_state), state_write_q.w_data.eq(state_addr),
                      locks.addr.eq(Mux(adagrad, state_addr, row_q.w_data)),
-                     locks.push.eq(taken & need_lock & lock)]
+                     locks.push.eq(taken & need_lock & lock),
+                     fwd.issue.valid.eq(taken & forwards), fwd.issue.payload.forwarded.eq(locks.latest_hit),
+                     fwd.issue.payload.src.eq(locks.latest), fwd.issue.payload.slot.eq(locks.slot)]
         with m.If(taken & need_state):
             m.d.sync += [prev_state.eq(state_addr), prev_state_valid.eq(1)]
         m.d.comb += [fetch_s.rows.valid.eq(state_q.r_rdy), fetch_s.rows.payload.eq(state_q.r_data),
@@ -829,7 +840,7 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~ada.busy
+                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~fwd.busy & ~ada.busy
                           & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy & ~grad_packer.busy
                           & (row_q.level == 0) & (want_q.level == 0)
                           & (beat_addr_q.level == 0) & (update_wants.level == 0)):
