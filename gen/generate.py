@@ -71,7 +71,7 @@ def generate(config_path, out_dir, top="engine"):
     with open(os.path.join(out_dir, f"{name}.core"), "w") as f:
         f.write(fusesoc_core(name, os.path.basename(vpath)))
     regs = RegisterMap(engine.Config, engine.Counters, conf.window_params(),
-                       bursts_per_row=conf.dram.geometry.bursts_per_row)
+                       bursts_per_row=conf.dram.geometry.bursts_per_row, staging_stripe=engine.staging_stripe)
     with open(os.path.join(out_dir, "refree_regmap.md"), "w") as f:
         f.write(regs.markdown())
     with open(os.path.join(out_dir, "refree_regmap.h"), "w") as f:

@@ -119,10 +119,12 @@ def test_register_map_documents_every_field_and_the_c_header_compiles(chip, tmp_
     probe = tmp_path / "probe.c"
     probe.write_text(f'#include "{header}"\n#include <stdio.h>\nint main(void) {{\n' +
                      "".join(f'printf("%u %u\\n", REFREE_{r.name}_WORD, REFREE_{r.name}_BITS);\n'
-                             for r in regs.registers) + "return 0; }\n")
+                             for r in regs.registers)
+                     + 'printf("%u\\n", REFREE_STAGING_STRIPE);\n' + "return 0; }\n")
     subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "probe"), str(probe)], check=True)
     out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True).stdout
-    assert out.split("\n")[:-1] == [f"{r.word} {r.width}" for r in regs.registers]
+    assert out.split("\n")[:-1] == [f"{r.word} {r.width}" for r in regs.registers] \
+        + [str(manifest["staging_stripe"])]
 
 
 def test_the_chip_lints_clean_through_its_fusesoc_core(chip, tmp_path):

@@ -85,6 +85,20 @@ def test_hand_over_is_legal_after_any_last_host_command(last):
     assert guard_clocks(TIMING) > TIMING.tRFC
 
 
+def test_the_register_map_states_the_staging_stripe():
+    """The documents of the register map say the stripe of the pooled and gradient rows the
+    host must lay out by; a stripe that is no power of two is refused."""
+    config = data.StructLayout({"a": 8})
+    counters = data.StructLayout({"cycles": 48})
+    rm = RegisterMap(config, counters, staging_stripe=4)
+    assert "#define REFREE_STAGING_STRIPE 4u" in rm.c_header()
+    assert "S = 4." in rm.markdown()
+    assert "#define REFREE_STAGING_STRIPE 1u" in RegisterMap(config, counters).c_header()
+    for bad in (0, 3, True, "4"):
+        with pytest.raises(ValueError, match="staging_stripe"):
+            RegisterMap(config, counters, staging_stripe=bad)
+
+
 def test_window_registers():
     """Reads give ID, the held configuration and live counters; writes change rw words only,
     and not while busy; CONTROL starts, a refused command sets the sticky flag and counts,

@@ -92,7 +92,7 @@ class LrdimmNmp(wiring.Component):
         window.check(m.ranks, g)
         self.window = window
         e = self.core.engine
-        self.regmap = RegisterMap(e.Config, e.Counters, window, g.bursts_per_row)
+        self.regmap = RegisterMap(e.Config, e.Counters, window, g.bursts_per_row, e.staging_stripe)
         self.registers = WindowRegisters(self.regmap, e.Config, e.Counters)
         self.ownership = Ownership(dram.timing)
         super().__init__({"host": In(host_signature(g, m.ranks)),

@@ -121,8 +121,15 @@ class RegisterMap:
         Bursts of one DRAM row (128 for 1 KB pages on a 64-bit rank).
     """
 
-    def __init__(self, config_layout, counters_layout, window=WindowParams(), bursts_per_row=128):
+    def __init__(self, config_layout, counters_layout, window=WindowParams(), bursts_per_row=128,
+                 staging_stripe=1):
+        if isinstance(staging_stripe, bool) or not isinstance(staging_stripe, int) or staging_stripe < 1 \
+                or staging_stripe & (staging_stripe - 1):
+            raise ValueError(f"RegisterMap staging_stripe must be a power of two, not {staging_stripe!r}")
         self.window, self.bursts_per_row = window, bursts_per_row
+        # the layout of the pooled output and the gradient (hw/engine/staging.py): the host
+        # lays them out by it, so the documents state it
+        self.staging_stripe = staging_stripe
         regs, word = [], 0
 
         def add(name, width, access, group, field="", doc=""):
@@ -192,6 +199,10 @@ class RegisterMap:
                  "WR, PRE, MRS, ZQC, ...) but REF, PREA and NOP, which are ignored and not "
                  "counted.  The DRAM rows under the window are not reachable by the host: keep "
                  "tables and staging out of them.", "",
+                 f"Staging layout (hw/engine/staging.py): beat j of staging row r = b*T + t (bag b, "
+                 f"table t) of the pooled output and of the upstream gradient is at "
+                 f"`base + ((r div S)*D/16 + j)*S + r mod S` (64-byte beats), with the stripe "
+                 f"S = {self.staging_stripe}.", "",
                  "| word | byte | name | bits | access | description |",
                  "|---:|---:|---|---:|---|---|"]
         for r in self.registers:
@@ -211,7 +222,10 @@ class RegisterMap:
                  f"#define REFREE_BURSTS_PER_ROW {self.bursts_per_row}u",
                  f"#define REFREE_IDENT 0x{IDENT:08X}u", f"#define REFREE_VERSION {VERSION}u",
                  f"#define REFREE_POISON_WORD 0x{POISON_WORD:08X}u",
-                 f"#define REFREE_REGMAP_WORDS {self.words}u", "",
+                 f"#define REFREE_REGMAP_WORDS {self.words}u",
+                 "/* beat j of staging row r = b*T + t (pooled output, gradient) is at",
+                 " * base + ((r / S)*D/16 + j)*S + r % S, S = REFREE_STAGING_STRIPE */",
+                 f"#define REFREE_STAGING_STRIPE {self.staging_stripe}u", "",
                  "/* word index of each register in the window, its width in bits */"]
         for r in self.registers:
             lines.append(f"#define REFREE_{r.name}_WORD {r.word}u")
