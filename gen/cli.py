@@ -17,7 +17,7 @@ from refree.golden.errors import BatchError
 from refree.golden.model import OPTIMIZERS, step
 from refree.golden.traces import make_trace
 
-from .config import package_version as _version
+from .config import package_version
 from .report import analyze, format_report
 
 TRACES = ("movielens", "zipf", "uniform", "meta")
@@ -281,7 +281,7 @@ def _memory_option(parser):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="refree", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="redundancy report of a batch in the three modes", epilog=EXIT_CODES)

@@ -95,7 +95,7 @@ def test_the_register_map_states_the_staging_stripe():
     assert "S = 4." in rm.markdown()
     assert "#define REFREE_STAGING_STRIPE 1u" in RegisterMap(config, counters).c_header()
     for bad in (0, 3, True, "4"):
-        with pytest.raises(ValueError, match="staging_stripe"):
+        with pytest.raises(ValueError, match="staging stripe"):
             RegisterMap(config, counters, staging_stripe=bad)
 
 

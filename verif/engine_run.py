@@ -19,6 +19,7 @@ from refree.golden.planner import PartLimits
 from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
+from refree.hw.engine.staging import check_stripe
 from .staging import layout, pack, unpack_rows, unpack_staging_rows, unpack_state
 from .toolchain import CocotbFailure, SimBuild, build_root, require_simulator, verilog_for
 
@@ -144,7 +145,9 @@ class EngineRunner:
             raise ValueError(f"the buffer chip's staging stripe is its mapping's "
                              f"({dram.mapping.staging_stripe}), not {staging_stripe!r}")
         # the layout of the pooled output and the gradient (refree.hw.engine.staging)
-        self.staging_stripe = dram.mapping.staging_stripe if dram is not None else staging_stripe or 1
+        self.staging_stripe = dram.mapping.staging_stripe if dram is not None \
+            else 1 if staging_stripe is None else staging_stripe
+        check_stripe(self.staging_stripe)
 
     def build(self):
         if self._build is None:

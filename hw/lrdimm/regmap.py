@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from ..engine.staging import check_stripe
+
 __all__ = ["Register", "RegisterMap", "WindowParams", "IDENT", "VERSION", "POISON_WORD"]
 
 IDENT = 0x52454652          # "REFR"
@@ -123,9 +125,7 @@ class RegisterMap:
 
     def __init__(self, config_layout, counters_layout, window=WindowParams(), bursts_per_row=128,
                  staging_stripe=1):
-        if isinstance(staging_stripe, bool) or not isinstance(staging_stripe, int) or staging_stripe < 1 \
-                or staging_stripe & (staging_stripe - 1):
-            raise ValueError(f"RegisterMap staging_stripe must be a power of two, not {staging_stripe!r}")
+        check_stripe(staging_stripe)
         self.window, self.bursts_per_row = window, bursts_per_row
         # the layout of the pooled output and the gradient (hw/engine/staging.py): the host
         # lays them out by it, so the documents state it
