@@ -13,17 +13,19 @@ from amaranth.sim import Simulator
 from refree.hw.engine.forwarder import RowForwarder
 from refree.hw.engine.inflight import RowsInFlight
 
-SLOTS, BEATS, LATENCY = 4, 2, 6
+import pytest
+
+SLOTS = 4
 
 
-def run(rows, seed):
+def run(rows, seed, BEATS, LATENCY):
     rng = random.Random(seed)
     m = Module()
     m.submodules.locks = locks = RowsInFlight(8, SLOTS)
     m.submodules.fwd = fwd = RowForwarder(SLOTS, BEATS)
     first = {r: [1000 * r + 10 * b for b in range(BEATS)] for r in set(rows)}
     memory = {r: list(v) for r, v in first.items()}
-    forwarded, results = [0], []
+    forwarded, results, waited = [0], [], [0]
 
     async def bench(ctx):
         issued, cycle = 0, 0
@@ -57,6 +59,8 @@ def run(rows, seed):
             ctx.set(fwd.i.payload, dram[0][1] if give else 0)
             if give and ctx.get(fwd.i.ready):
                 dram.pop(0)
+            elif give and not (ctx.get(fwd.o.valid) and not ctx.get(fwd.o.ready)):
+                waited[0] += 1                              # for a source's result
             back = bool(pipe) and pipe[0][0] <= cycle
             ctx.set(fwd.result.valid, back)
             ctx.set(locks.pop, 0)
@@ -79,16 +83,18 @@ def run(rows, seed):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return first, memory, forwarded[0], results
+    return first, memory, forwarded[0], results, waited[0]
 
 
-def test_every_update_sees_the_one_before_it():
+@pytest.mark.parametrize("BEATS, LATENCY", [(1, 6), (2, 6), (4, 6), (1, 40)])
+def test_every_update_sees_the_one_before_it(BEATS, LATENCY):
     rng = random.Random(7)
     rows = [rng.choice([1, 2, 3, 3, 3, 4, 5]) for _ in range(300)] + [9] * 12
-    first, memory, forwarded, results = run(rows, seed=1)
+    first, memory, forwarded, results, waited = run(rows, 1, BEATS, LATENCY)
     count = {}
     for k, r in enumerate(rows):
         i = count[r] = count.get(r, 0) + 1
         assert results[k * BEATS:(k + 1) * BEATS] == [v + i for v in first[r]], f"lookup {k}, row {r}"
     assert memory == {r: [v + count[r] for v in first[r]] for r in first}
-    assert forwarded > len(rows) // 4          # the test exercises forwarding, often
+    assert forwarded > len(rows) // 4          # the test exercises forwarding, often ...
+    assert waited > 0                          # ... and a lookup waiting for its source

@@ -55,8 +55,9 @@ Job flow (one ``start`` pulse, configuration latched):
    each update reads its row from the store and its state beat from memory.
    Backward ``baseline``: per lookup in index order (replayed from the lookup buffer),
    the gradient row of its bag and the
-   table row go through the updater; a row still being updated is not fetched again (a
-   small table of rows in flight), so repeated rows see each other's updates in order.
+   table row go through the updater; a row still being updated (a small table of rows in
+   flight) is read, but its value is taken from that update (the row forwarder), so
+   repeated rows see each other's updates in order.
 
 On-chip queues that let memory run ahead of the fold (sizes from the part limits, at the
 defaults ``max_distinct_rows`` = 1,024 and D = 64): the row store, a part's distinct rows
@@ -64,7 +65,8 @@ defaults ``max_distinct_rows`` = 1,024 and D = 64): the row store, a part's dist
 row), the queue of row addresses to fetch (``max_distinct_rows`` addresses),
 ``ITEMS_AHEAD`` (128) scheduler items and as many slots of rows to read from the store
 (forward; Adagrad's backward), a 32-beat queue of the datapath's results and a ``2 * WRITE_BURST``-beat write
-queue (4 KiB).
+queue (4 KiB); ``baseline``'s backward: the row forwarder's value store,
+``IN_FLIGHT_ROWS * D/16`` beats (8 KiB).
 
 Weighted bags (``config.weighted``): the float32 weights, one per index, are read beside the
 indices.  ``refree`` folds each (bag, row) pair's weights into its key coefficient in the
@@ -398,7 +400,8 @@ class Engine(wiring.Component):
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
         # Updates that read what an earlier update writes: baseline's repeated rows take it
-        # from the forwarder; Adagrad's shared state beats wait for the write.
+        # from the forwarder; Adagrad's shared state beats wait for the write.  Both wait
+        # while the table of rows in flight is full.
         lock = baseline_bwd | ~forward & adagrad
         state_addr = Signal(A)
         # Adagrad: an update whose state beat is the previous update's need not wait for it:

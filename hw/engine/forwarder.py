@@ -20,7 +20,12 @@ overwritten only by an update that enters after every lookup that was issued whi
 was in flight, so a lookup always finds its source (the slot table cannot hand out ``s``
 again before the earlier update was written back, and updates enter in order).  A
 forwarded lookup waits at ``i`` until its source's last beat is back (the updater's
-latency, about 15 cycles, instead of a DRAM round trip).
+latency, about 16 cycles, instead of a DRAM round trip).
+
+Assumed of the updater: its results leave in the order its inputs came, a result beat for
+each input beat, at least three cycles after it (so the slot of a result is in ``entered``
+by then); of the user: every update still in the updater holds its slot in the table of
+rows in flight (so ``entered`` never holds more than ``slots``).
 
 Storage: ``slots * beats`` memory beats (8 KiB at 32 slots of D = 64) and ``slots``
 ready bits.  Throughput: a beat a cycle; latency one cycle (a registered read of the
@@ -35,9 +40,6 @@ from .params import counter_signal
 __all__ = ["RowForwarder"]
 
 BEAT_BITS = 512
-# Updates between their first beat in and their last beat out of the updater, at most:
-# its FMA banks hold latency + 3 beats each (about 20 beats: 5 rows of D = 64).
-IN_UPDATER = 16
 
 
 class RowForwarder(wiring.Component):
@@ -53,8 +55,8 @@ class RowForwarder(wiring.Component):
     issue : In(stream.Signature({forwarded, src, slot}))   each lookup, in lookup order
     i : In(stream.Signature(512))           the lookups' row beats from DRAM, in order
     o : Out(stream.Signature(512))          the row beats the updater takes
-    result : In(stream.Signature(512))      the updater's results as they leave (``ready``
-                                            ignored: a tap on a handshake)
+    result : In(stream.Signature(512, always_ready=True))   the updater's results as they
+                                            leave (a tap on its handshake)
     busy : Out(1)                           a lookup issued whose result is not back
     """
 
@@ -62,15 +64,17 @@ class RowForwarder(wiring.Component):
         self.slots, self.beats = slots, beats
         self.Issue = data.StructLayout({"forwarded": 1, "src": range(slots), "slot": range(slots)})
         super().__init__({"issue": In(stream.Signature(self.Issue)), "i": In(stream.Signature(BEAT_BITS)),
-                          "o": Out(stream.Signature(BEAT_BITS)), "result": In(stream.Signature(BEAT_BITS)),
+                          "o": Out(stream.Signature(BEAT_BITS)),
+                          "result": In(stream.Signature(BEAT_BITS, always_ready=True)),
                           "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         beats = self.beats
         m.submodules.issued = issued = fifo.SyncFIFOBuffered(width=self.Issue.size, depth=self.slots)
+        # (the updates in the updater: each holds a slot, so at most ``slots`` of them)
         m.submodules.entered = entered = fifo.SyncFIFOBuffered(width=len(self.issue.payload.slot),
-                                                               depth=IN_UPDATER)
+                                                               depth=self.slots)
         m.submodules.values = values = memory.Memory(shape=BEAT_BITS, depth=self.slots * beats, init=[])
         wr, rd = values.write_port(), values.read_port()
         ready = Signal(self.slots)              # slot s's last result beat is in the store
@@ -101,10 +105,12 @@ class RowForwarder(wiring.Component):
                      entered.r_en.eq(back & (out_beat == beats - 1))]
         with m.If(back):
             m.d.sync += out_beat.eq(Mux(out_beat == beats - 1, 0, out_beat + 1))
-        # (an update's slot is not ready from its first beat in until its last beat is back)
-        with m.If(take & first):
-            m.d.sync += ready.bit_select(look.slot, 1).eq(0)
+        # (an update's slot is not ready from its first beat in until its last beat is back;
+        # the clear comes last, so it would win, though a slot is never reused that soon)
         with m.If(back & (out_beat == beats - 1)):
             m.d.sync += ready.bit_select(entered.r_data, 1).eq(1)
-        m.d.comb += self.busy.eq(issued.r_rdy | held | entered.r_rdy)
+        with m.If(take & first):
+            m.d.sync += ready.bit_select(look.slot, 1).eq(0)
+        # (by the FIFOs' levels: their read side sees a write two cycles late)
+        m.d.comb += self.busy.eq((issued.level != 0) | held | (entered.level != 0))
         return m

@@ -13,8 +13,8 @@ class RowsInFlight(wiring.Component):
     """Addresses of rows fetched for an update and not yet written back, oldest first, in
     ``depth`` slots used round robin.
 
-    ``hit`` says whether ``addr`` is one of them (or the table is ``full``); ``push`` adds
-    ``addr`` in slot ``slot``; ``pop`` drops the oldest (its last beat was written).  Rows
+    ``hit`` says whether ``addr`` is one of them (or the table is ``full``); ``push`` (only
+    when not ``full``) adds ``addr`` in slot ``slot``; ``pop`` drops the oldest (its last beat was written).  Rows
     are written back in the order they were fetched, so a circular buffer is enough.
     ``latest_hit`` and ``latest`` name the slot of the youngest push of ``addr`` still held
     (a push supersedes the entry it finds, so at most one entry per address is the latest).

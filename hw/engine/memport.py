@@ -10,7 +10,10 @@ through :class:`MemArbiter`:
 * :class:`RowFetcher` reads whole table rows (D/16 beats) for a stream of row addresses;
 * writes (pooled outputs, updated rows) go straight to an arbiter port.
 
-Reads of one requester come back in order.  A requester may have at most its
+Reads of one requester come back in order.  For one address, commands take effect in port
+order (a read sees every write issued before it; two writes land in their order): the
+DRAM side keeps it (:mod:`refree.hw.ddr4.rank_controller`), and ``baseline``'s repeated
+rows rely on it.  A requester may have at most its
 ``max_outstanding`` reads in flight, and the arbiter holds a response buffer of that size
 for it, so a slow requester never blocks the responses of another (no deadlock).  That
 bound is also what a requester can stream: by Little's law at most ``max_outstanding``
