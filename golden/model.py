@@ -4,6 +4,17 @@
 part by part in the same order, in one of the modes `baseline`, `dedup`, `refree`.  All
 arithmetic is binary32 in the exact order of the design, so the RTL must match it bit for
 bit.
+
+Backward by rows (``backward="rows"``, docs/design.md section 2, "Batches larger than the
+buffers") merges each distinct row of a table over every occurrence in the whole batch and
+updates it once, whatever the parts; row-wise Adagrad then takes batches of any size.  Its
+values need no grouping rule: a row's merge order (index order in `dedup`; in `refree` the
+gradient rows by the distinct rows of their whole bag, then by bag, key frequency and bits)
+is fixed by whole bags, so it is the plan of the table's batch as one part.  The engine
+still runs backward part by part (``backward="parts"``, the default, which it matches bit
+for bit); until it follows, ``"rows"`` is the golden model's alone, and its counts are those
+of one row group per table (the grouping, and the input re-reads it costs, come with the
+engine).
 """
 from dataclasses import dataclass, field
 
@@ -13,13 +24,14 @@ from .arith import fma, canonical_nan
 from .batch import POOLINGS
 from .counts import MODES, count_part, add_counts, zero_counts
 from .errors import BatchError, ErrorCode
-from .planner import PartLimits, partition, plan_part
+from .planner import PartLimits, partition, plan_part, whole_table_part
 from .replay import fold_rows, replay_trie
 
-__all__ = ["OPTIMIZERS", "StepResult", "check_tables", "check_step_inputs", "initial_state", "plan_batch", "forward",
+__all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state", "plan_batch", "forward",
            "backward_update", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
+BACKWARDS = ("parts", "rows")    # backward and update part by part (the engine's), or by rows
 ADAGRAD_STRIDE = 8      # strided partial sums of squares, combined by a fixed tree
 
 
@@ -113,7 +125,9 @@ def _backward_update_part(E, state, G, plan, mode, optimizer, lr, eps):
         _adagrad(E, state, plan.rows, g, lr, eps)
 
 
-def _check_args(mode, optimizer, lr, eps):
+def _check_args(mode, optimizer, lr, eps, backward="parts"):
+    if backward not in BACKWARDS:
+        raise BatchError("backward", f"must be one of {BACKWARDS}, not {backward!r}")
     if mode not in MODES:
         raise BatchError("mode", f"must be one of {MODES}, not {mode!r}")
     if optimizer not in OPTIMIZERS:
@@ -136,8 +150,14 @@ def forward(tables, batch, poolings, mode, plans):
     return pooled
 
 
+def whole_table_plans(batch, poolings):
+    """The plan of each table's whole batch as one part: backward by rows."""
+    return [plan_part(batch, whole_table_part(batch, t), poolings[t]) for t in range(batch.num_tables)]
+
+
 def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
-    """Apply backward and the update in place on `tables` (and `state`), part by part."""
+    """Apply backward and the update in place on `tables` (and `state`), plan by plan (the
+    parts, or :func:`whole_table_plans` for backward by rows)."""
     D = tables[0].shape[1]
     for plan in plans:
         p = plan.part
@@ -146,11 +166,11 @@ def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
                               G, plan, mode, optimizer, lr, eps)
 
 
-def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps):
+def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward="parts"):
     """Validate the inputs of a step (errors name the field); returns the poolings list."""
     T = len(tables)
     poolings = list(poolings) if poolings is not None else ["sum"] * T
-    _check_args(mode, optimizer, lr, eps)
+    _check_args(mode, optimizer, lr, eps, backward)
     check_tables(tables, batch, poolings)
     D = tables[0].shape[1]
     if not (isinstance(grad, np.ndarray) and grad.dtype == np.float32
@@ -176,22 +196,24 @@ def initial_state(tables, optimizer, state):
 
 
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
-         state=None, limits=None):
+         state=None, limits=None, backward="parts"):
     """One training step.  Inputs are not modified; returns a StepResult.
 
     tables: list of float32 (rows, D); grad: float32 (B, T*D), the upstream gradient of the
     pooled output; poolings: "sum"/"mean" per table (default all "sum"); state: Adagrad
-    state per table (float32 (rows,), default zeros); limits: PartLimits.
+    state per table (float32 (rows,), default zeros); limits: PartLimits; backward: "parts"
+    (the engine's) or "rows" (see the module docstring).
     """
     tables = list(tables)
     T = len(tables)
     limits = limits or PartLimits()
-    poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
+    poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward)
     state = initial_state(tables, optimizer, state)
     lr32, eps32 = np.float32(lr), np.float32(eps)
 
     plans = plan_batch(batch, poolings, limits)
-    if optimizer == "rowwise-adagrad":
+    bwd_plans = plans if backward == "parts" else whole_table_plans(batch, poolings)
+    if optimizer == "rowwise-adagrad" and backward == "parts":
         for t in range(T):
             n = sum(1 for p in plans if p.part.table == t)
             if n > 1:
@@ -201,12 +223,16 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
     new_tables = [E.copy() for E in tables]
     with np.errstate(all="ignore"):     # inf and NaN are data here, not accidents
         pooled = forward(tables, batch, poolings, mode, plans)
-        backward_update(new_tables, state, grad, plans, mode, optimizer, lr32, eps32)
+        backward_update(new_tables, state, grad, bwd_plans, mode, optimizer, lr32, eps32)
 
     table_counts = [zero_counts() for _ in range(T)]
     for plan in plans:
         t = plan.part.table
         table_counts[t] = add_counts(table_counts[t], count_part(plan, mode))
+    if backward == "rows":          # backward's and the update's counts from its own plans
+        for plan in bwd_plans:
+            c, by_rows = table_counts[plan.part.table], count_part(plan, mode)
+            c["backward"], c["update"] = by_rows["backward"], by_rows["update"]
     total = zero_counts()
     for c in table_counts:
         total = add_counts(total, c)

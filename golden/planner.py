@@ -12,7 +12,7 @@ from .errors import BatchError, ErrorCode
 from .arith import canonical_nan
 from .replay import segment_ranks, fold_rows
 
-__all__ = ["PartLimits", "Part", "partition", "Trie", "TablePlan", "plan_part"]
+__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "Trie", "TablePlan", "plan_part"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ def partition(batch, limits):
             lookups += n
         parts.append(_make_part(batch, t, bag_lo, B))
     return parts
+
+
+def whole_table_part(batch, t):
+    """Every bag of table ``t`` as one part, whatever the limits: the scope of backward by
+    rows, where each distinct row of the table merges every occurrence in the batch."""
+    return _make_part(batch, t, 0, batch.batch_size)
 
 
 def _make_part(batch, t, bag_lo, bag_hi):
