@@ -107,6 +107,28 @@ def test_adagrad_steps_chain_through_the_state_file(case, capsys):
         assert np.array_equal(f["table_1"], r2.tables[1]) and np.array_equal(s["state_0"], r2.state[0])
 
 
+def test_backward_by_rows_runs_adagrad_beyond_one_part(case, capsys):
+    """--backward rows (golden model): row-wise Adagrad on a batch the configuration splits
+    into parts, each distinct row updated once; by parts it is refused, and the RTL refuses
+    --backward rows; both errors exit 2 and write nothing."""
+    d, batch, tables, grad = case
+    (d / "c.toml").write_text("[parts]\nmax_bags = 1\n")            # a part a bag
+    common = ["step", d / "batch.npz", "--table", d / "tables.npz", "--grad", d / "grad.npy", "--lr", "0.1",
+              "--optimizer", "rowwise-adagrad", "--config", d / "c.toml"]
+    code, _, err = run([*common, "--out", d / "parts"], capsys)
+    assert code == 2 and "row-wise Adagrad needs each table's batch in one part" in err
+    code, out, _ = run([*common, "--backward", "rows", "--out", d / "rows"], capsys)
+    assert code == 0
+    want = step(tables, batch, grad, 0.1, optimizer="rowwise-adagrad", backward="rows")
+    with np.load(d / "rows" / "table.npz") as f:
+        assert all(np.array_equal(f[f"table_{t}"], want.tables[t]) for t in range(2))
+    rep = json.loads(out)
+    assert rep["backward"] == "rows" and rep["counts"]["update"]["rmw"] == 4 + 3    # distinct rows
+    code, _, err = run([*common, "--backward", "rows", "--engine", "rtl", "--out", d / "rtl"], capsys)
+    assert code == 2 and "refree: error: --backward" in err
+    assert not (d / "parts").exists() and not (d / "rtl").exists()
+
+
 def bad_batch(tmp, **arrays):
     np.savez(tmp / "bad.npz", **arrays)
     return tmp / "bad.npz"
@@ -346,7 +368,7 @@ def test_version_is_the_installed_one_else_pyprojects(capsys, monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     pyproject = tomllib.loads((Path(cli.__file__).resolve().parent.parent / "pyproject.toml").read_text())
-    assert cli._version() == pyproject["project"]["version"]
+    assert cli.package_version() == pyproject["project"]["version"]
 
 
 # (an .npy table is one table, a valid --table: not damage)
