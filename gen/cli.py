@@ -321,7 +321,8 @@ def build_parser():
     s.add_argument("--backward", choices=BACKWARDS, default="parts",
                    help="parts: backward and the update part by part, as the engine runs them "
                         "(default); rows: each distinct row merged over the whole batch and updated "
-                        "once, row-wise Adagrad on any batch (the golden model only, for now)")
+                        "once, row-wise Adagrad on any batch (the golden model only, for now: "
+                        "--engine rtl refuses it, exit 2)")
     s.add_argument("--mode", choices=MODES, default="refree",
                    help="baseline: PyTorch's per-lookup order; dedup: each distinct row read once; "
                         "refree: distinct rows and shared partial sums (default)")

@@ -92,11 +92,67 @@ def test_each_distinct_row_is_updated_once_and_adagrad_takes_any_batch(mode):
         step(tables, batch, grad, LR, mode=mode, limits=SMALL, optimizer="rowwise-adagrad")
     assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
     res = step(tables, batch, grad, LR, mode=mode, limits=SMALL, optimizer="rowwise-adagrad", backward="rows")
+    assert res.counts["update"]["rmw"] == distinct
     for t, E in enumerate(tables):
-        used = np.unique(batch.table_slice(t)[0])
-        assert np.count_nonzero(res.state[t]) == len(used)                  # one state update a row
-        untouched = np.setdiff1d(np.arange(E.shape[0]), used)
+        untouched = np.setdiff1d(np.arange(E.shape[0]), batch.table_slice(t)[0])
         assert np.array_equal(bits(res.tables[t][untouched]), bits(E[untouched]))
+        assert not res.state[t][untouched].any()
+
+
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise-adagrad"])
+@pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])
+def test_by_rows_does_not_depend_on_the_forward_parts(mode, optimizer, pooling, weighted):
+    """By rows on a batch of several parts = by parts on the same batch unlimited (one part
+    a table): tables, Adagrad states and backward counts, bit for bit."""
+    batch, tables, grad = random_case(6, weighted=weighted)
+    kw = dict(poolings=[pooling] * 2, mode=mode, optimizer=optimizer)
+    by_rows = step(tables, batch, grad, LR, **kw, limits=SMALL, backward="rows")
+    whole = step(tables, batch, grad, LR, **kw, limits=PartLimits.unlimited())
+    assert whole.counts["parts"] == 2 < by_rows.counts["parts"]
+    for a, b in zip(by_rows.tables + (by_rows.state or []), whole.tables + (whole.state or [])):
+        assert np.array_equal(bits(a), bits(b))
+    assert (by_rows.counts["backward"], by_rows.counts["update"]) == (whole.counts["backward"], whole.counts["update"])
+
+
+@pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])
+def test_refree_merges_each_row_in_the_designs_key_order_over_whole_bags(pooling, weighted):
+    """An independent loop for `refree`: a row's keys (b, c'), c' = the fold of its weights
+    in bag b (its multiplicity unweighted), times fl(1/len) for mean; sorted by the distinct
+    rows of bag b (descending), b, the number of rows with the key (b, c') (descending), the
+    bits of c'; g = +0, g = fma(c', G[b], g); then E = fma(-lr, g, E)."""
+    batch, tables, grad = random_case(7, weighted=weighted)
+    res = step(tables, batch, grad, LR, poolings=[pooling] * 2, mode="refree", limits=SMALL, backward="rows")
+    D = tables[0].shape[1]
+    for t, E in enumerate(tables):
+        coef = {}                                           # (row, bag) -> c
+        for b in range(batch.batch_size):
+            lo, hi = batch.bag_range(t, b)
+            for k in range(lo, hi):
+                w = batch.per_sample_weights[k] if weighted else np.float32(1)
+                key = (int(batch.indices[k]), b)
+                coef[key] = w if key not in coef else np.float32(coef[key] + w)
+        keys = {}                                           # row -> [(b, c')]
+        for (r, b), c in coef.items():
+            if pooling == "mean":
+                n = batch.bag_range(t, b)[1] - batch.bag_range(t, b)[0]
+                c = np.float32(c * (np.float32(1) / np.float32(n)))
+            keys.setdefault(r, []).append((b, np.float32(c)))
+        bag_rows = {}
+        freq = {}
+        for r, ks in keys.items():
+            for b, c in ks:
+                bag_rows[b] = bag_rows.get(b, 0) + 1
+                freq[b, int(np.float32(c).view(np.uint32))] = freq.get((b, int(np.float32(c).view(np.uint32))), 0) + 1
+        want = E.copy()
+        for r, ks in keys.items():
+            cb = lambda c: int(np.float32(c).view(np.uint32))
+            ks.sort(key=lambda bc: (-bag_rows[bc[0]], bc[0], -freq[bc[0], cb(bc[1])], cb(bc[1])))
+            g = np.zeros(D, np.float32)
+            for b, c in ks:
+                g = fma(c, grad[b, t * D:(t + 1) * D], g)
+            want[r] = fma(-LR, g, E[r])
+        assert np.array_equal(bits(res.tables[t]), bits(want)), t
 
 
 def test_an_unknown_backward_is_refused():
