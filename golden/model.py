@@ -27,8 +27,8 @@ from .errors import BatchError, ErrorCode
 from .planner import PartLimits, partition, plan_part, whole_table_part
 from .replay import fold_rows, replay_trie
 
-__all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state", "plan_batch", "forward",
-           "whole_table_plans", "backward_update", "step"]
+__all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state",
+           "plan_batch", "forward", "whole_table_plans", "backward_update", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
 BACKWARDS = ("parts", "rows")    # backward and update part by part (the engine's), or by rows

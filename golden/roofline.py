@@ -21,10 +21,10 @@ what the golden counts (:mod:`.counts`) count.  Every rule is stated once, here:
   (``baseline``: one per lookup; ``dedup``, ``refree``: the non-empty bags of each part);
   ``table_reads`` and ``table_writes``: each row the update read-modify-writes, read once
   and written once (``baseline``: per lookup; ``dedup``, ``refree``: the distinct rows of each
-  part -- per part as the engine and the golden model's default (backward="parts") do today: docs/design.md's revised backward,
-  grouped by rows, would make it once per batch); row-wise Adagrad: one state beat read and
-  one written per updated row (``state_reads``, ``state_writes``: what the engine moves, the
-  golden update count).
+  part -- per part as the engine and the golden model's default (backward="parts") do
+  today: docs/design.md's revised backward, grouped by rows, would make it once per batch);
+  row-wise Adagrad: one state beat read and one written per updated row (``state_reads``,
+  ``state_writes``: what the engine moves, the golden update count).
 
 Traffic beyond these beats (a second pass over the input, a row fetched twice) counts
 against the engine, not into the bound: the counters' moved beats are reported apart.
