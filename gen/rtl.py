@@ -115,8 +115,8 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     grad = (0.1 * rng.standard_normal((batch.batch_size, len(tables) * D))).astype(np.float32)
     limits = limits_of(conf.params)
     runner = _runner(conf, D, sim, memory, waves=waves is not None)
-    runner.build()
-    out(f"design: {runner.design.verilog} ({sim} build in {runner.build().directory})")
+    build = runner.build()
+    out(f"design: {runner.design.verilog} ({sim} build in {build.directory})")
     if memory == "ddr4":
         out("on the buffer chip LrdimmNmp: a host DDR4 driver programs each job through the NMP "
             "window and reads the counters back; " + (

@@ -7,13 +7,12 @@ Every update must see the one before it: occurrence i of row r leaves as r's fir
 + i, and DRAM ends with every row + its count."""
 import random
 
+import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from refree.hw.engine.forwarder import RowForwarder
 from refree.hw.engine.inflight import RowsInFlight
-
-import pytest
 
 SLOTS = 4
 

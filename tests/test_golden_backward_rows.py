@@ -5,6 +5,7 @@ independent per-row loop, against backward by parts where the two must agree (on
 `baseline`, whose updates go in index order either way), and by its counts."""
 import numpy as np
 import pytest
+from brute import refree_merged_grad_by_row_fold
 
 from refree.golden.arith import fma
 from refree.golden.batch import Batch
@@ -117,40 +118,15 @@ def test_by_rows_does_not_depend_on_the_forward_parts(mode, optimizer, pooling, 
 
 @pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])
 def test_refree_merges_each_row_in_the_designs_key_order_over_whole_bags(pooling, weighted):
-    """An independent loop for `refree`: a row's keys (b, c'), c' = the fold of its weights
-    in bag b (its multiplicity unweighted), times fl(1/len) for mean; sorted by the distinct
-    rows of bag b (descending), b, the number of rows with the key (b, c') (descending), the
-    bits of c'; g = +0, g = fma(c', G[b], g); then E = fma(-lr, g, E)."""
+    """`refree` by rows against the plain-Python reference of tests/brute.py over the whole
+    batch: each row's keys (b, c') in the design's key order over whole bags, g = +0,
+    g = fma(c', G[b], g); then E = fma(-lr, g, E)."""
     batch, tables, grad = random_case(7, weighted=weighted)
     res = step(tables, batch, grad, LR, poolings=[pooling] * 2, mode="refree", limits=SMALL, backward="rows")
     D = tables[0].shape[1]
     for t, E in enumerate(tables):
-        coef = {}                                           # (row, bag) -> c
-        for b in range(batch.batch_size):
-            lo, hi = batch.bag_range(t, b)
-            for k in range(lo, hi):
-                w = batch.per_sample_weights[k] if weighted else np.float32(1)
-                key = (int(batch.indices[k]), b)
-                coef[key] = w if key not in coef else np.float32(coef[key] + w)
-        keys = {}                                           # row -> [(b, c')]
-        for (r, b), c in coef.items():
-            if pooling == "mean":
-                n = batch.bag_range(t, b)[1] - batch.bag_range(t, b)[0]
-                c = np.float32(c * (np.float32(1) / np.float32(n)))
-            keys.setdefault(r, []).append((b, np.float32(c)))
-        bag_rows = {}
-        freq = {}
-        for r, ks in keys.items():
-            for b, c in ks:
-                bag_rows[b] = bag_rows.get(b, 0) + 1
-                freq[b, int(np.float32(c).view(np.uint32))] = freq.get((b, int(np.float32(c).view(np.uint32))), 0) + 1
         want = E.copy()
-        for r, ks in keys.items():
-            cb = lambda c: int(np.float32(c).view(np.uint32))
-            ks.sort(key=lambda bc: (-bag_rows[bc[0]], bc[0], -freq[bc[0], cb(bc[1])], cb(bc[1])))
-            g = np.zeros(D, np.float32)
-            for b, c in ks:
-                g = fma(c, grad[b, t * D:(t + 1) * D], g)
+        for r, g in refree_merged_grad_by_row_fold(grad[:, t * D:(t + 1) * D], batch, t, pooling).items():
             want[r] = fma(-LR, g, E[r])
         assert np.array_equal(bits(res.tables[t]), bits(want)), t
 
