@@ -15,6 +15,7 @@ from refree.golden.batch import POOLINGS, load_batch, read_arrays
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import BACKWARDS, OPTIMIZERS, step
+from refree.golden.planner import row_groups
 from refree.golden.traces import make_trace
 
 from .config import package_version
@@ -145,6 +146,8 @@ def cmd_step(args):
                    optimizer=args.optimizer, eps=args.eps, state=state, limits=_limits(conf),
                    backward=args.backward)
         report = {"backward": args.backward, "counts": res.counts, "tables": res.table_counts}
+        if args.backward == "rows":
+            report["row_groups"] = [row_groups(batch, t, _limits(conf)) for t in range(batch.num_tables)]
     else:
         from .rtl import rtl_step
         try:

@@ -32,7 +32,7 @@ def count_part(plan, mode):
         bwd_occ_muls = _not_one(inv_len[plan.occ_bag])
     else:
         bwd_occ_muls = occ_muls
-    nonempty = int((plan.bag_len > 0).sum())
+    nonempty = plan.grad_rows
     c = zero_counts()
     c.update(lookups=lookups, distinct_rows=distinct, bags=plan.num_bags, parts=1)
     f, b = c["forward"], c["backward"]

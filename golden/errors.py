@@ -17,6 +17,7 @@ class ErrorCode(enum.IntEnum):
     BATCH_TOO_LARGE_FOR_ADAGRAD = 5
     WEIGHTS_WITH_MEAN = 6       # per-sample weights, but a table pools by mean
     ADAGRAD_IN_BASELINE = 7     # row-wise Adagrad has no per-occurrence (baseline) form
+    ROW_GROUP_TOO_LARGE = 8     # backward by rows: a row group holds more distinct rows than a part
 
 
 class BatchError(ValueError):

@@ -7,14 +7,16 @@ bit.
 
 Backward by rows (``backward="rows"``, docs/design.md section 2, "Batches larger than the
 buffers") merges each distinct row of a table over every occurrence in the whole batch and
-updates it once, whatever the parts; row-wise Adagrad then takes batches of any size.  Its
-values need no grouping rule: a row's merge order (index order in `dedup`; in `refree` the
-gradient rows by the distinct rows of their whole bag, then by bag, key frequency and bits)
-is fixed by whole bags, so it is the plan of the table's batch as one part.  The engine
-still runs backward part by part (``backward="parts"``, the default, which it matches bit
-for bit); until it follows, ``"rows"`` is the golden model's alone, and its counts are those
-of one row group per table (the grouping, and the input re-reads it costs, come with the
-engine).
+updates it once, whatever the parts; row-wise Adagrad then takes batches of any size.  A
+table's rows are split into row groups, row r in group ``r mod G`` (``planner.row_groups``:
+G the smallest power of two whose groups fit a part's distinct rows, or the host's G), and
+each group is a plan of its own over every bag.  The values do not depend on G: a row's
+merge runs over its occurrences in index order in `dedup`, and in `refree` over its keys
+in bag order (the order in which a group's pass streams the gradient rows); G decides
+only the counts (a bag's gradient row is read once per group it touches, and `refree`
+shares prefixes within a group).  The engine still runs backward part by part
+(``backward="parts"``, the default, which it matches bit for bit); until it follows,
+``"rows"`` is the golden model's alone.
 """
 from dataclasses import dataclass, field
 
@@ -24,11 +26,11 @@ from .arith import fma, canonical_nan
 from .batch import POOLINGS
 from .counts import MODES, count_part, add_counts, zero_counts
 from .errors import BatchError, ErrorCode
-from .planner import PartLimits, partition, plan_part, whole_table_part
+from .planner import PartLimits, partition, plan_part, plan_row_groups
 from .replay import fold_rows, replay_trie
 
 __all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state",
-           "plan_batch", "forward", "whole_table_plans", "backward_update", "step"]
+           "plan_batch", "forward", "row_group_plans", "backward_update", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
 BACKWARDS = ("parts", "rows")    # backward and update part by part (the engine's), or by rows
@@ -150,14 +152,19 @@ def forward(tables, batch, poolings, mode, plans):
     return pooled
 
 
-def whole_table_plans(batch, poolings):
-    """The plan of each table's whole batch as one part: backward by rows."""
-    return [plan_part(batch, whole_table_part(batch, t), poolings[t]) for t in range(batch.num_tables)]
+def row_group_plans(batch, poolings, limits, groups=None):
+    """The plans of backward by rows, table by table, group by group: ``groups`` is G per
+    table (default: the fewest that fit, ``planner.row_groups``)."""
+    T = batch.num_tables
+    if groups is not None and len(groups) != T:
+        raise BatchError("groups", f"needs one G per table ({T}), not {len(groups)}")
+    return [plan for t in range(T)
+            for plan in plan_row_groups(batch, t, poolings[t], limits, None if groups is None else groups[t])]
 
 
 def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
     """Apply backward and the update in place on `tables` (and `state`), plan by plan (the
-    parts, or :func:`whole_table_plans` for backward by rows)."""
+    parts, or :func:`row_group_plans` for backward by rows)."""
     D = tables[0].shape[1]
     for plan in plans:
         p = plan.part
@@ -196,23 +203,26 @@ def initial_state(tables, optimizer, state):
 
 
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
-         state=None, limits=None, backward="parts"):
+         state=None, limits=None, backward="parts", groups=None):
     """One training step.  Inputs are not modified; returns a StepResult.
 
     tables: list of float32 (rows, D); grad: float32 (B, T*D), the upstream gradient of the
     pooled output; poolings: "sum"/"mean" per table (default all "sum"); state: Adagrad
     state per table (float32 (rows,), default zeros); limits: PartLimits; backward: "parts"
-    (the engine's) or "rows" (see the module docstring).
+    (the engine's) or "rows" (see the module docstring); groups: by rows, G per table
+    (default: the fewest row groups that fit the limits).
     """
     tables = list(tables)
     T = len(tables)
     limits = limits or PartLimits()
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward)
+    if groups is not None and backward != "rows":
+        raise BatchError("groups", "row groups are backward by rows' (backward=\"rows\")")
     state = initial_state(tables, optimizer, state)
     lr32, eps32 = np.float32(lr), np.float32(eps)
 
     plans = plan_batch(batch, poolings, limits)
-    bwd_plans = plans if backward == "parts" else whole_table_plans(batch, poolings)
+    bwd_plans = plans if backward == "parts" else row_group_plans(batch, poolings, limits, groups)
     if optimizer == "rowwise-adagrad" and backward == "parts":
         for t in range(T):
             n = sum(1 for p in plans if p.part.table == t)
@@ -230,9 +240,11 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
         t = plan.part.table
         table_counts[t] = add_counts(table_counts[t], count_part(plan, mode))
     if backward == "rows":          # backward's and the update's counts from its own plans
+        by_rows = [zero_counts() for _ in range(T)]
         for plan in bwd_plans:
-            c, by_rows = table_counts[plan.part.table], count_part(plan, mode)
-            c["backward"], c["update"] = by_rows["backward"], by_rows["update"]
+            by_rows[plan.part.table] = add_counts(by_rows[plan.part.table], count_part(plan, mode))
+        for c, r in zip(table_counts, by_rows):
+            c["backward"], c["update"] = r["backward"], r["update"]
     total = zero_counts()
     for c in table_counts:
         total = add_counts(total, c)

@@ -12,7 +12,8 @@ from .errors import BatchError, ErrorCode
 from .arith import canonical_nan
 from .replay import segment_ranks, fold_rows
 
-__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "Trie", "TablePlan", "plan_part"]
+__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "row_groups", "Trie", "TablePlan", "plan_part",
+           "plan_row_groups"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,17 @@ def whole_table_part(batch, t):
     return _make_part(batch, t, 0, batch.batch_size)
 
 
+def row_groups(batch, t, limits):
+    """The row groups of table ``t``'s backward by rows (docs/design.md section 2): a row r
+    is in group ``r mod G``, with G the smallest power of two for which no group holds more
+    than ``limits.max_distinct_rows`` distinct rows of the batch.  Returns G."""
+    rows = np.unique(batch.table_slice(t)[0])
+    G = 1
+    while len(rows) and np.bincount(rows & (G - 1)).max() > limits.max_distinct_rows:
+        G *= 2
+    return G
+
+
 def _make_part(batch, t, bag_lo, bag_hi):
     lo, _ = batch.bag_range(t, bag_lo)
     hi = batch.bag_range(t, bag_hi - 1)[1]
@@ -156,6 +168,9 @@ class TablePlan:
 
     Backward keys, sorted in key order: ``bkey_bag``, ``bkey_c``; ``bwd_trie`` over the
     positions of ``rows``.
+
+    ``group``: ``(G, g)`` for a row group of backward by rows (only the lookups of rows
+    ``r mod G == g``, every bag of the table), or None for a part.
     """
     part: Part
     pooling: str
@@ -174,6 +189,12 @@ class TablePlan:
     bkey_bag: np.ndarray
     bkey_c: np.ndarray
     bwd_trie: Trie
+    group: tuple | None = None
+
+    @property
+    def grad_rows(self):
+        """Gradient rows the backward reads: the bags with a lookup in the plan."""
+        return int((np.bincount(self.occ_bag, minlength=self.num_bags) > 0).sum())
 
 
 def _order(*keys):
@@ -181,8 +202,11 @@ def _order(*keys):
     return np.lexsort(keys[::-1])
 
 
-def plan_part(batch, part, pooling):
-    """Build the plan of one part (see TablePlan)."""
+def plan_part(batch, part, pooling, group=None):
+    """Build the plan of one part (see TablePlan), or with ``group = (G, g)`` of one row
+    group of the part's bags (backward by rows): the lookups of rows ``r mod G == g`` only,
+    each bag keeping its whole length (a mean-pooled bag's ``fl(1/len)``), and the gradient
+    rows in bag order."""
     idx = batch.indices[part.lo:part.hi]
     offs = batch.offsets[part.table * batch.batch_size + part.bag_lo:
                          part.table * batch.batch_size + part.bag_hi + 1] - part.lo
@@ -192,6 +216,9 @@ def plan_part(batch, part, pooling):
     weighted = batch.per_sample_weights is not None
     occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
              else np.ones(len(idx), np.float32))
+    if group is not None:
+        keep = (idx & (group[0] - 1)) == group[1]
+        idx, occ_bag, occ_w = idx[keep], occ_bag[keep], occ_w[keep]
 
     # Distinct (bag, row) pairs; a pair's coefficient c is the left fold of its weights in
     # index order starting from the first weight (the multiplicity when unweighted).
@@ -231,7 +258,8 @@ def plan_part(batch, part, pooling):
     fwd_trie = build_trie(pair_bag[s], pair_frank[s], nb)
 
     # Backward keys (bag, c'), c' = c, or fl(c * fl(1/len)) for mean.  Gradient rows are
-    # ordered by the embedding rows using them (descending), then bag ascending.
+    # ordered by the embedding rows using them (descending), then bag ascending; by rows
+    # (a group) by bag alone, the order in which a group's pass streams them.
     if pooling == "mean":
         inv_len = (np.float32(1) / np.maximum(bag_len, 1).astype(np.float32)).astype(np.float32)
         cb = (c * inv_len[pair_bag]).astype(np.float32)
@@ -243,7 +271,8 @@ def plan_part(batch, part, pooling):
     bkeys, pair_bkey, bfreq = np.unique(pair_bag * (1 << 32) + cbbits,
                                         return_inverse=True, return_counts=True)
     bk_bag, bk_bits = bkeys >> 32, bkeys & 0xFFFFFFFF
-    bk_order = _order(-bag_rows[bk_bag], bk_bag, -bfreq, bk_bits)
+    bk_order = (_order(-bag_rows[bk_bag], bk_bag, -bfreq, bk_bits) if group is None
+                else _order(bk_bag, -bfreq, bk_bits))
     bk_rank = np.empty(len(bkeys), np.int64)
     bk_rank[bk_order] = np.arange(len(bkeys))
     pair_brank = bk_rank[pair_bkey]
@@ -259,5 +288,23 @@ def plan_part(batch, part, pooling):
         fkey_c=fk_bits[fk_order].astype(np.uint32).view(np.float32),
         fwd_trie=fwd_trie,
         bkey_bag=bk_bag[bk_order], bkey_c=bk_bits[bk_order].astype(np.uint32).view(np.float32),
-        bwd_trie=bwd_trie,
+        bwd_trie=bwd_trie, group=group,
     )
+
+
+def plan_row_groups(batch, t, pooling, limits, groups=None):
+    """The plans of table ``t``'s backward by rows, one per non-empty row group, in group
+    order: ``groups`` G (default :func:`row_groups`), a power of two."""
+    G = row_groups(batch, t, limits) if groups is None else groups
+    if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or G & (G - 1):
+        raise BatchError(f"groups of table {t}", f"must be a power of two, not {G!r}")
+    rows = np.unique(batch.table_slice(t)[0])
+    per_group = np.bincount(rows & (G - 1), minlength=G)
+    if per_group.max(initial=0) > limits.max_distinct_rows:
+        g = int(per_group.argmax())
+        raise BatchError(f"groups of table {t}", f"row group {g} of {G} holds {per_group[g]} distinct rows, more "
+                         f"than a part's {limits.max_distinct_rows}; {row_groups(batch, t, limits)} groups "
+                         "fit", ErrorCode.ROW_GROUP_TOO_LARGE)
+    whole = whole_table_part(batch, t)
+    present = np.flatnonzero(per_group)
+    return [plan_part(batch, whole, pooling, (int(G), int(g))) for g in present]

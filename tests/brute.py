@@ -48,8 +48,9 @@ def forward_sequences(bags, weighted):
     return [sorted(keys, key=key_order) for keys in coal], row_order
 
 
-def backward_sequences(bags, weighted, mean):
-    """Each embedding row's gradient keys (bag, c') in key order (refree backward)."""
+def backward_sequences(bags, weighted, mean, by_rows=False):
+    """Each embedding row's gradient keys (bag, c') in key order (refree backward; by rows,
+    in bag order)."""
     coal = [coalesce(b, weighted) for b in bags]
     uses = {}                       # row -> [(bag, c')]
     for b, keys in enumerate(coal):
@@ -64,7 +65,7 @@ def backward_sequences(bags, weighted, mean):
 
     def key_order(k):
         b, c = k
-        return (-bag_rows[b], b, -freq[(b, cbits(c))], cbits(c))
+        return (0 if by_rows else -bag_rows[b], b, -freq[(b, cbits(c))], cbits(c))
     return {r: sorted(ks, key=key_order) for r, ks in uses.items()}
 
 
@@ -110,10 +111,10 @@ def refree_pooled_by_bag_fold(E, batch, t, pooling):
     return out
 
 
-def refree_merged_grad_by_row_fold(G, batch, t, pooling):
+def refree_merged_grad_by_row_fold(G, batch, t, pooling, by_rows=False):
     """{row: merged gradient} as each row's own left fold of its keys: g = fma(c, G[b], g)."""
     bags = table_bags(batch, t)
-    bseq = backward_sequences(bags, batch.per_sample_weights is not None, pooling == "mean")
+    bseq = backward_sequences(bags, batch.per_sample_weights is not None, pooling == "mean", by_rows)
     out = {}
     for r, seq in bseq.items():
         g = np.zeros(G.shape[1], np.float32)

@@ -124,6 +124,7 @@ def test_backward_by_rows_runs_adagrad_beyond_one_part(case, capsys):
         assert all(np.array_equal(f[f"table_{t}"], want.tables[t]) for t in range(2))
     rep = json.loads(out)
     assert rep["backward"] == "rows" and rep["counts"]["update"]["rmw"] == 4 + 3    # distinct rows
+    assert rep["row_groups"] == [1, 1]              # (1,024 distinct rows a group fit)
     code, _, err = run([*common, "--backward", "rows", "--engine", "rtl", "--out", d / "rtl"], capsys)
     assert code == 2 and "refree: error: --backward" in err
     assert not (d / "parts").exists() and not (d / "rtl").exists()

@@ -1,17 +1,18 @@
 """Backward by rows in the golden model (``step(..., backward="rows")``, docs/design.md
 section 2, "Batches larger than the buffers"): each distinct row of a table merges every
-occurrence in the whole batch and is updated once, whatever the parts.  Checked against an
-independent per-row loop, against backward by parts where the two must agree (one part;
-`baseline`, whose updates go in index order either way), and by its counts."""
+occurrence in the whole batch and is updated once, whatever the parts and the row groups.
+Checked against independent per-row loops, against backward by parts where the two must
+agree (one part in `dedup`; `baseline`, whose updates go in index order either way), and
+by its counts against plain-Python counts of the groups."""
 import numpy as np
 import pytest
-from brute import refree_merged_grad_by_row_fold
+from brute import backward_sequences, refree_merged_grad_by_row_fold, table_bags, trie_adds
 
 from refree.golden.arith import fma
 from refree.golden.batch import Batch
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
-from refree.golden.planner import PartLimits, partition
+from refree.golden.planner import PartLimits, partition, row_groups
 from refree.golden.traces import movielens_batch
 
 SMALL = PartLimits(max_bags=16, max_lookups=64, max_distinct_rows=24, max_bag_len=16)
@@ -58,9 +59,10 @@ def test_dedup_merges_each_row_over_the_whole_batch_in_index_order(pooling, weig
         assert np.array_equal(bits(res.tables[t]), bits(want)), t
 
 
-@pytest.mark.parametrize("mode,optimizer", [("baseline", "sgd"), ("dedup", "sgd"), ("refree", "sgd"),
-                                            ("dedup", "rowwise-adagrad"), ("refree", "rowwise-adagrad")])
+@pytest.mark.parametrize("mode,optimizer", [("baseline", "sgd"), ("dedup", "sgd"), ("dedup", "rowwise-adagrad")])
 def test_one_part_by_rows_is_by_parts(mode, optimizer):
+    """(`refree` by rows takes its gradient rows in bag order, by parts by their rows: the
+    two differ even on one part.)"""
     tr = movielens_batch(128, 2)
     rng = np.random.default_rng(3)
     tables = [rng.standard_normal((n, 16)).astype(np.float32) for n in tr.num_rows]
@@ -103,30 +105,74 @@ def test_each_distinct_row_is_updated_once_and_adagrad_takes_any_batch(mode):
 @pytest.mark.parametrize("mode", ["dedup", "refree"])
 @pytest.mark.parametrize("optimizer", ["sgd", "rowwise-adagrad"])
 @pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])
-def test_by_rows_does_not_depend_on_the_forward_parts(mode, optimizer, pooling, weighted):
-    """By rows on a batch of several parts = by parts on the same batch unlimited (one part
-    a table): tables, Adagrad states and backward counts, bit for bit."""
+def test_by_rows_depends_on_neither_the_parts_nor_the_groups(mode, optimizer, pooling, weighted):
+    """By rows on a batch of several parts and row groups = by rows unlimited (one part and
+    one group a table) = by rows with 8 groups a table: tables and Adagrad states, bit for
+    bit; every row updated once whatever G."""
     batch, tables, grad = random_case(6, weighted=weighted)
-    kw = dict(poolings=[pooling] * 2, mode=mode, optimizer=optimizer)
-    by_rows = step(tables, batch, grad, LR, **kw, limits=SMALL, backward="rows")
+    kw = dict(poolings=[pooling] * 2, mode=mode, optimizer=optimizer, backward="rows")
+    small = step(tables, batch, grad, LR, **kw, limits=SMALL)
     whole = step(tables, batch, grad, LR, **kw, limits=PartLimits.unlimited())
-    assert whole.counts["parts"] == 2 < by_rows.counts["parts"]
-    for a, b in zip(by_rows.tables + (by_rows.state or []), whole.tables + (whole.state or [])):
-        assert np.array_equal(bits(a), bits(b))
-    assert (by_rows.counts["backward"], by_rows.counts["update"]) == (whole.counts["backward"], whole.counts["update"])
+    eight = step(tables, batch, grad, LR, **kw, limits=SMALL, groups=[8, 8])
+    assert whole.counts["parts"] == 2 < small.counts["parts"]
+    assert [row_groups(batch, t, SMALL) for t in range(2)] != [1, 1]
+    for res in (whole, eight):
+        for a, b in zip(small.tables + (small.state or []), res.tables + (res.state or [])):
+            assert np.array_equal(bits(a), bits(b))
+        assert res.counts["update"] == small.counts["update"]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_groups_fit_and_their_counts(weighted):
+    """G is the fewest groups (a power of two) that fit; each group reads the gradient row
+    of every bag it touches; `dedup` merges lookups - distinct rows; `refree` shares
+    prefixes within a group: counted by plain-Python loops over the groups."""
+    batch, tables, grad = random_case(8, weighted=weighted)
+    for G in (None, [4, 16]):
+        for mode in ("dedup", "refree"):
+            res = step(tables, batch, grad, LR, mode=mode, limits=SMALL, backward="rows", groups=G)
+            for t in range(batch.num_tables):
+                bags = table_bags(batch, t)
+                rows = {r for bag in bags for r, _ in bag}
+                n = row_groups(batch, t, SMALL) if G is None else G[t]
+                sizes = [len({r for r in rows if r % n == g}) for g in range(n)]
+                assert max(sizes) <= SMALL.max_distinct_rows
+                if G is None:
+                    assert n > 1 and max(len({r for r in rows if r % (n // 2) == g}) for g in range(n // 2)) \
+                        > SMALL.max_distinct_rows
+                reads = sum(len({b for b, bag in enumerate(bags) for r, _ in bag if r % n == g}) for g in range(n))
+                seqs = backward_sequences(bags, weighted, False, by_rows=True)
+                adds = (sum(len(bag) for bag in bags) - len(rows) if mode == "dedup" else
+                        sum(trie_adds([s for r, s in seqs.items() if r % n == g]) for g in range(n)))
+                b = res.table_counts[t]["backward"]
+                assert (b["reads"], b["adds"], res.table_counts[t]["update"]["rmw"]) == (reads, adds, len(rows))
+
+
+def test_too_few_row_groups_are_refused():
+    batch, tables, grad = random_case(8)
+    G = [row_groups(batch, t, SMALL) for t in range(2)]
+    with pytest.raises(BatchError, match="row group") as e:
+        step(tables, batch, grad, LR, limits=SMALL, backward="rows", groups=[G[0], G[1] // 2])
+    assert e.value.code == ErrorCode.ROW_GROUP_TOO_LARGE and e.value.field == "groups of table 1"
+    for bad in ([G[0], 3], [G[0]]):
+        with pytest.raises(BatchError, match="groups"):
+            step(tables, batch, grad, LR, limits=SMALL, backward="rows", groups=bad)
+    with pytest.raises(BatchError, match="groups"):
+        step(tables, batch, grad, LR, limits=SMALL, groups=G)
 
 
 @pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])
-def test_refree_merges_each_row_in_the_designs_key_order_over_whole_bags(pooling, weighted):
+def test_refree_merges_each_row_over_its_bags_in_bag_order(pooling, weighted):
     """`refree` by rows against the plain-Python reference of tests/brute.py over the whole
-    batch: each row's keys (b, c') in the design's key order over whole bags, g = +0,
-    g = fma(c', G[b], g); then E = fma(-lr, g, E)."""
+    batch: each row's keys (b, c') in bag order, g = +0, g = fma(c', G[b], g); then
+    E = fma(-lr, g, E)."""
     batch, tables, grad = random_case(7, weighted=weighted)
     res = step(tables, batch, grad, LR, poolings=[pooling] * 2, mode="refree", limits=SMALL, backward="rows")
     D = tables[0].shape[1]
     for t, E in enumerate(tables):
         want = E.copy()
-        for r, g in refree_merged_grad_by_row_fold(grad[:, t * D:(t + 1) * D], batch, t, pooling).items():
+        for r, g in refree_merged_grad_by_row_fold(grad[:, t * D:(t + 1) * D], batch, t, pooling,
+                                                   by_rows=True).items():
             want[r] = fma(-LR, g, E[r])
         assert np.array_equal(bits(res.tables[t]), bits(want)), t
 

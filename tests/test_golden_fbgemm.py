@@ -21,9 +21,10 @@ not linear in that way (the golden model refuses a table of several parts), so i
 batches fit one part a table.  Backward by rows (``step(..., backward="rows")``, the
 design's revised rule, the golden model's alone until the engine follows) merges each row
 over the whole batch and updates it once, as FBGEMM does: its chains run on the B = 1024
-batches of several parts a table, SGD and row-wise Adagrad (24 chains; at most 3.1e-7
-pooled, 3.2e-7 tables, 7.4e-7 Adagrad state, 9.1e-7 update for SGD, half of by parts'
-1.8e-6 on the same batches, and 5.2e-6 for Adagrad).  Per table, with scale = max |FBGEMM's value|:
+batches of several parts a table (MovieLens one row group a table, Meta four), SGD and
+row-wise Adagrad (24 chains; at most 3.1e-7 pooled, 3.4e-7 tables, 8.0e-7 Adagrad state,
+9.1e-7 update for SGD, half of by parts' 1.8e-6 on the same batches, and 5.2e-6 for
+Adagrad).  Per table, with scale = max |FBGEMM's value|:
 
 * pooled outputs, tables after each step, Adagrad states: max |error| <= 1e-5 x scale;
 * the step's update (new - old table, each side its own): max |error| <= 1e-4 x scale.
