@@ -15,7 +15,6 @@ from refree.golden.batch import POOLINGS, load_batch, read_arrays
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import BACKWARDS, OPTIMIZERS, step
-from refree.golden.planner import row_groups
 from refree.golden.traces import make_trace
 
 from .config import package_version
@@ -132,9 +131,9 @@ def cmd_step(args):
     grad = read_arrays(args.grad, "--grad")
     if not isinstance(grad, np.ndarray):
         raise BatchError("--grad", f"{args.grad!r}: must be one .npy array, not an .npz")
-    if args.backward != "parts" and args.engine != "golden":
-        raise BatchError("--backward", f"{args.backward} runs on the golden model only: the engine "
-                         "still runs backward part by part (docs/design.md section 2)")
+    if args.backward == "parts" and args.engine != "golden" and args.mode != "baseline":
+        raise BatchError("--backward", "parts runs on the golden model only: the engine runs backward "
+                         "by rows (docs/design.md section 2)")
     state = _load_state(args.state, len(tables)) if args.state else None
     if state is not None and args.optimizer != "rowwise-adagrad":
         raise BatchError("--state", "is only used with --optimizer rowwise-adagrad")
@@ -146,8 +145,8 @@ def cmd_step(args):
                    optimizer=args.optimizer, eps=args.eps, state=state, limits=_limits(conf),
                    backward=args.backward)
         report = {"backward": args.backward, "counts": res.counts, "tables": res.table_counts}
-        if args.backward == "rows":
-            report["row_groups"] = [row_groups(batch, t, _limits(conf)) for t in range(batch.num_tables)]
+        if res.row_groups is not None:
+            report["row_groups"] = res.row_groups
     else:
         from .rtl import rtl_step
         try:
@@ -321,11 +320,11 @@ def build_parser():
     s.add_argument("--eps", type=float, default=1e-8,
                    help="row-wise Adagrad's epsilon, added to the root of the state (default 1e-8)")
     s.add_argument("--state", help="Adagrad state .npz (state_0 ..) from an earlier step")
-    s.add_argument("--backward", choices=BACKWARDS, default="parts",
-                   help="parts: backward and the update part by part, as the engine runs them "
-                        "(default); rows: each distinct row merged over the whole batch and updated "
-                        "once, row-wise Adagrad on any batch (the golden model only, for now: "
-                        "--engine rtl refuses it, exit 2)")
+    s.add_argument("--backward", choices=BACKWARDS, default="rows",
+                   help="rows: each distinct row merged over the whole batch and updated once, "
+                        "row-wise Adagrad on any batch, as the engine runs it (default); parts: the "
+                        "earlier rule, a row updated once per forward part (the golden model only: "
+                        "--engine rtl refuses it in dedup and refree, exit 2)")
     s.add_argument("--mode", choices=MODES, default="refree",
                    help="baseline: PyTorch's per-lookup order; dedup: each distinct row read once; "
                         "refree: distinct rows and shared partial sums (default)")

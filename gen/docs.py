@@ -63,6 +63,9 @@ CONFIG_FIELDS = {
     "tables[].stride": "beats from one row to the next (at least D/16)",
     "tables[].mean": "1: the table pools by mean; 0: by sum",
     "tables[].state": "beat address of the table's Adagrad state (row r in lane r % 16 of beat state + r // 16)",
+    "tables[].groups": "log2 G of the table's row groups in backward by rows (row r in group r mod G; "
+                       "docs/design.md section 2): the host's choice, the fewest that fit "
+                       "(`refree.golden.planner.row_groups`), else ROW_GROUP_TOO_LARGE",
 }
 
 #: Meaning of each field of the engine's ``Counters`` (memory traffic in 64-byte beats).

@@ -1,7 +1,8 @@
 """The redundancy report of `refree analyze`: counts of the three modes, per table and total."""
 
-from refree.golden.counts import MODES, add_counts, by_mode, count_part, zero_counts
-from refree.golden.planner import PartLimits, partition, plan_part
+from refree.golden.counts import MODES, add_counts, by_mode, zero_counts
+from refree.golden.model import plan_batch, row_group_plans, step_counts
+from refree.golden.planner import PartLimits
 
 __all__ = ["analyze", "format_report", "ROWS"]
 
@@ -20,15 +21,18 @@ RATIOS = [("baseline", "dedup"), ("baseline", "refree"), ("dedup", "refree")]
 def analyze(batch, poolings, limits=None):
     """Report dict: {"tables": [...], "total": {...}}, leaves {mode: n}, plus reductions.
 
-    By default the batch is processed as one part (no limits), as `refree analyze` promises.
+    By default the batch is processed as one part (no limits), as `refree analyze` promises;
+    backward and the update count by rows (the engine's), forward by parts.
     """
     limits = limits or PartLimits.unlimited()
     T = batch.num_tables
-    per = [{m: zero_counts() for m in MODES} for _ in range(T)]
-    for part in partition(batch, limits):
-        plan = plan_part(batch, part, poolings[part.table])
-        for m in MODES:
-            per[part.table][m] = add_counts(per[part.table][m], count_part(plan, m))
+    plans = plan_batch(batch, poolings, limits)
+    groups = row_group_plans(batch, poolings, limits)           # backward by rows
+    per = [{} for _ in range(T)]
+    for m in MODES:
+        _, table_counts = step_counts(plans, plans if m == "baseline" else groups, m, T)
+        for t in range(T):
+            per[t][m] = table_counts[t]
     total = {m: zero_counts() for m in MODES}
     for t in range(T):
         for m in MODES:

@@ -4,7 +4,11 @@ Pure Python on purpose: `hw/` may import this module without pulling in numpy.
 """
 import enum
 
-__all__ = ["ErrorCode", "BatchError"]
+__all__ = ["ErrorCode", "BatchError", "MAX_ROW_GROUP_BITS"]
+
+#: The most row groups a table's backward by rows may take: 2**MAX_ROW_GROUP_BITS (the
+#: engine's table descriptor holds log2 G; past it, ROW_GROUP_TOO_LARGE).
+MAX_ROW_GROUP_BITS = 15
 
 
 class ErrorCode(enum.IntEnum):
@@ -14,10 +18,9 @@ class ErrorCode(enum.IntEnum):
     MALFORMED_OFFSETS = 2
     BAG_TOO_LONG = 3
     ACCESS_OUTSIDE_TABLES = 4
-    BATCH_TOO_LARGE_FOR_ADAGRAD = 5
+    ROW_GROUP_TOO_LARGE = 5     # backward by rows: a row group does not fit a part's buffers
     WEIGHTS_WITH_MEAN = 6       # per-sample weights, but a table pools by mean
     ADAGRAD_IN_BASELINE = 7     # row-wise Adagrad has no per-occurrence (baseline) form
-    ROW_GROUP_TOO_LARGE = 8     # backward by rows: a row group holds more distinct rows than a part
 
 
 class BatchError(ValueError):

@@ -14,9 +14,10 @@ each group is a plan of its own over every bag.  The values do not depend on G: 
 merge runs over its occurrences in index order in `dedup`, and in `refree` over its keys
 in bag order (the order in which a group's pass streams the gradient rows); G decides
 only the counts (a bag's gradient row is read once per group it touches, and `refree`
-shares prefixes within a group).  The engine still runs backward part by part
-(``backward="parts"``, the default, which it matches bit for bit); until it follows,
-``"rows"`` is the golden model's alone.
+shares prefixes within a group).  `baseline` updates per occurrence in index order, which
+is the same by rows or by parts; it runs on the forward parts.  By rows is the default and
+the engine's; ``backward="parts"`` keeps the earlier rule (a row updated once per forward
+part, row-wise Adagrad refused beyond one part) as a reference of the golden model alone.
 """
 from dataclasses import dataclass, field
 
@@ -26,14 +27,14 @@ from .arith import fma, canonical_nan
 from .batch import POOLINGS
 from .counts import MODES, count_part, add_counts, zero_counts
 from .errors import BatchError, ErrorCode
-from .planner import PartLimits, partition, plan_part, plan_row_groups
+from .planner import PartLimits, partition, plan_part, plan_row_groups, row_groups
 from .replay import fold_rows, replay_trie
 
 __all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state",
-           "plan_batch", "forward", "row_group_plans", "backward_update", "step"]
+           "plan_batch", "forward", "row_group_plans", "backward_update", "step_counts", "step"]
 
 OPTIMIZERS = ("sgd", "rowwise-adagrad")
-BACKWARDS = ("parts", "rows")    # backward and update part by part (the engine's), or by rows
+BACKWARDS = ("rows", "parts")    # backward and update by rows (the engine's), or by forward parts
 ADAGRAD_STRIDE = 8      # strided partial sums of squares, combined by a fixed tree
 
 
@@ -44,6 +45,7 @@ class StepResult:
     state: list | None                  # Adagrad state per table, float32 (rows,)
     counts: dict                        # total counts
     table_counts: list = field(default_factory=list)
+    row_groups: list | None = None      # backward by rows: G per table (None: by parts, or baseline)
 
 
 def check_tables(tables, batch, poolings):
@@ -173,6 +175,25 @@ def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
                               G, plan, mode, optimizer, lr, eps)
 
 
+def step_counts(plans, bwd_plans, mode, T):
+    """(total, per-table) counts of a step: forward from ``plans`` (the parts), backward and
+    the update from ``bwd_plans`` (the row groups, or the parts again)."""
+    table_counts = [zero_counts() for _ in range(T)]
+    for plan in plans:
+        t = plan.part.table
+        table_counts[t] = add_counts(table_counts[t], count_part(plan, mode))
+    if bwd_plans is not plans:      # backward's and the update's counts from its own plans
+        per_table = [zero_counts() for _ in range(T)]
+        for plan in bwd_plans:
+            per_table[plan.part.table] = add_counts(per_table[plan.part.table], count_part(plan, mode))
+        for c, r in zip(table_counts, per_table):
+            c["backward"], c["update"] = r["backward"], r["update"]
+    total = zero_counts()
+    for c in table_counts:
+        total = add_counts(total, c)
+    return total, table_counts
+
+
 def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward="parts"):
     """Validate the inputs of a step (errors name the field); returns the poolings list."""
     T = len(tables)
@@ -203,13 +224,13 @@ def initial_state(tables, optimizer, state):
 
 
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
-         state=None, limits=None, backward="parts", groups=None):
+         state=None, limits=None, backward="rows", groups=None):
     """One training step.  Inputs are not modified; returns a StepResult.
 
     tables: list of float32 (rows, D); grad: float32 (B, T*D), the upstream gradient of the
     pooled output; poolings: "sum"/"mean" per table (default all "sum"); state: Adagrad
-    state per table (float32 (rows,), default zeros); limits: PartLimits; backward: "parts"
-    (the engine's) or "rows" (see the module docstring); groups: by rows, G per table
+    state per table (float32 (rows,), default zeros); limits: PartLimits; backward: "rows"
+    (the engine's) or "parts" (see the module docstring); groups: by rows, G per table
     (default: the fewest row groups that fit the limits).
     """
     tables = list(tables)
@@ -222,32 +243,24 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
     lr32, eps32 = np.float32(lr), np.float32(eps)
 
     plans = plan_batch(batch, poolings, limits)
-    bwd_plans = plans if backward == "parts" else row_group_plans(batch, poolings, limits, groups)
+    by_rows = backward == "rows" and mode != "baseline"
+    if by_rows:
+        G = groups if groups is not None else [row_groups(batch, t, limits) for t in range(T)]
+        bwd_plans = row_group_plans(batch, poolings, limits, G)
+    else:
+        bwd_plans = plans
     if optimizer == "rowwise-adagrad" and backward == "parts":
         for t in range(T):
             n = sum(1 for p in plans if p.part.table == t)
             if n > 1:
-                raise BatchError(f"table {t}", f"needs {n} parts under {limits}; row-wise Adagrad "
-                                 "needs each table's batch in one part",
-                                 ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
+                raise BatchError(f"table {t}", f"needs {n} parts under {limits}; row-wise Adagrad by "
+                                 "parts needs each table's batch in one part (by rows takes any batch)")
     new_tables = [E.copy() for E in tables]
     with np.errstate(all="ignore"):     # inf and NaN are data here, not accidents
         pooled = forward(tables, batch, poolings, mode, plans)
         backward_update(new_tables, state, grad, bwd_plans, mode, optimizer, lr32, eps32)
 
-    table_counts = [zero_counts() for _ in range(T)]
-    for plan in plans:
-        t = plan.part.table
-        table_counts[t] = add_counts(table_counts[t], count_part(plan, mode))
-    if backward == "rows":          # backward's and the update's counts from its own plans
-        by_rows = [zero_counts() for _ in range(T)]
-        for plan in bwd_plans:
-            by_rows[plan.part.table] = add_counts(by_rows[plan.part.table], count_part(plan, mode))
-        for c, r in zip(table_counts, by_rows):
-            c["backward"], c["update"] = r["backward"], r["update"]
-    total = zero_counts()
-    for c in table_counts:
-        total = add_counts(total, c)
+    total, table_counts = step_counts(plans, bwd_plans, mode, T)
     return StepResult(canonical_nan(pooled), [canonical_nan(E) for E in new_tables],
                       None if state is None else [canonical_nan(s) for s in state],
-                      total, table_counts)
+                      total, table_counts, list(map(int, G)) if by_rows else None)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BatchError, ErrorCode
+from .errors import MAX_ROW_GROUP_BITS, BatchError, ErrorCode
 from .arith import canonical_nan
 from .replay import segment_ranks, fold_rows
 
-__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "row_groups", "Trie", "TablePlan", "plan_part",
+__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "MAX_ROW_GROUP_BITS", "row_groups", "Trie", "TablePlan", "plan_part",
            "plan_row_groups"]
 
 
@@ -90,15 +90,37 @@ def whole_table_part(batch, t):
     return _make_part(batch, t, 0, batch.batch_size)
 
 
+def _group_sizes(idx, rows, G):
+    """Distinct rows and lookups of each group ``r mod G``."""
+    return np.bincount(rows & (G - 1), minlength=G), np.bincount(idx & (G - 1), minlength=G)
+
+
+def _groups_fit(idx, rows, G, limits):
+    distinct, lookups = _group_sizes(idx, rows, G)
+    return distinct.max(initial=0) <= limits.max_distinct_rows and lookups.max(initial=0) <= limits.max_lookups
+
+
 def row_groups(batch, t, limits):
     """The row groups of table ``t``'s backward by rows (docs/design.md section 2): a row r
-    is in group ``r mod G``, with G the smallest power of two for which no group holds more
-    than ``limits.max_distinct_rows`` distinct rows of the batch.  Returns G."""
-    rows = np.unique(batch.table_slice(t)[0])
-    G = 1
-    while len(rows) and np.bincount(rows & (G - 1)).max() > limits.max_distinct_rows:
-        G *= 2
-    return G
+    is in group ``r mod G``, with G the smallest power of two for which every group holds at
+    most ``limits.max_distinct_rows`` distinct rows and ``limits.max_lookups`` lookups of
+    the batch.  Returns G.
+
+    Raises
+    ------
+    BatchError
+        ROW_GROUP_TOO_LARGE when no G up to ``2**MAX_ROW_GROUP_BITS`` fits (a row used more
+        than ``max_lookups`` times in the batch fits none)."""
+    idx = batch.table_slice(t)[0]
+    rows = np.unique(idx)
+    for bits in range(MAX_ROW_GROUP_BITS + 1):
+        if _groups_fit(idx, rows, 1 << bits, limits):
+            return 1 << bits
+    counts = np.bincount(idx)
+    r = int(counts.argmax())
+    raise BatchError(f"table {t}", f"fits no row grouping (2**{MAX_ROW_GROUP_BITS} groups at most): each group "
+                     f"must hold at most {limits.max_distinct_rows} distinct rows and {limits.max_lookups} "
+                     f"lookups, and row {r} alone is used {counts[r]} times", ErrorCode.ROW_GROUP_TOO_LARGE)
 
 
 def _make_part(batch, t, bag_lo, bag_hi):
@@ -296,15 +318,17 @@ def plan_row_groups(batch, t, pooling, limits, groups=None):
     """The plans of table ``t``'s backward by rows, one per non-empty row group, in group
     order: ``groups`` G (default :func:`row_groups`), a power of two."""
     G = row_groups(batch, t, limits) if groups is None else groups
-    if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or G & (G - 1):
-        raise BatchError(f"groups of table {t}", f"must be a power of two, not {G!r}")
-    rows = np.unique(batch.table_slice(t)[0])
-    per_group = np.bincount(rows & (G - 1), minlength=G)
-    if per_group.max(initial=0) > limits.max_distinct_rows:
-        g = int(per_group.argmax())
-        raise BatchError(f"groups of table {t}", f"row group {g} of {G} holds {per_group[g]} distinct rows, more "
-                         f"than a part's {limits.max_distinct_rows}; {row_groups(batch, t, limits)} groups "
-                         "fit", ErrorCode.ROW_GROUP_TOO_LARGE)
+    if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or G & (G - 1) \
+            or G > 1 << MAX_ROW_GROUP_BITS:
+        raise BatchError(f"groups of table {t}", f"must be a power of two up to 2**{MAX_ROW_GROUP_BITS}, "
+                         f"not {G!r}")
+    idx = batch.table_slice(t)[0]
+    rows = np.unique(idx)
+    if not _groups_fit(idx, rows, G, limits):
+        raise BatchError(f"groups of table {t}", f"{G} row groups do not fit a part's {limits.max_distinct_rows} "
+                         f"distinct rows and {limits.max_lookups} lookups; {row_groups(batch, t, limits)} do",
+                         ErrorCode.ROW_GROUP_TOO_LARGE)
+    per_group = _group_sizes(idx, rows, G)[0]
     whole = whole_table_part(batch, t)
     present = np.flatnonzero(per_group)
     return [plan_part(batch, whole, pooling, (int(G), int(g))) for g in present]

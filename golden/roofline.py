@@ -18,16 +18,17 @@ what the golden counts (:mod:`.counts`) count.  Every rule is stated once, here:
   ``refree`` the distinct rows of each part; ``pooled_writes``: each pooled row once,
   ``B*T`` rows;
 * backward, ``grad_reads``: each upstream gradient row as the mode requires it
-  (``baseline``: one per lookup; ``dedup``, ``refree``: the non-empty bags of each part);
+  (``baseline``: one per lookup; ``dedup``, ``refree``: each non-empty bag once);
   ``table_reads`` and ``table_writes``: each row the update read-modify-writes, read once
-  and written once (``baseline``: per lookup; ``dedup``, ``refree``: the distinct rows of each
-  part -- per part as the engine and the golden model's default (backward="parts") do
-  today: docs/design.md's revised backward, grouped by rows, would make it once per batch);
-  row-wise Adagrad: one state beat read and one written per updated row (``state_reads``,
-  ``state_writes``: what the engine moves, the golden update count).
+  and written once (``baseline``: per lookup; ``dedup``, ``refree``: each distinct row of
+  the batch once, backward by rows); row-wise Adagrad: one state beat read and one written
+  per updated row (``state_reads``, ``state_writes``: what the engine moves, the golden
+  update count).
 
-Traffic beyond these beats (a second pass over the input, a row fetched twice) counts
-against the engine, not into the bound: the counters' moved beats are reported apart.
+Traffic beyond these beats (a second pass over the input, a row fetched twice; backward
+by rows: the input read once per row group and once more per group checked before the
+first write, a bag's gradient row once per group it touches) counts against the engine,
+not into the bound: the counters' moved beats are reported apart.
 
 **compute** -- the vector operations of the mode's schedule x D / the lanes of the unit that
 performs them; the bound is the largest over the job's units:
@@ -37,7 +38,7 @@ performs them; the bound is the largest over the job's units:
   operation the scheduler issues, those whose addend is the initial +0 included -- forward:
   one per lookup in ``baseline`` and ``dedup``, one per forward-trie node (the root
   excluded) in ``refree``; backward merges: none in ``baseline``, one per lookup in
-  ``dedup``, one per backward-trie node in ``refree``;
+  ``dedup``, one per backward-trie node of each row group in ``refree``;
 * ``divider`` (forward, mean-pooled tables): ``fl(acc / len)`` per element of every
   non-empty mean-pooled bag, on ``div_lanes`` dividers;
 * ``updater`` (backward, SGD; 16 lanes, a beat a cycle): each read-modify-written row;
@@ -53,7 +54,7 @@ mode and both jobs: the engine's analyzer forms the parts in every mode.
 import numpy as np
 
 from .counts import MODES
-from .planner import partition, plan_part
+from .planner import partition, plan_part, plan_row_groups
 
 __all__ = ["JOBS", "BOUNDS", "BEAT_KINDS", "BEAT_BYTES", "RANK_BYTES_PER_CLOCK", "step_bounds", "job_bounds",
            "efficiency", "input_beats"]
@@ -82,7 +83,7 @@ def input_beats(batch):
 def _part_ops(plan):
     """What the bounds need of one part: lookups, distinct rows, non-empty bags, trie nodes,
     mean-pooled non-empty bags."""
-    nonempty = int((plan.bag_len > 0).sum())
+    nonempty = plan.grad_rows
     return {"lookups": len(plan.occ_row), "distinct": len(plan.rows), "nonempty": nonempty,
             "fwd_nodes": plan.fwd_trie.num_nodes, "bwd_nodes": plan.bwd_trie.num_nodes,
             "mean_bags": nonempty if plan.pooling == "mean" else 0}
@@ -120,9 +121,13 @@ def step_bounds(batch, poolings, limits, dim, ranks=1, optimizer="sgd", modes=MO
     row = dim // LANES_PER_BEAT
     B, T = batch.batch_size, batch.num_tables
     n_in = input_beats(batch)
+    keys = ("lookups", "distinct", "nonempty", "fwd_nodes", "bwd_nodes", "mean_bags")
     parts = [_part_ops(plan_part(batch, p, poolings[p.table])) for p in partition(batch, limits)]
-    tot = {k: sum(p[k] for p in parts) for k in ("lookups", "distinct", "nonempty", "fwd_nodes", "bwd_nodes",
-                                                 "mean_bags")}
+    tot = {k: sum(p[k] for p in parts) for k in keys}
+    # backward by rows (dedup, refree): the row groups' plans; each gradient row once
+    groups = [_part_ops(plan) for t in range(T) for plan in plan_row_groups(batch, t, poolings[t], limits)]
+    by_rows = {k: sum(p[k] for p in groups) for k in keys}
+    by_rows["nonempty"] = sum(int((np.diff(batch.table_slice(t)[1]) > 0).sum()) for t in range(T))
     N = tot["lookups"]
     out = {}
     for mode in modes:
@@ -131,10 +136,10 @@ def step_bounds(batch, poolings, limits, dim, ranks=1, optimizer="sgd", modes=MO
         if mode == "baseline":
             fwd_rows, grad_rows, rmw, fwd_ops, merge_ops = N, N, N, N, 0
         elif mode == "dedup":
-            fwd_rows, grad_rows, rmw, fwd_ops, merge_ops = tot["distinct"], tot["nonempty"], tot["distinct"], N, N
+            fwd_rows, grad_rows, rmw, fwd_ops, merge_ops = tot["distinct"], by_rows["nonempty"], by_rows["distinct"], N, N
         elif mode == "refree":
-            fwd_rows, grad_rows, rmw = tot["distinct"], tot["nonempty"], tot["distinct"]
-            fwd_ops, merge_ops = tot["fwd_nodes"], tot["bwd_nodes"]
+            fwd_rows, grad_rows, rmw = tot["distinct"], by_rows["nonempty"], by_rows["distinct"]
+            fwd_ops, merge_ops = tot["fwd_nodes"], by_rows["bwd_nodes"]
         else:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         fwd_units = {"fold": fwd_ops * dim / fold_lanes}

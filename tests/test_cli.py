@@ -108,16 +108,17 @@ def test_adagrad_steps_chain_through_the_state_file(case, capsys):
 
 
 def test_backward_by_rows_runs_adagrad_beyond_one_part(case, capsys):
-    """--backward rows (golden model): row-wise Adagrad on a batch the configuration splits
-    into parts, each distinct row updated once; by parts it is refused, and the RTL refuses
-    --backward rows; both errors exit 2 and write nothing."""
+    """Backward by rows (the default): row-wise Adagrad on a batch the configuration splits
+    into parts, each distinct row updated once; --backward parts (the golden model's
+    earlier rule) refuses it, and the RTL refuses --backward parts; both errors exit 2 and
+    write nothing."""
     d, batch, tables, grad = case
     (d / "c.toml").write_text("[parts]\nmax_bags = 1\n")            # a part a bag
     common = ["step", d / "batch.npz", "--table", d / "tables.npz", "--grad", d / "grad.npy", "--lr", "0.1",
               "--optimizer", "rowwise-adagrad", "--config", d / "c.toml"]
-    code, _, err = run([*common, "--out", d / "parts"], capsys)
-    assert code == 2 and "row-wise Adagrad needs each table's batch in one part" in err
-    code, out, _ = run([*common, "--backward", "rows", "--out", d / "rows"], capsys)
+    code, _, err = run([*common, "--backward", "parts", "--out", d / "parts"], capsys)
+    assert code == 2 and "row-wise Adagrad by parts needs each table's batch in one part" in err
+    code, out, _ = run([*common, "--out", d / "rows"], capsys)
     assert code == 0
     want = step(tables, batch, grad, 0.1, optimizer="rowwise-adagrad", backward="rows")
     with np.load(d / "rows" / "table.npz") as f:
@@ -125,7 +126,7 @@ def test_backward_by_rows_runs_adagrad_beyond_one_part(case, capsys):
     rep = json.loads(out)
     assert rep["backward"] == "rows" and rep["counts"]["update"]["rmw"] == 4 + 3    # distinct rows
     assert rep["row_groups"] == [1, 1]              # (1,024 distinct rows a group fit)
-    code, _, err = run([*common, "--backward", "rows", "--engine", "rtl", "--out", d / "rtl"], capsys)
+    code, _, err = run([*common, "--backward", "parts", "--engine", "rtl", "--out", d / "rtl"], capsys)
     assert code == 2 and "refree: error: --backward" in err
     assert not (d / "parts").exists() and not (d / "rtl").exists()
 

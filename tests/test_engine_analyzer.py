@@ -18,13 +18,15 @@ SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_r
 MAX_CYCLES = 100_000
 
 
-def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, weights=None, split=False,
-                 updates_first=False, skip_updates=False, partition_only=False):
+def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, split=False,
+                 updates_first=False, skip_updates=False, partition_only=False, max_bags=None):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
     distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts,
     the rows announced on ``discovered`` and the values ``committed`` took, and the cycle
     (from ``finish``) each member was taken in and ``busy`` fell in.
-    ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
+    ``weights``: per bag, the float32 weight of each lookup (``weighted`` on).  ``max_bags``:
+    the bags a part may hold (default the parameters'; a backward row group's may hold up to
+    ``max_lookups``)."""
     dut = Analyzer(params)
     parts, discovered, committed = [], [], []
 
@@ -44,7 +46,6 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
         while b0 < len(bags):
             ctx.set(dut.start, 1)
             ctx.set(dut.backward, backward)
-            ctx.set(dut.sort_bags, sort_bags)
             ctx.set(dut.updates_first, updates_first)
             ctx.set(dut.skip_updates, skip_updates)
             ctx.set(dut.weighted, weights is not None)
@@ -53,7 +54,8 @@ def run_analyzer(params, bags, stall_every=0, backward=False, sort_bags=True, we
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
-            while b < len(bags) and b - b0 < params.max_bags and lookups + len(bags[b]) <= params.max_lookups:
+            while b < len(bags) and b - b0 < (max_bags or params.max_bags) \
+                    and lookups + len(bags[b]) <= params.max_lookups:
                 for k, r in enumerate(bags[b]):
                     ctx.set(dut.lookups.payload.row, int(r))
                     ctx.set(dut.lookups.payload.bag, b - b0)
@@ -125,7 +127,6 @@ def check(params, bags, **kw):
     check_backward(params, bags, **kw)
     check_backward(params, bags, updates_first=False, **kw)
     check_backward(params, bags, skip_updates=True, **kw)
-    check_backward(params, bags, sort_bags=False, **kw)
     return check_forward(params, bags, **kw)
 
 
@@ -165,31 +166,24 @@ def members_of(got, weighted):
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
 
 
-def check_backward(params, bags, sort_bags=True, weights=None, split=False, updates_first=True,
-                   skip_updates=False, **kw):
-    """Backward: pairs grouped by bag in the golden gradient-row order (rows per bag
-    descending, then bag; bag order without ``sort_bags``), a bag's pairs by first
-    appearance; and every slot's row (the update list), before them when
-    ``updates_first``, else after them, not at all with ``skip_updates``."""
-    if split and sort_bags:
-        return                          # split is dedup's, whose bags stay in bag order
+def check_backward(params, bags, weights=None, split=False, updates_first=True, skip_updates=False,
+                   max_bags=None, **kw):
+    """Backward: pairs grouped by bag in bag order, a bag's pairs by first appearance; and
+    every slot's row (the update list), before them when ``updates_first``, else after
+    them, not at all with ``skip_updates``."""
     batch = one_table(bags)
-    limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
+    limits = PartLimits(max_bags or params.max_bags, params.max_lookups, params.max_distinct_rows,
+                        params.max_bag_len)
     want = partition(batch, limits)
-    got = run_analyzer(params, bags, backward=True, sort_bags=sort_bags, weights=weights, split=split,
-                       updates_first=updates_first, skip_updates=skip_updates, **kw)
+    got = run_analyzer(params, bags, backward=True, weights=weights, split=split, updates_first=updates_first,
+                       skip_updates=skip_updates, max_bags=max_bags, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
         slot_of, pairs = part_pairs(bags, part, weights, split)
         pairs = {b: ps for b, ps in pairs.items() if ps}
-        # the golden key order lists each gradient row's keys together, rows in order
-        bag_order = list(dict.fromkeys(plan.bkey_bag.tolist()))
-        assert bag_order == sorted(pairs, key=lambda b: (-len(pairs[b]), b)) or split
-        if not sort_bags:
-            bag_order = sorted(pairs)
         want_members = [dict(slot=slot_of[r], row=r, bags=0, bag=b, mult=n, c=c, first=int(k == 0), upd=0)
-                        for b in bag_order for k, (r, n, c) in enumerate(pairs[b])]
+                        for b in sorted(pairs) for k, (r, n, c) in enumerate(pairs[b])]
         updates = [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=0, first=0, upd=1) for k, r in enumerate(slot_of)]
         updates = [] if skip_updates else updates
         want_members = mark_member_last(updates + want_members if updates_first else want_members + updates, "slot")
@@ -399,15 +393,13 @@ def test_one_walk_takes_every_pass_prefix_sum():
     assert got[0]["taken_at"][0] <= 5 * n + 64 + 60
 
 
-def test_backward_sort_with_as_many_rows_as_the_key_counts():
-    """Backward, ``refree``: the bag list sorted by rows per bag, with the part's distinct rows
-    exactly 2**key_high_bits, one beyond what the key holds.  The sorter's bound on that key
-    half must still say that it varies (the distinct rows, cut to the key's width, once read
-    0 there and skipped the passes, leaving the bags in bag order; the bound is now the
-    smaller of the rows and the bag length limit, and the sorter's bound ports are wide)."""
-    params = EngineParams(index_width=8, max_bags=4, max_lookups=32, max_distinct_rows=16,
-                          max_bag_len=8, radix_bits=2)
-    kh = Analyzer(params).key_high_bits
-    assert 1 << kh == 16
-    bags = [[0, 1], [2, 3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14, 15]]
-    check_backward(params, bags, sort_bags=True, skip_updates=True)     # (16 rows: one part)
+def test_a_row_groups_bags_beyond_a_forward_parts():
+    """Backward by rows: a row group numbers every bag that holds one of its lookups, up to
+    ``max_lookups`` of them (SMALL: 64), beyond a forward part's ``max_bags`` (16); bags
+    repeat rows, and the bag numbers run past the forward bag field's width."""
+    rng = np.random.default_rng(12)
+    bags = [list(rng.integers(0, 10, rng.integers(1, 3))) for _ in range(40)]
+    assert sum(map(len, bags)) <= SMALL.max_lookups
+    check_backward(SMALL, bags, max_bags=SMALL.max_lookups, skip_updates=True)
+    check_backward(SMALL, bags, max_bags=SMALL.max_lookups, updates_first=False,
+                   weights=[rng.uniform(-1, 1, len(b)).astype(np.float32) for b in bags])

@@ -44,7 +44,7 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
                             state=state, eps=eps, **kw)
     assert got.error == 0
     want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS),
-                optimizer=optimizer, state=state, eps=eps)
+                optimizer=optimizer, state=state, eps=eps, groups=None if mode == "baseline" else kw.get("groups"))
     assert np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32))
     for t, (g, w) in enumerate(zip(got.tables, want.tables)):
         assert np.array_equal(g.view(np.uint32), w.view(np.uint32)), f"table {t} differs"
@@ -71,8 +71,11 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
     assert bwd["pooled_writes"] == 0 and fwd["state_reads"] == fwd["state_writes"] == 0
     # Adagrad: one state beat read-modify-write per updated row
     assert bwd["state_reads"] == bwd["state_writes"] == (c["update"]["rmw"] if want.state else 0)
+    assert fwd["parts"] == c["parts"] and fwd["distinct_rows"] == c["distinct_rows"]
+    # backward by rows: a pass per row group, each distinct row in one (baseline: the parts)
+    assert (bwd["parts"], bwd["distinct_rows"]) == ((c["parts"], c["distinct_rows"]) if want.row_groups is None
+                                                    else (sum(want.row_groups), c["update"]["rmw"]))
     for job in (fwd, bwd):
-        assert job["parts"] == c["parts"] and job["distinct_rows"] == c["distinct_rows"]
         phases = sum(job[k] for k in ("cycles_check", "cycles_analysis", "cycles_stream", "cycles_drain"))
         assert phases == job["cycles"]
     if run.dram:    # DDR4: the ranks carried exactly the engine's traffic, a burst a beat
@@ -158,37 +161,56 @@ def test_rowwise_adagrad_two_steps_state_in_memory(mode, poolings):
     assert counters["backward"]["state_writes"] > 0
 
 
-@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
-@pytest.mark.parametrize("what,bags", [
-    ("too many bags", [[1]] * 12),                                          # max_bags 8
-    ("too many distinct rows", [list(range(6 * b, 6 * b + 6)) for b in range(8)]),  # 48 > 32
-    ("second table", [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)]),
-    ("first table", [list(range(6 * b, 6 * b + 6)) for b in range(8)] + [[1, 2]] * 8)])
-def test_adagrad_batches_beyond_one_part_are_refused_whole(what, bags, job):
-    """BATCH_TOO_LARGE_FOR_ADAGRAD in either job, before any write (also when only the
-    second table needs two parts: the first table's rows must not be updated; and when only
-    the first does, which no dry run checks: its part checks itself before it writes)."""
+BEYOND_ONE_PART = {                                                         # max_bags 8, 32 distinct rows
+    "too many bags": [[1]] * 12,
+    "too many distinct rows": [list(range(6 * b, 6 * b + 6)) for b in range(8)],     # 48 > 32
+    "second table": [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)],
+    "first table": [list(range(6 * b, 6 * b + 6)) for b in range(8)] + [[1, 2]] * 8}
+
+
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+@pytest.mark.parametrize("what", BEYOND_ONE_PART)
+def test_adagrad_on_batches_beyond_one_part(what, mode):
+    """Backward by rows: row-wise Adagrad on batches of several parts (bags beyond max_bags,
+    distinct rows beyond a part's, in either table), each row updated once."""
     rng = np.random.default_rng(6)
     T = 2 if what.endswith("table") else 1
-    batch = make_batch(bags, T=T)
+    batch = make_batch(BEYOND_ONE_PART[what], T=T)
+    tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(T)]
+    state = [np.abs(rng.standard_normal(48)).astype(np.float32) for _ in range(T)]
+    counters, _ = check_step(batch, tables, mode, optimizer="rowwise-adagrad", state=state, lr=0.1)
+    assert counters["forward"]["parts"] > T
+
+
+@pytest.mark.parametrize("what", [w for w in BEYOND_ONE_PART if w != "too many bags"])
+def test_too_few_row_groups_are_refused_whole(what):
+    """A host that asks for too few row groups (one where two are needed) gets
+    ROW_GROUP_TOO_LARGE from the backward job before any write, as from the golden model:
+    also when only the second table's group is too large (the first table's rows must not
+    be updated: its dry pass), and when only the first's is (its pass checks itself before
+    it writes)."""
+    rng = np.random.default_rng(6)
+    T = 2 if what.endswith("table") else 1
+    batch = make_batch(BEYOND_ONE_PART[what], T=T)
     tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((batch.batch_size, T * DIM)).astype(np.float32)
-    r = RUNNERS["verilator"].run(batch, tables, [job], "refree", grad=grad, lr=LR, optimizer="rowwise-adagrad",
-                                 tag="adagrad-" + what.replace(" ", "-"))
-    assert r.errors == [ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD]
-    assert r.after == r.before
-    with pytest.raises(BatchError) as e:
-        step(tables, batch, grad, LR, mode="refree", limits=limits_of(PARAMS), optimizer="rowwise-adagrad")
-    assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
+    for optimizer in ("sgd", "rowwise-adagrad"):
+        r = RUNNERS["verilator"].run(batch, tables, [JOB_BACKWARD], "refree", grad=grad, lr=LR, optimizer=optimizer,
+                                     groups=[1] * T, tag="groups-" + what.replace(" ", "-"))
+        assert r.errors == [ErrorCode.ROW_GROUP_TOO_LARGE]
+        assert r.after == r.before
+        with pytest.raises(BatchError) as e:
+            step(tables, batch, grad, LR, mode="refree", limits=limits_of(PARAMS), optimizer=optimizer,
+                 groups=[1] * T)
+        assert e.value.code == ErrorCode.ROW_GROUP_TOO_LARGE
 
 
-@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
 @pytest.mark.parametrize("large", [0, 1, None], ids=["first table large", "second table large", "one table"])
-def test_adagrad_a_bad_index_comes_before_the_part_limit(large, job):
-    """A batch that is both malformed (an index outside the other table) and too large for
-    row-wise Adagrad (one table needs two parts) gets the input's error, as the golden
-    model checks the input first, and nothing is written.  With one table (no dry run) the
-    part fits and fetches its rows while it is analysed (rows outside the table never)."""
+def test_a_bad_index_comes_before_a_row_group_too_large(large):
+    """A batch that is both malformed (an index outside the other table) and given too few
+    row groups (one table needs two) gets the input's error, as the golden model checks the
+    input first, and nothing is written.  With one table (no dry pass) the group's pass
+    fetches its rows while it is analysed (rows outside the table never)."""
     rng = np.random.default_rng(7)
     large_bags = [list(range(6 * b, 6 * b + 6)) for b in range(8)]        # 48 rows > 32
     small_bags = [[1, 2]] * 7 + [[3, 48]]                                  # row 48 of 48
@@ -198,14 +220,27 @@ def test_adagrad_a_bad_index_comes_before_the_part_limit(large, job):
     tables = [rng.standard_normal((48, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((batch.batch_size, T * DIM)).astype(np.float32)
     with pytest.raises(BatchError) as e:
-        step(tables, batch, grad, LR, mode="dedup", limits=limits_of(PARAMS), optimizer="rowwise-adagrad")
+        step(tables, batch, grad, LR, mode="dedup", limits=limits_of(PARAMS), optimizer="rowwise-adagrad",
+             groups=[1] * T)
     assert e.value.code == ErrorCode.INDEX_OUT_OF_RANGE
-    r = RUNNERS["verilator"].run(batch, tables, [job], "dedup", grad=grad, lr=LR, optimizer="rowwise-adagrad",
-                                 tag=f"adagrad-bad-index-{large}")
+    r = RUNNERS["verilator"].run(batch, tables, [JOB_BACKWARD], "dedup", grad=grad, lr=LR,
+                                 optimizer="rowwise-adagrad", groups=[1] * T, tag=f"groups-bad-index-{large}")
     assert r.errors == [ErrorCode.INDEX_OUT_OF_RANGE]
     assert r.after == r.before
     if large is None:                   # rows 1, 2 and 3 fetched at most, never row 48
         assert r.counters[0]["table_reads"] <= 3 * DIM // 16
+
+
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+def test_row_groups_beyond_the_fewest(mode):
+    """The host may ask for more row groups than the fewest that fit: the values are the
+    same, each group's pass reads the gradient rows of the bags it touches."""
+    rng = np.random.default_rng(9)
+    bags = [list(rng.integers(0, 40, rng.integers(0, 6))) for _ in range(2 * 12)]
+    batch = make_batch(bags, T=2)
+    tables = [rng.standard_normal((40, DIM)).astype(np.float32) for _ in range(2)]
+    got = check_step(batch, tables, mode, groups=[4, 8], outcome=True)
+    assert got.counters["backward"]["parts"] == 4 + 8
 
 
 def test_adagrad_in_baseline_is_refused():
@@ -474,3 +509,24 @@ def test_cli_step_rtl_rejects_what_the_engine_does_not_run(tmp_path, capsys):
     assert main(base + ["--optimizer", "rowwise-adagrad"]) == 2
     assert "multiple of 16" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dedup", "refree"])
+def test_three_chained_adagrad_steps_beyond_four_times_the_distinct_row_limit(mode):
+    """Backward by rows at scale (`make test-slow`): a Meta-calibrated batch of 245 distinct
+    rows, beyond 4x a part's 32, in several row groups and forward parts; three chained
+    row-wise Adagrad steps with the state in memory, each bit for bit as the golden model."""
+    from refree.golden.traces import make_trace
+    tr = make_trace("meta", 32, 1, seed=5, num_rows=4000)
+    batch = tr.batch
+    assert len(np.unique(batch.indices)) > 4 * PARAMS.max_distinct_rows
+    rng = np.random.default_rng(11)
+    tables = [rng.standard_normal((tr.num_rows[0], DIM)).astype(np.float32)]
+    state = [np.zeros(tr.num_rows[0], np.float32)]
+    for k in range(3):
+        grad = rng.standard_normal((32, DIM)).astype(np.float32)
+        got = check_step(batch, tables, mode, grad=grad, optimizer="rowwise-adagrad", state=state, lr=0.1,
+                         seed=k, outcome=True)
+        assert got.counters["backward"]["parts"] >= 8 and got.counters["forward"]["parts"] > 4
+        tables, state = got.tables, got.state

@@ -87,13 +87,12 @@ def test_baseline_by_rows_is_by_parts_on_several_parts():
 def test_each_distinct_row_is_updated_once_and_adagrad_takes_any_batch(mode):
     batch, tables, grad = random_case(4)
     distinct = sum(len(np.unique(batch.table_slice(t)[0])) for t in range(batch.num_tables))
-    by_parts = step(tables, batch, grad, LR, mode=mode, limits=SMALL)
-    by_rows = step(tables, batch, grad, LR, mode=mode, limits=SMALL, backward="rows")
+    by_parts = step(tables, batch, grad, LR, mode=mode, limits=SMALL, backward="parts")
+    by_rows = step(tables, batch, grad, LR, mode=mode, limits=SMALL)      # (the default)
     assert by_rows.counts["update"]["rmw"] == distinct < by_parts.counts["update"]["rmw"]
     assert by_rows.counts["forward"] == by_parts.counts["forward"]      # forward keeps its parts
-    with pytest.raises(BatchError) as e:
-        step(tables, batch, grad, LR, mode=mode, limits=SMALL, optimizer="rowwise-adagrad")
-    assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
+    with pytest.raises(BatchError, match="row-wise Adagrad by parts"):
+        step(tables, batch, grad, LR, mode=mode, limits=SMALL, optimizer="rowwise-adagrad", backward="parts")
     res = step(tables, batch, grad, LR, mode=mode, limits=SMALL, optimizer="rowwise-adagrad", backward="rows")
     assert res.counts["update"]["rmw"] == distinct
     for t, E in enumerate(tables):
@@ -124,7 +123,7 @@ def test_by_rows_depends_on_neither_the_parts_nor_the_groups(mode, optimizer, po
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_row_groups_fit_and_their_counts(weighted):
-    """G is the fewest groups (a power of two) that fit; each group reads the gradient row
+    """G is the fewest groups (a power of two) that fit (distinct rows and lookups); each group reads the gradient row
     of every bag it touches; `dedup` merges lookups - distinct rows; `refree` shares
     prefixes within a group: counted by plain-Python loops over the groups."""
     batch, tables, grad = random_case(8, weighted=weighted)
@@ -135,11 +134,11 @@ def test_row_groups_fit_and_their_counts(weighted):
                 bags = table_bags(batch, t)
                 rows = {r for bag in bags for r, _ in bag}
                 n = row_groups(batch, t, SMALL) if G is None else G[t]
-                sizes = [len({r for r in rows if r % n == g}) for g in range(n)]
-                assert max(sizes) <= SMALL.max_distinct_rows
-                if G is None:
-                    assert n > 1 and max(len({r for r in rows if r % (n // 2) == g}) for g in range(n // 2)) \
-                        > SMALL.max_distinct_rows
+                def fits(n):
+                    return all(len({r for r in rows if r % n == g}) <= SMALL.max_distinct_rows
+                               and sum(r % n == g for bag in bags for r, _ in bag) <= SMALL.max_lookups
+                               for g in range(n))
+                assert fits(n) and (G is not None or n > 1 and not fits(n // 2))
                 reads = sum(len({b for b, bag in enumerate(bags) for r, _ in bag if r % n == g}) for g in range(n))
                 seqs = backward_sequences(bags, weighted, False, by_rows=True)
                 adds = (sum(len(bag) for bag in bags) - len(rows) if mode == "dedup" else
@@ -154,11 +153,24 @@ def test_too_few_row_groups_are_refused():
     with pytest.raises(BatchError, match="row group") as e:
         step(tables, batch, grad, LR, limits=SMALL, backward="rows", groups=[G[0], G[1] // 2])
     assert e.value.code == ErrorCode.ROW_GROUP_TOO_LARGE and e.value.field == "groups of table 1"
-    for bad in ([G[0], 3], [G[0]]):
+    for bad in ([G[0], 3], [G[0]], [G[0], 1 << 16]):
         with pytest.raises(BatchError, match="groups"):
             step(tables, batch, grad, LR, limits=SMALL, backward="rows", groups=bad)
     with pytest.raises(BatchError, match="groups"):
-        step(tables, batch, grad, LR, limits=SMALL, groups=G)
+        step(tables, batch, grad, LR, limits=SMALL, backward="parts", groups=G)
+
+
+def test_a_row_used_more_often_than_a_part_holds_fits_no_group():
+    """Each group's lookups must fit a part's (the analyzer's pair table): a row used more
+    than max_lookups times fits no G."""
+    batch = Batch(np.array([5] * 65 + [6], np.int64), np.array([0, 33, 66], np.int64), 2)
+    tables, grad = [np.zeros((8, 4), np.float32)], np.ones((2, 4), np.float32)
+    limits = PartLimits(max_bags=16, max_lookups=64, max_distinct_rows=24, max_bag_len=64)
+    with pytest.raises(BatchError, match="row 5 alone is used 65 times") as e:
+        step(tables, batch, grad, LR, limits=limits)
+    assert e.value.code == ErrorCode.ROW_GROUP_TOO_LARGE
+    # 64 uses of row 5 and one of row 6: 65 lookups, two groups (rows 5 and 6 apart)
+    assert row_groups(Batch(batch.indices[1:], np.array([0, 32, 65]), 2), 0, limits) == 2
 
 
 @pytest.mark.parametrize("pooling,weighted", [("sum", False), ("mean", False), ("sum", True)])

@@ -209,9 +209,10 @@ def test_rtl_check_gives_each_ddr4_job_its_energy(monkeypatch):
         c = res.counts
         zero = {name: 0 for _, name, _ in rtl.COUNTER_ROWS}
         fwd = {**zero, "cycles": 1000, "table_reads": c["forward"]["reads"] * beats, "adds": c["forward"]["adds"],
-               "muls": c["forward"]["muls"]}
+               "muls": c["forward"]["muls"], "parts": c["parts"]}
         bwd = {**zero, "cycles": 2000, "grad_reads": c["backward"]["reads"] * beats, "adds": c["backward"]["adds"],
-               "muls": c["backward"]["muls"], "table_writes": c["update"]["rmw"] * beats, "parts": c["parts"]}
+               "muls": c["backward"]["muls"], "table_writes": c["update"]["rmw"] * beats,
+               "parts": c["parts"] if res.row_groups is None else sum(res.row_groups)}
         return res, {"forward": fwd, "backward": bwd,
                      "dram": {j: [per_rank] * conf.dram.ranks for j in ("forward", "backward")}}
 

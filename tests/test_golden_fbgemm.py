@@ -13,18 +13,17 @@ within a row, the golden model's (B, T*D) layout; each table's slice is compared
 Tolerance, not bit for bit.  FBGEMM merges each row's gradient over the whole batch in an
 order of its own and updates the row once; the golden model updates per occurrence
 (baseline) or merges in the planner's order (dedup, refree), and divides a mean's sum by L
-where FBGEMM multiplies it by fl(1/L).  The golden model also updates a row once per part
-of the batch that uses it (the status note of docs/design.md section 2): under the
-engine's default limits the B = 1024 batches take 4 to 6 parts a table, and SGD, being
-linear, then differs from FBGEMM's single update only by rounding.  Row-wise Adagrad is
-not linear in that way (the golden model refuses a table of several parts), so its
-batches fit one part a table.  Backward by rows (``step(..., backward="rows")``, the
-design's revised rule, the golden model's alone until the engine follows) merges each row
-over the whole batch and updates it once, as FBGEMM does: its chains run on the B = 1024
-batches of several parts a table (MovieLens one row group a table, Meta four), SGD and
-row-wise Adagrad (24 chains; at most 3.1e-7 pooled, 3.4e-7 tables, 8.0e-7 Adagrad state,
-9.1e-7 update for SGD, half of by parts' 1.8e-6 on the same batches, and 5.2e-6 for
-Adagrad).  Per table, with scale = max |FBGEMM's value|:
+where FBGEMM multiplies it by fl(1/L).  Two backward rules are checked.  By parts (the
+golden model's ``backward="parts"``, the earlier rule) a row is updated once per part of
+the batch that uses it: under the engine's default limits the B = 1024 batches take 4 to
+6 parts a table, and SGD, being linear, then differs from FBGEMM's single update only by
+rounding; row-wise Adagrad is not linear in that way (by parts refuses a table of several
+parts), so its by-parts batches fit one part a table.  By rows (the default, the
+engine's) merges each row over the whole batch and updates it once, as FBGEMM does: its
+chains run on the B = 1024 batches of several parts a table (MovieLens one row group a
+table, Meta four), SGD and row-wise Adagrad (24 chains; at most 3.1e-7 pooled, 3.4e-7
+tables, 8.0e-7 Adagrad state, 9.1e-7 update for SGD, half of by parts' 1.8e-6 on the same
+batches, and 5.2e-6 for Adagrad).  Per table, with scale = max |FBGEMM's value|:
 
 * pooled outputs, tables after each step, Adagrad states: max |error| <= 1e-5 x scale;
 * the step's update (new - old table, each side its own): max |error| <= 1e-4 x scale.

@@ -77,7 +77,7 @@ def test_refree_replay_equals_independent_folds(case, seed):
         want = refree_pooled_by_bag_fold(tables[t], batch, t, pooling)
         got = res.pooled[:, t * D:(t + 1) * D]
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-        merged = refree_merged_grad_by_row_fold(grad[:, t * D:(t + 1) * D], batch, t, pooling)
+        merged = refree_merged_grad_by_row_fold(grad[:, t * D:(t + 1) * D], batch, t, pooling, by_rows=True)
         from refree.golden.arith import fma
         expect = tables[t].copy()
         for r, g in merged.items():
@@ -127,32 +127,33 @@ def test_a_bag_over_a_limit_is_rejected():
 
 
 def test_split_batch_equals_parts_replayed_one_after_another():
-    """Forward over every part with the old table, then updates part by part."""
+    """By parts (the golden model's earlier rule): forward over every part with the old
+    table, then updates part by part."""
     rng = np.random.default_rng(4)
     bags = [list(rng.integers(0, 6, rng.integers(0, 5))) for _ in range(12)]
     batch = one_table(bags)
     E = rng.standard_normal((6, 3)).astype(np.float32)
     G = rng.standard_normal((12, 3)).astype(np.float32)
     limits = PartLimits(max_bags=4, max_lookups=99, max_distinct_rows=99, max_bag_len=99)
-    whole = step([E], batch, G, 0.5, mode="refree", limits=limits)
+    whole = step([E], batch, G, 0.5, mode="refree", limits=limits, backward="parts")
     assert whole.counts["parts"] == 3
     cur = E
     for k in range(3):
         sub = one_table(bags[4 * k:4 * k + 4])
-        r = step([cur], sub, G[4 * k:4 * k + 4], 0.5, mode="refree")
+        r = step([cur], sub, G[4 * k:4 * k + 4], 0.5, mode="refree", backward="parts")
         assert np.array_equal(whole.pooled[4 * k:4 * k + 4], step([E], sub, G[4 * k:4 * k + 4], 0.5,
                                                                   mode="refree").pooled)
         cur = r.tables[0]
     assert np.array_equal(whole.tables[0], cur)
 
 
-def test_adagrad_rejects_a_batch_that_needs_two_parts():
+def test_adagrad_by_parts_rejects_a_batch_that_needs_two_parts():
     batch = one_table([[0], [1], [2]])
     E = np.zeros((3, 2), np.float32)
-    with pytest.raises(BatchError) as e:
-        step([E], batch, np.zeros((3, 2), np.float32), 0.1, mode="dedup", optimizer="rowwise-adagrad",
-             limits=PartLimits(max_bags=2))
-    assert e.value.code == ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD
+    kw = dict(mode="dedup", optimizer="rowwise-adagrad", limits=PartLimits(max_bags=2))
+    with pytest.raises(BatchError, match="by parts"):
+        step([E], batch, np.zeros((3, 2), np.float32), 0.1, **kw, backward="parts")
+    assert step([E], batch, np.ones((3, 2), np.float32), 0.1, **kw).counts["update"]["rmw"] == 3   # by rows
 
 
 def test_a_rows_keys_stream_by_frequency_then_coefficient_bits():

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from refree.golden.batch import Batch
 from refree.golden.counts import MODES, add_counts, count_part, zero_counts
+from refree.golden.model import row_group_plans
 from refree.golden.planner import PartLimits, partition, plan_part
 from refree.golden.roofline import BEAT_KINDS, efficiency, input_beats, job_bounds, step_bounds
 
@@ -68,20 +69,33 @@ def test_worked_example_figures_spelled_out():
         ("refree", "forward"): 156, ("refree", "backward"): 236}
 
 
-def test_rows_are_read_once_per_part():
+def test_rows_are_read_once_per_part_forward_and_once_backward():
     """Two parts of two bags: part 1 holds rows {0, 2, 5, 6}, part 2 rows {1, 2, 5}, so the
-    sharing modes read 7 rows, not the batch's 5, and update 7; refree's tries: 4 + 3
-    forward nodes, 3 + 2 backward nodes."""
+    sharing modes' forward reads 7 rows, not the batch's 5 (refree's tries: 4 + 3 nodes);
+    backward by rows reads and updates each of the 5 once and each gradient row once
+    (refree's trie in bag order, one row group: rows 5 and 2 share b0 b1 b2, row 0 b0,
+    row 6 b1, row 1 b3: 5 nodes)."""
     s = step_bounds(one_table(WORKED), ["sum"], PartLimits(max_bags=2), D)
     for mode in ("dedup", "refree"):
         f, b = s[mode]["forward"], s[mode]["backward"]
         assert f["beats"]["table_reads"] == 7 * 4
-        assert b["beats"]["table_reads"] == b["beats"]["table_writes"] == 7 * 4
+        assert b["beats"]["table_reads"] == b["beats"]["table_writes"] == 5 * 4
         assert b["beats"]["grad_reads"] == 4 * 4
     assert s["refree"]["forward"]["units"] == {"fold": 7 * 4}
-    assert s["refree"]["backward"]["units"] == {"fold": 5 * 4, "updater": 7 * 4}
-    assert s["dedup"]["backward"]["units"] == {"fold": 9 * 4, "updater": 7 * 4}
+    assert s["refree"]["backward"]["units"] == {"fold": 5 * 4, "updater": 5 * 4}
+    assert s["dedup"]["backward"]["units"] == {"fold": 9 * 4, "updater": 5 * 4}
     assert s["baseline"]["forward"]["beats"]["table_reads"] == 9 * 4        # per lookup, parts or not
+    assert s["baseline"]["backward"]["beats"]["table_writes"] == 9 * 4
+
+
+def test_row_groups_count_each_gradient_row_once():
+    """Two row groups (a part of at most 3 distinct rows): the bound still reads each
+    gradient row once and each row once; refree's backward nodes are the groups' (even
+    rows 0, 2, 6: b0 b1 b2 for 2, b0 for 0, b1 for 6: 4 nodes; odd rows 5, 1: 4)."""
+    s = step_bounds(one_table(WORKED), ["sum"], PartLimits(max_distinct_rows=3, max_bag_len=3), D)
+    b = s["refree"]["backward"]
+    assert b["beats"]["grad_reads"] == 4 * 4 and b["beats"]["table_writes"] == 5 * 4
+    assert b["units"]["fold"] == (4 + 4) * 4
 
 
 def test_weights_are_a_third_input_array():
@@ -161,26 +175,36 @@ def batches(draw):
 @settings(max_examples=100, deadline=None)
 @given(batches())
 def test_row_traffic_is_the_golden_counts_and_fold_work_the_trie_nodes(case):
-    """Over random batches split into parts: the bound's row beats are the golden counts (the
-    counts the engine's counters must equal) times D/16, and refree's fold operations are the
-    tries' nodes, i.e. the counted additions plus the operations on the +0 accumulator."""
+    """Over random batches split into parts and row groups: the bound's row beats are the
+    golden counts (the counts the engine's counters must equal) times D/16, but for the
+    gradient rows of backward by rows, which the bound reads once a bag (the counts once
+    per row group a bag touches); refree's fold operations are the tries' nodes, i.e. the
+    counted additions plus the operations on the +0 accumulator."""
     batch, limits = case
     s = step_bounds(batch, ["sum"] * batch.num_tables, limits, 32)
     plans = [plan_part(batch, p, "sum") for p in partition(batch, limits)]
+    groups = row_group_plans(batch, ["sum"] * batch.num_tables, limits)
+    nonempty = int((np.diff(batch.offsets) > 0).sum())
     for mode in MODES:
         c = zero_counts()
         for plan in plans:
             c = add_counts(c, count_part(plan, mode))
+        bwd = zero_counts()
+        for plan in plans if mode == "baseline" else groups:
+            bwd = add_counts(bwd, count_part(plan, mode))
         f, b = s[mode]["forward"], s[mode]["backward"]
         assert f["beats"]["table_reads"] == 2 * c["forward"]["reads"]
-        assert b["beats"]["grad_reads"] == 2 * c["backward"]["reads"]
-        assert b["beats"]["table_reads"] == b["beats"]["table_writes"] == 2 * c["update"]["rmw"]
+        assert b["beats"]["grad_reads"] == 2 * (bwd["backward"]["reads"] if mode == "baseline" else nonempty)
+        assert b["beats"]["table_reads"] == b["beats"]["table_writes"] == 2 * bwd["update"]["rmw"]
         assert f["beats"]["pooled_writes"] == 2 * batch.batch_size * batch.num_tables
         assert f["analysis"] == b["analysis"] == len(batch.indices)
     depth1_f = sum(int((p.fwd_trie.node_depth == 1).sum()) for p in plans)
-    depth1_b = sum(int((p.bwd_trie.node_depth == 1).sum()) for p in plans)
+    depth1_b = sum(int((p.bwd_trie.node_depth == 1).sum()) for p in groups)
     c = zero_counts()
     for plan in plans:
         c = add_counts(c, count_part(plan, "refree"))
+    bwd = zero_counts()
+    for plan in groups:
+        bwd = add_counts(bwd, count_part(plan, "refree"))
     assert s["refree"]["forward"]["units"]["fold"] == (c["forward"]["adds"] + depth1_f) * 2
-    assert s["refree"]["backward"]["units"]["fold"] == (c["backward"]["adds"] + depth1_b) * 2
+    assert s["refree"]["backward"]["units"]["fold"] == (bwd["backward"]["adds"] + depth1_b) * 2

@@ -15,7 +15,7 @@ import numpy as np
 from amaranth.hdl import Const
 
 from refree.golden.errors import BatchError
-from refree.golden.planner import PartLimits
+from refree.golden.planner import PartLimits, row_groups
 from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
@@ -89,6 +89,24 @@ def _assertion_in_log(log):
 def limits_of(params):
     """The golden model's part limits equal to the engine's parameters."""
     return PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
+
+
+def group_bits(batch, limits, groups=None):
+    """log2 of each table's row groups for the engine's descriptors: ``groups`` (G per
+    table) or the golden planner's fewest that fit (:func:`~refree.golden.planner.row_groups`;
+    a table that fits no grouping, or a batch the engine must refuse anyway, gets one group:
+    the engine refuses the first with ROW_GROUP_TOO_LARGE as the golden model does)."""
+    out = []
+    for t in range(batch.num_tables):
+        if groups is not None:
+            G = groups[t]
+        else:
+            try:
+                G = row_groups(batch, t, limits)
+            except (BatchError, ValueError, IndexError):    # (bad batches of the error tests too)
+                G = 1
+        out.append(int(G).bit_length() - 1)
+    return out
 
 
 def unpack_fields(layout_, value):
@@ -203,22 +221,25 @@ class EngineRunner:
                 "control_words": np.array([rm[n].word for n in ("STATUS", "CONTROL", "CLEAR")]),
                 "config_regs": regs("config"), "counter_regs": regs("counters"), "poll_gap": 32}
 
-    def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8):
+    def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8, groups=None):
         poolings = poolings or ["sum"] * batch.num_tables
+        gbits = group_bits(batch, limits_of(self.params), groups)
         cfg = {"job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
                "num_tables": batch.num_tables, "num_indices": len(batch.indices),
                "offsets_addr": lay.offsets, "indices_addr": lay.indices, "pooled_addr": lay.pooled,
                "weighted": int(batch.weighted), "weights_addr": lay.weights,
                "grad_addr": lay.grad, "lr": int(np.float32(lr).view(np.uint32)),
                "optimizer": int(optimizer == "rowwise-adagrad"), "eps": int(np.float32(eps).view(np.uint32)),
-               "tables": [{"base": b, "rows": r, "stride": s, "mean": int(pool == "mean"), "state": st}
-                          for (b, r, s), pool, st in zip(lay.tables, poolings, lay.states or [0] * len(lay.tables))]
-               + [{"base": 0, "rows": 0, "stride": 0, "mean": 0, "state": 0}] * (self.max_tables - len(lay.tables))}
+               "tables": [{"base": b, "rows": r, "stride": s, "mean": int(pool == "mean"), "state": st, "groups": gb}
+                          for (b, r, s), pool, st, gb in zip(lay.tables, poolings, lay.states or [0] * len(lay.tables),
+                                                             gbits)]
+               + [{"base": 0, "rows": 0, "stride": 0, "mean": 0, "state": 0, "groups": 0}]
+               * (self.max_tables - len(lay.tables))}
         return Const.cast(self.design.component.Config.const(cfg)).value
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
             ready_p=0.8, tag="job", max_cycles=None, config_layout=None, optimizer="sgd", eps=1e-8,
-            state=None, host_load=False, readback=(), intrude_addr=None, extra=None):
+            state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
@@ -255,7 +276,7 @@ class EngineRunner:
         if self.dram is not None:
             self._check_clear_of_window(lay.end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
-        configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps)) for j in jobs]
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps, groups)) for j in jobs]
         run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job

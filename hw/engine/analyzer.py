@@ -22,18 +22,19 @@ chip and at one lookup per cycle:
   pair), so after the sort the lists stream out at one pair per cycle by following the
   links (the rows' infos are read ahead, so a row costs no cycle of its own).
 
-Backward (``backward`` high at ``start``): the items are the part's bags (their upstream
-gradient rows) and the members the distinct rows.  The analyzer also keeps a list of the
-bags that hold lookups (first pair, pair count), sorts it by the same radix sort on the key
-``(~pairs, position)``, i.e. by rows per bag descending then bag ascending (docs/design.md's
-gradient-row order), and streams every pair once, grouped by bag in that order (a bag's
-pairs in first-appearance order; ``first`` marks a bag's first pair), and the update list:
-every slot once, in slot order, with its row (``upd`` set).  The update list comes first
-when ``updates_first``, else last (row-wise Adagrad, whose rows sharing a state beat
-must wait for each other's merged gradients, and whose state beats the update list
-fetches), and not at all with ``skip_updates`` (SGD's backward: the controller has fetched
-the rows as they were discovered, see below, and pairs each merged gradient with its row by
-slot).
+Backward (``backward`` high at ``start``): the items are the bags (their upstream gradient
+rows) and the members the distinct rows.  The controller streams one row group of a table
+(backward by rows, docs/design.md section 2): only the lookups of the group's rows, every
+bag that holds one numbered in bag order from 0 (so a bag number is below ``max_lookups``,
+and the bag fields are that wide).  The analyzer keeps a list of the bags that hold
+lookups (first pair, pair count), in bag order, and streams every pair once, grouped by
+bag in bag order (a bag's pairs in first-appearance order; ``first`` marks a bag's first
+pair; no sort), and the update list: every slot once, in slot order, with its row (``upd``
+set).  The update list comes first when ``updates_first``, else last (row-wise Adagrad,
+whose rows sharing a state beat must wait for each other's merged gradients, and whose
+state beats the update list fetches), and not at all with ``skip_updates`` (SGD's
+backward: the controller has fetched the rows as they were discovered, see below, and
+pairs each merged gradient with its row by slot).
 
 Discovered rows: each new slot is announced on ``discovered`` (its slot and row) in the
 cycle it is created, so that the controller can fetch the part's rows while the part is
@@ -105,18 +106,16 @@ class Analyzer(wiring.Component):
         Between ``start`` and the last member taken.
     inserted : Out(1)
         The part's lookups are all in (``full`` and the counts are final).
-    full, full_bag : Out(1), Out(bag_bits)
+    full, full_bag : Out(1), Out(bag_bits)      (bag_bits: that of ``max(max_bags, max_lookups)`` bags)
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
         Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
     weighted, split : In(1)
         Sampled with ``start``: the lookups' weights count (else ``c`` is not used and no
         lookup waits); every lookup is its own pair (see above).
-    backward, sort_bags, updates_first, skip_updates : In(1)
-        Sampled with ``start``: order the part for the backward pass (see above), its bags
-        in gradient-row order when ``sort_bags`` (``refree``), else in bag order (``dedup``,
-        whose merge folds every row's terms in index order); the update list first, last or
-        not at all.
+    backward, updates_first, skip_updates : In(1)
+        Sampled with ``start``: order the part (a row group) for the backward pass (see
+        above); the update list first, last or not at all.
     partition_only : In(1)
         Sampled with ``start``: only the part's extent is wanted (``full``, the counts):
         no sort and no member lists; ``busy`` falls with ``inserted``.
@@ -127,8 +126,7 @@ class Analyzer(wiring.Component):
     members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd, member_last))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
-        Backward: grouped by bag in gradient-row order, and the update list (``upd``) first
-        or last.
+        Backward: grouped by bag in bag order, and the update list (``upd``) first or last.
         One pair per cycle while taken.  ``member_last`` marks the last pair of its member
         in this order (forward: the bag's; backward: the distinct row's), after which the
         member's fold is complete.
@@ -138,21 +136,24 @@ class Analyzer(wiring.Component):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Analyzer params must be an EngineParams, not {params!r}")
         self.params = p = params
-        # Sort key (high, low): forward (bags, row), backward (pairs, bag-list position).
-        self.elem_bits = max(p.slot_bits, p.bag_bits)
-        self.key_low_bits = max(p.index_width, self.elem_bits)
-        self.key_high_bits = max(p.bag_count_bits, p.mult_bits)
+        # Bags: a forward part's (below max_bags) or a row group's that hold its lookups
+        # (below max_lookups: each holds one at least).
+        self.bag_depth = max(p.max_bags, p.max_lookups)
+        self.bag_bits = (self.bag_depth - 1).bit_length()
+        self.bag_count_bits = self.bag_depth.bit_length()
+        # Sort key (high, low): (bags holding the row, row), forward only.
+        self.key_low_bits = max(p.index_width, p.slot_bits)
+        self.key_high_bits = p.bag_count_bits
         self.key_bits = self.key_low_bits + self.key_high_bits
         self.passes = radix_passes(self.key_bits, p.radix_bits)     # (the sorter's)
-        self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
-        entry = {"slot": p.slot_bits, "row": p.index_width, "bags": p.bag_count_bits, "bag": p.bag_bits,
+        self.Lookup = data.StructLayout({"row": p.index_width, "bag": self.bag_bits, "weight": 32})
+        entry = {"slot": p.slot_bits, "row": p.index_width, "bags": self.bag_count_bits, "bag": self.bag_bits,
                  "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1}
         self.Entry = data.StructLayout(entry)       # a pair before its countdown
         self.Member = data.StructLayout({**entry, "member_last": 1})
         super().__init__({
             "start": In(1),
             "backward": In(1),
-            "sort_bags": In(1),
             "updates_first": In(1),
             "skip_updates": In(1),
             "partition_only": In(1),
@@ -163,7 +164,7 @@ class Analyzer(wiring.Component):
             "busy": Out(1),
             "inserted": Out(1),
             "full": Out(1),
-            "full_bag": Out(p.bag_bits),
+            "full_bag": Out(self.bag_bits),
             "num_rows": Out(p.slot_bits + 1),
             "num_pairs": Out(p.pair_bits + 1),
             "num_lookups": Out(p.pair_bits + 1),
@@ -186,25 +187,24 @@ class Analyzer(wiring.Component):
         p = self.params
         H = p.hash_depth
         HashEntry = data.StructLayout({"row": p.index_width, "slot": p.slot_bits})
-        SlotInfo = data.StructLayout({"first_bag": p.bag_bits, "last_bag": p.bag_bits,
-                                      "head": p.pair_bits, "pair": p.pair_bits, "bags": p.bag_count_bits,
+        bag_bits, bag_count_bits = self.bag_bits, self.bag_count_bits
+        SlotInfo = data.StructLayout({"first_bag": bag_bits, "last_bag": bag_bits,
+                                      "head": p.pair_bits, "pair": p.pair_bits, "bags": bag_count_bits,
                                       "pairs": p.pair_bits + 1})
-        BagEntry = data.StructLayout({"bag": p.bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
-        E = self.elem_bits
-        cap = max(p.slot_capacity, p.max_bags)      # elements of a sort (slots or bags)
+        BagEntry = data.StructLayout({"bag": bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
 
         mem = lambda name, shape, depth: rmw_memory(m, name, shape, depth)
         hash_rd, hash_wr = mem("hash", HashEntry, H)
         row_rd, row_wr = mem("slot_row", p.index_width, p.slot_capacity)
         info_rd, info_wr = mem("slot_info", SlotInfo, p.slot_capacity)
         pslot_rd, pslot_wr = mem("pair_slot", p.slot_bits, p.max_lookups)
-        pbag_rd, pbag_wr = mem("pair_bag", p.bag_bits, p.max_lookups)
+        pbag_rd, pbag_wr = mem("pair_bag", bag_bits, p.max_lookups)
         pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
         pc_rd, pc_wr = mem("pair_c", 32, p.max_lookups)
         # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
-        bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
+        bl_rd, bl_wr = mem("bag_list", BagEntry, self.bag_depth)
         # Pairs of each member not yet streamed (forward: per bag; backward: per slot): set
         # beside every write of the bag list's (slot info's) pair count, counted down as
         # the pairs stream out.
@@ -217,9 +217,9 @@ class Analyzer(wiring.Component):
         entry_valid = Signal()
         m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
                                    | hash_wr.en & (hash_wr.addr == hash_rd.addr))
-        bwd, sort_bags, weighted, split = Signal(), Signal(), Signal(), Signal()
+        bwd, weighted, split = Signal(), Signal(), Signal()
         updates_first, skip_updates, partition_only = Signal(), Signal(), Signal()
-        nbl = Signal(p.bag_count_bits)          # entries of the bag list
+        nbl = Signal(bag_count_bits)            # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
         nslots = Signal.like(self.num_rows)
@@ -229,19 +229,19 @@ class Analyzer(wiring.Component):
         m.d.comb += [self.num_rows.eq(nslots), self.num_pairs.eq(npairs),
                      self.num_lookups.eq(nlookups)]
         # Slots of the bags before the newest one inserted (the newest may be rolled back).
-        committed, newest_bag = Signal.like(self.committed), Signal(p.bag_bits)
+        committed, newest_bag = Signal.like(self.committed), Signal(bag_bits)
         m.d.comb += self.committed.eq(Mux(self.inserted, nslots, committed))
 
         # ---- insertion pipeline ----------------------------------------------------------
         # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight
         # in any state (their valid bits are clear otherwise).
-        s1_valid, s1_row, s1_bag = Signal(), Signal(p.index_width), Signal(p.bag_bits)
+        s1_valid, s1_row, s1_bag = Signal(), Signal(p.index_width), Signal(bag_bits)
         s1_w = Signal(32)
         s1_addr = Signal(range(H))
-        s2_valid, s2_new, s2_slot, s2_bag = Signal(), Signal(), Signal(p.slot_bits), Signal(p.bag_bits)
+        s2_valid, s2_new, s2_slot, s2_bag = Signal(), Signal(), Signal(p.slot_bits), Signal(bag_bits)
         s2_row, s2_w = Signal(p.index_width), Signal(32)
         s3_valid, s3_newpair, s3_pair = Signal(), Signal(), Signal(p.pair_bits)
-        s3_row, s3_bag, s3_w = Signal(p.index_width), Signal(p.bag_bits), Signal(32)
+        s3_row, s3_bag, s3_w = Signal(p.index_width), Signal(bag_bits), Signal(32)
 
         info = info_rd.data
         same_bag = s2_valid & ~s2_new & (info.last_bag == s2_bag)
@@ -281,7 +281,7 @@ class Analyzer(wiring.Component):
         m.d.comb += [cadd.i.valid.eq(s3_valid & ~s3_newpair), cadd.i.payload.a.eq(pc_rd.data),
                      cadd.i.payload.b.eq(s3_w), cadd.o.ready.eq(1)]
         CTag = data.StructLayout({"valid": 1, "new": 1, "pair": p.pair_bits, "w": 32,
-                                  "row": p.index_width, "bag": p.bag_bits})
+                                  "row": p.index_width, "bag": bag_bits})
         ctag = [Signal(CTag, name=f"ctag{k}") for k in range(La + 1)]
         m.d.comb += [ctag[0].valid.eq(s3_valid), ctag[0].new.eq(s3_newpair), ctag[0].pair.eq(s3_pair),
                      ctag[0].w.eq(s3_w), ctag[0].row.eq(s3_row), ctag[0].bag.eq(s3_bag)]
@@ -312,20 +312,16 @@ class Analyzer(wiring.Component):
                      pc_rd.addr.eq(pair_addr)]
 
         # ---- the sort (:mod:`.sorter`) ----------------------------------------------------
-        # Forward: the slots by (bags holding the row descending, row ascending); backward:
-        # the bag list by (pairs descending, position ascending).  Bounds of the key's
-        # halves let the sorter skip passes: every row <= the OR of the part's rows, every
-        # position < nbl; bags holding a row <= nbl, pairs of a bag <= its length and nslots.
-        m.submodules.sorter = sorter = RadixSorter(cap, self.key_low_bits, self.key_high_bits, p.radix_bits)
-        pairs_max = Mux(nslots < p.max_bag_len, nslots, p.max_bag_len)
-        m.d.comb += [sorter.n.eq(Mux(bwd, nbl, nslots)),
-                     sorter.low_max.eq(Mux(bwd, nbl, row_or)), sorter.high_max.eq(Mux(bwd, pairs_max, nbl)),
-                     sorter.key_low.eq(Mux(bwd, sorter.key_elem, row_rd.data)),
-                     sorter.key_high.eq(Mux(bwd, bl_rd.data.pairs, info.bags))]
+        # The slots by (bags holding the row descending, row ascending).  Bounds of the
+        # key's halves let the sorter skip passes: every row <= the OR of the part's rows,
+        # bags holding a row <= nbl.
+        m.submodules.sorter = sorter = RadixSorter(p.slot_capacity, self.key_low_bits, self.key_high_bits,
+                                                   p.radix_bits)
+        m.d.comb += [sorter.n.eq(nslots), sorter.low_max.eq(row_or), sorter.high_max.eq(nbl),
+                     sorter.key_low.eq(row_rd.data), sorter.key_high.eq(info.bags)]
         with m.If(sorter.key_read):
-            m.d.comb += [row_rd.addr.eq(sorter.key_addr), info_rd.addr.eq(sorter.key_addr),
-                         bl_rd.addr.eq(sorter.key_addr)]
-        idx = Signal(max(E, p.slot_bits, p.bag_bits) + 1)     # walks the sorted rows, the bags, the slots
+            m.d.comb += [row_rd.addr.eq(sorter.key_addr), info_rd.addr.eq(sorter.key_addr)]
+        idx = Signal(max(p.slot_bits, bag_count_bits) + 1)     # walks the sorted rows, the bags, the slots
 
         # ---- member lists ----------------------------------------------------------------
         # The rows in row order (the sorted permutation), each row's pairs by following its
@@ -341,12 +337,12 @@ class Analyzer(wiring.Component):
         cd_valid, cd_entry = Signal(), Signal(self.Entry)
         queued = Signal(range(out_fifo.depth + 2))      # in the FIFO or entering it
         m.d.comb += queued.eq(out_fifo.level + cd_valid)
-        walk_slot, walk_bags = Signal(p.slot_bits), Signal(p.bag_count_bits)
+        walk_slot, walk_bags = Signal(p.slot_bits), Signal(bag_count_bits)
         walk_cursor, walk_left = Signal(p.pair_bits), Signal(p.pair_bits + 1)
         walk_chained, walk_first = Signal(), Signal()   # the cursor is next_rd's data; a row's first pair
         wa_valid, wa_first = Signal(), Signal()         # a pair's tables and row are readable
         emitting = Signal()                             # the EMIT state
-        RowEntry = data.StructLayout({"slot": p.slot_bits, "head": p.pair_bits, "bags": p.bag_count_bits,
+        RowEntry = data.StructLayout({"slot": p.slot_bits, "head": p.pair_bits, "bags": bag_count_bits,
                                       "pairs": p.pair_bits + 1})
         # (a row read ahead takes 4 cycles to be readable: 4 entries let a gap in at a
         # measured 1 row in 64 of one pair each; 6 keep up)
@@ -382,9 +378,9 @@ class Analyzer(wiring.Component):
 
         rb_slot = Signal(p.slot_bits)
         cursor, left = Signal(p.pair_bits), Signal(p.mult_bits)
-        item_bag, first_pending = Signal(p.bag_bits), Signal()
-        bb_valid, bb_first, bb_bag = Signal(), Signal(), Signal(p.bag_bits)
-        bc_valid, bc_first, bc_bag = Signal(), Signal(), Signal(p.bag_bits)
+        item_bag, first_pending = Signal(bag_bits), Signal()
+        bb_valid, bb_first, bb_bag = Signal(), Signal(), Signal(bag_bits)
+        bc_valid, bc_first, bc_bag = Signal(), Signal(), Signal(bag_bits)
         bc_slot, bc_mult, bc_c = Signal(p.slot_bits), Signal(p.mult_bits), Signal(32)
         rr_valid, rr_slot = Signal(), Signal(p.slot_bits)
         m.d.sync += [rr_valid.eq(0), bb_valid.eq(0)]     # set in BW_ROWS, BW_PAIRS only
@@ -402,13 +398,12 @@ class Analyzer(wiring.Component):
                 m.next = "BW_NEXT"
 
         def after_insertion():
-            # Only the part's extent wanted (baseline, Adagrad's check that a table fits a
-            # part): no order, no lists.  Backward in bag order (dedup) needs no sort: the
-            # bag list is in bag order.
+            # Only the part's extent wanted (baseline, the check that a row group fits): no
+            # order, no lists.  Backward needs no sort: the bag list is in bag order.
             with m.If(partition_only):
                 m.d.sync += self.inserted.eq(1)
                 m.next = "DONE"
-            with m.Elif(bwd & ~sort_bags):
+            with m.Elif(bwd):
                 m.d.sync += self.inserted.eq(1)
                 backward_lists()
             with m.Else():
@@ -420,7 +415,7 @@ class Analyzer(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
+                    m.d.sync += [bwd.eq(self.backward), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
                                  updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
                                  partition_only.eq(self.partition_only),
@@ -525,8 +520,6 @@ class Analyzer(wiring.Component):
                 with m.If(sorter.done):
                     m.d.sync += idx.eq(0)
                     m.next = "EMIT"
-                    with m.If(bwd):
-                        backward_lists()
 
             # ---- member lists: the rows in row order, each row's pairs ------------------------
             with m.State("EMIT"):
@@ -534,9 +527,8 @@ class Analyzer(wiring.Component):
                 with m.If(~feeding & (row_q.level == 0) & (walk_left == 0) & ~wa_valid & (queued == 0)):
                     m.next = "DONE"
 
-            # ---- backward: pairs by bag in gradient-row order; the update list --------------
-            with m.State("BW_NEXT"):            # the next bag of the sorted list
-                m.d.comb += sorter.order_addr.eq(idx)
+            # ---- backward: pairs by bag in bag order; the update list ------------------------
+            with m.State("BW_NEXT"):            # the next bag of the list
                 with m.If(idx != nbl):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
@@ -547,7 +539,7 @@ class Analyzer(wiring.Component):
                     m.d.sync += idx.eq(0)
                     m.next = "BW_ROWS"
             with m.State("BW_ENTRY"):
-                m.d.comb += bl_rd.addr.eq(Mux(sort_bags, sorter.order, idx - 1))
+                m.d.comb += bl_rd.addr.eq(idx - 1)
                 m.next = "BW_LOAD"
             with m.State("BW_LOAD"):
                 m.d.sync += [cursor.eq(bl_rd.data.start), left.eq(bl_rd.data.pairs),
@@ -577,7 +569,7 @@ class Analyzer(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), sort_bags.eq(self.sort_bags), finishing.eq(0),
+                    m.d.sync += [bwd.eq(self.backward), finishing.eq(0),
                                  weighted.eq(self.weighted), split.eq(self.split),
                                  updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
                                  partition_only.eq(self.partition_only),

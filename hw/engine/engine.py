@@ -27,10 +27,19 @@ Job flow (one ``start`` pulse, configuration latched):
    analysis is dropped and the job ends with no memory write.
 2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
-   analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  In ``dedup``
-   and ``refree`` each distinct row is fetched as
-   the analyzer discovers it, in slot order, into the row store (:mod:`.row_store`), once
-   no rollback can remove its slot; the rows of a bag rolled back are never read.
+   analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  The backward
+   job of ``dedup`` and ``refree`` runs by rows instead (docs/design.md section 2): per
+   table, a pass per row group (row r in group ``r mod G``, ``G = 2**groups`` of the table's
+   descriptor, the host's choice), each pass walking every bag of the table in chunks of at
+   most ``max_bags`` bags; only the group's lookups enter the analyzer, whose part is the
+   group (its bags numbered from 0 in bag order, each number mapped to the bag and its
+   length); a group of more than ``max_distinct_rows`` distinct rows or ``max_lookups``
+   lookups is ``ROW_GROUP_TOO_LARGE``.  Every group but table 0's first is first checked
+   by a pass that only analyses (a dry pass, no output), and table 0's first checks itself
+   before it writes, so a refused step writes nothing.  In ``dedup`` and ``refree`` each
+   distinct row is fetched as the analyzer discovers it, in slot order, into the row store
+   (:mod:`.row_store`), once no rollback can remove its slot; the rows of a bag rolled
+   back are never read.
 3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
    the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
    lookups again, from the lookup buffer (:mod:`.lookup_buffer`, written as they passed
@@ -43,8 +52,8 @@ Job flow (one ``start`` pulse, configuration latched):
    wide result beats).  Each bag's result
    is written to the pooled output, ``(B, T*D)`` float32 (laid out by :mod:`.staging`), as soon as the bag is
    complete (the analyzer marks each bag's last pair), so the writes run under the fold.
-   Backward (``dedup``, ``refree``): the items are the part's gradient rows in the design's
-   order, the members its distinct rows; the scheduler's results are the merged gradients,
+   Backward (``dedup``, ``refree``): the items are the group's gradient rows in bag order,
+   the members its distinct rows; the scheduler's results are the merged gradients,
    which the row updater applies to the table rows and writes back.  The table rows
    are in the row store (fetched during the analysis, see step 2).  With SGD (the analyzer
    sends no update list) the gradient rows have priority on the memory port, and each merged
@@ -81,26 +90,24 @@ pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is stagin
 ``b*T + t`` of the array at ``pooled`` (``grad``), laid out by :mod:`.staging` (row-major,
 or striped over the ranks).
 
-Parts are re-formed by the backward job exactly as by the forward job (same rule, same
-batch), and the parts' updates are complete before the next part reads a row.
+The backward job of ``baseline`` re-forms the parts exactly as the forward job (same rule,
+same batch); a part's (a row group's) updates are complete before the next one reads a
+row.
 
 Row-wise Adagrad: the state of table ``t`` row ``r`` is lane ``r % 16`` of beat
 ``state[t] + r // 16``.  Each distinct row's update reads that beat and writes it back with
 the new state (:mod:`.adagrad`); a row whose state beat is still being updated waits (the
 rows-in-flight table, keyed by state beat), unless that beat is the previous update's: the
 Adagrad unit then takes the other lanes from the previous row's output beat (``chained``).
-The engine still needs each table's batch in one part (its current limit; docs/design.md
-section 2 asks for any size): with ``optimizer`` set, both jobs first run the part
-formation and analysis of tables 1 .. T-1 without output (no write, a dry run), and table
-0's part, analysed before anything is written, checks itself; a table needing two parts stops the job with
-``BATCH_TOO_LARGE_FOR_ADAGRAD``, so a step is refused whole.  Adagrad in ``baseline`` mode is
+Backward by rows updates each distinct row once per batch, so Adagrad takes batches of any
+size (within the row groups' limits).  Adagrad in ``baseline`` mode is
 ``ADAGRAD_IN_BASELINE``.
 """
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from refree.golden.errors import ErrorCode
+from refree.golden.errors import MAX_ROW_GROUP_BITS, ErrorCode
 from ..fp.common import f32_bits
 from .adagrad import AdagradUnit
 from .analyzer import Analyzer
@@ -150,6 +157,8 @@ UPDATE_WANTS = 32
 # writes costs the DRAM bus a turnaround, and the stream reads rows throughout.
 WRITE_BURST = 32
 ONE_F32 = 0x3F800000
+# A table descriptor's ``groups``: log2 of its row groups in backward by rows (0 .. 15).
+GROUP_BITS_WIDTH = MAX_ROW_GROUP_BITS.bit_length()
 
 
 def small_int_to_f32(m, n, width):
@@ -196,7 +205,7 @@ class Engine(wiring.Component):
         self.beats = dim // 16
         p = params
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
-                                        "mean": 1, "state": addr_bits})
+                                        "mean": 1, "state": addr_bits, "groups": GROUP_BITS_WIDTH})
         self.Config = data.StructLayout({
             "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
@@ -297,7 +306,10 @@ class Engine(wiring.Component):
         updates_first = ~adagrad
         by_slot = ~forward & ~baseline & updates_first
         baseline_bwd = ~forward & baseline     # (SGD only: baseline refuses Adagrad)
-        dry = Signal()                          # Adagrad's check that every table fits a part
+        # Backward by rows (dedup, refree): a pass over a table's bags per row group; the
+        # groups after the job's first are checked to fit before it writes (``dry`` passes).
+        by_rows = ~forward & ~baseline
+        dry = Signal()
         prefetch = ~baseline & ~dry
         # (a word of the store is a wide beat of the datapath: forward takes a row of D = 64 a
         # cycle at 64 lanes; the updaters take the memory beats of the words one by one)
@@ -398,7 +410,7 @@ class Engine(wiring.Component):
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
-        grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
+        grad_bag = Signal(an.bag_bits)          # ... and gradient row grad_bag of the part (group)
         # Updates that read what an earlier update writes: baseline's repeated rows take it
         # from the forwarder; Adagrad's shared state beats wait for the write.  Both wait
         # while the table of rows in flight is full.
@@ -454,6 +466,33 @@ class Engine(wiring.Component):
         disc = an.discovered
         m.d.comb += [discovering.eq(prefetch & disc.valid & (disc.row < table.rows)),
                      item_row.eq(disc.row), item_slot.eq(disc.slot)]     # (the stream's states override)
+        # Row groups (backward by rows): the pass's group g of table t's 2**groups; a pass
+        # walks the table's bags in chunks of at most max_bags (``chunk_cont``: the next chunk
+        # of the same pass, the analyzer going on); the group's lookups (at most
+        # max_lookups, else ``group_over``) go to the analyzer with their bags numbered
+        # from 0 in bag order, each bag's number mapped to its bag and length.
+        g = Signal(MAX_ROW_GROUP_BITS)
+        group_mask = Signal(MAX_ROW_GROUP_BITS)
+        m.d.comb += group_mask.eq((C(1, MAX_ROW_GROUP_BITS + 1) << table.groups) - 1)
+        last_group = g == group_mask
+        chunk_cont, group_over = Signal(), Signal()
+        glookups = Signal(range(p.max_lookups + 1))
+        lbag = Signal(range(p.max_lookups + 1))         # bags of the pass holding a group lookup
+        lbag_of = Signal(32)                            # the bag of the newest
+        GroupBag = data.StructLayout({"bag": 32, "len": p.mult_bits})
+        m.submodules.group_bags = gb_mem = memory.Memory(shape=GroupBag, depth=p.max_lookups, init=[])
+        gb_wr = gb_mem.write_port()
+        gb_of_member, gb_of_grad = gb_mem.read_port(domain="comb"), gb_mem.read_port(domain="comb")
+        m.d.comb += gb_of_grad.addr.eq(grad_bag)
+
+        def next_group():
+            """The next pass: the table's next row group, or the next table."""
+            with m.If(~by_rows | last_group):
+                m.d.sync += [t.eq(t + 1), tb.eq(tb + B), g.eq(0)]
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+            m.d.sync += [b0.eq(0), chunk_cont.eq(0)]
+
         most = max(p.slot_capacity, p.max_lookups)
         fetched = Signal(range(most + 1))       # rows of the part sent to the fetcher
         arrived = Signal(range(most * beats + 1))       # and their beats come back
@@ -469,8 +508,9 @@ class Engine(wiring.Component):
         all_arrived = arrived == fetched * beats
         m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
-                     grad_q.w_data.eq(staging_beat(cfg.grad_addr, part_row0 + grad_bag * T, 0, beats,
-                                                   self.staging_stripe))]
+                     grad_q.w_data.eq(staging_beat(cfg.grad_addr, Mux(by_rows, gb_of_grad.data.bag * T + t,
+                                                                      part_row0 + grad_bag * T),
+                                                   0, beats, self.staging_stripe))]
 
         # ---- bag lengths of the current part ------------------------------------------
         m.submodules.bag_len = bl_mem = memory.Memory(shape=p.mult_bits, depth=p.max_bags, init=[])
@@ -581,7 +621,8 @@ class Engine(wiring.Component):
         # 1 (dedup), and b = fl(1/len) (backward, mean pooling) or 1.
         mean_bwd = ~forward & table.mean
         mi = an.members.payload
-        m.d.comb += [len_of_member.addr.eq(mi.bag), inv_of_member.addr.eq(len_of_member.data),
+        m.d.comb += [len_of_member.addr.eq(mi.bag), gb_of_member.addr.eq(mi.bag),
+                     inv_of_member.addr.eq(Mux(by_rows, gb_of_member.data.len, len_of_member.data)),
                      coef.i.valid.eq(an.members.valid), an.members.ready.eq(coef.i.ready),
                      coef.i.payload.payload.eq(mi),
                      coef.i.payload.a.eq(Mux(cfg.weighted, mi.c,
@@ -673,23 +714,25 @@ class Engine(wiring.Component):
                 with m.Elif(~mmap.last):
                     m.d.comb += mmap.step.eq(1)
                 with m.Else():              # the batch check starts; parts are formed beside it
-                    # (Adagrad: the dry run checks tables 1 .. T-1; table 0's part checks
-                    # itself before it writes, so a batch of one table has no dry run)
-                    dry_run = adagrad & (cfg.num_tables > 1)
+                    # (by rows: dry passes check every row group but table 0's first, whose
+                    # pass checks itself before it writes; one table of one group has none)
+                    dry_run = by_rows & ((cfg.num_tables > 1) | (cfg.tables[0].groups != 0))
                     m.d.comb += [check.start.eq(1), check.share.eq(~dry_run)]
-                    m.d.sync += [t.eq(dry_run), tb.eq(Mux(dry_run, cfg.batch_size, 0)), b0.eq(0), dry.eq(dry_run),
+                    m.d.sync += [t.eq(0), tb.eq(0), g.eq(0), b0.eq(0), chunk_cont.eq(0), dry.eq(dry_run),
                                  first_part.eq(~dry_run)]
                     m.next = "PART_START"
 
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
                 m.d.sync += part_row0.eq(b0 * T + t)
-                with m.If((t == T) & dry):      # every table fits one part: now the job
-                    m.d.sync += [t.eq(0), tb.eq(0), b0.eq(0), dry.eq(0)]
+                with m.If((t == T) & dry):      # every row group fits: now the job
+                    m.d.sync += [t.eq(0), tb.eq(0), g.eq(0), b0.eq(0), dry.eq(0)]
                 with m.Elif(t == T):            # (a batch of no bags: only its check)
                     with m.If(check.done):
                         m.d.sync += error.eq(check.error)
                         m.next = "IDLE"
+                with m.Elif(dry & (t == 0) & (g == 0)):
+                    next_group()                # (table 0's first group checks itself)
                 with m.Elif(b0 == B):           # next table
                     m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0)]
                 with m.Else():
@@ -707,21 +750,21 @@ class Engine(wiring.Component):
                     m.d.sync += [prev.eq(v), k.eq(k + 1)]
                     with m.If(k == 0):
                         m.d.sync += part_lo.eq(v)
-                    with m.Elif(~closed & (lookups + length <= p.max_lookups)):
+                    with m.Elif(~closed & (by_rows | (lookups + length <= p.max_lookups))):
                         m.d.comb += [bl_wr.addr.eq(nb), bl_wr.data.eq(length), bl_wr.en.eq(1)]
                         m.d.sync += [nb.eq(nb + 1), lookups.eq(lookups + length)]
                     with m.Else():
                         m.d.sync += closed.eq(1)
-                with m.If(~offs.busy):
+                with m.If(~offs.busy & ~chunk_cont):    # a part, or a row group's pass, starts
                     m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), store.wide.eq(forward),
                                  lbuf.start.eq(1)]
-                    m.d.sync += [fetched.eq(0), arrived.eq(0)]
+                    m.d.sync += [fetched.eq(0), arrived.eq(0), lbag.eq(0), glookups.eq(0), group_over.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(by_slot),
                                  an.partition_only.eq(baseline | dry),
-                                 an.sort_bags.eq(cfg.mode == MODE_REFREE),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
+                with m.If(~offs.busy):
                     start_lookups(part_lo, lookups, shared=first_part)
                     m.d.comb += [check.share_set.eq(first_part), check.share_count.eq(lookups)]
                     m.d.sync += [bi.eq(0), len_state.eq(0), first_part.eq(0), sharing.eq(first_part),
@@ -729,19 +772,42 @@ class Engine(wiring.Component):
                     m.next = "PART_ANALYZE"
 
             with m.State("PART_ANALYZE"):       # lookups into the analyzer
-                m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.bag.eq(bi),
-                             an.lookups.payload.weight.eq(weight)]
+                # (by rows: the group's lookups only, their bags numbered in the pass)
+                bag = b0 + bi
+                has_local = (lbag != 0) & (lbag_of == bag)
+                m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.weight.eq(weight),
+                             an.lookups.payload.bag.eq(Mux(by_rows, Mux(has_local, lbag - 1, lbag), bi))]
 
                 def feed():
-                    m.d.comb += an.lookups.valid.eq(1)
-                    take_lookup(an.lookups.ready)
+                    in_group = ~by_rows | ((lookup_index[:MAX_ROW_GROUP_BITS] & group_mask) == g)
+                    too_many = by_rows & in_group & (glookups == p.max_lookups)
+                    fed = in_group & ~too_many & ~group_over
+                    taken_ = Mux(fed, an.lookups.ready, 1)
+                    m.d.comb += an.lookups.valid.eq(fed)
+                    take_lookup(taken_)
                     m.d.comb += [lbuf.write.en.eq(baseline & an.lookups.ready), lbuf.write.row.eq(lookup_index),
                                  lbuf.write.weight.eq(weight), lbuf.write.bag.eq(bi),
                                  lbuf.write.first.eq(rem == cur_len), lbuf.write.last.eq(rem == 1)]
-                    return an.lookups.ready
+                    with m.If(too_many):
+                        m.d.sync += group_over.eq(1)
+                    with m.If(by_rows & fed & an.lookups.ready):
+                        m.d.sync += glookups.eq(glookups + 1)
+                        with m.If(~has_local):
+                            m.d.comb += [gb_wr.addr.eq(lbag), gb_wr.data.bag.eq(bag), gb_wr.data.len.eq(cur_len),
+                                         gb_wr.en.eq(1)]
+                            m.d.sync += [lbag.eq(lbag + 1), lbag_of.eq(bag)]
+                    return taken_
                 # (a check that ends before the shared indices do has found an error)
                 with m.If(indices_left & ~(sharing & check.done)):
                     lookup_walker(lookup_valid, feed)
+                with m.Elif(by_rows & (b0 + nb != B)):  # the pass's next chunk of bags, once the
+                    m.d.sync += sharing.eq(0)           # check has passed (its offsets are sound)
+                    with m.If(check.done & (check.error == 0)):
+                        m.d.sync += [b0.eq(b0 + nb), chunk_cont.eq(1)]
+                        m.next = "PART_START"
+                    with m.Elif(check.done):
+                        m.d.comb += an.finish.eq(1)
+                        m.next = "PART_WAIT_ANALYZER"
                 with m.Else():
                     m.d.comb += an.finish.eq(1)
                     m.d.sync += sharing.eq(0)
@@ -753,9 +819,9 @@ class Engine(wiring.Component):
                 with m.Elif(an.inserted & (check.error != 0)):
                     m.d.sync += error.eq(check.error)
                     m.next = "DRY_DRAIN"        # drop the analysis; the job ends, nothing written
-                with m.Elif(an.inserted & (dry | adagrad & (an.full | (nb != B)))):
-                    with m.If(an.full | (nb != B)):
-                        m.d.sync += error.eq(ErrorCode.BATCH_TOO_LARGE_FOR_ADAGRAD)
+                with m.Elif(an.inserted & (dry | by_rows & (an.full | group_over))):
+                    with m.If(by_rows & (an.full | group_over)):
+                        m.d.sync += error.eq(ErrorCode.ROW_GROUP_TOO_LARGE)
                     m.next = "DRY_DRAIN"
                 with m.Elif(an.inserted):
                     with m.If(an.full):
@@ -788,8 +854,8 @@ class Engine(wiring.Component):
                 with m.If(~an.busy & ~coef.busy & (row_q.level == 0) & all_arrived & ~wts.busy):
                     with m.If(error != 0):
                         m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [t.eq(t + 1), tb.eq(tb + B)]
+                    with m.Else():              # (a row group checked)
+                        next_group()
                         m.next = "PART_START"
 
             # ---- 3. items into the scheduler, rows into the datapath --------------------
@@ -847,8 +913,11 @@ class Engine(wiring.Component):
                           & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy & ~grad_packer.busy
                           & (row_q.level == 0) & (want_q.level == 0)
                           & (beat_addr_q.level == 0) & (update_wants.level == 0)):
-                    m.d.sync += [b0.eq(b0 + nb), cnt.parts.eq(cnt.parts + 1),
-                                 cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
+                    m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
+                    with m.If(by_rows):
+                        next_group()
+                    with m.Else():
+                        m.d.sync += b0.eq(b0 + nb)
                     m.next = "PART_START"
 
         # Cycles per phase.  The check overlaps the first part's analysis; only the cycles the
