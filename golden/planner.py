@@ -90,37 +90,27 @@ def whole_table_part(batch, t):
     return _make_part(batch, t, 0, batch.batch_size)
 
 
-def _group_sizes(idx, rows, G):
-    """Distinct rows and lookups of each group ``r mod G``."""
-    return np.bincount(rows & (G - 1), minlength=G), np.bincount(idx & (G - 1), minlength=G)
-
-
-def _groups_fit(idx, rows, G, limits):
-    distinct, lookups = _group_sizes(idx, rows, G)
-    return distinct.max(initial=0) <= limits.max_distinct_rows and lookups.max(initial=0) <= limits.max_lookups
+def _group_sizes(rows, G):
+    """Distinct rows of each group ``r mod G`` (``rows``: the table's distinct rows)."""
+    return np.bincount(rows & (G - 1), minlength=G)
 
 
 def row_groups(batch, t, limits):
     """The row groups of table ``t``'s backward by rows (docs/design.md section 2): a row r
     is in group ``r mod G``, with G the smallest power of two for which every group holds at
-    most ``limits.max_distinct_rows`` distinct rows and ``limits.max_lookups`` lookups of
-    the batch.  Returns G.
+    most ``limits.max_distinct_rows`` distinct rows of the batch (a group's pass takes its
+    bags in chunks, as parts are formed, so its lookups are not limited).  Returns G.
 
     Raises
     ------
     BatchError
-        ROW_GROUP_TOO_LARGE when no G up to ``2**MAX_ROW_GROUP_BITS`` fits (a row used more
-        than ``max_lookups`` times in the batch fits none)."""
-    idx = batch.table_slice(t)[0]
-    rows = np.unique(idx)
+        ROW_GROUP_TOO_LARGE when no G up to ``2**MAX_ROW_GROUP_BITS`` fits."""
+    rows = np.unique(batch.table_slice(t)[0])
     for bits in range(MAX_ROW_GROUP_BITS + 1):
-        if _groups_fit(idx, rows, 1 << bits, limits):
+        if _group_sizes(rows, 1 << bits).max(initial=0) <= limits.max_distinct_rows:
             return 1 << bits
-    counts = np.bincount(idx)
-    r = int(counts.argmax())
-    raise BatchError(f"table {t}", f"fits no row grouping (2**{MAX_ROW_GROUP_BITS} groups at most): each group "
-                     f"must hold at most {limits.max_distinct_rows} distinct rows and {limits.max_lookups} "
-                     f"lookups, and row {r} alone is used {counts[r]} times", ErrorCode.ROW_GROUP_TOO_LARGE)
+    raise BatchError(f"table {t}", f"fits no row grouping (2**{MAX_ROW_GROUP_BITS} groups of at most "
+                     f"{limits.max_distinct_rows} distinct rows)", ErrorCode.ROW_GROUP_TOO_LARGE)
 
 
 def _make_part(batch, t, bag_lo, bag_hi):
@@ -322,13 +312,10 @@ def plan_row_groups(batch, t, pooling, limits, groups=None):
             or G > 1 << MAX_ROW_GROUP_BITS:
         raise BatchError(f"groups of table {t}", f"must be a power of two up to 2**{MAX_ROW_GROUP_BITS}, "
                          f"not {G!r}")
-    idx = batch.table_slice(t)[0]
-    rows = np.unique(idx)
-    if not _groups_fit(idx, rows, G, limits):
+    per_group = _group_sizes(np.unique(batch.table_slice(t)[0]), G)
+    if per_group.max(initial=0) > limits.max_distinct_rows:
         raise BatchError(f"groups of table {t}", f"{G} row groups do not fit a part's {limits.max_distinct_rows} "
-                         f"distinct rows and {limits.max_lookups} lookups; {row_groups(batch, t, limits)} do",
-                         ErrorCode.ROW_GROUP_TOO_LARGE)
-    per_group = _group_sizes(idx, rows, G)[0]
+                         f"distinct rows; {row_groups(batch, t, limits)} do", ErrorCode.ROW_GROUP_TOO_LARGE)
     whole = whole_table_part(batch, t)
     present = np.flatnonzero(per_group)
     return [plan_part(batch, whole, pooling, (int(G), int(g))) for g in present]

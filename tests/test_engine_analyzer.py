@@ -393,13 +393,76 @@ def test_one_walk_takes_every_pass_prefix_sum():
     assert got[0]["taken_at"][0] <= 5 * n + 64 + 60
 
 
-def test_a_row_groups_bags_beyond_a_forward_parts():
-    """Backward by rows: a row group numbers every bag that holds one of its lookups, up to
-    ``max_lookups`` of them (SMALL: 64), beyond a forward part's ``max_bags`` (16); bags
-    repeat rows, and the bag numbers run past the forward bag field's width."""
+def run_chunks(params, chunks, skip_updates=True):
+    """Backward by rows: one part (a row group) fed in ``chunks`` (lists of bags, each
+    chunk's bags numbered from 0), ``chunk_end`` after each but the last, ``finish`` after
+    it; returns each chunk's members, taken as they come."""
+    dut = Analyzer(params)
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        ctx.set(dut.backward, 1)
+        ctx.set(dut.skip_updates, skip_updates)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.members.ready, 1)
+        for k, bags in enumerate(chunks):
+            for b, bag in enumerate(bags):
+                for r in bag:
+                    ctx.set(dut.lookups.payload.row, int(r))
+                    ctx.set(dut.lookups.payload.bag, b)
+                    ctx.set(dut.lookups.payload.weight, 0x3F800000)
+                    ctx.set(dut.lookups.valid, 1)
+                    while not ctx.get(dut.lookups.ready):
+                        await ctx.tick()
+                    await ctx.tick()
+            ctx.set(dut.lookups.valid, 0)
+            last = k == len(chunks) - 1
+            ctx.set(dut.finish if last else dut.chunk_end, 1)
+            await ctx.tick()
+            ctx.set(dut.finish if last else dut.chunk_end, 0)
+            members = []
+            for _ in range(MAX_CYCLES):
+                if ctx.get(dut.members.valid):
+                    members.append({f: ctx.get(getattr(dut.members.payload, f))
+                                    for f in ("slot", "row", "bag", "mult", "first", "upd")})
+                if (not ctx.get(dut.busy)) if last else ctx.get(dut.chunk_done):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError("the chunk's lists did not end")
+            out.append(members)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("skip_updates", [True, False])
+def test_a_row_group_in_chunks(skip_updates):
+    """Backward by rows: each chunk's pairs by bag in bag order, as the chunk ends; the
+    slots go on over the chunks (a row keeps its slot), a chunk's bag numbers start at 0
+    again without joining an earlier chunk's pair of the same row and number; the update
+    list, every slot once, after the last chunk."""
     rng = np.random.default_rng(12)
-    bags = [list(rng.integers(0, 10, rng.integers(1, 3))) for _ in range(40)]
-    assert sum(map(len, bags)) <= SMALL.max_lookups
-    check_backward(SMALL, bags, max_bags=SMALL.max_lookups, skip_updates=True)
-    check_backward(SMALL, bags, max_bags=SMALL.max_lookups, updates_first=False,
-                   weights=[rng.uniform(-1, 1, len(b)).astype(np.float32) for b in bags])
+    chunks = [[list(rng.integers(0, 9, rng.integers(0, 5))) for _ in range(int(rng.integers(1, 6)))]
+              for _ in range(4)]
+    chunks[1][0], chunks[2][0] = [3, 3, 4], [3, 5]          # row 3 in bag 0 of two chunks
+    got = run_chunks(SMALL, chunks, skip_updates)
+    slot_of = {}
+    for bags in chunks:
+        for bag in bags:
+            for r in bag:
+                slot_of.setdefault(int(r), len(slot_of))
+    for k, (bags, members) in enumerate(zip(chunks, got)):
+        want = []
+        for b, bag in enumerate(bags):
+            rows = list(dict.fromkeys(int(r) for r in bag))
+            want += [dict(slot=slot_of[r], row=r, bag=b, mult=[int(x) for x in bag].count(r), first=int(i == 0),
+                          upd=0) for i, r in enumerate(rows)]
+        if k == len(chunks) - 1 and not skip_updates:
+            want += [dict(slot=s, row=r, bag=0, mult=0, first=0, upd=1) for r, s in slot_of.items()]
+        assert members == want, k

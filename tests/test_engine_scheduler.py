@@ -199,12 +199,13 @@ def gradient_stream(plan, share):
                                   [[1, 2, 2], [1, 2], [2, 1, 1, 3], [3, 3, 1, 2]]])
 def test_backward_merge_of_gradient_rows(bags):
     """Items are the bags' gradient rows and members the distinct rows: the merged gradients
-    equal the golden model's, with one operation per node of the gradient trie."""
+    equal the golden model's (backward by rows: one row group, bags in bag order), with one
+    operation per node of the gradient trie."""
     batch = one_table(bags)
     rng = np.random.default_rng(7)
     D = 3
     G = rng.standard_normal((len(bags), D)).astype(np.float32)
-    plan = plan_part(batch, partition(batch, PartLimits.unlimited())[0], "sum")
+    plan = plan_part(batch, partition(batch, PartLimits.unlimited())[0], "sum", group=(1, 0))
     n = len(plan.rows)
     for share, mode in ((1, "refree"), (0, "dedup")):
         stream = run_scheduler(gradient_stream(plan, share), n, share)

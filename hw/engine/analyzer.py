@@ -24,13 +24,16 @@ chip and at one lookup per cycle:
 
 Backward (``backward`` high at ``start``): the items are the bags (their upstream gradient
 rows) and the members the distinct rows.  The controller streams one row group of a table
-(backward by rows, docs/design.md section 2): only the lookups of the group's rows, every
-bag that holds one numbered in bag order from 0 (so a bag number is below ``max_lookups``,
-and the bag fields are that wide).  The analyzer keeps a list of the bags that hold
+(backward by rows, docs/design.md section 2): only the lookups of the group's rows, in
+chunks of bags that fit a part's bags and lookups, each chunk's bags numbered from 0; the
+distinct-row table goes on over the chunks (``chunk_end`` ends a chunk, ``finish`` the
+group).  For each chunk the analyzer keeps a list of the bags that hold
 lookups (first pair, pair count), in bag order, and streams every pair once, grouped by
 bag in bag order (a bag's pairs in first-appearance order; ``first`` marks a bag's first
-pair; no sort), and the update list: every slot once, in slot order, with its row (``upd``
-set).  The update list comes first when ``updates_first``, else last (row-wise Adagrad,
+pair; no sort), then forgets the chunk's pairs and bags (a slot's newest pair carries its
+chunk's number, so a bag number of a later chunk never joins it) and raises ``chunk_done``;
+after the group's last chunk it streams the update list: every slot once, in slot order,
+with its row (``upd`` set).  ``member_last`` holds only for a group of one chunk.  The update list comes first when ``updates_first``, else last (row-wise Adagrad,
 whose rows sharing a state beat must wait for each other's merged gradients, and whose
 state beats the update list fetches), and not at all with ``skip_updates`` (SGD's
 backward: the controller has fetched the rows as they were discovered, see below, and
@@ -85,6 +88,10 @@ from .sram import rmw_memory
 
 __all__ = ["Analyzer"]
 
+# Bits of a chunk's number within a part (a row group's chunks: one per at most max_bags
+# bags, so 2**32 bags at least before a number comes round).
+CHUNK_BITS = 32
+
 
 class Analyzer(wiring.Component):
     """Distinct rows, pairs and row order of one part (see the module docstring).
@@ -102,11 +109,16 @@ class Analyzer(wiring.Component):
     finish : In(1)
         Pulse: the controller has sent every lookup of the part (or has seen ``full``);
         it is remembered until the part is sorted.
+    chunk_end, chunk_done : In(1), Out(1)
+        Backward: the pulse after a chunk's last lookup (more chunks of the part follow);
+        ``chunk_done`` rises once the chunk's member lists are out (or, after ``full`` or
+        with ``partition_only``, at once) and the next chunk's lookups are taken, and falls
+        with the next ``chunk_end``, ``finish`` or ``start``.
     busy : Out(1)
         Between ``start`` and the last member taken.
     inserted : Out(1)
         The part's lookups are all in (``full`` and the counts are final).
-    full, full_bag : Out(1), Out(bag_bits)      (bag_bits: that of ``max(max_bags, max_lookups)`` bags)
+    full, full_bag : Out(1), Out(bag_bits)
         The part closed before bag ``full_bag`` (the distinct-row limit).
     num_rows, num_pairs, num_lookups : Out
         Distinct rows, (bag, row) pairs and lookups taken, of the bags that stayed.
@@ -136,18 +148,13 @@ class Analyzer(wiring.Component):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Analyzer params must be an EngineParams, not {params!r}")
         self.params = p = params
-        # Bags: a forward part's (below max_bags) or a row group's that hold its lookups
-        # (below max_lookups: each holds one at least).
-        self.bag_depth = max(p.max_bags, p.max_lookups)
-        self.bag_bits = (self.bag_depth - 1).bit_length()
-        self.bag_count_bits = self.bag_depth.bit_length()
         # Sort key (high, low): (bags holding the row, row), forward only.
         self.key_low_bits = max(p.index_width, p.slot_bits)
         self.key_high_bits = p.bag_count_bits
         self.key_bits = self.key_low_bits + self.key_high_bits
         self.passes = radix_passes(self.key_bits, p.radix_bits)     # (the sorter's)
-        self.Lookup = data.StructLayout({"row": p.index_width, "bag": self.bag_bits, "weight": 32})
-        entry = {"slot": p.slot_bits, "row": p.index_width, "bags": self.bag_count_bits, "bag": self.bag_bits,
+        self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
+        entry = {"slot": p.slot_bits, "row": p.index_width, "bags": p.bag_count_bits, "bag": p.bag_bits,
                  "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1}
         self.Entry = data.StructLayout(entry)       # a pair before its countdown
         self.Member = data.StructLayout({**entry, "member_last": 1})
@@ -164,7 +171,9 @@ class Analyzer(wiring.Component):
             "busy": Out(1),
             "inserted": Out(1),
             "full": Out(1),
-            "full_bag": Out(self.bag_bits),
+            "full_bag": Out(p.bag_bits),
+            "chunk_end": In(1),
+            "chunk_done": Out(1),
             "num_rows": Out(p.slot_bits + 1),
             "num_pairs": Out(p.pair_bits + 1),
             "num_lookups": Out(p.pair_bits + 1),
@@ -187,8 +196,8 @@ class Analyzer(wiring.Component):
         p = self.params
         H = p.hash_depth
         HashEntry = data.StructLayout({"row": p.index_width, "slot": p.slot_bits})
-        bag_bits, bag_count_bits = self.bag_bits, self.bag_count_bits
-        SlotInfo = data.StructLayout({"first_bag": bag_bits, "last_bag": bag_bits,
+        bag_bits, bag_count_bits = p.bag_bits, p.bag_count_bits
+        SlotInfo = data.StructLayout({"first_bag": bag_bits, "last_bag": bag_bits, "chunk": CHUNK_BITS,
                                       "head": p.pair_bits, "pair": p.pair_bits, "bags": bag_count_bits,
                                       "pairs": p.pair_bits + 1})
         BagEntry = data.StructLayout({"bag": bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
@@ -204,7 +213,7 @@ class Analyzer(wiring.Component):
         # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
-        bl_rd, bl_wr = mem("bag_list", BagEntry, self.bag_depth)
+        bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
         # Pairs of each member not yet streamed (forward: per bag; backward: per slot): set
         # beside every write of the bag list's (slot info's) pair count, counted down as
         # the pairs stream out.
@@ -244,7 +253,8 @@ class Analyzer(wiring.Component):
         s3_row, s3_bag, s3_w = Signal(p.index_width), Signal(bag_bits), Signal(32)
 
         info = info_rd.data
-        same_bag = s2_valid & ~s2_new & (info.last_bag == s2_bag)
+        chunk = Signal(CHUNK_BITS)              # the chunk of the part (backward by rows)
+        same_bag = s2_valid & ~s2_new & (info.last_bag == s2_bag) & (info.chunk == chunk)
         same = same_bag & ~split                # the lookup joins the slot's newest pair
         newpair = s2_valid & ~same
         pair = Mux(same, info.pair, npairs)
@@ -252,7 +262,7 @@ class Analyzer(wiring.Component):
             m.d.comb += [
                 info_wr.addr.eq(s2_slot), info_wr.en.eq(1),
                 info_wr.data.first_bag.eq(Mux(s2_new, s2_bag, info.first_bag)),
-                info_wr.data.last_bag.eq(s2_bag), info_wr.data.pair.eq(npairs),
+                info_wr.data.last_bag.eq(s2_bag), info_wr.data.pair.eq(npairs), info_wr.data.chunk.eq(chunk),
                 info_wr.data.head.eq(Mux(s2_new, npairs, info.head)),
                 info_wr.data.bags.eq(Mux(s2_new, 1, info.bags + ~same_bag)),
                 info_wr.data.pairs.eq(Mux(s2_new, 1, info.pairs + 1)),
@@ -387,6 +397,12 @@ class Analyzer(wiring.Component):
         finishing = Signal()
         with m.If(self.finish):
             m.d.sync += finishing.eq(1)
+        # Backward by rows: a chunk ends (remembered until its lookups are in); its lists.
+        chunk_ending, chunk_lists = Signal(), Signal()
+        with m.If(self.chunk_end):
+            m.d.sync += [chunk_ending.eq(1), self.chunk_done.eq(0)]
+        with m.If(self.finish):
+            m.d.sync += self.chunk_done.eq(0)
         m.d.comb += self.busy.eq(1)
 
         def backward_lists():
@@ -410,21 +426,24 @@ class Analyzer(wiring.Component):
                 m.d.comb += sorter.start.eq(1)
                 m.next = "SORT"
 
+        def take_start():
+            # (a finish may come in the very next cycle: an empty part)
+            with m.If(self.start):
+                m.d.sync += [bwd.eq(self.backward), finishing.eq(0), chunk_ending.eq(0), self.chunk_done.eq(0),
+                             weighted.eq(self.weighted), split.eq(self.split),
+                             updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                             partition_only.eq(self.partition_only),
+                             self.inserted.eq(0), committed.eq(0)]
+                m.next = "NEW_PART"
+
         with m.FSM(name="phase"):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), finishing.eq(0),
-                                 weighted.eq(self.weighted), split.eq(self.split),
-                                 updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
-                                 partition_only.eq(self.partition_only),
-                                 self.inserted.eq(0), committed.eq(0)]
-                    m.next = "NEW_PART"
+                take_start()
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
-                             nbl.eq(0), bl_fixed.eq(0), committed.eq(0),
+                             nbl.eq(0), bl_fixed.eq(0), committed.eq(0), chunk.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
                 m.next = "INSERT"
 
@@ -467,6 +486,18 @@ class Analyzer(wiring.Component):
                     m.next = "DRAIN"
                 with m.Elif((self.finish | finishing) & ~self.lookups.valid & drained):
                     after_insertion()
+                with m.Elif((self.chunk_end | chunk_ending) & ~self.lookups.valid & drained):
+                    with m.If(partition_only):
+                        m.next = "CHUNK_NEXT"
+                    with m.Else():              # the chunk's pairs by bag (no update list yet)
+                        m.d.sync += [idx.eq(0), chunk_lists.eq(1), committed.eq(nslots)]
+                        m.next = "BW_NEXT"
+
+            # A row group's next chunk: its pairs and bags start afresh, the slots go on.
+            with m.State("CHUNK_NEXT"):
+                m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), idx.eq(0), chunk.eq(chunk + 1),
+                             committed.eq(nslots), chunk_ending.eq(0), chunk_lists.eq(0), self.chunk_done.eq(1)]
+                m.next = "INSERT"
 
             with m.State("DRAIN"):              # let stages 2 and 3 finish; drop new lookups
                 m.d.comb += self.lookups.ready.eq(1)
@@ -513,6 +544,8 @@ class Analyzer(wiring.Component):
                         m.d.sync += nbl.eq(nbl - 1)
                 with m.If(self.finish | finishing):
                     after_insertion()
+                with m.Elif(self.chunk_end | chunk_ending):     # (the controller stops at the end)
+                    m.d.sync += [chunk_ending.eq(0), self.chunk_done.eq(1)]
 
             # ---- sort (the sorter) -------------------------------------------------------
             with m.State("SORT"):
@@ -532,6 +565,9 @@ class Analyzer(wiring.Component):
                 with m.If(idx != nbl):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "BW_ENTRY"
+                with m.Elif(~bb_valid & ~bc_valid & chunk_lists):
+                    with m.If(queued == 0):
+                        m.next = "CHUNK_NEXT"
                 with m.Elif(~bb_valid & ~bc_valid & (updates_first | skip_updates)):
                     with m.If(queued == 0):
                         m.next = "DONE"
@@ -567,14 +603,7 @@ class Analyzer(wiring.Component):
 
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    # (a finish may come in the very next cycle: an empty part)
-                    m.d.sync += [bwd.eq(self.backward), finishing.eq(0),
-                                 weighted.eq(self.weighted), split.eq(self.split),
-                                 updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
-                                 partition_only.eq(self.partition_only),
-                                 self.inserted.eq(0), committed.eq(0)]
-                    m.next = "NEW_PART"
+                take_start()
 
         # Backward pair pipeline (state-independent, so that it drains across states):
         # bb: the pair's slot and multiplicity are readable; bc: the slot's row is.

@@ -30,13 +30,15 @@ Job flow (one ``start`` pulse, configuration latched):
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  The backward
    job of ``dedup`` and ``refree`` runs by rows instead (docs/design.md section 2): per
    table, a pass per row group (row r in group ``r mod G``, ``G = 2**groups`` of the table's
-   descriptor, the host's choice), each pass walking every bag of the table in chunks of at
-   most ``max_bags`` bags; only the group's lookups enter the analyzer, whose part is the
-   group (its bags numbered from 0 in bag order, each number mapped to the bag and its
-   length); a group of more than ``max_distinct_rows`` distinct rows or ``max_lookups``
-   lookups is ``ROW_GROUP_TOO_LARGE``.  Every group but table 0's first is first checked
-   by a pass that only analyses (a dry pass, no output), and table 0's first checks itself
-   before it writes, so a refused step writes nothing.  In ``dedup`` and ``refree`` each
+   descriptor, the host's choice), each pass walking every bag of the table in chunks
+   formed as parts are (bags and lookups; the analyzer's distinct rows and the merge go on
+   over a pass's chunks, each chunk's pairs streaming as it ends); only the group's
+   lookups enter the analyzer; a group of more than ``max_distinct_rows`` distinct rows is
+   ``ROW_GROUP_TOO_LARGE``.  Every group is first checked by a pass that only analyses (a
+   dry pass, no output), but table 0's first when its pass is one chunk (B <= max_bags,
+   the batch's lookups <= max_lookups): it checks itself before anything streams; so a
+   refused step writes nothing.  A chunk after a pass's first waits for the batch check's
+   verdict (its offsets must be sound).  In ``dedup`` and ``refree`` each
    distinct row is fetched as the analyzer discovers it, in slot order, into the row store
    (:mod:`.row_store`), once no rollback can remove its slot; the rows of a bag rolled
    back are never read.
@@ -407,10 +409,11 @@ class Engine(wiring.Component):
         need_item, need_row, need_grad, need_write = Signal(), Signal(), Signal(), Signal()
         need_want = Signal()                    # ... its row read from the row store (forward, Adagrad's backward)
         discovering = Signal()                  # a row the analyzer discovered, to fetch
+        disc_slot = Signal(p.slot_bits)         # ... into the row store's slot disc_slot
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
-        grad_bag = Signal(an.bag_bits)          # ... and gradient row grad_bag of the part (group)
+        grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
         # Updates that read what an earlier update writes: baseline's repeated rows take it
         # from the forwarder; Adagrad's shared state beats wait for the write.  Both wait
         # while the table of rows in flight is full.
@@ -434,7 +437,7 @@ class Engine(wiring.Component):
                      want_q.w_en.eq(taken & need_want), want_q.w_data.eq(item_slot),
                      scale_q.w_en.eq(taken & need_grad & baseline_bwd),
                      write_q.w_en.eq(taken & need_write), write_q.w_data.eq(row_q.w_data),
-                     store.addr_wr.slot.eq(item_slot), store.addr_wr.addr.eq(row_q.w_data),
+                     store.addr_wr.slot.eq(disc_slot), store.addr_wr.addr.eq(row_q.w_data),
                      store.addr_wr.en.eq(discovering),
                      state_q.w_en.eq(taken & need_state), state_q.w_data.eq(state_addr),
                      lane_q.w_en.eq(taken & need_state), lane_q.w_data.eq(Cat(item_row[:4], chained)),
@@ -465,25 +468,16 @@ class Engine(wiring.Component):
         # remove its slot (``committed``); the slots of a bag rolled back are dropped.
         disc = an.discovered
         m.d.comb += [discovering.eq(prefetch & disc.valid & (disc.row < table.rows)),
-                     item_row.eq(disc.row), item_slot.eq(disc.slot)]     # (the stream's states override)
+                     disc_slot.eq(disc.slot)]
         # Row groups (backward by rows): the pass's group g of table t's 2**groups; a pass
-        # walks the table's bags in chunks of at most max_bags (``chunk_cont``: the next chunk
-        # of the same pass, the analyzer going on); the group's lookups (at most
-        # max_lookups, else ``group_over``) go to the analyzer with their bags numbered
-        # from 0 in bag order, each bag's number mapped to its bag and length.
+        # walks the table's bags in chunks formed as parts are (``chunk_cont``: the pass's
+        # next chunk, the analyzer and the merge going on; ``chunks``: a pass of several).
         g = Signal(MAX_ROW_GROUP_BITS)
         group_mask = Signal(MAX_ROW_GROUP_BITS)
         m.d.comb += group_mask.eq((C(1, MAX_ROW_GROUP_BITS + 1) << table.groups) - 1)
         last_group = g == group_mask
-        chunk_cont, group_over = Signal(), Signal()
-        glookups = Signal(range(p.max_lookups + 1))
-        lbag = Signal(range(p.max_lookups + 1))         # bags of the pass holding a group lookup
-        lbag_of = Signal(32)                            # the bag of the newest
-        GroupBag = data.StructLayout({"bag": 32, "len": p.mult_bits})
-        m.submodules.group_bags = gb_mem = memory.Memory(shape=GroupBag, depth=p.max_lookups, init=[])
-        gb_wr = gb_mem.write_port()
-        gb_of_member, gb_of_grad = gb_mem.read_port(domain="comb"), gb_mem.read_port(domain="comb")
-        m.d.comb += gb_of_grad.addr.eq(grad_bag)
+        chunk_cont, chunks = Signal(), Signal()
+        first_checks_itself = Signal()          # table 0's first group: one chunk, no dry pass
 
         def next_group():
             """The next pass: the table's next row group, or the next table."""
@@ -506,11 +500,12 @@ class Engine(wiring.Component):
         with m.If(fetch.beats_out.valid & fetch.beats_out.ready):
             m.d.sync += arrived.eq(arrived + 1)
         all_arrived = arrived == fetched * beats
-        m.d.comb += [row_q.w_data.eq(table.base + item_row * table.stride),
+        # (a discovery has its own address: a row group's chunk may still discover its last
+        # rows while the stream of the chunk's members has begun)
+        m.d.comb += [row_q.w_data.eq(table.base + Mux(discovering, disc.row, item_row) * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
-                     grad_q.w_data.eq(staging_beat(cfg.grad_addr, Mux(by_rows, gb_of_grad.data.bag * T + t,
-                                                                      part_row0 + grad_bag * T),
-                                                   0, beats, self.staging_stripe))]
+                     grad_q.w_data.eq(staging_beat(cfg.grad_addr, part_row0 + grad_bag * T, 0, beats,
+                                                   self.staging_stripe))]
 
         # ---- bag lengths of the current part ------------------------------------------
         m.submodules.bag_len = bl_mem = memory.Memory(shape=p.mult_bits, depth=p.max_bags, init=[])
@@ -621,8 +616,7 @@ class Engine(wiring.Component):
         # 1 (dedup), and b = fl(1/len) (backward, mean pooling) or 1.
         mean_bwd = ~forward & table.mean
         mi = an.members.payload
-        m.d.comb += [len_of_member.addr.eq(mi.bag), gb_of_member.addr.eq(mi.bag),
-                     inv_of_member.addr.eq(Mux(by_rows, gb_of_member.data.len, len_of_member.data)),
+        m.d.comb += [len_of_member.addr.eq(mi.bag), inv_of_member.addr.eq(len_of_member.data),
                      coef.i.valid.eq(an.members.valid), an.members.ready.eq(coef.i.ready),
                      coef.i.payload.payload.eq(mi),
                      coef.i.payload.a.eq(Mux(cfg.weighted, mi.c,
@@ -694,6 +688,30 @@ class Engine(wiring.Component):
             with m.If(next_bag):
                 m.d.sync += [bi.eq(bi + 1), rem.eq(bl_rd.data), cur_len.eq(bl_rd.data)]
 
+        # (taken at the scheduler's start and again at its end)
+        m.d.comb += sch.num_members.eq(Mux(forward, Mux(an.full, an.full_bag, nb), an.num_rows))
+
+        def start_merge(early):
+            """The scheduler and the datapath take a part (a row group): its members are the
+            bags (forward) or the distinct rows (backward; a group in chunks gives their
+            count at its end, with ``early`` off)."""
+            m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE), sch.early.eq(early),
+                         dp.start.eq(1)]
+            m.d.sync += [k.eq(0), end_sent.eq(0), prev_state_valid.eq(0)]     # (nothing sent yet)
+
+        def stream_gradients():
+            """Backward (dedup, refree): the members into the scheduler, each bag's first with
+            its gradient row's read; Adagrad's update list (``upd``) reads its rows from the
+            store and its state beats."""
+            m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
+                         item_row.eq(mem_.row), grad_bag.eq(mem_.bag), item_slot.eq(mem_.slot),
+                         item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first),
+                         item.member_last.eq(mem_.member_last)]
+            with m.If(mem_.upd):
+                m.d.comb += [need_want.eq(1), need_write.eq(1), need_state.eq(1)]
+            with m.Else():
+                m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
+
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
@@ -714,12 +732,14 @@ class Engine(wiring.Component):
                 with m.Elif(~mmap.last):
                     m.d.comb += mmap.step.eq(1)
                 with m.Else():              # the batch check starts; parts are formed beside it
-                    # (by rows: dry passes check every row group but table 0's first, whose
-                    # pass checks itself before it writes; one table of one group has none)
-                    dry_run = by_rows & ((cfg.num_tables > 1) | (cfg.tables[0].groups != 0))
+                    # (by rows: dry passes check every row group before the first write, but
+                    # table 0's first when its pass is one chunk: that pass checks itself
+                    # before anything streams; one table of one such group has none)
+                    one_chunk = (cfg.batch_size <= p.max_bags) & (cfg.num_indices <= p.max_lookups)
+                    dry_run = by_rows & ((cfg.num_tables > 1) | (cfg.tables[0].groups != 0) | ~one_chunk)
                     m.d.comb += [check.start.eq(1), check.share.eq(~dry_run)]
                     m.d.sync += [t.eq(0), tb.eq(0), g.eq(0), b0.eq(0), chunk_cont.eq(0), dry.eq(dry_run),
-                                 first_part.eq(~dry_run)]
+                                 first_part.eq(~dry_run), first_checks_itself.eq(one_chunk)]
                     m.next = "PART_START"
 
             # ---- 2. form a part -----------------------------------------------------------
@@ -731,7 +751,7 @@ class Engine(wiring.Component):
                     with m.If(check.done):
                         m.d.sync += error.eq(check.error)
                         m.next = "IDLE"
-                with m.Elif(dry & (t == 0) & (g == 0)):
+                with m.Elif(dry & (t == 0) & (g == 0) & first_checks_itself & ~chunk_cont):
                     next_group()                # (table 0's first group checks itself)
                 with m.Elif(b0 == B):           # next table
                     m.d.sync += [t.eq(t + 1), tb.eq(tb + B), b0.eq(0)]
@@ -750,7 +770,7 @@ class Engine(wiring.Component):
                     m.d.sync += [prev.eq(v), k.eq(k + 1)]
                     with m.If(k == 0):
                         m.d.sync += part_lo.eq(v)
-                    with m.Elif(~closed & (by_rows | (lookups + length <= p.max_lookups))):
+                    with m.Elif(~closed & (lookups + length <= p.max_lookups)):
                         m.d.comb += [bl_wr.addr.eq(nb), bl_wr.data.eq(length), bl_wr.en.eq(1)]
                         m.d.sync += [nb.eq(nb + 1), lookups.eq(lookups + length)]
                     with m.Else():
@@ -758,7 +778,7 @@ class Engine(wiring.Component):
                 with m.If(~offs.busy & ~chunk_cont):    # a part, or a row group's pass, starts
                     m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), store.wide.eq(forward),
                                  lbuf.start.eq(1)]
-                    m.d.sync += [fetched.eq(0), arrived.eq(0), lbag.eq(0), glookups.eq(0), group_over.eq(0)]
+                    m.d.sync += [fetched.eq(0), arrived.eq(0), chunks.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(by_slot),
                                  an.partition_only.eq(baseline | dry),
@@ -772,46 +792,44 @@ class Engine(wiring.Component):
                     m.next = "PART_ANALYZE"
 
             with m.State("PART_ANALYZE"):       # lookups into the analyzer
-                # (by rows: the group's lookups only, their bags numbered in the pass)
-                bag = b0 + bi
-                has_local = (lbag != 0) & (lbag_of == bag)
-                m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.weight.eq(weight),
-                             an.lookups.payload.bag.eq(Mux(by_rows, Mux(has_local, lbag - 1, lbag), bi))]
+                m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.bag.eq(bi),
+                             an.lookups.payload.weight.eq(weight)]
 
                 def feed():
+                    # (by rows: only the group's lookups enter the analyzer)
                     in_group = ~by_rows | ((lookup_index[:MAX_ROW_GROUP_BITS] & group_mask) == g)
-                    too_many = by_rows & in_group & (glookups == p.max_lookups)
-                    fed = in_group & ~too_many & ~group_over
-                    taken_ = Mux(fed, an.lookups.ready, 1)
-                    m.d.comb += an.lookups.valid.eq(fed)
+                    taken_ = Mux(in_group, an.lookups.ready, 1)
+                    m.d.comb += an.lookups.valid.eq(in_group)
                     take_lookup(taken_)
                     m.d.comb += [lbuf.write.en.eq(baseline & an.lookups.ready), lbuf.write.row.eq(lookup_index),
                                  lbuf.write.weight.eq(weight), lbuf.write.bag.eq(bi),
                                  lbuf.write.first.eq(rem == cur_len), lbuf.write.last.eq(rem == 1)]
-                    with m.If(too_many):
-                        m.d.sync += group_over.eq(1)
-                    with m.If(by_rows & fed & an.lookups.ready):
-                        m.d.sync += glookups.eq(glookups + 1)
-                        with m.If(~has_local):
-                            m.d.comb += [gb_wr.addr.eq(lbag), gb_wr.data.bag.eq(bag), gb_wr.data.len.eq(cur_len),
-                                         gb_wr.en.eq(1)]
-                            m.d.sync += [lbag.eq(lbag + 1), lbag_of.eq(bag)]
                     return taken_
                 # (a check that ends before the shared indices do has found an error)
                 with m.If(indices_left & ~(sharing & check.done)):
                     lookup_walker(lookup_valid, feed)
-                with m.Elif(by_rows & (b0 + nb != B)):  # the pass's next chunk of bags, once the
-                    m.d.sync += sharing.eq(0)           # check has passed (its offsets are sound)
-                    with m.If(check.done & (check.error == 0)):
-                        m.d.sync += [b0.eq(b0 + nb), chunk_cont.eq(1)]
-                        m.next = "PART_START"
-                    with m.Elif(check.done):
+                with m.Elif(by_rows & (b0 + nb != B)):  # the pass's next chunk, once the check
+                    m.d.sync += sharing.eq(0)           # has passed (its offsets are sound)
+                    with m.If(check.done & (check.error != 0)):
                         m.d.comb += an.finish.eq(1)
                         m.next = "PART_WAIT_ANALYZER"
+                    with m.Elif(check.done):
+                        m.d.comb += an.chunk_end.eq(1)
+                        m.d.sync += chunks.eq(1)
+                        with m.If(~dry & ~chunk_cont):  # the group's first chunk: the merge starts
+                            start_merge(early=C(0, 1))
+                        m.next = "CHUNK_WAIT"
                 with m.Else():
                     m.d.comb += an.finish.eq(1)
                     m.d.sync += sharing.eq(0)
                     m.next = "PART_WAIT_ANALYZER"
+
+            with m.State("CHUNK_WAIT"):         # a chunk's pairs are out: the pass's next chunk
+                with m.If(~dry):                # (its members, into the merge)
+                    stream_gradients()
+                with m.If(an.chunk_done & ~coef.busy):
+                    m.d.sync += [b0.eq(b0 + nb), chunk_cont.eq(1)]
+                    m.next = "PART_START"
 
             with m.State("PART_WAIT_ANALYZER"):
                 with m.If(an.inserted & ~check.done):
@@ -819,8 +837,8 @@ class Engine(wiring.Component):
                 with m.Elif(an.inserted & (check.error != 0)):
                     m.d.sync += error.eq(check.error)
                     m.next = "DRY_DRAIN"        # drop the analysis; the job ends, nothing written
-                with m.Elif(an.inserted & (dry | by_rows & (an.full | group_over))):
-                    with m.If(by_rows & (an.full | group_over)):
+                with m.Elif(an.inserted & (dry | by_rows & an.full)):
+                    with m.If(by_rows & an.full):
                         m.d.sync += error.eq(ErrorCode.ROW_GROUP_TOO_LARGE)
                     m.next = "DRY_DRAIN"
                 with m.Elif(an.inserted):
@@ -830,15 +848,11 @@ class Engine(wiring.Component):
                     with m.If(baseline):        # the lookups again, from the lookup buffer
                         m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
                                      lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]
-                    with m.If(forward | ~baseline & (an.num_rows != 0)):
-                        # scheduler members: the bags (forward) or the distinct rows
-                        # forward: each bag's result as soon as it is complete; backward:
-                        # in slot order, as the row updates pair them with the fetched rows
-                        m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE),
-                                     sch.early.eq(forward | by_slot),
-                                     sch.num_members.eq(Mux(forward, Mux(an.full, an.full_bag, nb),
-                                                            an.num_rows)),
-                                     dp.start.eq(1)]
+                    with m.If(~chunks & (forward | ~baseline & (an.num_rows != 0))):
+                        # forward: each bag's result as soon as it is complete; backward
+                        # (one chunk): in slot order, as the row updates pair them with the
+                        # fetched rows
+                        start_merge(early=forward | by_slot)
                     with m.If(forward & baseline):
                         m.next = "RUN_BASELINE"
                     with m.Elif(forward):
@@ -884,14 +898,7 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_GRADIENTS"):      # backward: gradient rows and the update list
-                m.d.comb += [issue.eq(coef.o.valid), coef.o.ready.eq(taken),
-                             item_row.eq(mem_.row), grad_bag.eq(mem_.bag), item_slot.eq(mem_.slot),
-                             item.item.eq(mem_.bag), item.member.eq(mem_.slot), item.first.eq(mem_.first),
-                             item.member_last.eq(mem_.member_last)]
-                with m.If(mem_.upd):            # Adagrad's update of a row: read it from the store
-                    m.d.comb += [need_want.eq(1), need_write.eq(1), need_state.eq(1)]
-                with m.Else():
-                    m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
+                stream_gradients()
                 # every gradient row is in: the scheduler may send the merged gradients
                 items_in = (coef.o.valid & mem_.upd & ~updates_first) | ~an.busy & ~coef.busy
                 with m.If(~end_sent & items_in & (item_q.level == 0)):
@@ -927,9 +934,10 @@ class Engine(wiring.Component):
                                        | fsm.ongoing("PART_WAIT_ANALYZER") & an.inserted
                                        | fsm.ongoing("PART_START") & (t == T))
         count(cnt.cycles_check, ongoing("CHECK_CONFIG") | waiting_check)
-        count(cnt.cycles_analysis, ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
-                                           "DRY_DRAIN") & ~waiting_check)
-        count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE"))
+        count(cnt.cycles_analysis, (ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
+                                            "DRY_DRAIN") | fsm.ongoing("CHUNK_WAIT") & dry) & ~waiting_check)
+        count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE")
+              | fsm.ongoing("CHUNK_WAIT") & ~dry)
         count(cnt.cycles_drain, ongoing("PART_FINISH"))
         m.d.comb += flush_writes.eq(fsm.ongoing("PART_FINISH"))
         return m

@@ -46,7 +46,10 @@ from .sram import rmw_memory
 
 __all__ = ["ShareScheduler"]
 
-TAG_BITS = 16      # part and sweep tags; the tables are cleared before a tag can wrap
+# Part and sweep tags; the tables are cleared before a tag can wrap.  A part makes at most
+# two sweeps per (item, member) pair (each takes a member): a row group of backward by rows
+# streams every bag of its table, so up to 2 x 2**32 (the job's indices), below 2**39.
+TAG_BITS = 40
 
 
 class ShareScheduler(wiring.Component):
@@ -68,7 +71,8 @@ class ShareScheduler(wiring.Component):
         member's final sent as soon as it is complete when ``early``.
     end : In(1)
         Pulse after the part's last item has been taken (also for a part with no items
-        at all): the part's end.
+        at all): the part's end.  ``num_members`` is taken again (a row group streamed in
+        chunks knows its members only at its end).
     items : In(stream.Signature(item, member, c, kind, repeat, first, member_last))
         ``first`` marks an item's first member, ``member_last`` the member's last item.
     ops : Out(stream.Signature(dst, src, src_zero, item, item_first, c, kind, final))
@@ -200,8 +204,8 @@ class ShareScheduler(wiring.Component):
         may_finish = ~finishing | fin_q.w_rdy
 
         m.d.comb += self.busy.eq(1)
-        with m.If(self.end):
-            m.d.sync += end_seen.eq(1)
+        with m.If(self.end):                    # (members known only at the end: a row group in chunks)
+            m.d.sync += [end_seen.eq(1), members.eq(self.num_members)]
         deferred_item = data.View(self.Item, deferred.r_data)
         entry = Signal(Remap)                   # remap entry of the member's class
         m.d.comb += entry.eq(Mux(q_root, root_remap.as_value(), remap_rd.data.as_value()))
@@ -225,9 +229,9 @@ class ShareScheduler(wiring.Component):
                                  share.eq(self.share), early.eq(self.early), finished.eq(0),
                                  members.eq(self.num_members),
                                  end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), k.eq(0)]
-                    # A part makes at most 2 * N sweeps (each takes a member); clear the
-                    # tagged tables before a tag could come round again.
-                    with m.If((part == (1 << TAG_BITS) - 1) | (sweep >= (1 << TAG_BITS) - 2 * N - 2)):
+                    # Clear the tagged tables before a tag could come round again (a part
+                    # makes fewer than 2**39 sweeps: see TAG_BITS).
+                    with m.If((part == (1 << TAG_BITS) - 1) | (sweep >= 1 << (TAG_BITS - 1))):
                         m.d.sync += [part.eq(1), sweep.eq(1), root_remap.sweep.eq(0)]
                         m.next = "CLEAR"
                     with m.Else():

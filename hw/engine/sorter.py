@@ -1,10 +1,10 @@
-"""Sorter: the analyzer's stable LSD radix sort of a part's slots (or bags).
+"""Sorter: the analyzer's stable LSD radix sort of a part's slots.
 
 Sorts the elements ``0 .. n-1`` by a key the owner keeps in its own tables: key ``high``
 descending, then key ``low`` ascending, stable (equal keys keep element order).  That is
 docs/design.md section 2's row order when the elements are slots, ``high`` the bags holding
-the row and ``low`` the row; and its gradient-row order when the elements are the bag list's
-entries, ``high`` the pairs of the bag and ``low`` the entry's position.
+the row and ``low`` the row (the forward member lists; backward streams its bags in bag
+order, unsorted).
 
 The key ``Cat(low, ~high)`` is cut into digits of ``radix_bits``, one pass per digit, least
 significant first.  A pass whose digit is the same for every element is skipped, known from
