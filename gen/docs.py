@@ -63,7 +63,8 @@ CONFIG_FIELDS = {
     "tables[].stride": "beats from one row to the next (at least D/16)",
     "tables[].mean": "1: the table pools by mean; 0: by sum",
     "tables[].state": "beat address of the table's Adagrad state (row r in lane r % 16 of beat state + r // 16)",
-    "tables[].groups": "log2 G of the table's row groups in backward by rows (row r in group r mod G; "
+    "tables[].groups": "log2 G of the table's row groups in backward by rows (row r in the group of the XOR of its "
+                       "log2 G-bit digits; "
                        "docs/design.md section 2): the host's choice, the fewest that fit "
                        "(`refree.golden.planner.row_groups`), else ROW_GROUP_TOO_LARGE",
 }
@@ -84,8 +85,10 @@ COUNTER_FIELDS = {
     "pooled_writes": "beats of pooled output written (forward)",
     "adds": "vector operations whose addend is not the initial +0 (the counting rule of docs/design.md section 2)",
     "muls": "vector operations whose coefficient is not 1",
-    "distinct_rows": "distinct rows, summed over the parts",
-    "parts": "parts processed",
+    "distinct_rows": "distinct rows, summed over the parts (backward by rows: over the row groups, each "
+                     "distinct row once)",
+    "parts": "parts processed (backward by rows: row-group passes that update, empty groups included; "
+             "dry passes not counted)",
 }
 
 

@@ -1,14 +1,16 @@
 """Schedule-exact replay of an embedding training step (docs/design.md section 2).
 
 `step` runs forward over every part of every table, then backward and the optimizer update
-part by part in the same order, in one of the modes `baseline`, `dedup`, `refree`.  All
+(by rows, see below; `baseline` part by part), in one of the modes `baseline`, `dedup`,
+`refree`.  All
 arithmetic is binary32 in the exact order of the design, so the RTL must match it bit for
 bit.
 
 Backward by rows (``backward="rows"``, docs/design.md section 2, "Batches larger than the
 buffers") merges each distinct row of a table over every occurrence in the whole batch and
 updates it once, whatever the parts; row-wise Adagrad then takes batches of any size.  A
-table's rows are split into row groups, row r in group ``r mod G`` (``planner.row_groups``:
+table's rows are split into row groups (``planner.row_group_of``: for G = 2**b groups, the
+XOR of the row's b-bit digits; ``planner.row_groups``:
 G the smallest power of two whose groups fit a part's distinct rows, or the host's G), and
 each group is a plan of its own over every bag.  The values do not depend on G: a row's
 merge runs over its occurrences in index order in `dedup`, and in `refree` over its keys
@@ -194,7 +196,7 @@ def step_counts(plans, bwd_plans, mode, T):
     return total, table_counts
 
 
-def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward="parts"):
+def check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps, backward="rows"):
     """Validate the inputs of a step (errors name the field); returns the poolings list."""
     T = len(tables)
     poolings = list(poolings) if poolings is not None else ["sum"] * T

@@ -12,7 +12,7 @@ from .errors import MAX_ROW_GROUP_BITS, BatchError, ErrorCode
 from .arith import canonical_nan
 from .replay import segment_ranks, fold_rows
 
-__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "MAX_ROW_GROUP_BITS", "row_groups", "Trie", "TablePlan", "plan_part",
+__all__ = ["PartLimits", "Part", "partition", "whole_table_part", "MAX_ROW_GROUP_BITS", "row_group_of", "row_groups", "Trie", "TablePlan", "plan_part",
            "plan_row_groups"]
 
 
@@ -90,14 +90,28 @@ def whole_table_part(batch, t):
     return _make_part(batch, t, 0, batch.batch_size)
 
 
+def row_group_of(rows, G):
+    """The row group of each row for G = 2**b groups: the XOR of the row's b-bit digits.
+    (Not ``r mod G``: the ranks interleave rows by their low bits too, so with ``r mod G``
+    a group's rows would all live in the same ranks.)"""
+    rows = np.asarray(rows, np.int64)
+    b = int(G).bit_length() - 1
+    g = np.zeros(rows.shape, np.int64)
+    if b:
+        for shift in range(0, 64, b):
+            g ^= (rows >> shift) & (G - 1)
+    return g
+
+
 def _group_sizes(rows, G):
-    """Distinct rows of each group ``r mod G`` (``rows``: the table's distinct rows)."""
-    return np.bincount(rows & (G - 1), minlength=G)
+    """Distinct rows of each group (``rows``: the table's distinct rows)."""
+    return np.bincount(row_group_of(rows, G), minlength=G)
 
 
 def row_groups(batch, t, limits):
     """The row groups of table ``t``'s backward by rows (docs/design.md section 2): a row r
-    is in group ``r mod G``, with G the smallest power of two for which every group holds at
+    is in group :func:`row_group_of` (the XOR of its log2 G-bit digits), with G the smallest
+    power of two for which every group holds at
     most ``limits.max_distinct_rows`` distinct rows of the batch (a group's pass takes its
     bags in chunks, as parts are formed, so its lookups are not limited).  Returns G.
 
@@ -182,7 +196,7 @@ class TablePlan:
     positions of ``rows``.
 
     ``group``: ``(G, g)`` for a row group of backward by rows (only the lookups of rows
-    ``r mod G == g``, every bag of the table), or None for a part.
+    ``row_group_of(r, G) == g``, every bag of the table), or None for a part.
     """
     part: Part
     pooling: str
@@ -216,7 +230,7 @@ def _order(*keys):
 
 def plan_part(batch, part, pooling, group=None):
     """Build the plan of one part (see TablePlan), or with ``group = (G, g)`` of one row
-    group of the part's bags (backward by rows): the lookups of rows ``r mod G == g`` only,
+    group of the part's bags (backward by rows): the lookups of rows in group g only,
     each bag keeping its whole length (a mean-pooled bag's ``fl(1/len)``), and the gradient
     rows in bag order."""
     idx = batch.indices[part.lo:part.hi]
@@ -229,7 +243,7 @@ def plan_part(batch, part, pooling, group=None):
     occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
              else np.ones(len(idx), np.float32))
     if group is not None:
-        keep = (idx & (group[0] - 1)) == group[1]
+        keep = row_group_of(idx, group[0]) == group[1]
         idx, occ_bag, occ_w = idx[keep], occ_bag[keep], occ_w[keep]
 
     # Distinct (bag, row) pairs; a pair's coefficient c is the left fold of its weights in

@@ -125,7 +125,8 @@ def step_bounds(batch, poolings, limits, dim, ranks=1, optimizer="sgd", modes=MO
     parts = [_part_ops(plan_part(batch, p, poolings[p.table])) for p in partition(batch, limits)]
     tot = {k: sum(p[k] for p in parts) for k in keys}
     # backward by rows (dedup, refree): the row groups' plans; each gradient row once
-    groups = [_part_ops(plan) for t in range(T) for plan in plan_row_groups(batch, t, poolings[t], limits)]
+    groups = ([_part_ops(plan) for t in range(T) for plan in plan_row_groups(batch, t, poolings[t], limits)]
+              if set(modes) - {"baseline"} else [])
     by_rows = {k: sum(p[k] for p in groups) for k in keys}
     by_rows["nonempty"] = sum(int((np.diff(batch.table_slice(t)[1]) > 0).sum()) for t in range(T))
     N = tot["lookups"]

@@ -19,14 +19,12 @@ MAX_CYCLES = 100_000
 
 
 def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, split=False,
-                 updates_first=False, skip_updates=False, partition_only=False, max_bags=None):
+                 updates_first=False, skip_updates=False, partition_only=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
     distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts,
     the rows announced on ``discovered`` and the values ``committed`` took, and the cycle
     (from ``finish``) each member was taken in and ``busy`` fell in.
-    ``weights``: per bag, the float32 weight of each lookup (``weighted`` on).  ``max_bags``:
-    the bags a part may hold (default the parameters'; a backward row group's may hold up to
-    ``max_lookups``)."""
+    ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
     dut = Analyzer(params)
     parts, discovered, committed = [], [], []
 
@@ -54,8 +52,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, spli
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
-            while b < len(bags) and b - b0 < (max_bags or params.max_bags) \
-                    and lookups + len(bags[b]) <= params.max_lookups:
+            while b < len(bags) and b - b0 < params.max_bags and lookups + len(bags[b]) <= params.max_lookups:
                 for k, r in enumerate(bags[b]):
                     ctx.set(dut.lookups.payload.row, int(r))
                     ctx.set(dut.lookups.payload.bag, b - b0)
@@ -166,17 +163,15 @@ def members_of(got, weighted):
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
 
 
-def check_backward(params, bags, weights=None, split=False, updates_first=True, skip_updates=False,
-                   max_bags=None, **kw):
+def check_backward(params, bags, weights=None, split=False, updates_first=True, skip_updates=False, **kw):
     """Backward: pairs grouped by bag in bag order, a bag's pairs by first appearance; and
     every slot's row (the update list), before them when ``updates_first``, else after
     them, not at all with ``skip_updates``."""
     batch = one_table(bags)
-    limits = PartLimits(max_bags or params.max_bags, params.max_lookups, params.max_distinct_rows,
-                        params.max_bag_len)
+    limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
     got = run_analyzer(params, bags, backward=True, weights=weights, split=split, updates_first=updates_first,
-                       skip_updates=skip_updates, max_bags=max_bags, **kw)
+                       skip_updates=skip_updates, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")

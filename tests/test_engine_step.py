@@ -164,6 +164,8 @@ def test_rowwise_adagrad_two_steps_state_in_memory(mode, poolings):
 BEYOND_ONE_PART = {                                                         # max_bags 8, 32 distinct rows
     "too many bags": [[1]] * 12,
     "too many distinct rows": [list(range(6 * b, 6 * b + 6)) for b in range(8)],     # 48 > 32
+    # two chunks, the distinct rows beyond 32 in the second: the group overflows there
+    "in the second chunk": [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(6)],
     "second table": [[1, 2]] * 8 + [list(range(6 * b, 6 * b + 6)) for b in range(8)],
     "first table": [list(range(6 * b, 6 * b + 6)) for b in range(8)] + [[1, 2]] * 8}
 
@@ -321,6 +323,27 @@ BAD = [
     ("bag too long", dict(offsets=[0, 0, 0, 33], indices=[1] * 33), ErrorCode.BAG_TOO_LONG),
     ("weights with mean", dict(weights=True, poolings=["mean"]), ErrorCode.WEIGHTS_WITH_MEAN),
 ]
+
+
+def test_bad_batches_of_several_chunks_write_nothing():
+    """Backward by rows in chunks (B = 12 > max_bags = 8): a bad index in the second chunk, or
+    offsets that go wrong there, are found before the first write (a later chunk waits for
+    the batch check's verdict)."""
+    rng = np.random.default_rng(2)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    grad = rng.standard_normal((12, DIM)).astype(np.float32)
+    for what, offsets, indices, code in (
+            ("index", list(range(13)), [1, 2, 3, 0] * 2 + [1, 2, 9, 0], ErrorCode.INDEX_OUT_OF_RANGE),
+            ("offsets", list(range(10)) + [8, 11, 12], [1] * 12, ErrorCode.MALFORMED_OFFSETS)):
+        batch = Batch.__new__(Batch)    # bypass the host's checks: the engine must catch it
+        object.__setattr__(batch, "indices", np.array(indices, np.int64))
+        object.__setattr__(batch, "offsets", np.array(offsets, np.int64))
+        object.__setattr__(batch, "batch_size", 12)
+        object.__setattr__(batch, "per_sample_weights", None)
+        for mode in ("dedup", "refree"):
+            r = RUNNERS["verilator"].run(batch, tables, [JOB_BACKWARD], mode, grad=grad, lr=LR,
+                                         tag=f"chunks-bad-{what}")
+            assert r.errors == [code] and r.after == r.before, (what, mode)
 
 
 @pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])

@@ -12,11 +12,20 @@ from refree.golden.arith import fma
 from refree.golden.batch import Batch
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
-from refree.golden.planner import PartLimits, partition, row_groups
+from refree.golden.planner import PartLimits, partition, row_group_of, row_groups
 from refree.golden.traces import movielens_batch
 
 SMALL = PartLimits(max_bags=16, max_lookups=64, max_distinct_rows=24, max_bag_len=16)
 LR = np.float32(0.05)
+
+
+def group(r, n):
+    """The row group of row r among n = 2**b: the XOR of r's b-bit digits (a plain loop)."""
+    g = 0
+    while n > 1 and r:
+        g ^= r % n
+        r //= n
+    return g
 
 
 def random_case(seed, T=2, B=48, rows=40, D=8, weighted=False):
@@ -135,12 +144,12 @@ def test_row_groups_fit_and_their_counts(weighted):
                 rows = {r for bag in bags for r, _ in bag}
                 n = row_groups(batch, t, SMALL) if G is None else G[t]
                 def fits(n):
-                    return all(len({r for r in rows if r % n == g}) <= SMALL.max_distinct_rows for g in range(n))
+                    return all(len({r for r in rows if group(r, n) == g}) <= SMALL.max_distinct_rows for g in range(n))
                 assert fits(n) and (G is not None or n > 1 and not fits(n // 2))
-                reads = sum(len({b for b, bag in enumerate(bags) for r, _ in bag if r % n == g}) for g in range(n))
+                reads = sum(len({b for b, bag in enumerate(bags) for r, _ in bag if group(r, n) == g}) for g in range(n))
                 seqs = backward_sequences(bags, weighted, False, by_rows=True)
                 adds = (sum(len(bag) for bag in bags) - len(rows) if mode == "dedup" else
-                        sum(trie_adds([s for r, s in seqs.items() if r % n == g]) for g in range(n)))
+                        sum(trie_adds([s for r, s in seqs.items() if group(r, n) == g]) for g in range(n)))
                 b = res.table_counts[t]["backward"]
                 assert (b["reads"], b["adds"], res.table_counts[t]["update"]["rmw"]) == (reads, adds, len(rows))
 
@@ -169,3 +178,15 @@ def test_a_row_used_more_often_than_a_part_holds_fits_one_group():
     # row 5: 65 terms of 1 summed exactly, one update; row 6: one term
     assert np.array_equal(res.tables[0][5], fma(-LR, np.full(4, 65, np.float32), np.zeros(4, np.float32)))
     assert np.array_equal(res.tables[0][6], np.full(4, -LR, np.float32))
+
+
+def test_a_rows_group_is_the_xor_of_its_digits_and_spreads_over_the_ranks():
+    """row_group_of against a plain loop; and, unlike r mod G, each group of consecutive rows
+    holds rows of every residue mod 4 (the ranks interleave rows by their low bits)."""
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 1 << 40, 500)
+    for b in range(0, 16):
+        assert row_group_of(rows, 1 << b).tolist() == [group(int(r), 1 << b) for r in rows]
+    for G in (2, 4, 8):
+        g = row_group_of(np.arange(4096), G)
+        assert all(set((np.flatnonzero(g == k) % 4).tolist()) == {0, 1, 2, 3} for k in range(G))

@@ -196,7 +196,7 @@ class Analyzer(wiring.Component):
         p = self.params
         H = p.hash_depth
         HashEntry = data.StructLayout({"row": p.index_width, "slot": p.slot_bits})
-        bag_bits, bag_count_bits = p.bag_bits, p.bag_count_bits
+        bag_bits, bag_count_bits = p.bag_bits, p.bag_count_bits      # (the part's bags)
         SlotInfo = data.StructLayout({"first_bag": bag_bits, "last_bag": bag_bits, "chunk": CHUNK_BITS,
                                       "head": p.pair_bits, "pair": p.pair_bits, "bags": bag_count_bits,
                                       "pairs": p.pair_bits + 1})
@@ -254,6 +254,7 @@ class Analyzer(wiring.Component):
 
         info = info_rd.data
         chunk = Signal(CHUNK_BITS)              # the chunk of the part (backward by rows)
+        chunk_slots = Signal.like(nslots)       # slots of the part before the chunk
         same_bag = s2_valid & ~s2_new & (info.last_bag == s2_bag) & (info.chunk == chunk)
         same = same_bag & ~split                # the lookup joins the slot's newest pair
         newpair = s2_valid & ~same
@@ -443,7 +444,7 @@ class Analyzer(wiring.Component):
 
             with m.State("NEW_PART"):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
-                             nbl.eq(0), bl_fixed.eq(0), committed.eq(0), chunk.eq(0),
+                             nbl.eq(0), bl_fixed.eq(0), committed.eq(0), chunk.eq(0), chunk_slots.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
                 m.next = "INSERT"
 
@@ -495,7 +496,7 @@ class Analyzer(wiring.Component):
 
             # A row group's next chunk: its pairs and bags start afresh, the slots go on.
             with m.State("CHUNK_NEXT"):
-                m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), idx.eq(0), chunk.eq(chunk + 1),
+                m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), idx.eq(0), chunk.eq(chunk + 1), chunk_slots.eq(nslots),
                              committed.eq(nslots), chunk_ending.eq(0), chunk_lists.eq(0), self.chunk_done.eq(1)]
                 m.next = "INSERT"
 
@@ -524,7 +525,7 @@ class Analyzer(wiring.Component):
                     m.next = "ROLLBACK_FIX"
             with m.State("ROLLBACK_FIX"):
                 m.d.comb += self.lookups.ready.eq(1)
-                with m.If(info.first_bag == self.full_bag):
+                with m.If((info.first_bag == self.full_bag) & (rb_slot >= chunk_slots)):   # (its chunk's)
                     with m.If(rb_slot == nslots - 1):
                         m.d.sync += nslots.eq(nslots - 1)
                 with m.Else():

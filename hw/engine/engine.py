@@ -22,14 +22,16 @@ Job flow (one ``start`` pulse, configuration latched):
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
    that pool by sum; every index lies inside its table.  Parts are formed and analysed
    meanwhile (they only read); the job's first part takes its indices from the checker as
-   it reads them (``share``: the input is read once for a batch of one part); the first part
-   waits for the verdict before its first item streams.  A failure sets ``error``, the
+   it reads them (``share``: the input is read once for a batch of one part; not when the
+   backward job begins with dry passes); the first part waits for the verdict before its
+   first item streams.  A failure sets ``error``, the
    analysis is dropped and the job ends with no memory write.
 2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  The backward
    job of ``dedup`` and ``refree`` runs by rows instead (docs/design.md section 2): per
-   table, a pass per row group (row r in group ``r mod G``, ``G = 2**groups`` of the table's
+   table, a pass per row group (row r in group ``row_group(r)``, the XOR of its
+   ``groups``-bit digits, ``G = 2**groups`` of the table's
    descriptor, the host's choice), each pass walking every bag of the table in chunks
    formed as parts are (bags and lookups; the analyzer's distinct rows and the merge go on
    over a pass's chunks, each chunk's pairs streaming as it ends); only the group's
@@ -60,7 +62,8 @@ Job flow (one ``start`` pulse, configuration latched):
    are in the row store (fetched during the analysis, see step 2).  With SGD (the analyzer
    sends no update list) the gradient rows have priority on the memory port, and each merged
    gradient, as soon as its row's merge is complete (the analyzer marks each row's last
-   pair), meets its row there, read by slot, and the updated row goes back.
+   pair; a group of several chunks: all after its last chunk, in slot order), meets its row
+   there, read by slot, and the updated row goes back.
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
    sharing a state beat wait for each other's updates, which need the merged gradients);
    each update reads its row from the store and its state beat from memory.
@@ -161,6 +164,21 @@ WRITE_BURST = 32
 ONE_F32 = 0x3F800000
 # A table descriptor's ``groups``: log2 of its row groups in backward by rows (0 .. 15).
 GROUP_BITS_WIDTH = MAX_ROW_GROUP_BITS.bit_length()
+
+
+def row_group(m, row, bits):
+    """The row group of ``row`` among ``2**bits`` (``bits`` a signal, 0 to
+    MAX_ROW_GROUP_BITS): the XOR of its ``bits``-wide digits, as ``row_group_of`` of
+    golden/planner.py."""
+    out = Signal(MAX_ROW_GROUP_BITS)
+    for b in range(1, MAX_ROW_GROUP_BITS + 1):
+        digits = [row[k:k + b] for k in range(0, len(row), b)]
+        fold = digits[0]
+        for d in digits[1:]:
+            fold = fold ^ d
+        with m.If(bits == b):
+            m.d.comb += out.eq(fold)
+    return out
 
 
 def small_int_to_f32(m, n, width):
@@ -473,10 +491,9 @@ class Engine(wiring.Component):
         # walks the table's bags in chunks formed as parts are (``chunk_cont``: the pass's
         # next chunk, the analyzer and the merge going on; ``chunks``: a pass of several).
         g = Signal(MAX_ROW_GROUP_BITS)
-        group_mask = Signal(MAX_ROW_GROUP_BITS)
-        m.d.comb += group_mask.eq((C(1, MAX_ROW_GROUP_BITS + 1) << table.groups) - 1)
-        last_group = g == group_mask
+        last_group = g == (C(1, MAX_ROW_GROUP_BITS + 1) << table.groups) - 1
         chunk_cont, chunks = Signal(), Signal()
+        chunk_waits = Signal()                  # a pass's chunk is in; the next waits for the check
         first_checks_itself = Signal()          # table 0's first group: one chunk, no dry pass
 
         def next_group():
@@ -500,8 +517,9 @@ class Engine(wiring.Component):
         with m.If(fetch.beats_out.valid & fetch.beats_out.ready):
             m.d.sync += arrived.eq(arrived + 1)
         all_arrived = arrived == fetched * beats
-        # (a discovery has its own address: a row group's chunk may still discover its last
-        # rows while the stream of the chunk's members has begun)
+        # (a discovery has its own address: the stream's states set item_row whether a member
+        # is at hand or not, and a row group's chunk may still discover its last rows in the
+        # cycles after the controller has begun to stream the chunk's members)
         m.d.comb += [row_q.w_data.eq(table.base + Mux(discovering, disc.row, item_row) * table.stride),
                      state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(staging_beat(cfg.grad_addr, part_row0 + grad_bag * T, 0, beats,
@@ -638,6 +656,7 @@ class Engine(wiring.Component):
         first_part, sharing = Signal(), Signal()
         shared_left = Signal(32)                # indices the part still takes from the check
         lookup_index = Mux(sharing, check.shared.payload, idxr.data.payload)
+        lookup_group = row_group(m, lookup_index[:p.index_width], table.groups)     # (backward by rows)
         lookup_valid = Mux(sharing, check.shared.valid, idxr.data.valid) & (~cfg.weighted | wts.data.valid)
         indices_left = Mux(sharing, shared_left != 0, idxr.busy)
 
@@ -797,7 +816,7 @@ class Engine(wiring.Component):
 
                 def feed():
                     # (by rows: only the group's lookups enter the analyzer)
-                    in_group = ~by_rows | ((lookup_index[:MAX_ROW_GROUP_BITS] & group_mask) == g)
+                    in_group = ~by_rows | (lookup_group == g)
                     taken_ = Mux(in_group, an.lookups.ready, 1)
                     m.d.comb += an.lookups.valid.eq(in_group)
                     take_lookup(taken_)
@@ -810,7 +829,11 @@ class Engine(wiring.Component):
                     lookup_walker(lookup_valid, feed)
                 with m.Elif(by_rows & (b0 + nb != B)):  # the pass's next chunk, once the check
                     m.d.sync += sharing.eq(0)           # has passed (its offsets are sound)
-                    with m.If(check.done & (check.error != 0)):
+                    m.d.comb += chunk_waits.eq(1)
+                    # (a dry pass whose group is already too large need not read on; a pass of
+                    # several chunks that writes was checked by a dry pass, so its analyzer
+                    # is never full and nothing streams before a refusal)
+                    with m.If(check.done & ((check.error != 0) | dry & an.full)):
                         m.d.comb += an.finish.eq(1)
                         m.next = "PART_WAIT_ANALYZER"
                     with m.Elif(check.done):
@@ -932,6 +955,7 @@ class Engine(wiring.Component):
         ongoing = lambda *states: Cat(*[fsm.ongoing(s) for s in states]).any()
         waiting_check = ~check.done & (ongoing("CHECK_CONFIG")
                                        | fsm.ongoing("PART_WAIT_ANALYZER") & an.inserted
+                                       | fsm.ongoing("PART_ANALYZE") & chunk_waits
                                        | fsm.ongoing("PART_START") & (t == T))
         count(cnt.cycles_check, ongoing("CHECK_CONFIG") | waiting_check)
         count(cnt.cycles_analysis, (ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
