@@ -18,6 +18,20 @@ SMALL = EngineParams(index_width=16, max_bags=16, max_lookups=64, max_distinct_r
 MAX_CYCLES = 100_000
 
 
+async def feed_lookup(ctx, dut, row, bag, weight=0x3F800000):
+    """Offer one lookup and wait until the analyzer takes it; return the cycles waited."""
+    ctx.set(dut.lookups.payload.row, int(row))
+    ctx.set(dut.lookups.payload.bag, bag)
+    ctx.set(dut.lookups.payload.weight, weight)
+    ctx.set(dut.lookups.valid, 1)
+    for waited in range(MAX_CYCLES):
+        if ctx.get(dut.lookups.ready):
+            await ctx.tick()
+            return waited
+        await ctx.tick()
+    raise AssertionError("the analyzer stopped taking lookups")
+
+
 def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, split=False,
                  updates_first=False, skip_updates=False, partition_only=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
@@ -54,18 +68,8 @@ def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, spli
             b, lookups, full = b0, 0, False
             while b < len(bags) and b - b0 < params.max_bags and lookups + len(bags[b]) <= params.max_lookups:
                 for k, r in enumerate(bags[b]):
-                    ctx.set(dut.lookups.payload.row, int(r))
-                    ctx.set(dut.lookups.payload.bag, b - b0)
-                    ctx.set(dut.lookups.payload.weight, 0x3F800000 if weights is None else
-                            int(np.float32(weights[b][k]).view(np.uint32)))
-                    ctx.set(dut.lookups.valid, 1)
-                    for _ in range(MAX_CYCLES):
-                        if ctx.get(dut.lookups.ready):
-                            break
-                        await ctx.tick()
-                    else:
-                        raise AssertionError("the analyzer stopped taking lookups")
-                    await ctx.tick()
+                    await feed_lookup(ctx, dut, r, b - b0, 0x3F800000 if weights is None else
+                                      int(np.float32(weights[b][k]).view(np.uint32)))
                     if stall_every and k % stall_every == 0:
                         ctx.set(dut.lookups.valid, 0)
                         await ctx.tick()
@@ -311,15 +315,8 @@ def test_one_lookup_per_cycle(weighted):
         ctx.set(dut.start, 0)
         cycle = 0
         for r, b in lookups:
-            ctx.set(dut.lookups.payload.row, int(r))
-            ctx.set(dut.lookups.payload.bag, b)
-            ctx.set(dut.lookups.payload.weight, 0x3F000000)
-            ctx.set(dut.lookups.valid, 1)
-            while not ctx.get(dut.lookups.ready):
-                await ctx.tick()
-                cycle += 1
+            cycle += await feed_lookup(ctx, dut, r, b, 0x3F000000)
             taken.append(cycle)
-            await ctx.tick()
             cycle += 1
         ctx.set(dut.lookups.valid, 0)
 
@@ -405,13 +402,7 @@ def run_chunks(params, chunks, skip_updates=True):
         for k, bags in enumerate(chunks):
             for b, bag in enumerate(bags):
                 for r in bag:
-                    ctx.set(dut.lookups.payload.row, int(r))
-                    ctx.set(dut.lookups.payload.bag, b)
-                    ctx.set(dut.lookups.payload.weight, 0x3F800000)
-                    ctx.set(dut.lookups.valid, 1)
-                    while not ctx.get(dut.lookups.ready):
-                        await ctx.tick()
-                    await ctx.tick()
+                    await feed_lookup(ctx, dut, r, b)
             ctx.set(dut.lookups.valid, 0)
             last = k == len(chunks) - 1
             ctx.set(dut.finish if last else dut.chunk_end, 1)

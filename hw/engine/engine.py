@@ -489,10 +489,11 @@ class Engine(wiring.Component):
                      disc_slot.eq(disc.slot)]
         # Row groups (backward by rows): the pass's group g of table t's 2**groups; a pass
         # walks the table's bags in chunks formed as parts are (``chunk_cont``: the pass's
-        # next chunk, the analyzer and the merge going on; ``chunks``: a pass of several).
+        # next chunk, the analyzer and the merge going on; so, at the pass's end, a pass of
+        # several chunks).
         g = Signal(MAX_ROW_GROUP_BITS)
         last_group = g == (C(1, MAX_ROW_GROUP_BITS + 1) << table.groups) - 1
-        chunk_cont, chunks = Signal(), Signal()
+        chunk_cont = Signal()
         chunk_waits = Signal()                  # a pass's chunk is in; the next waits for the check
         first_checks_itself = Signal()          # table 0's first group: one chunk, no dry pass
 
@@ -797,7 +798,7 @@ class Engine(wiring.Component):
                 with m.If(~offs.busy & ~chunk_cont):    # a part, or a row group's pass, starts
                     m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), store.wide.eq(forward),
                                  lbuf.start.eq(1)]
-                    m.d.sync += [fetched.eq(0), arrived.eq(0), chunks.eq(0)]
+                    m.d.sync += [fetched.eq(0), arrived.eq(0)]
                     m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
                                  an.skip_updates.eq(by_slot),
                                  an.partition_only.eq(baseline | dry),
@@ -838,7 +839,6 @@ class Engine(wiring.Component):
                         m.next = "PART_WAIT_ANALYZER"
                     with m.Elif(check.done):
                         m.d.comb += an.chunk_end.eq(1)
-                        m.d.sync += chunks.eq(1)
                         with m.If(~dry & ~chunk_cont):  # the group's first chunk: the merge starts
                             start_merge(early=C(0, 1))
                         m.next = "CHUNK_WAIT"
@@ -871,7 +871,7 @@ class Engine(wiring.Component):
                     with m.If(baseline):        # the lookups again, from the lookup buffer
                         m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
                                      lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]
-                    with m.If(~chunks & (forward | ~baseline & (an.num_rows != 0))):
+                    with m.If(~chunk_cont & (forward | ~baseline & (an.num_rows != 0))):
                         # forward: each bag's result as soon as it is complete; backward
                         # (one chunk): in slot order, as the row updates pair them with the
                         # fetched rows

@@ -39,10 +39,9 @@ n : In(elem_bits + 1)
 low_max, high_max : In(at least 32 bits)
                         upper bounds of every element's ``low`` and ``high`` (a bound at or
                         beyond ``2**key_*_bits``: every digit of that half may vary)
-key_read : Out(1)       the owner's tables are read at ``key_addr`` this cycle ...
-key_addr : Out(elem_bits)
-key_elem : Out(elem_bits)   ... and in the next cycle, ``key_low`` and ``key_high`` must be
-key_low : In(key_low_bits)  the key of element ``key_elem`` (the element read last cycle)
+key_read : Out(1)       the owner's tables are read at ``key_addr`` this cycle, and in the
+key_addr : Out(elem_bits)   next cycle ``key_low`` and ``key_high`` must be that element's key
+key_low : In(key_low_bits)  (a synchronous read)
 key_high : In(key_high_bits)
 busy : Out(1)           from ``start`` to ``done``
 done : Out(1)           the last cycle of the sort (the permutation is final after it)
@@ -87,7 +86,7 @@ class RadixSorter(wiring.Component):
             # (the bounds are wider than the key's halves: an owner's bound may exceed them)
             "start": In(1), "n": In(E + 1), "low_max": In(max(key_low_bits, BOUND_BITS)),
             "high_max": In(max(key_high_bits, BOUND_BITS)),
-            "key_read": Out(1), "key_addr": Out(E), "key_elem": Out(E),
+            "key_read": Out(1), "key_addr": Out(E),
             "key_low": In(key_low_bits), "key_high": In(key_high_bits),
             "busy": Out(1), "done": Out(1),
             "order_addr": In(E), "order": Out(E),
@@ -165,7 +164,7 @@ class RadixSorter(wiring.Component):
         digits = [key[k * r:(k + 1) * r] for k in range(P)]
         sd_digits = [Signal(r, name=f"sd_digit{k}") for k in range(P)]
         sb_elem = Mux(first_pass, sb_idx, perm_rd.data)
-        m.d.comb += [self.key_addr.eq(sb_elem), self.key_elem.eq(sc_elem),
+        m.d.comb += [self.key_addr.eq(sb_elem),
                      perm_rd.addr.eq(Mux(bank, cap, 0) + self.order_addr)]
         with m.If(self.key_read):
             m.d.sync += [sb_valid.eq(0), sc_valid.eq(sb_valid), sc_elem.eq(sb_elem),
