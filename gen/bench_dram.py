@@ -9,7 +9,8 @@ roofline and the bound at the roofline, the beats moved (the counters) and the c
 beats, the data buses' utilisation, the job's energy in uJ (:mod:`refree.golden.energy`);
 then each mode's step and the speed-up of ``dedup`` and ``refree`` over ``baseline``.  Run:
 ``make bench-dram`` or ``python -m refree.gen.bench_dram``; ``--json FILE`` also writes
-everything measured.
+everything measured; ``--index-dtype int32`` gives the traces int32 offsets and indices
+(half the input beats).
 """
 import argparse
 import json
@@ -65,6 +66,8 @@ def main(argv=None):
     p.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
+    p.add_argument("--index-dtype", choices=["int64", "int32"], default="int64",
+                   help="width of the traces' offsets and indices (default int64)")
     p.add_argument("--json", metavar="FILE", help="also write every run's counters, bounds and figures")
     args = p.parse_args(argv)
     traces = args.traces.split(",")
@@ -79,11 +82,12 @@ def main(argv=None):
         conf.window_params()
         for t in traces:
             tr = make_trace(t, args.batch_size, 1, **TRACES[t])
-            options = ", ".join(f"{k} {v}" for k, v in TRACES[t].items())
+            batch = tr.batch.with_index_dtype(args.index_dtype)
+            options = ", ".join([f"{k} {v}" for k, v in TRACES[t].items()] + [args.index_dtype])
             print(f"--- {t} ({options}), B={args.batch_size}, D={conf.dim}, {r} rank(s) of {conf.dram.grade}",
                   flush=True)
             try:
-                per_mode = rtl_check(tr.batch, tr.num_rows, conf, out=lambda s: print(s, flush=True))
+                per_mode = rtl_check(batch, tr.num_rows, conf, out=lambda s: print(s, flush=True))
             except AssertionError as e:
                 print(f"refree: error: {t}, R = {r}: {e}", file=sys.stderr, flush=True)
                 failed.append((t, r))
@@ -93,7 +97,8 @@ def main(argv=None):
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"trace": t, "ranks": r, "batch_size": args.batch_size, "modes": rep}
+            json.dump([{"trace": t, "ranks": r, "batch_size": args.batch_size, "index_dtype": args.index_dtype,
+                        "modes": rep}
                        for t, r, rep in results], f, indent=1)
     if failed:
         print(f"failed: {', '.join(f'{t} R={r}' for t, r in failed)}", file=sys.stderr)

@@ -15,7 +15,7 @@ from refree.golden.batch import POOLINGS, load_batch, read_arrays
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import BACKWARDS, OPTIMIZERS, step
-from refree.golden.traces import make_trace
+from refree.golden.traces import Trace, make_trace
 
 from .config import package_version
 from .report import analyze, format_report
@@ -167,12 +167,16 @@ def cmd_step(args):
 
 
 def _trace_batch(args):
-    """--trace and its options -> (batch, title)."""
+    """--trace and its options -> (trace, title)."""
     if args.trace == "movielens":
         tr = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index)
-        return tr, f"trace movielens (batch {args.batch_index})"
-    tr = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed)
-    return tr, f"trace {args.trace} (seed {args.seed})"
+        title = f"trace movielens (batch {args.batch_index})"
+    else:
+        tr = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed)
+        title = f"trace {args.trace} (seed {args.seed})"
+    if args.index_dtype == "int64":
+        return tr, title
+    return Trace(tr.batch.with_index_dtype(args.index_dtype), tr.num_rows), f"{title}, {args.index_dtype} offsets and indices"
 
 
 def _memory_config(args):
@@ -272,6 +276,9 @@ def _trace_options(parser, trace_default, trace_help):
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
     parser.add_argument("--batch-index", type=int, default=0,
                         help="MovieLens: which batch of B consecutive samples (time order)")
+    parser.add_argument("--index-dtype", choices=["int64", "int32"], default="int64",
+                        help="width of the trace's offsets and indices (default int64); the NMP reads "
+                             "int32 as it is, half the input beats")
 
 
 def _memory_option(parser):

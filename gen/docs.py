@@ -46,8 +46,11 @@ CONFIG_FIELDS = {
     "batch_size": "B, bags per table",
     "num_tables": "T, tables of the batch (descriptors `tables[0]` .. `tables[T-1]` are used)",
     "num_indices": "lookups of the batch (length of `indices`; offsets must end there)",
-    "offsets_addr": "beat address of `offsets` (int64, T*B+1 elements)",
-    "indices_addr": "beat address of `indices` (int64)",
+    "offsets_addr": "beat address of `offsets` (int64, or int32 with `offsets_int32`; T*B+1 elements)",
+    "indices_addr": "beat address of `indices` (int64, or int32 with `indices_int32`)",
+    "offsets_int32": "1: `offsets` is an int32 array (16 a beat, sign-extended as read); 0: int64",
+    "indices_int32": "1: `indices` is an int32 array (16 a beat, sign-extended as read; half the input "
+                     "beats of int64); 0: int64",
     "weighted": "1: per-sample weights are read beside the indices",
     "weights_addr": "beat address of the weights (float32, one per index)",
     "pooled_addr": "beat address of the pooled output: bag b of table t is row `r = b*T + t`, its beat j "

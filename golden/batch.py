@@ -13,14 +13,16 @@ Batch files are ``.npz`` archives holding exactly those arrays (``batch_size`` a
 integer array).
 
 int32 indices and offsets (which FBGEMM's TBE operator and PyTorch's EmbeddingBag take as
-well as int64) are widened to int64 when the batch is built: the model, and the NMP's input
-layout in DRAM, hold int64 only (a known limit: the hardware does not read int32 itself, so
-an int32 batch costs the NMP the input traffic of its int64 twin).
+well as int64, each array its own) are widened to int64 when the batch is built, so that the
+model computes with int64 only; the batch remembers each array's width
+(``offsets_int32``, ``indices_int32``), the host lays the arrays out in DRAM in that width
+and the NMP reads them so (an int32 array is half the beats of its int64 twin), and a batch
+file is saved in it.
 """
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,7 +32,7 @@ __all__ = ["Batch", "load_batch", "save_batch", "read_arrays", "POOLINGS"]
 
 POOLINGS = ("sum", "mean")
 
-#: The dtypes that indices and offsets may come in; int32 is widened to int64.
+#: The dtypes that indices and offsets may come in; int32 is widened to int64 (and remembered).
 INDEX_DTYPES = (np.int64, np.int32)
 
 
@@ -40,9 +42,29 @@ class Batch:
     offsets: np.ndarray
     batch_size: int
     per_sample_weights: np.ndarray | None = None
+    # the widths the arrays were given in (set from their dtypes; they are held as int64)
+    offsets_int32: bool = field(init=False, default=False)
+    indices_int32: bool = field(init=False, default=False)
 
     def __post_init__(self):
         self._check_layout()
+
+    def with_index_dtype(self, dtype):
+        """The same batch with offsets and indices of ``dtype`` (int32 or int64), as a host
+        holding that width would give it; every value must fit."""
+        dtype = np.dtype(dtype)
+        if dtype not in INDEX_DTYPES:
+            raise BatchError("index dtype", f"must be int32 or int64, not {dtype}")
+        for name in ("offsets", "indices"):
+            a = getattr(self, name)
+            if len(a) and (a.min() < np.iinfo(dtype).min or a.max() > np.iinfo(dtype).max):
+                raise BatchError(name, f"do not fit {dtype}: they range from {int(a.min())} to {int(a.max())}")
+        return Batch(indices=self.indices.astype(dtype), offsets=self.offsets.astype(dtype),
+                     batch_size=self.batch_size, per_sample_weights=self.per_sample_weights)
+
+    def given(self, name):
+        """Array ``name`` (offsets or indices) in the width it was given in."""
+        return getattr(self, name).astype(np.int32 if getattr(self, f"{name}_int32") else np.int64)
 
     # -- structure ---------------------------------------------------------------------
     @property
@@ -78,6 +100,7 @@ class Batch:
 
         for name in ("indices", "offsets"):
             dtype_check(name, getattr(self, name), *INDEX_DTYPES)
+            object.__setattr__(self, f"{name}_int32", getattr(self, name).dtype == np.int32)
             # (widened before the checks, so that they and everything after see int64 only)
             object.__setattr__(self, name, getattr(self, name).astype(np.int64, copy=False))
         B = self.batch_size
@@ -192,7 +215,7 @@ def load_batch(path):
 
 
 def save_batch(path, batch):
-    arrays = dict(indices=batch.indices, offsets=batch.offsets,
+    arrays = dict(indices=batch.given("indices"), offsets=batch.given("offsets"),
                   batch_size=np.int64(batch.batch_size))
     if batch.per_sample_weights is not None:
         arrays["per_sample_weights"] = batch.per_sample_weights

@@ -77,7 +77,9 @@ def _beats(nbytes):
 def input_beats(batch):
     """Beats of the input arrays, each read once from a beat boundary."""
     n = len(batch.indices)
-    return _beats(8 * len(batch.offsets)) + _beats(8 * n) + (_beats(4 * n) if batch.weighted else 0)
+    width = {True: 4, False: 8}     # bytes of an element: int32 or int64, as given
+    return (_beats(width[batch.offsets_int32] * len(batch.offsets)) + _beats(width[batch.indices_int32] * n)
+            + (_beats(4 * n) if batch.weighted else 0))
 
 
 def _part_ops(plan):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from refree.gen.cli import main
 from refree.golden.batch import Batch, load_batch, save_batch
+from refree.golden.errors import BatchError
 from refree.golden.model import step
 
 
@@ -42,15 +43,23 @@ def test_batch_file_round_trip(case):
     assert b.batch_size == 2 and b.per_sample_weights is None
 
 
-def test_int32_indices_and_offsets_are_widened_to_int64(case, capsys):
+def test_int32_indices_and_offsets_are_widened_to_int64(case, capsys, tmp_path):
     """As FBGEMM's TBE and PyTorch's EmbeddingBag, a batch takes int32 or int64 indices and
     offsets (each its own); int32 is widened on construction, so the step is bit-exact with
-    its int64 twin."""
+    its int64 twin; the batch remembers each array's width, and its file keeps it."""
     d, batch, tables, grad = case
     for idx_dtype, offs_dtype in ((np.int32, np.int32), (np.int32, np.int64), (np.int64, np.int32)):
         b = Batch(batch.indices.astype(idx_dtype), batch.offsets.astype(offs_dtype), np.int32(2))
         assert b.indices.dtype == b.offsets.dtype == np.int64
         assert np.array_equal(b.indices, batch.indices) and np.array_equal(b.offsets, batch.offsets)
+        assert (b.indices_int32, b.offsets_int32) == (idx_dtype == np.int32, offs_dtype == np.int32)
+        save_batch(tmp_path / "b.npz", b)
+        with np.load(tmp_path / "b.npz") as f:
+            assert (f["indices"].dtype, f["offsets"].dtype) == (idx_dtype, offs_dtype)
+        again = load_batch(tmp_path / "b.npz")
+        assert (again.indices_int32, again.offsets_int32) == (b.indices_int32, b.offsets_int32)
+    with pytest.raises(BatchError, match="do not fit int32"):
+        Batch(np.array([0, 1 << 31]), np.array([0, 2]), 1).with_index_dtype(np.int32)
     np.savez(d / "int32.npz", indices=batch.indices.astype(np.int32), offsets=batch.offsets.astype(np.int32),
              batch_size=np.int32(2))
     outs = {}
@@ -75,6 +84,19 @@ def test_analyze_json_has_the_documented_shape(case, capsys):
     assert tot["update"]["rmw"]["baseline"] == 10
     assert len(rep["tables"]) == 2
     assert rep["tables"][0]["forward"]["adds"]["baseline"] == 3   # bags of 3 and 2
+
+
+def test_a_trace_as_int32_counts_the_same(capsys):
+    """--index-dtype int32 changes the arrays' width, not the batch: the same counts."""
+    outs = []
+    for dtype in ("int64", "int32"):
+        code, out, _ = run(["analyze", "--trace", "meta", "--seed", "3", "--index-dtype", dtype, "--json"], capsys)
+        assert code == 0
+        outs.append(json.loads(out))
+    assert outs[0]["total"] == outs[1]["total"]
+    with pytest.raises(SystemExit) as e:         # (argparse's usage error)
+        main(["analyze", "--trace", "zipf", "--index-dtype", "int16"])
+    assert e.value.code == 2 and "--index-dtype" in capsys.readouterr().err
 
 
 def test_analyze_text_report(case, capsys):

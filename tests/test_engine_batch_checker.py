@@ -37,7 +37,9 @@ def reference(offsets, indices, rows, B, weighted, mean):
 
 
 def beats_of(arr):
-    raw = np.asarray(arr, np.int64).tobytes()
+    """The array's beats in its own width (int32 or int64, as the host lays it out)."""
+    arr = np.asarray(arr)
+    raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
     raw += bytes(-len(raw) % 64)
     return [int.from_bytes(raw[i:i + 64], "little") for i in range(0, len(raw), 64)]
 
@@ -74,7 +76,9 @@ def run_checks(cases):
             memory.update({INDICES_AT + i: v for i, v in enumerate(beats_of(indices))})
             c = dut.config
             for field, v in (("batch_size", B), ("num_tables", len(rows)), ("num_indices", len(indices)),
-                             ("offsets_addr", OFFSETS_AT), ("indices_addr", INDICES_AT), ("weighted", weighted)):
+                             ("offsets_addr", OFFSETS_AT), ("indices_addr", INDICES_AT), ("weighted", weighted),
+                             ("offsets_int32", offsets.dtype == np.int32),
+                             ("indices_int32", np.asarray(indices).dtype == np.int32)):
                 ctx.set(getattr(c, field), v)
             for t in range(MAX_TABLES):
                 ctx.set(c.tables[t].rows, rows[t] if t < len(rows) else 0)
@@ -145,6 +149,10 @@ def test_verdicts_and_shared_indices_match_the_reference():
         T, B = int(rng.integers(1, MAX_TABLES + 1)), int(rng.integers(1, 7))
         case = random_case(rng, T, B, error)
         share = None if rng.random() < 0.5 else int(rng.integers(0, len(case[1]) + 1))
+        # int32 offsets and indices, either or both (half a beat of indices a cycle)
+        narrow = rng.integers(0, 2, size=2)
+        case = (case[0].astype(np.int32) if narrow[0] else case[0],
+                case[1].astype(np.int32) if narrow[1] else case[1], *case[2:])
         cases.append((*case, share))
     # a table with no indices between two, and tables of fewer indices than a beat
     cases.append((np.array([0, 3, 3, 3, 5, 5, 6], np.int64), np.array([0, 1, 2, 0, 3, 1]), [3, 4, 2], 2,
@@ -154,6 +162,14 @@ def test_verdicts_and_shared_indices_match_the_reference():
     for last in (1, 2):             # table 1 empty; table 2's last index in or out of range
         cases.append((np.array([0, 3, 3, 3, 3, 3, 6], np.int64), np.array([0, 1, 2, 0, 1, last]), [3, 4, 2],
                       2, False, [False] * 3, None))
+    # int32: a negative index (sign-extended, out of range), a negative offset, and 16
+    # indices a beat read by halves, with the first indices shared
+    cases.append((np.array([0, 2, 4], np.int32), np.array([0, 1, -1, 2], np.int32), [3], 2, False, [False], None))
+    # (a table of 2**32 rows: -1 zero-extended would lie inside it)
+    cases.append((np.array([0, 2, 4], np.int32), np.array([0, 1, -1, 2], np.int32), [1 << 32], 2, False, [False],
+                  None))
+    cases.append((np.array([0, -2, 4], np.int32), np.array([0, 1, 1, 2], np.int32), [3], 2, False, [False], None))
+    cases.append((np.array([0, 9, 20], np.int32), np.arange(20, dtype=np.int32) % 7, [7], 2, False, [False], 11))
     errors = set()
     for case, (error, shared, cycles) in zip(cases, run_checks(cases)):
         offsets, indices, rows, B, weighted, mean, share = case
@@ -166,12 +182,14 @@ def test_verdicts_and_shared_indices_match_the_reference():
             ErrorCode.WEIGHTS_WITH_MEAN} <= errors
 
 
-@pytest.mark.parametrize("T,B", [(1, 40), (3, 20)])
-def test_takes_a_beat_of_indices_a_cycle(T, B):
+@pytest.mark.parametrize("T,B,narrow", [(1, 40, False), (3, 20, False), (3, 20, True)])
+def test_takes_a_beat_of_indices_a_cycle(T, B, narrow):
     """Without sharing, and with a memory that keeps up, the indices take about a cycle per
-    beat (and one per table boundary), not one per index."""
+    8 (a beat of int64, half a beat of int32; and one per table boundary), not one per index."""
     rng = np.random.default_rng(T)
     case = random_case(rng, T, B, None)
+    if narrow:
+        case = (case[0].astype(np.int32), case[1].astype(np.int32), *case[2:])
     (error, _, cycles), = run_checks([(*case, None)])
     offsets, indices = case[0], case[1]
     assert error == ErrorCode.OK

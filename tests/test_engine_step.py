@@ -10,6 +10,7 @@ import pytest
 from refree.golden.batch import Batch
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
+from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
 from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.params import EngineParams
@@ -133,6 +134,49 @@ def test_weighted_bags(mode):
     tables = [rng.standard_normal((30, DIM)).astype(np.float32) for _ in range(2)]
     counters = check_step(batch, tables, mode, seed=3, latency=(1, 12), ready_p=0.6)
     assert counters["forward"]["parts"] > 2 and counters["forward"]["muls"] > 0
+
+
+# (offsets, indices) widths per mode: each array is read in its own
+INT32_CASES = {"baseline": (np.int32, np.int32), "dedup": (np.int64, np.int32), "refree": (np.int32, np.int64)}
+
+
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_int32_offsets_and_indices(mode):
+    """int32 arrays (FBGEMM's and PyTorch's other width) read as they are: bit for bit on two
+    weighted tables of several parts, and a batch of one part reads its int32 input in its
+    width, fewer beats than its int64 twin."""
+    offs_t, idx_t = INT32_CASES[mode]
+    rng = np.random.default_rng(11)
+    bags = [list(rng.integers(0, 30, rng.integers(0, 8))) for _ in range(2 * 12)]
+    bags[4] = [29] * 8
+    n = sum(map(len, bags))
+    batch = make_batch(bags, T=2, weights=rng.standard_normal(n).astype(np.float32))
+    batch = Batch(batch.indices.astype(idx_t), batch.offsets.astype(offs_t), 12, batch.per_sample_weights)
+    assert (batch.offsets_int32, batch.indices_int32) == (offs_t == np.int32, idx_t == np.int32)
+    tables = [rng.standard_normal((30, DIM)).astype(np.float32) for _ in range(2)]
+    assert check_step(batch, tables, mode, seed=4, latency=(1, 12))["forward"]["parts"] > 2
+    one = make_batch([list(rng.integers(0, 30, 7)) for _ in range(8)])    # 56 lookups, one part
+    one = Batch(one.indices.astype(idx_t), one.offsets.astype(offs_t), 8)
+    counters = check_step(one, tables[:1], mode, seed=5)
+    assert counters["forward"]["parts"] == 1
+    # (the batch check and the part each read the offsets; the part takes the check's indices)
+    offsets_beats = -(-len(one.offsets) * np.dtype(offs_t).itemsize // 64)
+    assert counters["forward"]["input_reads"] == input_beats(one) + offsets_beats
+    assert input_beats(one) < input_beats(one.with_index_dtype(np.int64))
+
+
+def test_a_negative_int32_index_is_refused():
+    """A negative int32 index is out of range (sign-extended as it is read), in a table of
+    any size; nothing is written."""
+    rng = np.random.default_rng(3)
+    batch = Batch.__new__(Batch)        # bypass the host's checks: the engine must catch it
+    for name, value in (("indices", np.array([1, 2, -1, 0, 1], np.int64)), ("offsets", np.array([0, 2, 3, 5])),
+                        ("batch_size", 3), ("per_sample_weights", None), ("indices_int32", True),
+                        ("offsets_int32", True)):
+        object.__setattr__(batch, name, value)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    r = RUNNERS["verilator"].run(batch, tables, [JOB_FORWARD], "refree", tag="negative-int32")
+    assert r.errors == [ErrorCode.INDEX_OUT_OF_RANGE] and r.after == r.before
 
 
 @pytest.mark.parametrize("poolings", [("sum", "mean"), ("mean", "sum")], ids="-".join)

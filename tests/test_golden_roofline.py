@@ -114,6 +114,12 @@ def test_each_input_array_starts_on_a_beat(n, want):
     assert input_beats(one_table([[0] * n])) == want
 
 
+@pytest.mark.parametrize("n, want", [(0, 1), (1, 2), (16, 2), (17, 3), (32, 3), (33, 4)])
+def test_int32_arrays_are_half_the_beats(n, want):
+    """int32 offsets and indices: 16 a beat (the NMP reads them in their width)."""
+    assert input_beats(one_table([[0] * n]).with_index_dtype(np.int32)) == want
+
+
 def test_rowwise_adagrad_reads_and_writes_a_state_beat_per_row_and_runs_on_p_lanes():
     s = step_bounds(one_table(WORKED), ["sum"], WHOLE, D, optimizer="rowwise-adagrad")
     assert set(s) == {"dedup", "refree"}            # no Adagrad in baseline

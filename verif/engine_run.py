@@ -227,6 +227,7 @@ class EngineRunner:
         cfg = {"job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
                "num_tables": batch.num_tables, "num_indices": len(batch.indices),
                "offsets_addr": lay.offsets, "indices_addr": lay.indices, "pooled_addr": lay.pooled,
+               "offsets_int32": int(batch.offsets_int32), "indices_int32": int(batch.indices_int32),
                "weighted": int(batch.weighted), "weights_addr": lay.weights,
                "grad_addr": lay.grad, "lr": int(np.float32(lr).view(np.uint32)),
                "optimizer": int(optimizer == "rowwise-adagrad"), "eps": int(np.float32(eps).view(np.uint32)),

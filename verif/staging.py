@@ -64,8 +64,8 @@ def layout(batch, tables, with_state=False, stripe=1):
         a = -(-(a + beats) // ALIGN_BEATS) * ALIGN_BEATS
         return start
 
-    offsets = take(_beats(8 * len(batch.offsets)))
-    indices = take(_beats(8 * max(len(batch.indices), 1)))
+    offsets = take(_beats(batch.given("offsets").itemsize * len(batch.offsets)))
+    indices = take(_beats(batch.given("indices").itemsize * max(len(batch.indices), 1)))
     weights = take(_beats(4 * max(len(batch.indices), 1)) if batch.weighted else 0)
     staged = staging_beats(B * T, row_beats, stripe)
     pooled = take(staged)
@@ -114,8 +114,9 @@ def pack(batch, tables, lay, grad=None, state=None):
         mem.update(_to_beats(np.asarray(s, "<f4").tobytes(), base))
     if grad is not None:
         mem.update(_staging_rows_to_beats(grad.reshape(-1, tables[0].shape[1]), lay, lay.grad))
-    mem.update(_to_beats(batch.offsets.astype("<i8").tobytes(), lay.offsets))
-    mem.update(_to_beats(batch.indices.astype("<i8").tobytes(), lay.indices))
+    for name, base in (("offsets", lay.offsets), ("indices", lay.indices)):     # (int32 or int64, as given)
+        given = batch.given(name)
+        mem.update(_to_beats(given.astype(given.dtype.newbyteorder("<")).tobytes(), base))
     if batch.weighted:
         mem.update(_to_beats(batch.per_sample_weights.astype("<f4").tobytes(), lay.weights))
     for E, (base, rows, stride) in zip(tables, lay.tables):

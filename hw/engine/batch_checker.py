@@ -15,9 +15,11 @@ Checks, in the golden model's order of precedence (:mod:`refree.golden.errors`):
 4. ``BAG_TOO_LONG``: a bag longer than ``max_bag_len``.
 
 Offsets stream first (one per cycle, recording ``offsets[t*B]``, where table ``t``'s
-indices start), then indices, a beat's worth (8) per cycle: the rest of the response beat
-at the head that belongs to the current table (a beat that spans tables takes a cycle per
-table); a failure in the offsets skips the indices.
+indices start), then indices, up to 8 per cycle (a beat of int64, half a beat of int32): the
+rest of the response beat (half beat) at the head that belongs to the current table (a beat
+that spans tables takes a cycle per table); a failure in the offsets skips the indices.
+int32 offsets and indices are sign-extended as they are read, so a negative one fails as
+its int64 twin does.
 
 Shared indices (``share`` at ``start``): the engine's first part reads the batch's first
 indices too, at the same time, so the checker hands them over instead of the engine reading
@@ -49,7 +51,8 @@ class BatchChecker(wiring.Component):
     params : EngineParams
     config_layout : data.StructLayout
         The engine's ``Config`` (the fields read: batch_size, num_tables, num_indices,
-        offsets_addr, indices_addr, weighted, tables[t].rows and .mean).
+        offsets_addr, indices_addr, offsets_int32, indices_int32, weighted, tables[t].rows and
+        .mean).
     max_tables, addr_bits : int
 
     Members
@@ -99,6 +102,7 @@ class BatchChecker(wiring.Component):
                     m.d.sync += [error.eq(0), too_long.eq(0), t.eq(0), tb.eq(0), k.eq(0), self.done.eq(0),
                                  share.eq(self.share), share_known.eq(0)]
                     m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(0),
+                                 offs.narrow.eq(cfg.offsets_int32),
                                  offs.count.eq(T * B + 1)]
                     m.next = "OFFSETS"
 
@@ -124,6 +128,7 @@ class BatchChecker(wiring.Component):
                         m.next = "IDLE"
                     with m.Elif(error == 0):
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.indices_addr), idxr.first.eq(0),
+                                     idxr.narrow.eq(cfg.indices_int32),
                                      idxr.count.eq(cfg.num_indices)]
                         m.next = "INDICES"
                     with m.Else():

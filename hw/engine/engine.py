@@ -89,8 +89,9 @@ weight (forward ``fma(w, E, acc)``, backward the two-rounding ``fl(fl(w*G) + g)`
 ``baseline`` applies each lookup's weight as it streams (forward ``fma(w, E, acc)``,
 backward the update's scale).
 
-Memory layout: beat addresses (64 bytes); ``offsets`` and ``indices`` are int64 arrays
-from a beat boundary, ``weights`` a float32 array from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
+Memory layout: beat addresses (64 bytes); ``offsets`` and ``indices`` are int64 arrays, or
+int32 ones (``offsets_int32``, ``indices_int32``: half the input beats; each sign-extended as
+it is read), from a beat boundary, ``weights`` a float32 array from a beat boundary; table ``t`` row ``r`` starts at ``base[t] + r * stride[t]``; the
 pooled output's (and the upstream gradient's) bag ``b`` of table ``t`` is staging row
 ``b*T + t`` of the array at ``pooled`` (``grad``), laid out by :mod:`.staging` (row-major,
 or striped over the ranks).
@@ -229,6 +230,7 @@ class Engine(wiring.Component):
         self.Config = data.StructLayout({
             "job": 1, "mode": 2, "batch_size": 32, "num_tables": max(1, max_tables.bit_length()),
             "num_indices": 32, "offsets_addr": addr_bits, "indices_addr": addr_bits,
+            "offsets_int32": 1, "indices_int32": 1,
             "weighted": 1, "weights_addr": addr_bits,
             "pooled_addr": addr_bits, "grad_addr": addr_bits, "lr": 32,
             "optimizer": 1, "eps": 32,
@@ -671,6 +673,7 @@ class Engine(wiring.Component):
             """Read the indices (unless ``shared``) and the weights of lookups first ..
             first+count-1."""
             m.d.comb += [idxr.start.eq(~shared), idxr.base.eq(cfg.indices_addr), idxr.first.eq(first),
+                         idxr.narrow.eq(cfg.indices_int32),
                          idxr.count.eq(count),
                          wts.start.eq(cfg.weighted), wts.base.eq(cfg.weights_addr), wts.first.eq(first),
                          wts.count.eq(count)]
@@ -778,6 +781,7 @@ class Engine(wiring.Component):
                 with m.Else():
                     left = B - b0
                     m.d.comb += [offs.start.eq(1), offs.base.eq(cfg.offsets_addr), offs.first.eq(tb + b0),
+                                 offs.narrow.eq(cfg.offsets_int32),
                                  offs.count.eq(Mux(left > p.max_bags, p.max_bags, left) + 1)]
                     m.d.sync += [k.eq(0), nb.eq(0), lookups.eq(0), closed.eq(0)]
                     m.next = "PART_OFFSETS"

@@ -29,6 +29,7 @@ from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .memport import array_beats
 from .params import counter_signal
 from .staging import staging_beats
 
@@ -67,9 +68,9 @@ class MemoryMapCheck(wiring.Component):
             d = cfg.tables[i]
             return d.base, d.base + d.rows * d.stride, (i < T) & (d.rows != 0)
         job_out = Mux(self.forward, cfg.pooled_addr, cfg.grad_addr)
-        staging = [(cfg.offsets_addr, cfg.offsets_addr + ((T * B + 8) >> 3), C(1, 1)),
-                   (cfg.indices_addr, cfg.indices_addr + ((n_idx + 7) >> 3), n_idx != 0),
-                   (cfg.weights_addr, cfg.weights_addr + ((n_idx + 15) >> 4), cfg.weighted & (n_idx != 0)),
+        staging = [(cfg.offsets_addr, cfg.offsets_addr + array_beats(T * B + 1, cfg.offsets_int32), C(1, 1)),
+                   (cfg.indices_addr, cfg.indices_addr + array_beats(n_idx, cfg.indices_int32), n_idx != 0),
+                   (cfg.weights_addr, cfg.weights_addr + array_beats(n_idx, 32), cfg.weighted & (n_idx != 0)),
                    (job_out, job_out + staging_beats(T * B, beats, self.stripe), T * B != 0)]
         i_lo, i_hi, i_live = Signal(RW), Signal(RW), Signal()
         j_lo, j_hi, j_live = Signal(RW), Signal(RW), Signal()

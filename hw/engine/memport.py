@@ -5,8 +5,8 @@ flag, data) and a read-response stream, in order, with any latency and backpress
 DDR4/LRDIMM work replaces what sits behind it.  Inside the engine several units share it
 through :class:`MemArbiter`:
 
-* :class:`ArrayReader` streams a range of int64 (offsets, indices) or 32-bit (weights)
-  elements;
+* :class:`ArrayReader` streams a range of int64 or int32 (offsets, indices) or 32-bit
+  (weights) elements;
 * :class:`RowFetcher` reads whole table rows (D/16 beats) for a stream of row addresses;
 * writes (pooled outputs, updated rows) go straight to an arbiter port.
 
@@ -20,11 +20,11 @@ bound is also what a requester can stream: by Little's law at most ``max_outstan
 beats per round trip through the memory (about 45 clocks from the engine to a DDR4 rank
 and back when idle, more under load).
 """
-from amaranth.hdl import C, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BEAT_BITS", "mem_port", "MemArbiter", "ArrayReader", "RowFetcher"]
+__all__ = ["BEAT_BITS", "mem_port", "MemArbiter", "ArrayReader", "RowFetcher", "array_beats"]
 
 BEAT_BITS = 512
 
@@ -104,17 +104,31 @@ class MemArbiter(wiring.Component):
         return m
 
 
+def array_beats(count, elem_bits):
+    """Beats of an array of ``count`` elements of ``elem_bits`` (32 or 64; a value: a signal
+    choosing 32) from a beat boundary: the one rule of the input arrays' size in memory."""
+    if isinstance(elem_bits, int):
+        return (count + (BEAT_BITS // elem_bits - 1)) >> (BEAT_BITS // elem_bits).bit_length() - 1
+    return Mux(elem_bits, array_beats(count, 32), array_beats(count, 64))
+
+
 class ArrayReader(wiring.Component):
     """Stream ``count`` elements of ``elem_bits`` (64 or 32) starting at element ``first``
-    of an array at beat address ``base``: one element per cycle through ``data``, or up to a
-    beat's worth per cycle through ``beat`` / ``take`` (a user drives one of the two).
+    of an array at beat address ``base``: one element per cycle through ``data``, or up to
+    ``BEAT_BITS // elem_bits`` per cycle through ``beat`` / ``take`` (a user drives one of the
+    two).  With ``narrow`` (64-bit readers only: int32 indices and offsets, as FBGEMM and
+    PyTorch take them) the array holds 32-bit elements, 16 a beat, each sign-extended to
+    64 bits on the way out; ``beat`` then shows the beat's half that holds the next element,
+    so its user sees 8 elements at most, as for int64.
 
     Members
     -------
-    start : In(1)     pulse (only when not ``busy``) with ``base``, ``first``, ``count``
+    start : In(1)     pulse (only when not ``busy``) with ``base``, ``first``, ``count``, ``narrow``
+    narrow : In(1)    (readers of ``elem_bits`` 64 only) the array's elements are 32-bit
     data : Out(stream.Signature(elem_bits))
-    beat : Out(WideView)  the response beat at the head: ``valid``, its ``elems``, the
-                      ``lane`` of the next element and ``avail``, the elements left in it
+    beat : Out(WideView)  the response beat (its half, narrow) at the head: ``valid``, its
+                      ``elems``, the ``lane`` of the next element and ``avail``, the elements
+                      left in it
     take : In(range(N + 1))   elements taken from ``beat`` this cycle (at most ``avail``,
                       only when ``valid``): the next ``take`` lanes from ``lane``
     busy : Out(1)     until every element has been taken
@@ -130,6 +144,7 @@ class ArrayReader(wiring.Component):
                                            "lane": range(N), "avail": range(N + 1)})
         super().__init__({"start": In(1), "base": In(addr_bits), "first": In(count_bits),
                           "count": In(count_bits), "busy": Out(1),
+                          **({"narrow": In(1)} if elem_bits == 64 else {}),
                           "data": Out(stream.Signature(elem_bits)),
                           "beat": Out(self.WideView), "take": In(range(N + 1)),
                           "port": Out(mem_port(addr_bits))})
@@ -137,33 +152,59 @@ class ArrayReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W = self.elem_bits
-        N = BEAT_BITS // W                      # elements per beat
+        N = BEAT_BITS // W                      # elements a view shows (a beat's, wide)
         sh = N.bit_length() - 1
+        narrowable = W == 64
+        narrow = Signal() if narrowable else C(0, 1)    # this array's elements are 32-bit
+        NN = 2 * N if narrowable else N         # most elements a beat holds
         next_beat = Signal(self.addr_bits)      # next beat address to request
         beats_left = Signal(len(self.count))    # beats still to request
         left = Signal(len(self.count))          # elements still to deliver
-        lane = Signal(sh)
+        lane = Signal(NN.bit_length() - 1)      # of the next element in its beat
         m.d.comb += [self.busy.eq(left != 0), self.port.rsp.ready.eq(0)]
-        with m.If(self.start):
+
+        def begin(k):                           # 2**k elements a beat
             end = self.first + self.count
-            m.d.sync += [next_beat.eq(self.base + self.first[sh:]), lane.eq(self.first[:sh]), left.eq(self.count),
-                         beats_left.eq(Mux(self.count == 0, 0, ((end + N - 1) >> sh) - self.first[sh:]))]
+            m.d.sync += [next_beat.eq(self.base + self.first[k:]), lane.eq(self.first[:k]),
+                         beats_left.eq(Mux(self.count == 0, 0, ((end + (1 << k) - 1) >> k) - self.first[k:]))]
+        with m.If(self.start):
+            m.d.sync += left.eq(self.count)
+            if not narrowable:
+                begin(sh)
+            else:
+                m.d.sync += narrow.eq(self.narrow)
+                with m.If(self.narrow):
+                    begin(sh + 1)
+                with m.Else():
+                    begin(sh)
         # requests
         m.d.comb += [self.port.cmd.valid.eq(beats_left != 0), self.port.cmd.payload.addr.eq(next_beat),
                      self.port.cmd.payload.write.eq(0)]
         with m.If(self.port.cmd.valid & self.port.cmd.ready):
             m.d.sync += [next_beat.eq(next_beat + 1), beats_left.eq(beats_left - 1)]
-        # delivery: the response beat at the head, from lane ``lane`` on; one element a
-        # cycle through ``data``, or ``take`` of them
+        # delivery: the response beat at the head (narrow: its half holding lane ``lane``),
+        # from lane ``lane`` on; one element a cycle through ``data``, or ``take`` of them
         beat = self.beat
-        m.d.comb += [beat.valid.eq(self.port.rsp.valid & (left != 0)), beat.elems.eq(self.port.rsp.payload),
-                     beat.lane.eq(lane), beat.avail.eq(Mux(left < N - lane, left, N - lane))]
-        m.d.comb += [self.data.valid.eq(beat.valid), self.data.payload.eq(beat.elems[lane])]
+        words = self.port.rsp.payload
+        view_lane = lane[:sh]
+        m.d.comb += [beat.valid.eq(self.port.rsp.valid & (left != 0)), beat.lane.eq(view_lane),
+                     beat.avail.eq(Mux(left < N - view_lane, left, N - view_lane))]
+        if narrowable:
+            half = words.word_select(lane[sh], BEAT_BITS // 2)
+            wide_elems = Cat(*[Cat(e, e[31].replicate(32)) for e in (half.word_select(i, 32) for i in range(N))])
+            m.d.comb += beat.elems.eq(Mux(narrow, wide_elems, words))
+        else:
+            m.d.comb += beat.elems.eq(words)
+        m.d.comb += [self.data.valid.eq(beat.valid), self.data.payload.eq(beat.elems[view_lane])]
         taken = Signal(range(N + 1))
         m.d.comb += taken.eq(Mux(self.data.valid & self.data.ready, 1, Mux(beat.valid, self.take, 0)))
+        # the beat is done at its last element (narrow: the second half's) or the array's
+        beat_done = taken == beat.avail
+        if narrowable:
+            beat_done &= ~narrow | lane[sh] | (taken == left)
         with m.If(taken != 0):
-            m.d.sync += [left.eq(left - taken), lane.eq(lane + taken)]
-            with m.If(taken == beat.avail):     # the beat's last element, or the array's
+            m.d.sync += [left.eq(left - taken), lane.eq(Mux(narrow, lane + taken, (view_lane + taken)[:sh]))]
+            with m.If(beat_done):
                 m.d.comb += self.port.rsp.ready.eq(1)
         return m
 
