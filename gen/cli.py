@@ -11,7 +11,8 @@ import tempfile
 
 import numpy as np
 
-from refree.golden.batch import POOLINGS, load_batch, read_arrays
+from refree.golden.batch import POOLINGS, load_batch, read_arrays, save_batch
+from refree.golden.dlrm_data import DlrmSelection, is_dlrm_file, load_dlrm
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import BACKWARDS, OPTIMIZERS, step
@@ -40,19 +41,43 @@ def _poolings(arg, T):
     return modes
 
 
+def _read_batch(args):
+    """The batch argument -> (batch, title, rows of each table or None): a batch file .npz,
+    or a dlrm_datasets file (.pt.gz) with the selection of --select-tables, --batch-size and
+    --batch-index."""
+    if is_dlrm_file(args.batch):
+        tables = None
+        if args.select_tables is not None:
+            try:
+                tables = tuple(int(t) for t in args.select_tables.split(","))
+            except ValueError:
+                raise BatchError("--select-tables", f"must be table numbers separated by commas, not "
+                                                    f"{args.select_tables!r}") from None
+        tr = load_dlrm(args.batch, DlrmSelection(tables, args.batch_size, args.batch_index))
+        picked = "all tables" if tables is None else f"tables {','.join(map(str, tables))}"
+        return tr.batch, f"{os.path.basename(args.batch)} ({picked}, window {args.batch_index})", tr.num_rows
+    for option in ("select_tables", "batch_size"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option.replace('_', '-')} applies to a dlrm_datasets file (.pt.gz) or a "
+                             f"trace, not to a batch file")
+    return load_batch(args.batch), os.path.basename(args.batch), None
+
+
 def cmd_analyze(args):
     if args.batch:
         if args.trace:
             raise UsageError("give either a batch file or --trace, not both")
-        batch = load_batch(args.batch)
-        title = os.path.basename(args.batch)
+        batch, title, rows = _read_batch(args)
     else:
         if not args.trace:
             raise UsageError("give a batch file or --trace NAME")
+        if args.select_tables is not None:
+            raise UsageError("--select-tables selects from a dlrm_datasets file (.pt.gz), not from a trace")
         tr, title = _trace_batch(args)
-        batch = tr.batch
+        batch, rows = tr.batch, tr.num_rows
     poolings = _poolings(args.pooling, batch.num_tables)
-    rows = [int(batch.table_slice(t)[0].max(initial=-1)) + 1 for t in range(batch.num_tables)]
+    if rows is None:
+        rows = [int(batch.table_slice(t)[0].max(initial=-1)) + 1 for t in range(batch.num_tables)]
     batch.check_against(rows, poolings)         # rejects negative indices, weights with mean
     rep = analyze(batch, poolings, _limits(_config(args)) if args.engine_limits else None)
     print(json.dumps(rep) if args.json else format_report(rep, title))
@@ -126,7 +151,7 @@ def _check_waves(args):
 def cmd_step(args):
     _check_waves(args)
     conf = _config(args)
-    batch = load_batch(args.batch)
+    batch, _, _ = _read_batch(args)
     tables, was_npz = _load_tables(args.table)
     grad = read_arrays(args.grad, "--grad")
     if not isinstance(grad, np.ndarray):
@@ -168,6 +193,8 @@ def cmd_step(args):
 
 def _trace_batch(args):
     """--trace and its options -> (trace, title)."""
+    if args.batch_size is None:
+        args.batch_size = TRACE_BATCH_SIZE
     if args.trace == "movielens":
         tr = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index)
         title = f"trace movielens (batch {args.batch_index})"
@@ -211,7 +238,7 @@ def cmd_rtl_check(args):
     d = conf.dram
     where = (f"{d.ranks} rank(s) of {d.grade}" if args.memory == "ddr4"
              else "a generic memory port (random latency and backpressure)")
-    print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={args.batch_size}, T={args.tables}, "
+    print(f"one training step ({args.optimizer}, sum pooling) of {title}, B={tr.batch.batch_size}, T={args.tables}, "
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
@@ -234,6 +261,23 @@ def cmd_rtl_check(args):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return 0
+
+
+def cmd_convert(args):
+    """A dlrm_datasets file (or the selected part of it) -> a batch file .npz."""
+    if not is_dlrm_file(args.file):
+        raise BatchError("file", f"{args.file!r} is not named as a dlrm_datasets file (.pt.gz or .pt)")
+    if not str(args.out).endswith(".npz"):
+        raise BatchError("out", f"{args.out!r}: a batch file is an .npz")
+    args.batch = args.file
+    batch, title, rows = _read_batch(args)
+    tmp = f"{args.out}.part.npz"            # (written whole, then moved: no partial output)
+    save_batch(tmp, batch)
+    os.replace(tmp, args.out)
+    print(json.dumps({"from": title, "out": str(args.out), "batch_size": batch.batch_size,
+                      "tables": batch.num_tables, "lookups": len(batch.indices), "rows": list(rows),
+                      "offsets": "int32" if batch.offsets_int32 else "int64",
+                      "indices": "int32" if batch.indices_int32 else "int64"}))
 
 
 def cmd_generate(args):
@@ -259,9 +303,11 @@ EXIT_CODES = ("exit status: 0 done (and, for checks, every check passed); 1 a ch
               "and the golden model differ) or a tool failed (Yosys, nextpnr); 2 bad input or usage, "
               "with a message 'refree: error: ...'")
 
-BATCH_HELP = ("batch file .npz: indices and offsets (int64, or int32 widened to int64 on load; TBE "
-              "layout: table-major, T*B+1 offsets), batch_size B, optional per_sample_weights "
-              "(float32); see the README's 'Batch files'")
+BATCH_HELP = ("batch file .npz: indices and offsets (int64 or int32; TBE layout: table-major, T*B+1 "
+              "offsets), batch_size B, optional per_sample_weights (float32); see the README's 'Batch "
+              "files'; or one of Meta's dlrm_datasets files (.pt.gz: indices, offsets, lengths), with "
+              "--select-tables and a window of samples")
+TRACE_BATCH_SIZE = 128
 
 POOLING_HELP = ("how each bag pools its rows: sum (default) or mean, one mode for every table or one "
                 "per table, comma-separated (sum,mean)")
@@ -270,15 +316,31 @@ POOLING_HELP = ("how each bag pools its rows: sum (default) or mean, one mode fo
 def _trace_options(parser, trace_default, trace_help):
     """The options that pick a trace batch (see _trace_batch)."""
     parser.add_argument("--trace", choices=TRACES, default=trace_default, help=trace_help)
-    parser.add_argument("--batch-size", type=int, default=128, help="bags per table, B (default 128)")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"bags per table, B (default {TRACE_BATCH_SIZE}; of a dlrm_datasets file: a window "
+                             f"of B of its samples, default all)")
     parser.add_argument("--tables", type=int, default=1,
                         help="tables T (default 1; MovieLens has 3: history, user, liked history)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces")
     parser.add_argument("--batch-index", type=int, default=0,
-                        help="MovieLens: which batch of B consecutive samples (time order)")
+                        help="MovieLens, or a dlrm_datasets file: which window of B consecutive samples "
+                             "(default 0)")
     parser.add_argument("--index-dtype", choices=["int64", "int32"], default="int64",
                         help="width of the trace's offsets and indices (default int64); the NMP reads "
                              "int32 as it is, half the input beats")
+
+
+def _dlrm_options(parser, windows):
+    """The options that select from a dlrm_datasets file (the trace options give the window
+    where a command has them)."""
+    parser.add_argument("--select-tables", metavar="LIST",
+                        help="a dlrm_datasets file (.pt.gz): the tables to take, comma-separated numbers "
+                             "(default all), in the order given")
+    if windows:
+        parser.add_argument("--batch-size", type=int,
+                            help="a dlrm_datasets file: a window of B of its samples (default all)")
+        parser.add_argument("--batch-index", type=int, default=0,
+                            help="a dlrm_datasets file: which window of B samples (default 0)")
 
 
 def _memory_option(parser):
@@ -306,10 +368,12 @@ def build_parser():
                    help="split the batch into parts by the configured engine's limits "
                         "(default: the whole batch as one part)")
     a.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
+    _dlrm_options(a, windows=False)
 
     step_help = "run one embedding training step (forward, backward, update) on a batch"
     s = sub.add_parser("step", help=step_help, description=step_help, epilog=EXIT_CODES)
     s.add_argument("batch", help=BATCH_HELP)
+    _dlrm_options(s, windows=True)
     s.add_argument("--table", required=True,
                    help="the embedding tables, float32 (rows, D): one table as .npy, or T tables as "
                         ".npz holding table_0 .. table_{T-1}")
@@ -371,6 +435,13 @@ def build_parser():
                         "suffix): VCD under Verilator, FST under Icarus, for GTKWave or Surfer (a "
                         "simulator build of its own, slower; large for big batches)")
 
+    c = sub.add_parser("convert", help="a dlrm_datasets file (.pt.gz), or the tables and samples "
+                                       "selected from it, as a batch file .npz", epilog=EXIT_CODES)
+    c.add_argument("file", help="one of Meta's dlrm_datasets files (gzip around torch.save of indices, "
+                                "offsets, lengths); decompressed beside the output and memory-mapped")
+    c.add_argument("out", help="the batch file to write (.npz; offsets and indices keep the file's dtype)")
+    _dlrm_options(c, windows=True)
+
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
     g.add_argument("-o", "--out", required=True, help="output folder")
@@ -393,7 +464,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         status = {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate,
-                  "rtl-check": cmd_rtl_check}[args.command](args)
+                  "rtl-check": cmd_rtl_check, "convert": cmd_convert}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:
