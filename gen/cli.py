@@ -41,10 +41,12 @@ def _poolings(arg, T):
     return modes
 
 
-def _read_batch(args):
+def _read_batch(args, scratch_dir=None):
     """The batch argument -> (batch, title, rows of each table or None): a batch file .npz,
-    or a dlrm_datasets file (.pt.gz) with the selection of --select-tables, --batch-size and
-    --batch-index."""
+    or a dlrm_datasets file (.pt.gz, decompressed into ``scratch_dir``) with the selection of
+    --select-tables, --batch-size and --batch-index."""
+    if getattr(args, "index_dtype", "int64") != "int64":
+        raise UsageError("--index-dtype applies to a trace: a file's arrays keep their own dtypes")
     if is_dlrm_file(args.batch):
         tables = None
         if args.select_tables is not None:
@@ -53,13 +55,13 @@ def _read_batch(args):
             except ValueError:
                 raise BatchError("--select-tables", f"must be table numbers separated by commas, not "
                                                     f"{args.select_tables!r}") from None
-        tr = load_dlrm(args.batch, DlrmSelection(tables, args.batch_size, args.batch_index))
+        tr = load_dlrm(args.batch, DlrmSelection(tables, args.batch_size, args.batch_index), scratch_dir)
         picked = "all tables" if tables is None else f"tables {','.join(map(str, tables))}"
         return tr.batch, f"{os.path.basename(args.batch)} ({picked}, window {args.batch_index})", tr.num_rows
-    for option in ("select_tables", "batch_size"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"--{option.replace('_', '-')} applies to a dlrm_datasets file (.pt.gz) or a "
-                             f"trace, not to a batch file")
+    given = [o for o, v in (("--select-tables", args.select_tables), ("--batch-size", args.batch_size),
+                            ("--batch-index", args.batch_index)) if v]
+    if given:
+        raise UsageError(f"{given[0]} applies to a dlrm_datasets file (.pt.gz) or a trace, not to a batch file")
     return load_batch(args.batch), os.path.basename(args.batch), None
 
 
@@ -269,11 +271,20 @@ def cmd_convert(args):
         raise BatchError("file", f"{args.file!r} is not named as a dlrm_datasets file (.pt.gz or .pt)")
     if not str(args.out).endswith(".npz"):
         raise BatchError("out", f"{args.out!r}: a batch file is an .npz")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise BatchError("out", f"cannot write {args.out!r}: no writable folder {folder}")
     args.batch = args.file
-    batch, title, rows = _read_batch(args)
+    batch, title, rows = _read_batch(args, scratch_dir=folder)
     tmp = f"{args.out}.part.npz"            # (written whole, then moved: no partial output)
-    save_batch(tmp, batch)
-    os.replace(tmp, args.out)
+    try:
+        save_batch(tmp, batch)
+        os.replace(tmp, args.out)
+    except OSError as e:
+        raise BatchError("out", f"cannot write {args.out!r}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(json.dumps({"from": title, "out": str(args.out), "batch_size": batch.batch_size,
                       "tables": batch.num_tables, "lookups": len(batch.indices), "rows": list(rows),
                       "offsets": "int32" if batch.offsets_int32 else "int64",

@@ -38,6 +38,10 @@ INDEX_DTYPES = (np.int64, np.int32)
 
 @dataclass(frozen=True, eq=False)
 class Batch:
+    """A batch (module docstring).  The widths of offsets and indices are taken from the
+    dtypes of the arrays it is built with and the arrays are held as int64, so a Batch built
+    from another one's arrays (``Batch(b.indices, ...)``, ``dataclasses.replace``) is int64:
+    use :meth:`with_index_dtype` or :meth:`given` to keep a width."""
     indices: np.ndarray
     offsets: np.ndarray
     batch_size: int
@@ -65,6 +69,14 @@ class Batch:
     def given(self, name):
         """Array ``name`` (offsets or indices) in the width it was given in."""
         return getattr(self, name).astype(np.int32 if getattr(self, f"{name}_int32") else np.int64)
+
+    def array_beats(self, name):
+        """64-byte beats of array ``name`` (offsets, indices or per_sample_weights) in memory,
+        from a beat boundary, in its width: the host's rule of an input array's size (the
+        engine's is ``refree.hw.engine.memport.array_beats``)."""
+        n, nbytes = len(getattr(self, name)), (4 if name == "per_sample_weights" or
+                                                getattr(self, f"{name}_int32") else 8)
+        return -(-n * nbytes // 64)
 
     # -- structure ---------------------------------------------------------------------
     @property

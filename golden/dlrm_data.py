@@ -20,10 +20,12 @@ The real files are 1 to 3.5 GB (Git LFS) and not downloadable here;
 ``golden/data/dlrm-sample.pt.gz`` is a small synthetic file in exactly this format
 (:func:`write_sample`), made from the Meta-calibrated trace.
 
-Large files: a ``.pt.gz`` is first decompressed into a temporary file beside the output (or
-in the system's temporary folder), then opened with ``torch.load(..., mmap=True)``, so that
-only the selected tables' slices are read into memory (a file in torch's legacy format,
-which cannot be mapped, is read whole).  ``torch.load`` runs with ``weights_only=True``:
+Large files: a ``.pt.gz`` is first decompressed into a temporary file (``refree convert``:
+beside its output; else in the system's temporary folder, ``TMPDIR``), then opened with
+``torch.load(..., mmap=True)``, so that only what the selection needs is read into memory:
+the whole file's offsets are only mapped, each selected table's offsets, lengths and indices
+are read (its indices whole, for its rows), and nothing of the other tables (a file in
+torch's legacy format, which cannot be mapped, is read whole).  ``torch.load`` runs with ``weights_only=True``:
 a file holding anything but tensors is refused, never executed.
 """
 import gzip
@@ -101,11 +103,12 @@ def _open_tensors(path, scratch):
 
 
 def _checked(path, indices, offsets, lengths):
-    """The file's T and B, after the format's own checks (dtypes, shapes, consistency)."""
-    name = str(path)
+    """The file's T and B, after the format's checks that cost nothing per bag (dtypes,
+    shapes, the ends of the offsets); :func:`_table_checked` checks each table taken."""
+    torch, name = _torch(), str(path)
     for what, x in (("indices", indices), ("offsets", offsets), ("lengths", lengths)):
-        if x.numpy().dtype not in INDEX_DTYPES:
-            raise BatchError(what, f"of {name!r} must be int32 or int64, not {x.dtype}")
+        if x.dtype not in (torch.int32, torch.int64) or x.layout != torch.strided:
+            raise BatchError(what, f"of {name!r} must be a dense int32 or int64 tensor, not {x.dtype} ({x.layout})")
     if indices.dim() != 1 or offsets.dim() != 1 or lengths.dim() != 2:
         raise BatchError("batch", f"{name!r}: indices and offsets must be 1-D and lengths [T, B], not of shapes "
                                   f"{tuple(indices.shape)}, {tuple(offsets.shape)}, {tuple(lengths.shape)}")
@@ -117,13 +120,24 @@ def _checked(path, indices, offsets, lengths):
     if offs[0] != 0 or offs[-1] != len(indices):
         raise BatchError("offsets", f"of {name!r} must run from 0 to len(indices) = {len(indices)}, not from "
                                     f"{int(offs[0])} to {int(offs[-1])}")
-    steps = np.diff(offs)
-    bad = steps != lengths.numpy().reshape(-1)
+    return T, B
+
+
+def _table_checked(path, t, indices, offsets, lengths):
+    """Table ``t``'s offsets against its lengths, and its indices (all of the table's,
+    which give its rows); returns its rows."""
+    name, B = str(path), lengths.shape[1]
+    offs = offsets.numpy()[B * t:B * (t + 1) + 1]
+    steps, want = np.diff(offs), lengths[t].numpy()
+    bad = steps != want
     if bad.any():
         k = int(np.argmax(bad))
-        raise BatchError("lengths", f"of {name!r}: bag {k} (table {k // B}, sample {k % B}) has {int(steps[k])} "
-                                    f"indices by the offsets but length {int(lengths.numpy().reshape(-1)[k])}")
-    return T, B
+        raise BatchError("lengths", f"of {name!r}: bag {t * B + k} (table {t}, sample {k}) has {int(steps[k])} "
+                                    f"indices by the offsets but length {int(want[k])}")
+    whole = indices[int(offs[0]):int(offs[-1])].numpy()
+    if len(whole) and whole.min() < 0:
+        raise BatchError("indices", f"of table {t} of {name!r} include {int(whole.min())}, which is negative")
+    return max(int(whole.max(initial=-1)) + 1, 1)
 
 
 def load_dlrm(path, selection=DlrmSelection(), scratch_dir=None):
@@ -151,17 +165,13 @@ def load_dlrm(path, selection=DlrmSelection(), scratch_dir=None):
         offs = offsets.numpy()
         idx, sizes, out_offsets = [], [], [np.zeros(1, offs.dtype)]
         for t in tables:
-            whole = indices[int(offs[B * t]):int(offs[B * (t + 1)])].numpy()
-            if len(whole) and whole.min() < 0:
-                raise BatchError("indices", f"of table {t} of {str(path)!r} include {int(whole.min())}, "
-                                            f"which is negative")
-            sizes.append(int(whole.max(initial=-1)) + 1)
+            sizes.append(_table_checked(path, t, indices, offsets, lengths))
             window = offs[B * t + k * b:B * t + (k + 1) * b + 1]
             idx.append(indices[int(window[0]):int(window[-1])].numpy().copy())
             out_offsets.append(window[1:] - window[0] + out_offsets[-1][-1])
     batch = Batch(indices=np.concatenate(idx).astype(indices.numpy().dtype, copy=False),
                   offsets=np.concatenate(out_offsets), batch_size=b)
-    return Trace(batch, tuple(max(s, 1) for s in sizes))
+    return Trace(batch, tuple(sizes))
 
 
 def write_dlrm_file(path, indices, offsets, lengths):

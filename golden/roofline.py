@@ -9,9 +9,9 @@ what the golden counts (:mod:`.counts`) count.  Every rule is stated once, here:
 **memory** -- the compulsory DRAM traffic in 64-byte beats, at the ranks' peak: R ranks of
 16 bytes a clock each, so a beat costs ``4 / R`` clocks.  Compulsory beats of a job:
 
-* input: each input array read once, each from a beat boundary: offsets ``(T*B+1)`` int64,
-  indices ``N`` int64, and when the batch is weighted its weights ``N`` float32, each
-  ``ceil(bytes / 64)`` beats.  Both jobs need all of them (the backward job re-forms the
+* input: each input array read once, each from a beat boundary: offsets ``(T*B+1)`` and
+  indices ``N``, int64 or int32 as the batch gives them (``Batch.array_beats``), and when
+  the batch is weighted its weights ``N`` float32, each ``ceil(bytes / 64)`` beats.  Both jobs need all of them (the backward job re-forms the
   parts, and every mode's backward applies the weights);
 * forward, ``table_reads``: each table row the mode must read, once per part (a row is
   ``D/16`` beats): ``baseline`` one row per lookup (PyTorch's order), ``dedup`` and
@@ -76,10 +76,8 @@ def _beats(nbytes):
 
 def input_beats(batch):
     """Beats of the input arrays, each read once from a beat boundary."""
-    n = len(batch.indices)
-    width = {True: 4, False: 8}     # bytes of an element: int32 or int64, as given
-    return (_beats(width[batch.offsets_int32] * len(batch.offsets)) + _beats(width[batch.indices_int32] * n)
-            + (_beats(4 * n) if batch.weighted else 0))
+    return sum(batch.array_beats(name) for name in ("offsets", "indices", "per_sample_weights")
+               if getattr(batch, name) is not None)
 
 
 def _part_ops(plan):

@@ -105,6 +105,9 @@ DAMAGED = [
     ("lengths against offsets", lambda p: _save(p, (_arrays()[0], _arrays()[1], torch.tensor([[1, 2], [0, 3]]))),
      "bag 0 (table 0, sample 0) has 2"),
     ("a negative index", lambda p: _save(p, _arrays(indices=[0, -4, 1, 2, 3, 4])), "negative"),
+    ("bfloat16 indices", lambda p: _save(p, (_arrays()[0].bfloat16(), *_arrays()[1:])), "dense int32 or int64"),
+    ("sparse offsets", lambda p: _save(p, (_arrays()[0], _arrays()[1].to_sparse(), _arrays()[2])),
+     "dense int32 or int64"),
 ]
 
 
@@ -125,6 +128,9 @@ def test_selections_outside_the_file_are_refused(tmp_path, selection, message):
     small_file(tmp_path / "t.pt.gz", B=4)
     with pytest.raises(BatchError, match=message):
         load_dlrm(tmp_path / "t.pt.gz", selection)
+
+
+def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(BatchError, match="no such file"):
         load_dlrm(tmp_path / "missing.pt.gz")
 
@@ -160,7 +166,11 @@ def test_the_commands_take_the_file_as_its_converted_batch(tmp_path, capsys):
         assert code == 0, err
         outs.append((tmp_path / f"out{len(outs)}" / "pooled.npy").read_bytes())
     assert outs[0] == outs[1]
-    with pytest.raises(SystemExit):         # (a usage error: the option is for dlrm_datasets files)
-        main(["analyze", str(tmp_path / "b.npz"), "--select-tables", "1"])
+    for option in (["--select-tables", "1"], ["--batch-index", "1"], ["--index-dtype", "int32"]):
+        with pytest.raises(SystemExit):     # (usage errors: for dlrm_datasets files or traces)
+            main(["analyze", str(tmp_path / "b.npz"), *option])
     code, _, err = run(["convert", path, tmp_path / "b.txt"], capsys)
     assert code == 2 and "an .npz" in err
+    code, _, err = run(["convert", path, tmp_path / "missing" / "b.npz"], capsys)
+    assert code == 2 and "no writable folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("b.")) == ["b.npz"]    # no leftovers

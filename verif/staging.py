@@ -64,9 +64,9 @@ def layout(batch, tables, with_state=False, stripe=1):
         a = -(-(a + beats) // ALIGN_BEATS) * ALIGN_BEATS
         return start
 
-    offsets = take(_beats(batch.given("offsets").itemsize * len(batch.offsets)))
-    indices = take(_beats(batch.given("indices").itemsize * max(len(batch.indices), 1)))
-    weights = take(_beats(4 * max(len(batch.indices), 1)) if batch.weighted else 0)
+    offsets = take(batch.array_beats("offsets"))
+    indices = take(max(batch.array_beats("indices"), 1))
+    weights = take(max(batch.array_beats("per_sample_weights"), 1) if batch.weighted else 0)
     staged = staging_beats(B * T, row_beats, stripe)
     pooled = take(staged)
     grad = take(staged)

@@ -70,7 +70,7 @@ class MemoryMapCheck(wiring.Component):
         job_out = Mux(self.forward, cfg.pooled_addr, cfg.grad_addr)
         staging = [(cfg.offsets_addr, cfg.offsets_addr + array_beats(T * B + 1, cfg.offsets_int32), C(1, 1)),
                    (cfg.indices_addr, cfg.indices_addr + array_beats(n_idx, cfg.indices_int32), n_idx != 0),
-                   (cfg.weights_addr, cfg.weights_addr + array_beats(n_idx, 32), cfg.weighted & (n_idx != 0)),
+                   (cfg.weights_addr, cfg.weights_addr + array_beats(n_idx, True), cfg.weighted & (n_idx != 0)),
                    (job_out, job_out + staging_beats(T * B, beats, self.stripe), T * B != 0)]
         i_lo, i_hi, i_live = Signal(RW), Signal(RW), Signal()
         j_lo, j_hi, j_live = Signal(RW), Signal(RW), Signal()

@@ -104,12 +104,14 @@ class MemArbiter(wiring.Component):
         return m
 
 
-def array_beats(count, elem_bits):
-    """Beats of an array of ``count`` elements of ``elem_bits`` (32 or 64; a value: a signal
-    choosing 32) from a beat boundary: the one rule of the input arrays' size in memory."""
-    if isinstance(elem_bits, int):
-        return (count + (BEAT_BITS // elem_bits - 1)) >> (BEAT_BITS // elem_bits).bit_length() - 1
-    return Mux(elem_bits, array_beats(count, 32), array_beats(count, 64))
+def array_beats(count, int32):
+    """Beats of an array of ``count`` elements from a beat boundary, 32-bit elements if
+    ``int32`` (a bool, or a 1-bit value chosen per job), else 64-bit: the engine's rule of an
+    input array's size in memory (the host's is ``Batch.array_beats``)."""
+    if isinstance(int32, bool):
+        per_beat = BEAT_BITS // (32 if int32 else 64)
+        return (count + (per_beat - 1)) >> (per_beat.bit_length() - 1)
+    return Mux(int32, array_beats(count, True), array_beats(count, False))
 
 
 class ArrayReader(wiring.Component):
