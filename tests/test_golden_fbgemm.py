@@ -45,30 +45,22 @@ Not covered: mean pooling with per-sample weights.  The golden model refuses it
 (WEIGHTS_WITH_MEAN); FBGEMM 1.8.0 accepts it, but its backward drops the 1/L that its
 forward applies.
 
-fbgemm-gpu-cpu 1.8.0 is the release built for torch 2.13.0; its wheel does not pin torch,
-so the Makefile installs it with --no-deps.  `import fbgemm_gpu` loads its libraries into
-torch.ops.fbgemm.
+fbgemm-gpu-cpu 1.8.0 is the release built for torch 2.13.0; the operator is built and run by
+`refree.verif.fbgemm_peer`, which the timing benchmark uses too.
 """
 import functools
-import warnings
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("fbgemm_gpu")
-with warnings.catch_warnings():
-    # (the CPU wheel lacks the SSD optimizers' invokers and says so, once each, on import)
-    warnings.filterwarnings("ignore", r"(?s).*Failed to import", DeprecationWarning)
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import (ComputeDevice, EmbeddingLocation,
-                                                                      PoolingMode)
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import SplitTableBatchedEmbeddingBagsCodegen
 
 from refree.golden.batch import Batch
 from refree.golden.model import step
 from refree.golden.planner import PartLimits, partition
 from refree.golden.traces import meta_batch, movielens_batch
+from refree.verif.fbgemm_peer import fbgemm_step, fbgemm_tbe
 
 pytestmark = pytest.mark.torch
 
@@ -91,7 +83,6 @@ TRACES = {
     "meta-128": ("meta", 128, 2, 64),
     "meta-1024": ("meta", 1024, 3, 8),
 }
-OPTIMIZERS = {"sgd": EmbOptimType.EXACT_SGD, "rowwise-adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD}
 POOLINGS = [("sum", False), ("mean", False), ("sum", True)]
 POOLING_IDS = ["sum", "mean", "weighted"]
 
@@ -127,32 +118,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def fbgemm_tbe(tables, state, pooling, optimizer, lr, eps):
-    specs = [(E.shape[0], E.shape[1], EmbeddingLocation.HOST, ComputeDevice.CPU) for E in tables]
-    tbe = SplitTableBatchedEmbeddingBagsCodegen(
-        specs, optimizer=OPTIMIZERS[optimizer], learning_rate=lr, eps=eps,
-        pooling_mode=PoolingMode.SUM if pooling == "sum" else PoolingMode.MEAN)
-    assert tbe.optimizer_args.weight_decay == 0 and not tbe.optimizer_args.gradient_clipping
-    with torch.no_grad():
-        for W, E in zip(tbe.split_embedding_weights(), tables):
-            W.copy_(torch.from_numpy(E))
-        if state is not None:
-            for S, s in zip(tbe.split_optimizer_states(), state):
-                S[0].copy_(torch.from_numpy(s))
-    return tbe
-
-
-def fbgemm_step(tbe, batch, grad):
-    """Forward, backward (which updates in place); returns pooled, tables, state or None."""
-    w = None if batch.per_sample_weights is None else torch.from_numpy(batch.per_sample_weights)
-    out = tbe(torch.from_numpy(batch.indices), torch.from_numpy(batch.offsets), w)
-    out.backward(torch.from_numpy(grad))
-    tables = [W.detach().numpy().copy() for W in tbe.split_embedding_weights()]
-    state = (None if tbe.optimizer != EmbOptimType.EXACT_ROWWISE_ADAGRAD
-             else [S[0].detach().numpy().copy() for S in tbe.split_optimizer_states()])
-    return out.detach().numpy(), tables, state
 
 
 def parts_per_table(batch, limits):
@@ -320,3 +285,14 @@ def test_adagrad_state_not_carried_over_fails():
     assert not any(f.startswith("step 0") for f in failed), failed
     for q in ("tables", "update", "state"):
         assert any(f.startswith(f"step 1: {q}") for f in failed), (q, failed)
+
+
+def test_the_timing_benchmark_runs_every_trace(capsys):
+    """python -m refree.verif.bench_fbgemm (a benchmark, not a timed test): one short run
+    prints a row per trace and optimizer, with positive times."""
+    from refree.verif import bench_fbgemm
+    assert bench_fbgemm.main(["--warmup", "0", "--repeats", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0], int(r[1]), r[3]) for r in rows] == [(t, B, o) for t, B, _ in bench_fbgemm.RUNS
+                                                       for o in ("sgd", "rowwise-adagrad")]
+    assert all(float(r[4]) > 0 for r in rows)
