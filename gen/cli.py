@@ -291,6 +291,32 @@ def cmd_convert(args):
                       "indices": "int32" if batch.indices_int32 else "int64"}))
 
 
+def cmd_profile(args):
+    """FAE's profile of a stream of batches (golden/hot_rows.py)."""
+    from refree.golden.hot_rows import profile
+    from refree.golden.traces import trace_stream
+    if args.batches < 2:
+        raise BatchError("--batches", f"must be at least 2 (profiled, then judged), not {args.batches}")
+    k = args.profile_batches if args.profile_batches is not None else args.batches // 2
+    options = ({"batch_index": args.batch_index} if args.trace == "movielens" else {})
+    batches, rows = trace_stream(args.trace, args.batch_size or TRACE_BATCH_SIZE, args.tables, args.batches,
+                                 seed=args.seed, **options)
+    hot, rep = profile(batches, rows, k, args.sample, args.budget, args.dim, args.seed)
+    if args.out:
+        np.savez(args.out, **{f"hot_{t}": r for t, r in enumerate(hot.rows)})
+    if args.json:
+        print(json.dumps({"trace": args.trace, "batch_size": batches[0].batch_size, "tables": args.tables,
+                          "batches": args.batches, "profile_batches": k, **rep}))
+        return
+    print(f"FAE profile of trace {args.trace}: {args.batches} batches of B={batches[0].batch_size}, T={args.tables}; "
+          f"the first {k} profiled on {rep['sampled_inputs']} of their {rep['profiled_inputs']} inputs "
+          f"({args.sample:.0%}), a budget of {args.budget:,d} bytes = {rep['capacity_rows']:,d} rows of D={args.dim}")
+    print(f"hot rows per table: {', '.join(f'{n:,d}' for n in rep['hot_rows'])} ({sum(rep['hot_rows']):,d} in all)")
+    for label, c in (("profiled batches", rep["profiled"]), ("later batches", rep["after"])):
+        print(f"  {label:18s} hot lookups {c['hot_lookups']:,d} of {c['lookups']:,d} ({c['hot_lookup_fraction']:.1%}), "
+              f"hot inputs {c['hot_inputs']:,d} of {c['inputs']:,d} ({c['hot_input_fraction']:.1%})")
+
+
 def cmd_generate(args):
     from .generate import generate
     try:
@@ -453,6 +479,23 @@ def build_parser():
     c.add_argument("out", help="the batch file to write (.npz; offsets and indices keep the file's dtype)")
     _dlrm_options(c, windows=True)
 
+    from refree.golden.hot_rows import DEFAULT_BUDGET, DEFAULT_SAMPLE
+    f = sub.add_parser("profile", help="FAE's profiler: the hot rows of a stream of batches, found on a "
+                                       "sample of the earlier inputs, and how they cover the later ones",
+                       epilog=EXIT_CODES)
+    _trace_options(f, "movielens", "the trace whose consecutive batches are profiled")
+    f.add_argument("--batches", type=int, default=20, help="consecutive batches of the stream (default 20)")
+    f.add_argument("--profile-batches", type=int,
+                   help="the first K batches are profiled, the rest judge the hot set (default half)")
+    f.add_argument("--sample", type=float, default=DEFAULT_SAMPLE,
+                   help=f"fraction of the profiled inputs sampled (default {DEFAULT_SAMPLE}, FAE's)")
+    f.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                   help=f"bytes of hot rows (default {DEFAULT_BUDGET:,d}: the row store's size; FAE's "
+                        f"256 MB is a GPU's)")
+    f.add_argument("--dim", type=int, default=64, help="D, floats a row (default 64): rows = budget / (4 D)")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.add_argument("--out", metavar="FILE.npz", help="also write the hot rows, hot_0 .. hot_{T-1}")
+
     g = sub.add_parser("generate", help="write the engine's Verilog and a JSON manifest", epilog=EXIT_CODES)
     g.add_argument("--config", help="TOML file over the defaults (see gen/default_config.toml)")
     g.add_argument("-o", "--out", required=True, help="output folder")
@@ -475,7 +518,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         status = {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate,
-                  "rtl-check": cmd_rtl_check, "convert": cmd_convert}[args.command](args)
+                  "rtl-check": cmd_rtl_check, "convert": cmd_convert, "profile": cmd_profile}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:

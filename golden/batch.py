@@ -70,6 +70,24 @@ class Batch:
         """Array ``name`` (offsets or indices) in the width it was given in."""
         return getattr(self, name).astype(np.int32 if getattr(self, f"{name}_int32") else np.int64)
 
+    def window(self, size, index):
+        """The batch of samples ``[index*size, (index+1)*size)`` of every table (a window of
+        consecutive inputs), in this batch's widths."""
+        B = self.batch_size
+        if size < 1 or index < 0 or (index + 1) * size > B:
+            raise BatchError("batch_size", f"a window of {size} samples, the {index}-th, does not fit the "
+                                           f"batch's B = {B} samples")
+        idx, offs, w = [], [np.zeros(1, np.int64)], []
+        for t in range(self.num_tables):
+            bounds = self.offsets[t * B + index * size:t * B + (index + 1) * size + 1]
+            idx.append(self.indices[bounds[0]:bounds[-1]])
+            offs.append(bounds[1:] - bounds[0] + offs[-1][-1])
+            if self.weighted:
+                w.append(self.per_sample_weights[bounds[0]:bounds[-1]])
+        width = {name: np.int32 if getattr(self, f"{name}_int32") else np.int64 for name in ("indices", "offsets")}
+        return Batch(np.concatenate(idx).astype(width["indices"]), np.concatenate(offs).astype(width["offsets"]),
+                     size, np.concatenate(w) if self.weighted else None)
+
     def array_beats(self, name):
         """64-byte beats of array ``name`` (offsets, indices or per_sample_weights) in memory,
         from a beat boundary, in its width: the host's rule of an input array's size (the

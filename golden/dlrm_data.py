@@ -157,20 +157,17 @@ def load_dlrm(path, selection=DlrmSelection(), scratch_dir=None):
                 raise BatchError("tables", f"{t} is not a table of {str(path)!r}, which has {T} (0 to {T - 1})")
         if not tables:
             raise BatchError("tables", "select at least one table")
-        b = B if selection.batch_size is None else selection.batch_size
-        k = selection.batch_index
-        if b < 1 or k < 0 or (k + 1) * b > B:
-            raise BatchError("batch_size", f"a window of {b} samples, the {k}-th, does not fit the file's "
-                                           f"B = {B} samples")
         offs = offsets.numpy()
         idx, sizes, out_offsets = [], [], [np.zeros(1, offs.dtype)]
-        for t in tables:
+        for t in tables:        # (FBGEMM's slice of each table, rebased to the running total)
             sizes.append(_table_checked(path, t, indices, offsets, lengths))
-            window = offs[B * t + k * b:B * t + (k + 1) * b + 1]
-            idx.append(indices[int(window[0]):int(window[-1])].numpy().copy())
-            out_offsets.append(window[1:] - window[0] + out_offsets[-1][-1])
+            own = offs[B * t:B * (t + 1) + 1]
+            idx.append(indices[int(own[0]):int(own[-1])].numpy().copy())
+            out_offsets.append(own[1:] - own[0] + out_offsets[-1][-1])
     batch = Batch(indices=np.concatenate(idx).astype(indices.numpy().dtype, copy=False),
-                  offsets=np.concatenate(out_offsets), batch_size=b)
+                  offsets=np.concatenate(out_offsets), batch_size=B)
+    if selection.batch_size is not None or selection.batch_index:
+        batch = batch.window(B if selection.batch_size is None else selection.batch_size, selection.batch_index)
     return Trace(batch, tuple(sizes))
 
 

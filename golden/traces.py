@@ -44,6 +44,7 @@ from .batch import Batch, load_batch
 from .errors import BatchError
 
 __all__ = [
+    "trace_stream",
     "Trace", "TRACE_NAMES", "make_trace", "load_trace",
     "uniform_batch", "zipf_batch", "meta_batch", "movielens_batch",
     "MetaLaw", "META_LAWS", "META_SETS", "ReuseHistogram", "expected_reuse", "fit_meta_law",
@@ -653,3 +654,18 @@ def make_trace(name, batch_size, num_tables, seed=0, **kw):
     if name == "movielens":
         return movielens_batch(batch_size, num_tables, **kw)
     raise BatchError("trace", f"must be one of {TRACE_NAMES}, not {name!r}")
+
+
+def trace_stream(name, batch_size, num_tables, count, seed=0, **kw):
+    """``count`` consecutive batches of a trace, as training meets them: MovieLens windows
+    ``batch_index``, ``batch_index + 1``, ...; a synthetic trace drawn once for
+    ``count * batch_size`` samples (one row-popularity law, one permutation of each table's
+    rows) and cut into consecutive windows.  Returns ``(batches, rows of each table)``."""
+    count = _positive_int("count", count)
+    if name == "movielens":
+        first = kw.pop("batch_index", 0)
+        traces = [movielens_batch(batch_size, num_tables, batch_index=first + k, **kw) for k in range(count)]
+        return [tr.batch for tr in traces], traces[0].num_rows
+    whole = make_trace(name, count * batch_size, num_tables, seed, **kw)
+    return [whole.batch.window(batch_size, k) for k in range(count)], whole.num_rows
+
