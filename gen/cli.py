@@ -301,7 +301,11 @@ def cmd_profile(args):
     options = ({"batch_index": args.batch_index} if args.trace == "movielens" else {})
     batches, rows = trace_stream(args.trace, args.batch_size or TRACE_BATCH_SIZE, args.tables, args.batches,
                                  seed=args.seed, **options)
-    hot, rep = profile(batches, rows, k, args.sample, args.budget, args.dim, args.seed)
+    try:
+        hot, rep = profile(batches, rows, k, args.sample, args.budget, args.dim, args.seed, _limits(_config(args)))
+    except BatchError as e:
+        raise BatchError(e.field, f"{e.message} (the traffic counts split the batches into parts as the engine "
+                                  f"does: --config can raise the limits)", e.code) from None
     if args.out:
         np.savez(args.out, **{f"hot_{t}": r for t, r in enumerate(hot.rows)})
     if args.json:
@@ -315,6 +319,11 @@ def cmd_profile(args):
     for label, c in (("profiled batches", rep["profiled"]), ("later batches", rep["after"])):
         print(f"  {label:18s} hot lookups {c['hot_lookups']:,d} of {c['lookups']:,d} ({c['hot_lookup_fraction']:.1%}), "
               f"hot inputs {c['hot_inputs']:,d} of {c['inputs']:,d} ({c['hot_input_fraction']:.1%})")
+    print("table-row accesses in DRAM over the later batches (rows; SGD, a training step a batch), "
+          "without -> with the hot store (its load and flush included), and those it serves:")
+    for mode, tr in rep["traffic_after"].items():
+        print(f"  {mode:9s} {tr['dram']:>10,d} -> {tr['dram_hot']:>10,d} ({tr['dram'] / max(tr['dram_hot'], 1):.2f}x "
+              f"fewer), {tr['hits']:,d} served (load {tr['load']:,d}, flush {tr['flush']:,d})")
 
 
 def cmd_generate(args):
@@ -493,6 +502,8 @@ def build_parser():
                    help=f"bytes of hot rows (default {DEFAULT_BUDGET:,d}: the row store's size; FAE's "
                         f"256 MB is a GPU's)")
     f.add_argument("--dim", type=int, default=64, help="D, floats a row (default 64): rows = budget / (4 D)")
+    f.add_argument("--config", help="engine configuration TOML: the part limits of the traffic counts "
+                                    "(see gen/default_config.toml)")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.add_argument("--out", metavar="FILE.npz", help="also write the hot rows, hot_0 .. hot_{T-1}")
 

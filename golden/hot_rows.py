@@ -17,17 +17,28 @@ Ties among equally counted rows go to the lower table, then the lower row (a det
 rule; FAE's order among ties is its sort's).  Sampling uses ``numpy``'s generator of
 ``seed`` (without replacement, at least one input).
 
-Not here yet (issue 18): the hot-row store in the buffer chip and the golden model's
-traffic with it; this module finds the hot set and measures how well it covers a stream.
+The DRAM traffic of the table rows with and without a hot-row store holding the hot set
+(:func:`table_traffic`), by the design's rule (docs/design.md section 6): a hot row lives in
+SRAM for the whole stream, so its reads and its updates (write-back) touch no DRAM; a load
+job reads every hot row once before the stream, a flush job writes back once every hot row
+that was updated.  The rows each mode touches are those the golden model counts: forward,
+``baseline`` one row read per lookup, ``dedup`` and ``refree`` each distinct row of each
+part; backward (SGD), ``baseline`` one read-modify-write per lookup, the sharing modes one
+per distinct row of the batch (backward by rows).  Values do not change with the store, only
+where a row lives; optimizer state and the input arrays are left out (unchanged by it).
+
+Not here yet (issue 18): the hot-row store in the buffer chip, its load and flush jobs, and
+the cycles it saves; this module finds the hot set and counts the traffic it would save.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BatchError
+from .planner import partition
 
 __all__ = ["DEFAULT_SAMPLE", "DEFAULT_BUDGET", "HotSet", "sample_inputs", "count_accesses", "hot_set",
-           "coverage", "profile"]
+           "coverage", "profile", "touched_rows", "table_traffic"]
 
 DEFAULT_SAMPLE = 0.05           # FAE's: 5 % of the inputs
 DEFAULT_BUDGET = 256 * 1024     # bytes: the row store's size at the default limits (FAE's 256 MB: a GPU's)
@@ -129,9 +140,11 @@ def coverage(batches, hot):
 
 
 def profile(batches, num_rows, profile_batches, fraction=DEFAULT_SAMPLE, budget_bytes=DEFAULT_BUDGET, dim=64,
-            seed=0):
+            seed=0, limits=None):
     """FAE's profile of ``batches[:profile_batches]`` (a ``fraction`` of their inputs), judged
-    on every batch after them; returns ``(hot set, report)``."""
+    on every batch after them; returns ``(hot set, report)``.  With ``limits`` (the engine's
+    part limits) the report also gives each mode's table-row traffic over the later batches
+    without and with the hot store (:func:`table_traffic`)."""
     _check(fraction, budget_bytes, dim)
     if not 1 <= profile_batches <= len(batches):
         raise BatchError("profile batches", f"must be 1 to the {len(batches)} batches, not {profile_batches!r}")
@@ -143,4 +156,40 @@ def profile(batches, num_rows, profile_batches, fraction=DEFAULT_SAMPLE, budget_
               "sample": fraction, "budget_bytes": budget_bytes, "dim": dim, "capacity_rows": hot.capacity,
               "hot_rows": [len(r) for r in hot.rows], "profiled": coverage(earlier, hot),
               "after": coverage(later, hot) if later else None}
+    if limits is not None and later:
+        report["traffic_after"] = {mode: table_traffic(later, hot, mode, limits)
+                                   for mode in ("baseline", "dedup", "refree")}
     return hot, report
+
+
+def touched_rows(batch, mode, limits):
+    """Per table, ``(rows read forward, rows read-modify-written backward)``, one entry per
+    access, as the golden model counts them (module docstring)."""
+    out = []
+    for t in range(batch.num_tables):
+        idx = batch.table_slice(t)[0]
+        if mode == "baseline":
+            out.append((idx, idx))
+            continue
+        parts = [p for p in partition(batch, limits) if p.table == t]
+        fwd = np.concatenate([np.unique(batch.indices[p.lo:p.hi]) for p in parts] or [np.zeros(0, np.int64)])
+        out.append((fwd, np.unique(idx)))
+    return out
+
+
+def table_traffic(batches, hot, mode, limits):
+    """Table-row accesses of a stream in ``mode``, in rows: ``dram`` without the store;
+    with it, ``dram_hot`` (cold rows' reads and writes, plus the load and the flush),
+    ``hits`` (accesses served by the store), ``load`` and ``flush`` rows."""
+    dram = dram_hot = hits = 0
+    updated = [set() for _ in hot.rows]
+    for batch in batches:
+        for t, (fwd, rmw) in enumerate(touched_rows(batch, mode, limits)):
+            fwd_hot, rmw_hot = hot.contains(t, fwd), hot.contains(t, rmw)
+            dram += len(fwd) + 2 * len(rmw)
+            dram_hot += int((~fwd_hot).sum()) + 2 * int((~rmw_hot).sum())
+            hits += int(fwd_hot.sum()) + 2 * int(rmw_hot.sum())
+            updated[t].update(int(r) for r in rmw[rmw_hot])
+    load, flush = sum(len(r) for r in hot.rows), sum(len(u) for u in updated)
+    return {"dram": dram, "dram_hot": dram_hot + load + flush, "hits": hits, "load": load, "flush": flush}
+

@@ -9,7 +9,8 @@ import pytest
 from refree.gen.cli import main
 from refree.golden.batch import Batch
 from refree.golden.errors import BatchError
-from refree.golden.hot_rows import count_accesses, coverage, hot_set, profile, sample_inputs
+from refree.golden.hot_rows import count_accesses, coverage, hot_set, profile, sample_inputs, table_traffic
+from refree.golden.planner import PartLimits
 from refree.golden.traces import make_trace, movielens_batch, trace_stream
 
 
@@ -126,3 +127,49 @@ def test_the_command_prints_the_profile(capsys):
     assert rep["profile_batches"] == 2 and rep["sampled_inputs"] == 4 and rep["after"]["inputs"] == 64
     assert main(["profile", "--batches", "1"]) == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_the_traffic_with_the_store_is_the_cold_rows_plus_load_and_flush():
+    """Plain loops: a mode's row reads and read-modify-writes (baseline per lookup; the
+    sharing modes each part's distinct rows forward, each distinct row of the batch
+    backward), each served by the store when hot; the load reads every hot row once, the
+    flush writes each hot row updated."""
+    rng = np.random.default_rng(4)
+    rows = [30, 12]
+    limits = PartLimits(max_bags=4, max_lookups=12, max_distinct_rows=6, max_bag_len=5)
+    batches = [random_batch(rng, 9, rows)[0] for _ in range(3)]
+    hot = hot_set([np.bincount(rng.integers(0, n, 25), minlength=n) for n in rows], 10 * 4 * 4, dim=4)
+    sets = [set(int(r) for r in h) for h in hot.rows]
+    for mode in ("baseline", "dedup", "refree"):
+        dram = cold = served = 0
+        updated = set()
+        for b in batches:
+            for t in range(2):
+                if mode == "baseline":
+                    reads = updates = [int(r) for r in b.table_slice(t)[0]]
+                else:
+                    reads, lo, seen, n, length = [], 0, set(), 0, 0
+                    for s in range(9):                      # the partition rule, by hand
+                        bag = [int(r) for r in b.indices[slice(*b.bag_range(t, s))]]
+                        if n + 1 > 4 or length + len(bag) > 12 or len(seen | set(bag)) > 6:
+                            reads += sorted(seen)
+                            seen, n, length = set(), 0, 0
+                        seen |= set(bag)
+                        n, length = n + 1, length + len(bag)
+                    reads += sorted(seen)
+                    updates = sorted(set(int(r) for r in b.table_slice(t)[0]))
+                for r in reads:
+                    dram += 1
+                    cold += r not in sets[t]
+                    served += r in sets[t]
+                for r in updates:
+                    dram += 2
+                    cold += 2 * (r not in sets[t])
+                    served += 2 * (r in sets[t])
+                    if r in sets[t]:
+                        updated.add((t, r))
+        got = table_traffic(batches, hot, mode, limits)
+        load = sum(map(len, sets))
+        assert got == {"dram": dram, "dram_hot": cold + load + len(updated), "hits": served, "load": load,
+                       "flush": len(updated)}, mode
+        assert got["dram_hot"] < got["dram"]
