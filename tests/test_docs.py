@@ -59,6 +59,14 @@ def design_sections():
     return numbers, titles
 
 
+def test_the_block_diagram_is_what_the_code_renders():
+    """docs/blocks.md is the elaborated hierarchy of the default chip (about 10 s)."""
+    committed = (ROOT / "docs" / "blocks.md").read_text()
+    assert committed == docs.block_diagram_markdown(), \
+        "docs/blocks.md is out of date: run `python -m refree.gen.docs`"
+    assert "FusedMultiplyAdd" in committed and "RankController" in committed
+
+
 def test_the_register_map_is_what_the_code_renders():
     committed = (ROOT / "docs" / "register-map.md").read_text()
     assert committed == docs.register_map_markdown(), \
