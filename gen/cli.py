@@ -269,22 +269,10 @@ def cmd_convert(args):
     """A dlrm_datasets file (or the selected part of it) -> a batch file .npz."""
     if not is_dlrm_file(args.file):
         raise BatchError("file", f"{args.file!r} is not named as a dlrm_datasets file (.pt.gz or .pt)")
-    if not str(args.out).endswith(".npz"):
-        raise BatchError("out", f"{args.out!r}: a batch file is an .npz")
-    folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise BatchError("out", f"cannot write {args.out!r}: no writable folder {folder}")
+    _check_writable("out", args.out, ".npz")
     args.batch = args.file
-    batch, title, rows = _read_batch(args, scratch_dir=folder)
-    tmp = f"{args.out}.part.npz"            # (written whole, then moved: no partial output)
-    try:
-        save_batch(tmp, batch)
-        os.replace(tmp, args.out)
-    except OSError as e:
-        raise BatchError("out", f"cannot write {args.out!r}: {e.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    batch, title, rows = _read_batch(args, scratch_dir=os.path.dirname(os.path.abspath(args.out)))
+    _write_atomically(args.out, lambda tmp: save_batch(tmp, batch))
     print(json.dumps({"from": title, "out": str(args.out), "batch_size": batch.batch_size,
                       "tables": batch.num_tables, "lookups": len(batch.indices), "rows": list(rows),
                       "offsets": "int32" if batch.offsets_int32 else "int64",
@@ -293,21 +281,27 @@ def cmd_convert(args):
 
 def cmd_profile(args):
     """FAE's profile of a stream of batches (golden/hot_rows.py)."""
-    from refree.golden.hot_rows import profile
+    from refree.golden.hot_rows import MODES, profile, table_traffic
     from refree.golden.traces import trace_stream
+    if args.index_dtype != "int64":
+        raise UsageError("--index-dtype does not change a profile (it counts rows, not bytes)")
     if args.batches < 2:
         raise BatchError("--batches", f"must be at least 2 (profiled, then judged), not {args.batches}")
+    if args.out is not None:
+        _check_writable("--out", args.out, ".npz")
     k = args.profile_batches if args.profile_batches is not None else args.batches // 2
     options = ({"batch_index": args.batch_index} if args.trace == "movielens" else {})
-    batches, rows = trace_stream(args.trace, args.batch_size or TRACE_BATCH_SIZE, args.tables, args.batches,
-                                 seed=args.seed, **options)
-    try:
-        hot, rep = profile(batches, rows, k, args.sample, args.budget, args.dim, args.seed, _limits(_config(args)))
+    batches, rows = trace_stream(args.trace, TRACE_BATCH_SIZE if args.batch_size is None else args.batch_size,
+                                 args.tables, args.batches, seed=args.seed, **options)
+    hot, rep = profile(batches, rows, k, args.sample, args.budget, args.dim, args.seed)
+    limits = _limits(_config(args))
+    try:        # (the counts split the batches as the engine would: a bag too long for it stops them)
+        rep["traffic_after"] = {mode: table_traffic(batches[k:], hot, mode, limits) for mode in MODES}
     except BatchError as e:
-        raise BatchError(e.field, f"{e.message} (the traffic counts split the batches into parts as the engine "
-                                  f"does: --config can raise the limits)", e.code) from None
+        rep["traffic_after"] = None
+        rep["traffic_error"] = f"{e.field}: {e.message} (--config can raise the engine's part limits)"
     if args.out:
-        np.savez(args.out, **{f"hot_{t}": r for t, r in enumerate(hot.rows)})
+        _write_atomically(args.out, lambda tmp: np.savez(tmp, **{f"hot_{t}": r for t, r in enumerate(hot.rows)}))
     if args.json:
         print(json.dumps({"trace": args.trace, "batch_size": batches[0].batch_size, "tables": args.tables,
                           "batches": args.batches, "profile_batches": k, **rep}))
@@ -319,11 +313,36 @@ def cmd_profile(args):
     for label, c in (("profiled batches", rep["profiled"]), ("later batches", rep["after"])):
         print(f"  {label:18s} hot lookups {c['hot_lookups']:,d} of {c['lookups']:,d} ({c['hot_lookup_fraction']:.1%}), "
               f"hot inputs {c['hot_inputs']:,d} of {c['inputs']:,d} ({c['hot_input_fraction']:.1%})")
+    if rep["traffic_after"] is None:
+        print(f"table-row traffic not counted: {rep['traffic_error']}")
+        return
     print("table-row accesses in DRAM over the later batches (rows; SGD, a training step a batch), "
           "without -> with the hot store (its load and flush included), and those it serves:")
     for mode, tr in rep["traffic_after"].items():
-        print(f"  {mode:9s} {tr['dram']:>10,d} -> {tr['dram_hot']:>10,d} ({tr['dram'] / max(tr['dram_hot'], 1):.2f}x "
-              f"fewer), {tr['hits']:,d} served (load {tr['load']:,d}, flush {tr['flush']:,d})")
+        print(f"  {mode:9s} {tr['dram']:>10,d} -> {tr['dram_hot']:>10,d} ({tr['dram_hot'] / max(tr['dram'], 1):.1%}), "
+              f"{tr['hits']:,d} served (load {tr['load']:,d}, flush {tr['flush']:,d})")
+
+
+def _check_writable(option, path, suffix):
+    """An output file: its suffix, and a folder that exists and takes writes."""
+    if not str(path).endswith(suffix):
+        raise BatchError(option, f"{path!r} must end in {suffix}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise BatchError(option, f"cannot write {path!r}: no writable folder {folder}")
+
+
+def _write_atomically(path, write):
+    """``write(tmp)`` into a file beside ``path``, then move it there: no partial output."""
+    tmp = f"{path}.part{os.path.splitext(path)[1]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BatchError("out", f"cannot write {path!r}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def cmd_generate(args):

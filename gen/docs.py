@@ -278,7 +278,8 @@ def main(argv=None):
                                 description="Rewrite the generated pages of docs/ (the register map, the "
                                             "block diagram).")
     p.add_argument("--out", metavar="FILE", default=str(DOCS_DIR / REGISTER_MAP),
-                   help=f"where to write the register map (default: docs/{REGISTER_MAP} of the repository)")
+                   help=f"where to write the register map (default: docs/{REGISTER_MAP} of the repository; "
+                        f"the block diagram always goes to docs/{BLOCKS})")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the file differs from what the code renders")
     args = p.parse_args(argv)

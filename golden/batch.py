@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import BatchError, ErrorCode
 
-__all__ = ["Batch", "load_batch", "save_batch", "read_arrays", "POOLINGS"]
+__all__ = ["Batch", "load_batch", "save_batch", "read_arrays", "gather_bags", "check_window", "POOLINGS"]
 
 POOLINGS = ("sum", "mean")
 
@@ -74,19 +74,10 @@ class Batch:
         """The batch of samples ``[index*size, (index+1)*size)`` of every table (a window of
         consecutive inputs), in this batch's widths."""
         B = self.batch_size
-        if size < 1 or index < 0 or (index + 1) * size > B:
-            raise BatchError("batch_size", f"a window of {size} samples, the {index}-th, does not fit the "
-                                           f"batch's B = {B} samples")
-        idx, offs, w = [], [np.zeros(1, np.int64)], []
-        for t in range(self.num_tables):
-            bounds = self.offsets[t * B + index * size:t * B + (index + 1) * size + 1]
-            idx.append(self.indices[bounds[0]:bounds[-1]])
-            offs.append(bounds[1:] - bounds[0] + offs[-1][-1])
-            if self.weighted:
-                w.append(self.per_sample_weights[bounds[0]:bounds[-1]])
-        width = {name: np.int32 if getattr(self, f"{name}_int32") else np.int64 for name in ("indices", "offsets")}
-        return Batch(np.concatenate(idx).astype(width["indices"]), np.concatenate(offs).astype(width["offsets"]),
-                     size, np.concatenate(w) if self.weighted else None)
+        check_window(size, index, B)
+        spans = [(t * B + index * size, t * B + (index + 1) * size) for t in range(self.num_tables)]
+        idx, offs, w = gather_bags(self.given("indices"), self.given("offsets"), spans, self.per_sample_weights)
+        return Batch(idx, offs, size, w)
 
     def array_beats(self, name):
         """64-byte beats of array ``name`` (offsets, indices or per_sample_weights) in memory,
@@ -186,6 +177,30 @@ class Batch:
                 raise BatchError(f"indices[{k}]",
                                  f"{int(self.indices[k])} is outside table {t} of {num_rows[t]} rows",
                                  ErrorCode.INDEX_OUT_OF_RANGE)
+
+
+def check_window(size, index, B):
+    """A window of ``size`` samples, the ``index``-th, must lie within B samples."""
+    if isinstance(size, bool) or size < 1 or index < 0 or (index + 1) * size > B:
+        raise BatchError("batch_size", f"a window of {size} samples, the {index}-th, does not fit the "
+                                       f"B = {B} samples")
+
+
+def gather_bags(indices, offsets, spans, weights=None):
+    """The bags ``[first, last)`` of each span of a TBE layout (global, table-major
+    ``offsets``; array-likes that slice as numpy's do), one after another: ``(indices,
+    offsets, weights or None)``, the offsets rebased to the running total, every array in
+    its dtype.  The one rule of cutting tables and samples out of a batch (windows, and the
+    tables selected from Meta's files, as FBGEMM slices them)."""
+    idx, offs, w = [], [np.zeros(1, np.asarray(offsets[:1]).dtype)], []
+    for first, last in spans:
+        bounds = np.asarray(offsets[first:last + 1])
+        idx.append(np.asarray(indices[int(bounds[0]):int(bounds[-1])]))
+        offs.append(bounds[1:] - bounds[0] + offs[-1][-1])
+        if weights is not None:
+            w.append(weights[int(bounds[0]):int(bounds[-1])])
+    return (np.concatenate(idx), np.concatenate(offs).astype(offs[0].dtype),
+            None if weights is None else np.concatenate(w))
 
 
 # What numpy raises on a damaged or hostile file: unreadable, truncated (the zip's central

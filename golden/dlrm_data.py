@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import Batch, INDEX_DTYPES
+from .batch import Batch, INDEX_DTYPES, check_window, gather_bags
 from .errors import BatchError
 
 __all__ = ["is_dlrm_file", "DlrmSelection", "load_dlrm", "write_dlrm_file", "write_sample", "SAMPLE_PATH"]
@@ -157,18 +157,15 @@ def load_dlrm(path, selection=DlrmSelection(), scratch_dir=None):
                 raise BatchError("tables", f"{t} is not a table of {str(path)!r}, which has {T} (0 to {T - 1})")
         if not tables:
             raise BatchError("tables", "select at least one table")
-        offs = offsets.numpy()
-        idx, sizes, out_offsets = [], [], [np.zeros(1, offs.dtype)]
-        for t in tables:        # (FBGEMM's slice of each table, rebased to the running total)
-            sizes.append(_table_checked(path, t, indices, offsets, lengths))
-            own = offs[B * t:B * (t + 1) + 1]
-            idx.append(indices[int(own[0]):int(own[-1])].numpy().copy())
-            out_offsets.append(own[1:] - own[0] + out_offsets[-1][-1])
-    batch = Batch(indices=np.concatenate(idx).astype(indices.numpy().dtype, copy=False),
-                  offsets=np.concatenate(out_offsets), batch_size=B)
-    if selection.batch_size is not None or selection.batch_index:
-        batch = batch.window(B if selection.batch_size is None else selection.batch_size, selection.batch_index)
-    return Trace(batch, tuple(sizes))
+        b = B if selection.batch_size is None else selection.batch_size
+        k = selection.batch_index
+        check_window(b, k, B)
+        sizes = [_table_checked(path, t, indices, offsets, lengths) for t in tables]
+        # (FBGEMM's slice of each table, then the window's samples: one gather, copied out
+        # of the mapped file)
+        idx, offs, _ = gather_bags(indices.numpy(), offsets.numpy(), [(B * t + k * b, B * t + (k + 1) * b)
+                                                                        for t in tables])
+    return Trace(Batch(indices=idx.copy(), offsets=offs, batch_size=b), tuple(sizes))
 
 
 def write_dlrm_file(path, indices, offsets, lengths):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .counts import MODES
 from .errors import BatchError
 from .planner import partition
 
@@ -78,7 +79,7 @@ def sample_inputs(batches, fraction, seed=0):
     draw without replacement of ``ceil(fraction * inputs)`` of them (at least one)."""
     sizes = [b.batch_size for b in batches]
     total = sum(sizes)
-    n = max(1, int(np.ceil(fraction * total)))
+    n = max(1, int(np.ceil(round(fraction * total, 9))))     # (0.07 * 100 is 7.000000000000001)
     picked = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
     starts = np.cumsum([0] + sizes)
     which = np.searchsorted(starts, picked, side="right") - 1
@@ -140,14 +141,13 @@ def coverage(batches, hot):
 
 
 def profile(batches, num_rows, profile_batches, fraction=DEFAULT_SAMPLE, budget_bytes=DEFAULT_BUDGET, dim=64,
-            seed=0, limits=None):
+            seed=0):
     """FAE's profile of ``batches[:profile_batches]`` (a ``fraction`` of their inputs), judged
-    on every batch after them; returns ``(hot set, report)``.  With ``limits`` (the engine's
-    part limits) the report also gives each mode's table-row traffic over the later batches
-    without and with the hot store (:func:`table_traffic`)."""
+    on every batch after them (at least one); returns ``(hot set, report)``."""
     _check(fraction, budget_bytes, dim)
-    if not 1 <= profile_batches <= len(batches):
-        raise BatchError("profile batches", f"must be 1 to the {len(batches)} batches, not {profile_batches!r}")
+    if isinstance(profile_batches, bool) or not 1 <= profile_batches < len(batches):
+        raise BatchError("profile batches", f"must be 1 to {len(batches) - 1} of the {len(batches)} batches "
+                                            f"(the later ones judge the hot set), not {profile_batches!r}")
     earlier, later = batches[:profile_batches], batches[profile_batches:]
     sampled = sample_inputs(earlier, fraction, seed)
     counts = count_accesses(earlier, sampled, num_rows)
@@ -155,25 +155,24 @@ def profile(batches, num_rows, profile_batches, fraction=DEFAULT_SAMPLE, budget_
     report = {"sampled_inputs": len(sampled), "profiled_inputs": sum(b.batch_size for b in earlier),
               "sample": fraction, "budget_bytes": budget_bytes, "dim": dim, "capacity_rows": hot.capacity,
               "hot_rows": [len(r) for r in hot.rows], "profiled": coverage(earlier, hot),
-              "after": coverage(later, hot) if later else None}
-    if limits is not None and later:
-        report["traffic_after"] = {mode: table_traffic(later, hot, mode, limits)
-                                   for mode in ("baseline", "dedup", "refree")}
+              "after": coverage(later, hot)}
     return hot, report
 
 
 def touched_rows(batch, mode, limits):
     """Per table, ``(rows read forward, rows read-modify-written backward)``, one entry per
     access, as the golden model counts them (module docstring)."""
+    if mode not in MODES:
+        raise BatchError("mode", f"must be one of {MODES}, not {mode!r}")
+    parts = partition(batch, limits) if mode != "baseline" else []
     out = []
     for t in range(batch.num_tables):
         idx = batch.table_slice(t)[0]
         if mode == "baseline":
             out.append((idx, idx))
             continue
-        parts = [p for p in partition(batch, limits) if p.table == t]
-        fwd = np.concatenate([np.unique(batch.indices[p.lo:p.hi]) for p in parts] or [np.zeros(0, np.int64)])
-        out.append((fwd, np.unique(idx)))
+        fwd = [np.unique(batch.indices[p.lo:p.hi]) for p in parts if p.table == t]
+        out.append((np.concatenate(fwd or [np.zeros(0, np.int64)]), np.unique(idx)))
     return out
 
 
@@ -183,8 +182,12 @@ def table_traffic(batches, hot, mode, limits):
     ``hits`` (accesses served by the store), ``load`` and ``flush`` rows."""
     dram = dram_hot = hits = 0
     updated = [set() for _ in hot.rows]
-    for batch in batches:
-        for t, (fwd, rmw) in enumerate(touched_rows(batch, mode, limits)):
+    for n, batch in enumerate(batches):
+        try:
+            touched = touched_rows(batch, mode, limits)
+        except BatchError as e:
+            raise BatchError(e.field, f"{e.message} (batch {n} of the {len(batches)})", e.code) from None
+        for t, (fwd, rmw) in enumerate(touched):
             fwd_hot, rmw_hot = hot.contains(t, fwd), hot.contains(t, rmw)
             dram += len(fwd) + 2 * len(rmw)
             dram_hot += int((~fwd_hot).sum()) + 2 * int((~rmw_hot).sum())

@@ -662,6 +662,7 @@ def trace_stream(name, batch_size, num_tables, count, seed=0, **kw):
     ``count * batch_size`` samples (one row-popularity law, one permutation of each table's
     rows) and cut into consecutive windows.  Returns ``(batches, rows of each table)``."""
     count = _positive_int("count", count)
+    batch_size = _positive_int("batch_size", batch_size)
     if name == "movielens":
         first = kw.pop("batch_index", 0)
         traces = [movielens_batch(batch_size, num_tables, batch_index=first + k, **kw) for k in range(count)]

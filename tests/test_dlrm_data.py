@@ -170,7 +170,7 @@ def test_the_commands_take_the_file_as_its_converted_batch(tmp_path, capsys):
         with pytest.raises(SystemExit):     # (usage errors: for dlrm_datasets files or traces)
             main(["analyze", str(tmp_path / "b.npz"), *option])
     code, _, err = run(["convert", path, tmp_path / "b.txt"], capsys)
-    assert code == 2 and "an .npz" in err
+    assert code == 2 and "must end in .npz" in err
     code, _, err = run(["convert", path, tmp_path / "missing" / "b.npz"], capsys)
     assert code == 2 and "no writable folder" in err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("b.")) == ["b.npz"]    # no leftovers

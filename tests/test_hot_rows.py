@@ -9,7 +9,9 @@ import pytest
 from refree.gen.cli import main
 from refree.golden.batch import Batch
 from refree.golden.errors import BatchError
-from refree.golden.hot_rows import count_accesses, coverage, hot_set, profile, sample_inputs, table_traffic
+from refree.golden.hot_rows import (count_accesses, coverage, hot_set, profile, sample_inputs, table_traffic,
+                                    touched_rows)
+from refree.golden.model import step
 from refree.golden.planner import PartLimits
 from refree.golden.traces import make_trace, movielens_batch, trace_stream
 
@@ -63,7 +65,8 @@ def test_samples_are_a_uniform_draw_without_replacement():
     assert len(got) == 8 and len(set(got)) == 8                 # ceil(0.25 * 30)
     assert all(0 <= s < batches[k].batch_size for k, s in got)
     assert got == sample_inputs(batches, 0.25, seed=3) and got != sample_inputs(batches, 0.25, seed=4)
-    assert len(sample_inputs(batches, 1e-9)) == 1 and len(sample_inputs(batches, 1.0)) == 30
+    assert len(sample_inputs(batches, 1e-9)) == 1 and len(sample_inputs(batches, 0.1)) == 3
+    assert sample_inputs(batches, 1.0) == [(k, s) for k, b in enumerate(batches) for s in range(b.batch_size)]
 
 
 def test_the_hot_set_is_the_most_counted_rows_that_fit():
@@ -116,17 +119,50 @@ def test_the_profile_is_judged_on_the_batches_after_it():
     for kw, message in [({"fraction": 0}, "sample"), ({"budget_bytes": -1}, "budget"), ({"dim": 0}, "dim")]:
         with pytest.raises(BatchError, match=message):
             profile(batches, rows, 4, **kw)
-    with pytest.raises(BatchError, match="profile batches"):
-        profile(batches, rows, 7)
+    for k in (0, 6, 7):
+        with pytest.raises(BatchError, match="profile batches"):
+            profile(batches, rows, k)
 
 
-def test_the_command_prints_the_profile(capsys):
-    assert main(["profile", "--trace", "zipf", "--tables", "2", "--batches", "4", "--batch-size", "32",
-                 "--json"]) == 0
+def test_the_command_prints_the_profile(capsys, tmp_path):
+    args = ["profile", "--trace", "zipf", "--tables", "2", "--batches", "4", "--batch-size", "32"]
+    assert main([*args, "--json", "--out", str(tmp_path / "hot.npz")]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["profile_batches"] == 2 and rep["sampled_inputs"] == 4 and rep["after"]["inputs"] == 64
-    assert main(["profile", "--batches", "1"]) == 2
-    assert "at least 2" in capsys.readouterr().err
+    assert set(rep["traffic_after"]) == {"baseline", "dedup", "refree"}
+    with np.load(tmp_path / "hot.npz") as f:
+        assert sorted(f.files) == ["hot_0", "hot_1"] and sum(len(f[n]) for n in f.files) == sum(rep["hot_rows"])
+    # limits too small for a bag: the coverage still, the traffic not, and why
+    (tmp_path / "c.toml").write_text("[parts]\nmax_bag_len = 1\n")
+    assert main([*args, "--json", "--config", str(tmp_path / "c.toml")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["traffic_after"] is None and "max_bag_len=1" in rep["traffic_error"] and rep["after"]["inputs"] == 64
+    for bad, message in [(["--batches", "1"], "at least 2"), (["--profile-batches", "4"], "1 to 3"),
+                         (["--sample", "0"], "sample"), (["--budget", "-1"], "budget"), (["--dim", "0"], "dim"),
+                         (["--batch-size", "0"], "batch_size"), (["--out", str(tmp_path / "no" / "h.npz")], "folder"),
+                         (["--out", str(tmp_path / "h.txt")], "must end in .npz")]:
+        assert main([*args, *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("refree: error: ") and message in err and "--config" not in err, (bad, err)
+    with pytest.raises(SystemExit):     # (a usage error)
+        main([*args, "--index-dtype", "int32"])
+
+
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_the_rows_touched_are_those_the_golden_model_counts(mode):
+    """touched_rows against the golden step's counts (forward reads, update read-modify-writes),
+    on batches of one part and of many."""
+    rng = np.random.default_rng(6)
+    rows = [30, 12]
+    batch = random_batch(rng, 10, rows)[0]
+    tables = [rng.standard_normal((n, 4)).astype(np.float32) for n in rows]
+    grad = rng.standard_normal((10, 8)).astype(np.float32)
+    for limits in (PartLimits(256, 4096, 1024, 64), PartLimits(3, 9, 5, 5)):
+        counts = step(tables, batch, grad, 0.1, mode=mode, limits=limits).table_counts
+        got = touched_rows(batch, mode, limits)
+        assert [(len(f), len(u)) for f, u in got] == [(c["forward"]["reads"], c["update"]["rmw"]) for c in counts]
+    with pytest.raises(BatchError, match="mode"):
+        touched_rows(batch, "dedupe", limits)
 
 
 def test_the_traffic_with_the_store_is_the_cold_rows_plus_load_and_flush():
