@@ -281,7 +281,7 @@ def cmd_convert(args):
 
 def cmd_profile(args):
     """FAE's profile of a stream of batches (golden/hot_rows.py)."""
-    from refree.golden.hot_rows import MODES, profile, table_traffic
+    from refree.golden.hot_rows import profile, table_traffic
     from refree.golden.traces import trace_stream
     if args.index_dtype != "int64":
         raise UsageError("--index-dtype does not change a profile (it counts rows, not bytes)")
@@ -305,8 +305,12 @@ def cmd_profile(args):
     if args.json:
         print(json.dumps({"trace": args.trace, "batch_size": batches[0].batch_size, "tables": args.tables,
                           "batches": args.batches, "profile_batches": k, **rep}))
-        return
-    print(f"FAE profile of trace {args.trace}: {args.batches} batches of B={batches[0].batch_size}, T={args.tables}; "
+    else:
+        _print_profile(args, batches[0].batch_size, k, rep)
+
+
+def _print_profile(args, B, k, rep):
+    print(f"FAE profile of trace {args.trace}: {args.batches} batches of B={B}, T={args.tables}; "
           f"the first {k} profiled on {rep['sampled_inputs']} of their {rep['profiled_inputs']} inputs "
           f"({args.sample:.0%}), a budget of {args.budget:,d} bytes = {rep['capacity_rows']:,d} rows of D={args.dim}")
     print(f"hot rows per table: {', '.join(f'{n:,d}' for n in rep['hot_rows'])} ({sum(rep['hot_rows']):,d} in all)")

@@ -132,11 +132,16 @@ def test_the_command_prints_the_profile(capsys, tmp_path):
     assert set(rep["traffic_after"]) == {"baseline", "dedup", "refree"}
     with np.load(tmp_path / "hot.npz") as f:
         assert sorted(f.files) == ["hot_0", "hot_1"] and sum(len(f[n]) for n in f.files) == sum(rep["hot_rows"])
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "hot rows per table" in text and text.count(" served (load ") == 3
     # limits too small for a bag: the coverage still, the traffic not, and why
     (tmp_path / "c.toml").write_text("[parts]\nmax_bag_len = 1\n")
     assert main([*args, "--json", "--config", str(tmp_path / "c.toml")]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["traffic_after"] is None and "max_bag_len=1" in rep["traffic_error"] and rep["after"]["inputs"] == 64
+    assert main([*args, "--config", str(tmp_path / "c.toml")]) == 0
+    assert "table-row traffic not counted: " in capsys.readouterr().out
     for bad, message in [(["--batches", "1"], "at least 2"), (["--profile-batches", "4"], "1 to 3"),
                          (["--sample", "0"], "sample"), (["--budget", "-1"], "budget"), (["--dim", "0"], "dim"),
                          (["--batch-size", "0"], "batch_size"), (["--out", str(tmp_path / "no" / "h.npz")], "folder"),
