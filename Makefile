@@ -5,7 +5,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run report test test-slow bench bench-fp bench-dram synth clean
+.PHONY: run report reports test test-slow bench bench-fp bench-dram synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,20 @@ bench: $(STAMP)
 # The main job for R = 1, 2, 4 ranks on the MovieLens (B = 128) and Meta-calibrated (seed 3,
 # B = 128) traces (one Verilator build per R), then one table: per trace, R, mode and job the
 # cycles, the three bounds of docs/design.md section 3, cycles / roofline, moved and compulsory
-# beats, bus utilisation, and the step speed-up of dedup and refree over baseline.
+# beats, bus utilisation, and the step speed-up of dedup and refree over baseline; the report
+# (Markdown, JSON, plots, FBGEMM's CPU operator beside it) in reports/bench-b128.
 bench-dram: $(STAMP)
-	$(BIN)/python -m refree.gen.bench_dram --traces movielens,meta --batch-size 128 --ranks 1,2,4
+	$(BIN)/refree bench --traces movielens,meta --batch-size 128 --ranks 1,2,4 --fbgemm --out reports/bench-b128
+
+# The reports at scale (the golden model's bounds, no simulation; a local Dask cluster, the
+# runs cached): reports/README.md lists them.
+reports: $(STAMP)
+	$(BIN)/refree sweep --traces movielens --batch-sizes 128,1024,4096 --ranks 1,2,4 \
+	  --title "MovieLens: bounds against batch size and ranks" --out reports/scale-movielens
+	$(BIN)/refree sweep --traces zipf --alphas 0.8,1.0,1.2 --batch-sizes 1024 --ranks 1,2,4 \
+	  --title "Zipf: bounds against skew" --out reports/scale-zipf
+	$(BIN)/refree sweep --traces meta --seed 3 --tables 8 --batch-sizes 1024,65536 --ranks 1,4 --max-bag-len 1024 \
+	  --title "Meta-calibrated, T = 8: bounds up to B = 65,536" --out reports/scale-meta
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

@@ -1,26 +1,32 @@
-"""Benchmark (not a test): the main job's figures over traces and rank counts, in one table.
+"""Benchmark (not a test): ``refree bench``, the main job's figures over traces and rank counts.
 
 For each trace and R (default: MovieLens window 0 and the Meta-calibrated trace with seed 3,
 B = 128, R = 1, 2, 4; one Verilator build of the buffer chip per R, reused afterwards) it
-runs :func:`refree.gen.rtl.rtl_check` -- one SGD step per mode on the RTL of the whole chip,
+runs :func:`refree.gen.rtl.rtl_check` -- one step per mode on the RTL of the whole chip,
 checked bit for bit against the golden model -- and prints, per trace, R, mode and job: the
 cycles, the three bounds of docs/design.md section 3 (:mod:`refree.golden.roofline`), cycles /
 roofline and the bound at the roofline, the beats moved (the counters) and the compulsory
 beats, the data buses' utilisation, the job's energy in uJ (:mod:`refree.golden.energy`);
 then each mode's step and the speed-up of ``dedup`` and ``refree`` over ``baseline``.  Run:
-``make bench-dram`` or ``python -m refree.gen.bench_dram``; ``--json FILE`` also writes
-everything measured; ``--index-dtype int32`` gives the traces int32 offsets and indices
-(half the input beats).
+``refree bench``, ``make bench-dram`` or ``python -m refree.gen.bench_dram``.  A progress bar
+on stderr counts the runs.
+
+``--out DIR`` also writes the report (:mod:`refree.gen.bench_report`: ``report.md``,
+``report.json``, PNG plots), with FBGEMM's CPU operator timed on the same batches beside it
+when ``--fbgemm`` is given; ``--from-json FILE`` writes (or prints) the report of an earlier
+run's ``--json`` or ``report.json`` without running anything; ``--json FILE`` writes the
+records alone; ``--index-dtype int32`` gives the traces int32 offsets and indices.
 """
 import argparse
 import json
+import os
 import sys
-from dataclasses import replace
+import tomllib
 
-from refree.golden.traces import make_trace
+from refree.golden.errors import BatchError
 
-from .config import load_config
-from .rtl import check_report, rtl_check
+from .bench_report import progress_bar, write_report
+from .runs import point, point_config, run_point
 
 #: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
 TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
@@ -38,68 +44,153 @@ def _row(values):
                     for v, (_, a, w, fmt) in zip(values, COLUMNS))
 
 
-def format_table(results):
-    """results: [(trace, R, report of :func:`refree.gen.rtl.check_report`)] -> the text."""
+def format_table(records):
+    """RTL records (:mod:`refree.gen.bench_report`) -> the text."""
     lines = [" ".join(f"{name:{a}{w}}" for name, a, w, _ in COLUMNS)]
-    for trace, r, rep in results:
-        for mode, jobs in rep.items():
+    for rec in records:
+        for mode, jobs in rec["modes"].items():
             for job in ("forward", "backward"):
                 f = jobs[job]["figures"]
-                lines.append(_row([trace, r, mode, job, f["cycles"], f["memory"], f["compute"], f["analysis"],
-                                   f["cycles_over_roofline"], f["limit"], f["moved_beats"], f["compulsory_beats"],
-                                   f.get("bus_utilisation", 0.0),
+                lines.append(_row([rec["trace"], rec["ranks"], mode, job, f["cycles"], f["memory"], f["compute"],
+                                   f["analysis"], f["cycles_over_roofline"], f["limit"], f["moved_beats"],
+                                   f["compulsory_beats"], f.get("bus_utilisation", 0.0),
                                    jobs[job]["energy"]["total"] * 1e6 if "energy" in jobs[job] else None]))
     lines += ["", "the step (forward + backward cycles) and its speed-up over baseline:",
               f"{'trace':<10s} {'R':>2s} " + " ".join(f"{m:>18s}" for m in ("baseline", "dedup", "refree"))]
-    for trace, r, rep in results:
+    for rec in records:
         cells = []
         for m in ("baseline", "dedup", "refree"):
-            s = rep.get(m, {}).get("step")
+            s = rec["modes"].get(m, {}).get("step")
             cells.append("" if s is None else f"{s['step']:,d}" + (f" ({s['speedup']:.2f}x)" if s["speedup"] else ""))
-        lines.append(f"{trace:<10s} {r:>2d} " + " ".join(f"{c:>18s}" for c in cells))
+        lines.append(f"{rec['trace']:<10s} {rec['ranks']:>2d} " + " ".join(f"{c:>18s}" for c in cells))
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fbgemm_peers(records, repeats=30, warmup=5):
+    """FBGEMM's CPU operator (one thread, the median of ``repeats`` steps) on each record's
+    batch, once per batch, beside the RTL's ``refree`` step at the chip's clock."""
+    import numpy as np
+    import torch
+    from refree.hw.ddr4.timing import speed_grade
+    from refree.verif.bench_fbgemm import time_steps
+    from .runs import point_trace
+    torch.set_num_threads(1)
+    peers, seen = [], set()
+    for rec in records:
+        key = (rec["trace"], json.dumps(rec["options"], sort_keys=True), rec["batch_size"], rec["index_dtype"])
+        refree = rec["modes"].get("refree", {}).get("step")
+        if key in seen or refree is None:
+            continue
+        seen.add(key)
+        tr = point_trace(rec)
+        times = time_steps(tr.batch, tr.num_rows, rec["dim"], rec["optimizer"], warmup, repeats)
+        tck = float(speed_grade(point_config(rec).dram.grade).tck_ps) * 1e-12
+        peers.append({"peer": "FBGEMM CPU TBE (fbgemm-gpu-cpu, 1 thread)", "trace": rec["trace"],
+                      "batch_size": rec["batch_size"], "optimizer": rec["optimizer"],
+                      "median_ms": float(np.median(times)) * 1e3, "refree_ms": refree["step"] * tck * 1e3})
+    return peers
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="refree bench", description=__doc__.splitlines()[0])
     p.add_argument("--traces", default="movielens,meta", help=f"comma-separated, of {', '.join(TRACES)}")
     p.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
     p.add_argument("--index-dtype", choices=["int64", "int32"], default="int64",
                    help="width of the traces' offsets and indices (default int64)")
-    p.add_argument("--json", metavar="FILE", help="also write every run's counters, bounds and figures")
+    p.add_argument("--json", metavar="FILE", help="also write every run's record (counters, bounds, figures)")
+    p.add_argument("--out", metavar="DIR", help="write the report there: report.md, report.json, PNG plots")
+    p.add_argument("--fbgemm", action="store_true", help="with --out: time FBGEMM's CPU operator on the same "
+                                                        "batches (fbgemm-gpu-cpu, one thread) for the report")
+    p.add_argument("--from-json", metavar="FILE", help="no runs: the report of an earlier --json or report.json "
+                                                       "(printed, and written with --out)")
+    p.add_argument("--title", default="refree bench: the main job on the RTL", help="the report's title")
     args = p.parse_args(argv)
-    traces = args.traces.split(",")
-    for t in traces:
-        if t not in TRACES:
-            p.error(f"--traces: unknown trace {t!r} (known: {', '.join(TRACES)})")
-    ranks = [int(r) for r in args.ranks.split(",")]
-    base = load_config(args.config)
-    results, failed = [], []
-    for r in ranks:
-        conf = replace(base, dram=replace(base.dram, ranks=r))
-        conf.window_params()
-        for t in traces:
-            tr = make_trace(t, args.batch_size, 1, **TRACES[t])
-            batch = tr.batch.with_index_dtype(args.index_dtype)
-            options = ", ".join([f"{k} {v}" for k, v in TRACES[t].items()] + [args.index_dtype])
-            print(f"--- {t} ({options}), B={args.batch_size}, D={conf.dim}, {r} rank(s) of {conf.dram.grade}",
-                  flush=True)
+    try:
+        args.trace_list = args.traces.split(",")
+        for t in args.trace_list:
+            if t not in TRACES:
+                raise ValueError(f"--traces: unknown trace {t!r} (known: {', '.join(TRACES)})")
+        try:
+            args.rank_list = [int(r) for r in args.ranks.split(",")]
+        except ValueError:
+            raise ValueError(f"--ranks: comma-separated integers, not {args.ranks!r}") from None
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be positive, not {args.batch_size}")
+        if args.fbgemm and not args.out:
+            raise ValueError("--fbgemm times FBGEMM for the report: give --out DIR")
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def _overrides(path):
+    """A configuration file as overrides of the defaults (checked by the points' load_config)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BatchError("--config", f"{path}: {e}") from None
+
+
+def _read_records(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BatchError("--from-json", f"{path}: {e}") from None
+    records = data["records"] if isinstance(data, dict) and "records" in data else data
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("kind") == "rtl" and "modes" in r
+                                                for r in records):
+        raise BatchError("--from-json", f"{path}: not the records of refree bench (--json or report.json)")
+    return records
+
+
+def main(argv=None):
+    args = _parse(argv)
+    try:
+        return _bench(args, "refree bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    except BatchError as e:
+        print(f"refree: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _bench(args, command):
+    failed = []
+    if args.from_json:
+        records = _read_records(args.from_json)
+    else:
+        config = _overrides(args.config)
+        config.get("dram", {}).pop("ranks", None)       # (--ranks gives them)
+        points = [point("rtl", t, args.batch_size, ranks=r, options=TRACES[t], index_dtype=args.index_dtype,
+                        config=config) for r in args.rank_list for t in args.trace_list]
+        try:
+            for p in points:
+                point_config(p)                     # (every configuration checked before the first run)
+        except ValueError as e:
+            raise BatchError("--config/--ranks", str(e)) from None
+        progress, records = progress_bar(len(points)), []
+        for n, p in enumerate(points):
+            options = ", ".join([f"{k} {v}" for k, v in p["options"].items()] + [p["index_dtype"]])
+            print(f"--- {p['trace']} ({options}), B={p['batch_size']}, {p['ranks']} rank(s)", flush=True)
             try:
-                per_mode = rtl_check(batch, tr.num_rows, conf, out=lambda s: print(s, flush=True))
+                records.append(run_point(p, out=lambda s: print(s, flush=True)))
             except AssertionError as e:
-                print(f"refree: error: {t}, R = {r}: {e}", file=sys.stderr, flush=True)
-                failed.append((t, r))
-                continue
-            results.append((t, r, check_report(per_mode, r)))
-    print()
-    print(format_table(results))
+                print(f"refree: error: {p['trace']}, R = {p['ranks']}: {e}", file=sys.stderr, flush=True)
+                failed.append((p["trace"], p["ranks"]))
+            progress(n + 1)
+        print()
+    print(format_table(records))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"trace": t, "ranks": r, "batch_size": args.batch_size, "index_dtype": args.index_dtype,
-                        "modes": rep}
-                       for t, r, rep in results], f, indent=1)
+            json.dump(records, f, indent=1)
+    if args.out:
+        peers = fbgemm_peers(records) if args.fbgemm else None
+        plots = write_report(records, args.out, args.title, command, peers)
+        print(f"report: {os.path.join(args.out, 'report.md')} (and report.json, {', '.join(plots) or 'no plots'})")
     if failed:
         print(f"failed: {', '.join(f'{t} R={r}' for t, r in failed)}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from refree.golden.dlrm_data import DlrmSelection, is_dlrm_file, load_dlrm
 from refree.golden.counts import MODES
 from refree.golden.errors import BatchError
 from refree.golden.model import BACKWARDS, OPTIMIZERS, step
-from refree.golden.traces import Trace, make_trace
+from refree.golden.traces import TRACE_NAMES, Trace, make_trace
 
 from .config import package_version
 from .report import analyze, format_report
@@ -359,6 +359,72 @@ def cmd_generate(args):
           f"and the register map {', '.join(manifest['register_map'])}")
 
 
+def _int_list(option, text, allowed=None):
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option}: comma-separated integers, not {text!r}") from None
+    for v in values:
+        if v < 1 or allowed and v not in allowed:
+            raise UsageError(f"{option}: {v} is not " + (f"one of {allowed}" if allowed else "positive"))
+    return values
+
+
+def cmd_sweep(args):
+    from .bench_report import progress_bar, speedups, step_time, write_report
+    from .sweep import default_cache_dir, grid, run_grid
+    traces = args.traces.split(",")
+    for t in traces:
+        if t not in TRACE_NAMES:
+            raise UsageError(f"--traces: unknown trace {t!r} (known: {', '.join(TRACE_NAMES)})")
+    try:
+        alphas = [float(a) for a in args.alphas.split(",")]
+    except ValueError:
+        raise UsageError(f"--alphas: comma-separated numbers, not {args.alphas!r}") from None
+    if any(not a > 0 for a in alphas):
+        raise UsageError("--alphas: a Zipf exponent must be positive")
+    if args.tables < 1 or args.workers < 1:
+        raise UsageError("--tables and --workers must be positive")
+    limits = [{"max_distinct_rows": v} for v in _int_list("--max-distinct-rows", args.max_distinct_rows)] or [{}]
+    if args.max_bag_len is not None:
+        limits = [dict(lim, max_bag_len=args.max_bag_len) for lim in limits]
+    points = grid(args.kind, traces, _int_list("--batch-sizes", args.batch_sizes), _int_list("--ranks", args.ranks),
+                  tables=args.tables, lanes=_int_list("--lanes", args.lanes, (16, 32, 64)) or [None],
+                  limits=limits, alphas=alphas, seed=args.seed, optimizer=args.optimizer)
+    from .runs import point_config
+    for p in points:                    # (every configuration checked before the first run)
+        try:
+            point_config(p)
+        except ValueError as e:
+            raise BatchError("the grid's configuration", str(e)) from None
+    cache = None if args.no_cache else (args.cache or default_cache_dir())
+    print(f"{len(points)} runs ({args.kind}) on " + (f"the Dask scheduler {args.scheduler}" if args.scheduler else
+                                                     f"a local Dask cluster of {args.workers} workers")
+          + (f"; cache {cache}" if cache else "; no cache"), flush=True)
+    records, errors, stats = run_grid(points, scheduler=args.scheduler, workers=args.workers, cache_dir=cache,
+                                      progress=progress_bar(len(points)))
+    print(f"{stats['cached']} from the cache, {stats['computed']} computed, {stats['failed']} failed")
+    what = "cycles" if args.kind == "rtl" else "roofline cycles (a lower bound)"
+    print(f"{'trace':<10s} {'options':<22s} {'B':>7s} {'R':>2s} {'config':<28s}  step {what}, speed-up over baseline")
+    for p, rec in zip(points, records):
+        if rec is None:
+            continue
+        sp = speedups(rec)
+        cells = "  ".join(f"{m} {step_time(rec, m):,.0f}" + (f" ({sp[m]:.2f}x)" if m in sp and m != "baseline" else "")
+                          for m in rec["modes"])
+        opts = ",".join(f"{k}={v}" for k, v in p["options"].items())
+        conf = ",".join(f"{k}={v}" for sec in p["config"].values() for k, v in sec.items()) or "defaults"
+        print(f"{p['trace']:<10s} {opts:<22s} {p['batch_size']:>7d} {p['ranks']:>2d} {conf:<28s}  {cells}")
+    for i, err in sorted(errors.items()):
+        print(f"refree: error: run {i} ({points[i]['trace']}, B={points[i]['batch_size']}, "
+              f"R={points[i]['ranks']}): {err}", file=sys.stderr)
+    if args.out:
+        done = [r for r in records if r is not None]
+        plots = write_report(done, args.out, args.title, "refree sweep " + " ".join(sys.argv[2:]))
+        print(f"report: {os.path.join(args.out, 'report.md')} (and report.json, {', '.join(plots) or 'no plots'})")
+    return 1 if errors else 0
+
+
 def cmd_synth(args, rest):
     from . import synth
     try:
@@ -538,6 +604,35 @@ def build_parser():
                         "DDR4 ranks of [dram] (rank command engines, command and data pins); "
                         "lrdimm: the whole buffer chip (DDR4 host interface, NMP window, core)")
 
+    w = sub.add_parser("sweep", help="a grid of runs (bounds by the golden model, or the RTL) on a Dask "
+                                     "cluster, each run cached by its inputs; prints the steps and their "
+                                     "speed-ups, --out writes the report", epilog=EXIT_CODES)
+    w.add_argument("--kind", choices=["bounds", "rtl"], default="bounds",
+                   help="bounds: the golden model's bounds of each job, any batch size (default); rtl: the "
+                        "chip's RTL, checked bit for bit (minutes a run)")
+    w.add_argument("--traces", default="movielens", help=f"comma-separated, of {', '.join(TRACE_NAMES)}")
+    w.add_argument("--batch-sizes", default="128", help="comma-separated B (default 128)")
+    w.add_argument("--ranks", default="1", help="comma-separated R (default 1)")
+    w.add_argument("--lanes", default="", help="comma-separated fold lanes (16, 32, 64; default the "
+                                               "configuration's)")
+    w.add_argument("--max-distinct-rows", default="", help="comma-separated part limits (default the "
+                                                           "configuration's)")
+    w.add_argument("--max-bag-len", type=int, help="the longest bag accepted (Meta's batches have bags "
+                                                   "beyond the default 64)")
+    w.add_argument("--alphas", default="1.05", help="comma-separated Zipf exponents (zipf only; default 1.05)")
+    w.add_argument("--tables", type=int, default=1, help="tables T (default 1)")
+    w.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces (default 0)")
+    w.add_argument("--optimizer", choices=["sgd", "rowwise-adagrad"], default="sgd")
+    w.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (default: a local cluster)")
+    w.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
+    w.add_argument("--cache", metavar="DIR", help="the runs' cache (default $XDG_CACHE_HOME/refree/sweep)")
+    w.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    w.add_argument("--out", metavar="DIR", help="write the report there: report.md, report.json, PNG plots")
+    w.add_argument("--title", default="refree sweep", help="the report's title")
+
+    sub.add_parser("bench", help="the main job on the RTL over traces and ranks, with the report "
+                                 "(--out: Markdown, JSON, plots); its options: refree bench --help",
+                   add_help=False)
     sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units "
                                  "(--units lrdimm: the whole default buffer chip); "
                                  "its options: refree synth --help", add_help=False)
@@ -548,11 +643,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["synth"]:
         return cmd_synth(None, argv[1:])
+    if argv[:1] == ["bench"]:
+        from .bench_dram import main as bench_main
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status = {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate,
-                  "rtl-check": cmd_rtl_check, "convert": cmd_convert, "profile": cmd_profile}[args.command](args)
+                  "rtl-check": cmd_rtl_check, "convert": cmd_convert, "profile": cmd_profile,
+                  "sweep": cmd_sweep}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:

@@ -57,8 +57,22 @@ class GeneratorConfig:
                 "window": asdict(self.window_params())}
 
 
-def load_config(path=None):
-    """Defaults, overridden by the file at `path`; unknown sections or keys are errors."""
+def _merge(conf, user, where):
+    """``user``'s sections over ``conf``'s; unknown sections or keys are errors."""
+    for section, values in user.items():
+        if section not in conf or not isinstance(values, dict):
+            raise ValueError(f"{where}: unknown section [{section}] (known: {', '.join(conf)})")
+        for key, value in values.items():
+            if key not in conf[section]:
+                raise ValueError(f"{where}: unknown parameter {section}.{key} "
+                                 f"(known: {', '.join(conf[section])})")
+            conf[section][key] = value
+
+
+def load_config(path=None, overrides=None):
+    """Defaults, overridden by the file at `path`, then by ``overrides`` (``{section: {key:
+    value}}``, as the file would give them: ``refree sweep``'s grid); unknown sections or
+    keys are errors."""
     conf = tomllib.loads(DEFAULT_CONFIG_TEXT)
     if path is not None:
         try:
@@ -66,15 +80,8 @@ def load_config(path=None):
                 user = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"configuration {path}: {e}") from None
-        for section, values in user.items():
-            if section not in conf or not isinstance(values, dict):
-                raise ValueError(f"configuration {path}: unknown section [{section}] "
-                                 f"(known: {', '.join(conf)})")
-            for key, value in values.items():
-                if key not in conf[section]:
-                    raise ValueError(f"configuration {path}: unknown parameter {section}.{key} "
-                                     f"(known: {', '.join(conf[section])})")
-                conf[section][key] = value
+        _merge(conf, user, f"configuration {path}")
+    _merge(conf, overrides or {}, "configuration overrides")
     e = conf["engine"]
     if not isinstance(e["dim"], int) or isinstance(e["dim"], bool) or e["dim"] < 16 or e["dim"] % 16:
         raise ValueError(f"engine.dim must be a positive multiple of 16, not {e['dim']!r}")

@@ -335,7 +335,8 @@ def test_bench_table_has_every_run_and_the_speed_ups():
     from refree.gen.bench_dram import format_table
     from refree.gen.rtl import check_report
     per_mode = fake_rtl_run(WORKED, {"baseline": (440, 888), "dedup": (312, 236), "refree": (156, 472)})
-    text = format_table([("movielens", 1, check_report(per_mode, 1)), ("meta", 4, check_report(per_mode, 4))])
+    text = format_table([{"trace": "movielens", "ranks": 1, "modes": check_report(per_mode, 1)},
+                         {"trace": "meta", "ranks": 4, "modes": check_report(per_mode, 4)}])
     lines = text.splitlines()
     assert lines[0].split() == ["trace", "R", "mode", "job", "cycles", "memory", "compute", "analysis",
                                 "cycles/roof", "bound", "moved", "compulsory", "bus", "uJ"]

@@ -187,7 +187,7 @@ def test_the_report_shows_each_jobs_energy():
                              f"than baseline)")
     assert "less than baseline" not in lines[1]
 
-    table = format_table([("movielens", 1, report)]).splitlines()
+    table = format_table([{"trace": "movielens", "ranks": 1, "modes": report}]).splitlines()
     assert table[0].split()[-1] == "uJ"
     assert table[1].split()[-1] == f"{per_mode['baseline']['energy']['forward']['total'] * 1e6:,.2f}"
 

@@ -1,0 +1,90 @@
+"""Runs: one batch in the three modes, on the RTL or by the golden model's bounds, as a record.
+
+A *point* names a run completely, as plain data (so that it can be shipped to a Dask worker
+and hashed into a cache key, :mod:`refree.gen.sweep`):
+
+``{"kind": "rtl" | "bounds", "trace": name, "options": {...}, "batch_size": B, "tables": T,
+"ranks": R, "index_dtype": "int64" | "int32", "optimizer": "sgd" | "rowwise-adagrad",
+"config": {section: {key: value}}}``
+
+``options`` are the trace's (:func:`refree.golden.traces.make_trace`: MovieLens'
+``batch_index``, the synthetic traces' ``seed``, Zipf's ``alpha``); ``config`` overrides the
+generator's defaults as a configuration file would (:func:`refree.gen.config.load_config`),
+``[dram] ranks`` excepted, which is ``ranks``.  A run returns a record
+(:mod:`refree.gen.bench_report`): ``rtl`` runs :func:`refree.gen.rtl.rtl_check` (every
+output checked bit for bit against the golden model; an AssertionError on a difference),
+``bounds`` the jobs' bounds of docs/design.md section 3 (:func:`refree.golden.roofline.step_bounds`)
+without simulating anything: what reaches Meta's batch sizes.
+"""
+from dataclasses import replace
+
+from refree.golden.counts import MODES
+from refree.golden.roofline import step_bounds
+from refree.golden.traces import Trace, make_trace
+
+from .config import load_config
+
+__all__ = ["KINDS", "point", "point_config", "point_trace", "run_point"]
+
+KINDS = ("rtl", "bounds")
+
+
+def point(kind, trace, batch_size, *, tables=1, ranks=1, options=None, index_dtype="int64", optimizer="sgd",
+          config=None):
+    """A point with every field present (see the module docstring)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return {"kind": kind, "trace": trace, "options": dict(options or {}), "batch_size": batch_size,
+            "tables": tables, "ranks": ranks, "index_dtype": index_dtype, "optimizer": optimizer,
+            "config": {s: dict(v) for s, v in (config or {}).items()}}
+
+
+def point_config(p):
+    """The point's generator configuration (its overrides, its ranks)."""
+    conf = load_config(None, p["config"])
+    conf = replace(conf, dram=replace(conf.dram, ranks=p["ranks"]))
+    conf.window_params()
+    return conf
+
+
+def point_trace(p):
+    """The point's trace (:class:`refree.golden.traces.Trace`), in its index width."""
+    tr = make_trace(p["trace"], p["batch_size"], p["tables"], **p["options"])
+    if p["index_dtype"] == "int64":
+        return tr
+    return Trace(tr.batch.with_index_dtype(p["index_dtype"]), tr.num_rows)
+
+
+def _header(p, conf):
+    return {k: p[k] for k in ("kind", "trace", "options", "batch_size", "tables", "ranks", "index_dtype",
+                              "optimizer", "config")} | {"dim": conf.dim}
+
+
+def _bounds_record(p, conf, tr):
+    from refree.hw.engine.datapath import lanes_for
+    from refree.verif.engine_run import limits_of
+    modes = MODES if p["optimizer"] == "sgd" else tuple(m for m in MODES if m != "baseline")
+    bounds = step_bounds(tr.batch, ["sum"] * tr.batch.num_tables, limits_of(conf.params), conf.dim, p["ranks"],
+                         p["optimizer"], modes, adagrad_lanes=conf.adagrad_lanes, div_lanes=conf.div_lanes,
+                         fold_lanes=lanes_for(conf.dim, conf.fold_lanes))
+    out = {}
+    for m, jobs in bounds.items():
+        out[m] = {j: {"bounds": b, "figures": {"compulsory_beats": b["beats"]["total"], "memory": b["memory"],
+                                               "compute": b["compute"], "analysis": b["analysis"],
+                                               "roofline": b["roofline"], "limit": b["limit"]}}
+                  for j, b in jobs.items()}
+        out[m]["step"] = {"roofline_step": jobs["forward"]["roofline"] + jobs["backward"]["roofline"]}
+    return out
+
+
+def run_point(p, out=lambda s: None):
+    """The point's record (see the module docstring); ``out`` takes the RTL run's lines."""
+    conf = point_config(p)
+    tr = point_trace(p)
+    if p["kind"] == "bounds":
+        modes = _bounds_record(p, conf, tr)
+    else:
+        from .rtl import check_report, rtl_check
+        per_mode = rtl_check(tr.batch, tr.num_rows, conf, out=out, optimizer=p["optimizer"])
+        modes = check_report(per_mode, p["ranks"])
+    return _header(p, conf) | {"modes": modes}
