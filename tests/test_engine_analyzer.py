@@ -32,15 +32,32 @@ async def feed_lookup(ctx, dut, row, bag, weight=0x3F800000):
     raise AssertionError("the analyzer stopped taking lookups")
 
 
+MEMBER_FIELDS = ("slot", "row", "bags", "bag", "mult", "c", "first", "upd", "member_last")
+
+
 def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, split=False,
-                 updates_first=False, skip_updates=False, partition_only=False):
+                 skip_updates=False, partition_only=False):
     """Feed a table's bags as the controller would (bags/lookups limits checked here, the
-    distinct-row limit by the analyzer); return per part: bag range, order, pairs, counts,
-    the rows announced on ``discovered`` and the values ``committed`` took, and the cycle
-    (from ``finish``) each member was taken in and ``busy`` fell in.
+    distinct-row limit by the analyzer), taking members all along (backward streams them
+    during the insertion); return per part: bag range, order, pairs, counts, the rows
+    announced on ``discovered`` and the values ``committed`` took, the cycle (from
+    ``finish``; negative before it) each member was taken in and the one ``busy`` fell in.
     ``weights``: per bag, the float32 weight of each lookup (``weighted`` on)."""
     dut = Analyzer(params)
     parts, discovered, committed = [], [], []
+    taking = {"members": None, "taken_at": None, "cycle": 0}
+
+    async def consumer(ctx):
+        """Take members (with backpressure when ``stall_every``), into the current part."""
+        while True:
+            take = taking["members"] is not None and not (stall_every and taking["cycle"] % stall_every == 0)
+            ctx.set(dut.members.ready, take)
+            await ctx.delay(1e-9)           # (the bench's inputs of this cycle are set)
+            if take and ctx.get(dut.members.valid):
+                taking["members"].append({k: ctx.get(getattr(dut.members.payload, k)) for k in MEMBER_FIELDS})
+                taking["taken_at"].append(taking["cycle"])
+            await ctx.tick()
+            taking["cycle"] += 1
 
     async def monitor(ctx):
         async for _, _, start, valid, slot, row, c in ctx.tick().sample(
@@ -58,11 +75,12 @@ def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, spli
         while b0 < len(bags):
             ctx.set(dut.start, 1)
             ctx.set(dut.backward, backward)
-            ctx.set(dut.updates_first, updates_first)
             ctx.set(dut.skip_updates, skip_updates)
             ctx.set(dut.weighted, weights is not None)
             ctx.set(dut.split, split)
             ctx.set(dut.partition_only, partition_only)
+            members, taken_at = [], []
+            taking.update(members=members, taken_at=taken_at)
             await ctx.tick()
             ctx.set(dut.start, 0)
             b, lookups, full = b0, 0, False
@@ -84,18 +102,14 @@ def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, spli
             ctx.set(dut.finish, 1)
             await ctx.tick()
             ctx.set(dut.finish, 0)
-            members, taken_at, cycle = [], [], 0
+            finish_at = taking["cycle"]
             while ctx.get(dut.busy):
-                assert cycle < MAX_CYCLES, "the analyzer did not finish"
-                take = not (stall_every and cycle % stall_every == 0)   # consumer backpressure
-                ctx.set(dut.members.ready, take)
-                if take and ctx.get(dut.members.valid):
-                    members.append({k: ctx.get(getattr(dut.members.payload, k))
-                                    for k in ("slot", "row", "bags", "bag", "mult", "c", "first", "upd",
-                                              "member_last")})
-                    taken_at.append(cycle)
+                assert taking["cycle"] - finish_at < MAX_CYCLES, "the analyzer did not finish"
                 await ctx.tick()
-                cycle += 1
+            cycle = taking["cycle"] - finish_at
+            await ctx.tick()                    # (the consumer sees the last member taken)
+            taking["members"] = None
+            taken_at[:] = [c - finish_at for c in taken_at]
             end = b0 + ctx.get(dut.full_bag) if ctx.get(dut.full) else b
             parts.append(dict(bags=(b0, end), members=members, taken_at=taken_at, idle_at=cycle,
                               rows=ctx.get(dut.num_rows), lookups=ctx.get(dut.num_lookups),
@@ -106,6 +120,7 @@ def run_analyzer(params, bags, stall_every=0, backward=False, weights=None, spli
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_process(monitor)
+    sim.add_testbench(consumer, background=True)
     sim.add_testbench(bench)
     sim.run()
     for part, found, seen in zip(parts, discovered, committed):
@@ -126,7 +141,6 @@ def check_discovered(got, slot_of):
 
 def check(params, bags, **kw):
     check_backward(params, bags, **kw)
-    check_backward(params, bags, updates_first=False, **kw)
     check_backward(params, bags, skip_updates=True, **kw)
     return check_forward(params, bags, **kw)
 
@@ -167,15 +181,14 @@ def members_of(got, weighted):
     return [m if weighted else {k: v for k, v in m.items() if k != "c"} for m in got]
 
 
-def check_backward(params, bags, weights=None, split=False, updates_first=True, skip_updates=False, **kw):
+def check_backward(params, bags, weights=None, split=False, skip_updates=False, **kw):
     """Backward: pairs grouped by bag in bag order, a bag's pairs by first appearance; and
-    every slot's row (the update list), before them when ``updates_first``, else after
-    them, not at all with ``skip_updates``."""
+    every slot's row (the update list) after them, not at all with ``skip_updates``; no
+    ``member_last``."""
     batch = one_table(bags)
     limits = PartLimits(params.max_bags, params.max_lookups, params.max_distinct_rows, params.max_bag_len)
     want = partition(batch, limits)
-    got = run_analyzer(params, bags, backward=True, weights=weights, split=split, updates_first=updates_first,
-                       skip_updates=skip_updates, **kw)
+    got = run_analyzer(params, bags, backward=True, weights=weights, split=split, skip_updates=skip_updates, **kw)
     assert [p["bags"] for p in got] == [(p.bag_lo, p.bag_hi) for p in want]
     for g, part in zip(got, want):
         plan = plan_part(batch, part, "sum")
@@ -185,7 +198,7 @@ def check_backward(params, bags, weights=None, split=False, updates_first=True, 
                         for b in sorted(pairs) for k, (r, n, c) in enumerate(pairs[b])]
         updates = [dict(slot=k, row=r, bags=0, bag=0, mult=0, c=0, first=0, upd=1) for k, r in enumerate(slot_of)]
         updates = [] if skip_updates else updates
-        want_members = mark_member_last(updates + want_members if updates_first else want_members + updates, "slot")
+        want_members = [dict(e, member_last=0) for e in want_members + updates]
         want_members = members_of(want_members, weights is not None)
         got_members = members_of(g["members"], weights is not None)
         for x, y in zip(got_members, want_members):     # (the update list's c is not used)
@@ -385,12 +398,35 @@ def test_one_walk_takes_every_pass_prefix_sum():
     assert got[0]["taken_at"][0] <= 5 * n + 64 + 60
 
 
+def test_backward_pairs_stream_beside_the_insertion():
+    """Backward: a bag's pairs leave as soon as the bag is complete, while the later bags
+    are still being inserted: with a lookup a cycle in (4 a bag), the pairs trail the
+    insertion by the pipeline's depth (about 20 cycles: the next bag's first pair, the
+    coefficient's adder, the reads), so every bag but the last six is out before
+    ``finish``, and the part is over about 20 cycles after it, not a pair a cycle later."""
+    rng = np.random.default_rng(3)
+    bags = [list(rng.integers(0, 10, 4)) for _ in range(14)]
+    check_backward(SMALL, bags, skip_updates=True)
+    (part,) = run_analyzer(SMALL, bags, backward=True, skip_updates=True)
+    before = [m["bag"] for m, t in zip(part["members"], part["taken_at"]) if t < 0]
+    assert set(before) >= set(range(len(bags) - 6)), before
+    assert part["idle_at"] <= 30
+
+
 def run_chunks(params, chunks, skip_updates=True):
     """Backward by rows: one part (a row group) fed in ``chunks`` (lists of bags, each
     chunk's bags numbered from 0), ``chunk_end`` after each but the last, ``finish`` after
-    it; returns each chunk's members, taken as they come."""
+    it; returns each chunk's members, taken as they come (during the chunk's insertion
+    too), and whether any came before its chunk's end."""
     dut = Analyzer(params)
-    out = []
+    out, early = [[]], [False]
+    fields = ("slot", "row", "bag", "mult", "first", "upd")
+
+    async def monitor(ctx):
+        async for _, _, valid, ready, *payload in ctx.tick().sample(
+                dut.members.valid, dut.members.ready, *[getattr(dut.members.payload, f) for f in fields]):
+            if valid and ready:
+                out[-1].append(dict(zip(fields, payload)))
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
@@ -404,27 +440,27 @@ def run_chunks(params, chunks, skip_updates=True):
                 for r in bag:
                     await feed_lookup(ctx, dut, r, b)
             ctx.set(dut.lookups.valid, 0)
+            early[0] |= bool(out[-1])
             last = k == len(chunks) - 1
             ctx.set(dut.finish if last else dut.chunk_end, 1)
             await ctx.tick()
             ctx.set(dut.finish if last else dut.chunk_end, 0)
-            members = []
             for _ in range(MAX_CYCLES):
-                if ctx.get(dut.members.valid):
-                    members.append({f: ctx.get(getattr(dut.members.payload, f))
-                                    for f in ("slot", "row", "bag", "mult", "first", "upd")})
                 if (not ctx.get(dut.busy)) if last else ctx.get(dut.chunk_done):
                     break
                 await ctx.tick()
             else:
                 raise AssertionError("the chunk's lists did not end")
-            out.append(members)
+            await ctx.tick()                    # (the monitor sees the last member)
+            if not last:
+                out.append([])
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    sim.add_process(monitor)
     sim.add_testbench(bench)
     sim.run()
-    return out
+    return out, early[0]
 
 
 @pytest.mark.parametrize("skip_updates", [True, False])
@@ -437,7 +473,7 @@ def test_a_row_group_in_chunks(skip_updates):
     chunks = [[list(rng.integers(0, 9, rng.integers(0, 5))) for _ in range(int(rng.integers(1, 6)))]
               for _ in range(4)]
     chunks[1][0], chunks[2][0] = [3, 3, 4], [3, 5]          # row 3 in bag 0 of two chunks
-    got = run_chunks(SMALL, chunks, skip_updates)
+    got, _ = run_chunks(SMALL, chunks, skip_updates)
     slot_of = {}
     for bags in chunks:
         for bag in bags:

@@ -30,14 +30,17 @@ distinct-row table goes on over the chunks (``chunk_end`` ends a chunk, ``finish
 group).  For each chunk the analyzer keeps a list of the bags that hold
 lookups (first pair, pair count), in bag order, and streams every pair once, grouped by
 bag in bag order (a bag's pairs in first-appearance order; ``first`` marks a bag's first
-pair; no sort), then forgets the chunk's pairs and bags (a slot's newest pair carries its
-chunk's number, so a bag number of a later chunk never joins it) and raises ``chunk_done``;
-after the group's last chunk it streams the update list: every slot once, in slot order,
-with its row (``upd`` set).  ``member_last`` holds only for a group of one chunk.  The update list comes first when ``updates_first``, else last (row-wise Adagrad,
-whose rows sharing a state beat must wait for each other's merged gradients, and whose
-state beats the update list fetches), and not at all with ``skip_updates`` (SGD's
-backward: the controller has fetched the rows as they were discovered, see below, and
-pairs each merged gradient with its row by slot).
+pair; no sort), *while the chunk is being inserted*: a bag's pairs go as soon as the bag
+is complete (its last lookup out of the insertion pipeline, known when the next bag's
+first pair is made), on second read ports of the pair tables, so that the merge runs
+beside the analysis.  At the chunk's end the last bags' pairs follow; then the analyzer
+forgets the chunk's pairs and bags (a slot's newest pair carries its chunk's number, so a
+bag number of a later chunk never joins it) and raises ``chunk_done``; after the group's
+last chunk it streams the update list: every slot once, in slot order, with its row
+(``upd`` set), or not at all with ``skip_updates`` (SGD's backward: the controller has
+fetched the rows as they were discovered, see below, and pairs each merged gradient with
+its row by slot; row-wise Adagrad's update list fetches the state beats).  ``member_last``
+never holds backward (a member's pairs are not all known before the group's end).
 
 Discovered rows: each new slot is announced on ``discovered`` (its slot and row) in the
 cycle it is created, so that the controller can fetch the part's rows while the part is
@@ -125,9 +128,9 @@ class Analyzer(wiring.Component):
     weighted, split : In(1)
         Sampled with ``start``: the lookups' weights count (else ``c`` is not used and no
         lookup waits); every lookup is its own pair (see above).
-    backward, updates_first, skip_updates : In(1)
+    backward, skip_updates : In(1)
         Sampled with ``start``: order the part (a row group) for the backward pass (see
-        above); the update list first, last or not at all.
+        above); the update list last or not at all.
     partition_only : In(1)
         Sampled with ``start``: only the part's extent is wanted (``full``, the counts):
         no sort and no member lists; ``busy`` falls with ``inserted``.
@@ -138,10 +141,9 @@ class Analyzer(wiring.Component):
     members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd, member_last))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
-        Backward: grouped by bag in bag order, and the update list (``upd``) first or last.
-        One pair per cycle while taken.  ``member_last`` marks the last pair of its member
-        in this order (forward: the bag's; backward: the distinct row's), after which the
-        member's fold is complete.
+        Backward: grouped by bag in bag order, as the bags complete, and the update list
+        (``upd``) last.  One pair per cycle while taken.  ``member_last`` (forward) marks
+        the last pair of its bag, after which the bag's fold is complete.
     """
 
     def __init__(self, params):
@@ -161,7 +163,6 @@ class Analyzer(wiring.Component):
         super().__init__({
             "start": In(1),
             "backward": In(1),
-            "updates_first": In(1),
             "skip_updates": In(1),
             "partition_only": In(1),
             "weighted": In(1),
@@ -202,22 +203,23 @@ class Analyzer(wiring.Component):
                                       "pairs": p.pair_bits + 1})
         BagEntry = data.StructLayout({"bag": bag_bits, "start": p.pair_bits, "pairs": p.mult_bits})
 
-        mem = lambda name, shape, depth: rmw_memory(m, name, shape, depth)
+        mem = lambda name, shape, depth, reads=1: rmw_memory(m, name, shape, depth, reads)
         hash_rd, hash_wr = mem("hash", HashEntry, H)
         row_rd, row_wr = mem("slot_row", p.index_width, p.slot_capacity)
         info_rd, info_wr = mem("slot_info", SlotInfo, p.slot_capacity)
-        pslot_rd, pslot_wr = mem("pair_slot", p.slot_bits, p.max_lookups)
+        # (the pairs' slot, multiplicity and coefficient have a second read port: backward
+        # streams a bag's pairs while the insertion goes on reading the newest ones)
+        (pslot_rd, eslot_rd), pslot_wr = mem("pair_slot", p.slot_bits, p.max_lookups, 2)
         pbag_rd, pbag_wr = mem("pair_bag", bag_bits, p.max_lookups)
-        pmul_rd, pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups)
-        pc_rd, pc_wr = mem("pair_c", 32, p.max_lookups)
+        (pmul_rd, emul_rd), pmul_wr = mem("pair_mult", p.mult_bits, p.max_lookups, 2)
+        (pc_rd, ec_rd), pc_wr = mem("pair_c", 32, p.max_lookups, 2)
         # Member lists: each slot's pairs linked in pair (bag) order, from its info's head.
         next_rd, next_wr = mem("pair_next", p.pair_bits, p.max_lookups)
         # Backward: the bags that hold pairs, in bag order.
         bl_rd, bl_wr = mem("bag_list", BagEntry, p.max_bags)
-        # Pairs of each member not yet streamed (forward: per bag; backward: per slot): set
-        # beside every write of the bag list's (slot info's) pair count, counted down as
-        # the pairs stream out.
-        left_rd, left_wr = mem("member_left", p.pair_bits + 1, max(p.slot_capacity, p.max_bags))
+        # Forward: the pairs of each bag not yet streamed, set beside every write of the bag
+        # list's pair count, counted down as the pairs stream out (``member_last``).
+        left_rd, left_wr = mem("member_left", p.pair_bits + 1, p.max_bags)
 
         # The hash entries' valid bits (flip-flops: H of them, cleared in one cycle) and the
         # bit of the entry read last cycle (transparent for a write in the read's cycle, as
@@ -227,7 +229,7 @@ class Analyzer(wiring.Component):
         m.d.sync += entry_valid.eq(hash_valid.bit_select(hash_rd.addr, 1)
                                    | hash_wr.en & (hash_wr.addr == hash_rd.addr))
         bwd, weighted, split = Signal(), Signal(), Signal()
-        updates_first, skip_updates, partition_only = Signal(), Signal(), Signal()
+        skip_updates, partition_only = Signal(), Signal()
         nbl = Signal(bag_count_bits)            # entries of the bag list
         cur_bl = Signal(BagEntry)               # the newest entry
         bl_fixed = Signal()
@@ -303,10 +305,7 @@ class Analyzer(wiring.Component):
             m.d.comb += [pc_wr.addr.eq(done.pair), pc_wr.en.eq(1),
                          pc_wr.data.eq(Mux(done.new, done.w, cadd.o.payload))]
         drained = ~s1_valid & ~s2_valid & ~s3_valid & ~Cat(*[t.valid for t in ctag[1:]]).any()
-        with m.If(bwd):
-            m.d.comb += [left_wr.addr.eq(info_wr.addr), left_wr.data.eq(info_wr.data.pairs),
-                         left_wr.en.eq(info_wr.en)]
-        with m.Else():
+        with m.If(~bwd):
             m.d.comb += [left_wr.addr.eq(bl_wr.data.bag), left_wr.data.eq(bl_wr.data.pairs),
                          left_wr.en.eq(bl_wr.en)]
 
@@ -332,7 +331,8 @@ class Analyzer(wiring.Component):
                      sorter.key_low.eq(row_rd.data), sorter.key_high.eq(info.bags)]
         with m.If(sorter.key_read):
             m.d.comb += [row_rd.addr.eq(sorter.key_addr), info_rd.addr.eq(sorter.key_addr)]
-        idx = Signal(max(p.slot_bits, bag_count_bits) + 1)     # walks the sorted rows, the bags, the slots
+        idx = Signal(max(p.slot_bits, bag_count_bits) + 1)     # walks the sorted rows, the slots
+        eidx = Signal(bag_count_bits + 1)       # backward: the next entry of the bag list to stream
 
         # ---- member lists ----------------------------------------------------------------
         # The rows in row order (the sorted permutation), each row's pairs by following its
@@ -394,25 +394,19 @@ class Analyzer(wiring.Component):
         bc_valid, bc_first, bc_bag = Signal(), Signal(), Signal(bag_bits)
         bc_slot, bc_mult, bc_c = Signal(p.slot_bits), Signal(p.mult_bits), Signal(32)
         rr_valid, rr_slot = Signal(), Signal(p.slot_bits)
-        m.d.sync += [rr_valid.eq(0), bb_valid.eq(0)]     # set in BW_ROWS, BW_PAIRS only
+        m.d.sync += [rr_valid.eq(0), bb_valid.eq(0)]     # set in BW_ROWS and by the emitter only
         finishing = Signal()
         with m.If(self.finish):
             m.d.sync += finishing.eq(1)
-        # Backward by rows: a chunk ends (remembered until its lookups are in); its lists.
-        chunk_ending, chunk_lists = Signal(), Signal()
+        # Backward by rows: a chunk ends (remembered until its lookups are in).
+        chunk_ending = Signal()
+        emit_done = Signal()                    # backward: every pair of the bag list is out
+        restart_emit = Signal()                 # backward: a new bag list (a part, a chunk)
         with m.If(self.chunk_end):
             m.d.sync += [chunk_ending.eq(1), self.chunk_done.eq(0)]
         with m.If(self.finish):
             m.d.sync += self.chunk_done.eq(0)
         m.d.comb += self.busy.eq(1)
-
-        def backward_lists():
-            """Start the backward output: the update list or the pairs first."""
-            m.d.sync += idx.eq(0)
-            with m.If(updates_first & ~skip_updates):
-                m.next = "BW_ROWS"
-            with m.Else():
-                m.next = "BW_NEXT"
 
         def after_insertion():
             # Only the part's extent wanted (baseline, the check that a row group fits): no
@@ -420,9 +414,9 @@ class Analyzer(wiring.Component):
             with m.If(partition_only):
                 m.d.sync += self.inserted.eq(1)
                 m.next = "DONE"
-            with m.Elif(bwd):
+            with m.Elif(bwd):                   # (the pairs stream as the bags complete)
                 m.d.sync += self.inserted.eq(1)
-                backward_lists()
+                m.next = "BW_FLUSH"
             with m.Else():
                 m.d.comb += sorter.start.eq(1)
                 m.next = "SORT"
@@ -432,12 +426,12 @@ class Analyzer(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [bwd.eq(self.backward), finishing.eq(0), chunk_ending.eq(0), self.chunk_done.eq(0),
                              weighted.eq(self.weighted), split.eq(self.split),
-                             updates_first.eq(self.updates_first), skip_updates.eq(self.skip_updates),
+                             skip_updates.eq(self.skip_updates),
                              partition_only.eq(self.partition_only),
                              self.inserted.eq(0), committed.eq(0)]
                 m.next = "NEW_PART"
 
-        with m.FSM(name="phase"):
+        with m.FSM(name="phase") as phase:
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 take_start()
@@ -446,6 +440,7 @@ class Analyzer(wiring.Component):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
                              nbl.eq(0), bl_fixed.eq(0), committed.eq(0), chunk.eq(0), chunk_slots.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
+                m.d.comb += restart_emit.eq(1)
                 m.next = "INSERT"
 
             with m.State("INSERT"):
@@ -490,14 +485,15 @@ class Analyzer(wiring.Component):
                 with m.Elif((self.chunk_end | chunk_ending) & ~self.lookups.valid & drained):
                     with m.If(partition_only):
                         m.next = "CHUNK_NEXT"
-                    with m.Else():              # the chunk's pairs by bag (no update list yet)
-                        m.d.sync += [idx.eq(0), chunk_lists.eq(1), committed.eq(nslots)]
-                        m.next = "BW_NEXT"
+                    with m.Else():              # the chunk's last pairs (no update list yet)
+                        m.d.sync += committed.eq(nslots)
+                        m.next = "CHUNK_FLUSH"
 
             # A row group's next chunk: its pairs and bags start afresh, the slots go on.
             with m.State("CHUNK_NEXT"):
                 m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), idx.eq(0), chunk.eq(chunk + 1), chunk_slots.eq(nslots),
-                             committed.eq(nslots), chunk_ending.eq(0), chunk_lists.eq(0), self.chunk_done.eq(1)]
+                             committed.eq(nslots), chunk_ending.eq(0), self.chunk_done.eq(1)]
+                m.d.comb += restart_emit.eq(1)
                 m.next = "INSERT"
 
             with m.State("DRAIN"):              # let stages 2 and 3 finish; drop new lookups
@@ -561,57 +557,75 @@ class Analyzer(wiring.Component):
                 with m.If(~feeding & (row_q.level == 0) & (walk_left == 0) & ~wa_valid & (queued == 0)):
                     m.next = "DONE"
 
-            # ---- backward: pairs by bag in bag order; the update list ------------------------
-            with m.State("BW_NEXT"):            # the next bag of the list
-                with m.If(idx != nbl):
-                    m.d.sync += idx.eq(idx + 1)
-                    m.next = "BW_ENTRY"
-                with m.Elif(~bb_valid & ~bc_valid & chunk_lists):
-                    with m.If(queued == 0):
-                        m.next = "CHUNK_NEXT"
-                with m.Elif(~bb_valid & ~bc_valid & (updates_first | skip_updates)):
-                    with m.If(queued == 0):
-                        m.next = "DONE"
-                with m.Elif(~bb_valid & ~bc_valid):
+            # ---- backward: the bag list's last pairs (the emitter, below); the update list --
+            with m.State("CHUNK_FLUSH"):
+                with m.If(emit_done):
+                    m.next = "CHUNK_NEXT"
+            with m.State("BW_FLUSH"):
+                with m.If(emit_done & skip_updates):
+                    m.next = "DONE"
+                with m.Elif(emit_done):
                     m.d.sync += idx.eq(0)
                     m.next = "BW_ROWS"
-            with m.State("BW_ENTRY"):
-                m.d.comb += bl_rd.addr.eq(idx - 1)
-                m.next = "BW_LOAD"
-            with m.State("BW_LOAD"):
-                m.d.sync += [cursor.eq(bl_rd.data.start), left.eq(bl_rd.data.pairs),
-                             item_bag.eq(bl_rd.data.bag), first_pending.eq(1)]
-                m.next = "BW_PAIRS"
-            with m.State("BW_PAIRS"):           # cursor -> (slot, mult) -> row -> FIFO
-                issue = (left != 0) & (queued + bb_valid + bc_valid < out_fifo.depth - 1)
-                m.d.comb += pair_addr.eq(cursor)
-                m.d.sync += [bb_valid.eq(issue), bb_first.eq(first_pending), bb_bag.eq(item_bag)]
-                with m.If(issue):
-                    m.d.sync += [cursor.eq(cursor + 1), left.eq(left - 1), first_pending.eq(0)]
-                with m.If(left == 0):
-                    m.next = "BW_NEXT"
             with m.State("BW_ROWS"):            # slot k -> row -> FIFO, with upd
                 issue = (idx < nslots) & (queued + rr_valid < out_fifo.depth - 1)
                 m.d.comb += row_rd.addr.eq(idx)
                 m.d.sync += [rr_valid.eq(issue), rr_slot.eq(idx)]
                 with m.If(issue):
                     m.d.sync += idx.eq(idx + 1)
-                with m.If((idx == nslots) & ~rr_valid & updates_first):
-                    m.d.sync += idx.eq(0)
-                    m.next = "BW_NEXT"
-                with m.Elif((idx == nslots) & ~rr_valid & (queued == 0)):
+                with m.If((idx == nslots) & ~rr_valid & (queued == 0)):
                     m.next = "DONE"
 
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(0)
                 take_start()
 
-        # Backward pair pipeline (state-independent, so that it drains across states):
+        # ---- backward: the pairs by bag in bag order, as the bags complete ----------------
+        # (beside the insertion, on the pair tables' second read ports).  A bag's pairs are
+        # final once its last lookup has left the insertion pipeline: the bag list's entries
+        # before the newest are, ``La + 3`` cycles after the newest was made (stage 2 to the
+        # coefficient's write), and every entry once the chunk's (the part's) lookups are in.
+        # A bag rolled back (the partition rule) is the newest: never streamed.
+        nbl_seen = [Signal.like(nbl, name=f"nbl_seen{k}") for k in range(La + 3)]
+        m.d.sync += [nbl_seen[0].eq(nbl)] + [nbl_seen[k].eq(nbl_seen[k - 1]) for k in range(1, len(nbl_seen))]
+        with m.If(restart_emit):
+            m.d.sync += [x.eq(0) for x in nbl_seen] + [eidx.eq(0)]
+        all_in = phase.ongoing("CHUNK_FLUSH") | phase.ongoing("BW_FLUSH")
+        complete = Signal.like(nbl)
+        with m.If(~bwd | partition_only):
+            m.d.comb += complete.eq(0)
+        with m.Elif(all_in):
+            m.d.comb += complete.eq(nbl)
+        with m.Elif(nbl_seen[-1] != 0):
+            m.d.comb += complete.eq(nbl_seen[-1] - 1)
+        # The bag list is read ahead into ``nx`` so that one bag's last pair and the next
+        # one's first go out in consecutive cycles (bags of one pair: one every two cycles).
+        nx, nx_valid, nx_reading = Signal(BagEntry), Signal(), Signal()
+        load = (left == 0) & nx_valid           # the next bag, now
+        at_cursor = Mux(load, nx.start, cursor)
+        pairs_left = Mux(load, nx.pairs, left)
+        issue = (pairs_left != 0) & (queued + bb_valid + bc_valid < out_fifo.depth - 1)
+        m.d.comb += [eslot_rd.addr.eq(at_cursor), emul_rd.addr.eq(at_cursor), ec_rd.addr.eq(at_cursor)]
+        m.d.sync += [bb_valid.eq(issue), bb_first.eq(load | first_pending), bb_bag.eq(Mux(load, nx.bag, item_bag))]
+        with m.If(load):
+            m.d.sync += [item_bag.eq(nx.bag), nx_valid.eq(0)]
+        with m.If(issue):                       # cursor -> (slot, mult) -> row -> FIFO
+            m.d.sync += [cursor.eq(at_cursor + 1), left.eq(pairs_left - 1), first_pending.eq(0)]
+        with m.Elif(load):
+            m.d.sync += [cursor.eq(nx.start), left.eq(nx.pairs), first_pending.eq(1)]
+        m.d.sync += nx_reading.eq(0)
+        with m.If(nx_reading):
+            m.d.sync += [nx.eq(bl_rd.data), nx_valid.eq(1)]
+        with m.If(~restart_emit & (~nx_valid | load) & ~nx_reading & (eidx < complete)):
+            m.d.comb += bl_rd.addr.eq(eidx)
+            m.d.sync += [eidx.eq(eidx + 1), nx_reading.eq(1)]
+        m.d.comb += emit_done.eq((eidx == nbl) & ~nx_valid & ~nx_reading & (left == 0) & ~bb_valid & ~bc_valid
+                                 & (queued == 0))
         # bb: the pair's slot and multiplicity are readable; bc: the slot's row is.
         with m.If(bb_valid):
-            m.d.comb += row_rd.addr.eq(pslot_rd.data)
-        m.d.sync += [bc_valid.eq(bb_valid), bc_slot.eq(pslot_rd.data), bc_mult.eq(pmul_rd.data),
-                     bc_c.eq(pc_rd.data),
+            m.d.comb += row_rd.addr.eq(eslot_rd.data)
+        m.d.sync += [bc_valid.eq(bb_valid), bc_slot.eq(eslot_rd.data), bc_mult.eq(emul_rd.data),
+                     bc_c.eq(ec_rd.data),
                      bc_bag.eq(bb_bag), bc_first.eq(bb_first)]
         out_entry = Signal(self.Entry)
         with m.If(wa_valid):
@@ -623,13 +637,12 @@ class Analyzer(wiring.Component):
                          out_entry.mult.eq(bc_mult), out_entry.c.eq(bc_c), out_entry.first.eq(bc_first)]
         with m.If(rr_valid):
             m.d.comb += [out_entry.slot.eq(rr_slot), out_entry.row.eq(row_rd.data), out_entry.upd.eq(1)]
-        # The countdown stage: the member's pairs left (its bag forward, its slot backward).
-        m.d.comb += left_rd.addr.eq(Mux(bwd, out_entry.slot, out_entry.bag))
+        # The countdown stage (forward): the pairs left of the member's bag.
+        m.d.comb += left_rd.addr.eq(out_entry.bag)
         m.d.sync += [cd_valid.eq(wa_valid | bc_valid | rr_valid), cd_entry.eq(out_entry)]
-        counted = cd_valid & ~cd_entry.upd
+        counted = cd_valid & ~bwd
         with m.If(counted):
-            m.d.comb += [left_wr.addr.eq(Mux(bwd, cd_entry.slot, cd_entry.bag)), left_wr.data.eq(left_rd.data - 1),
-                         left_wr.en.eq(1)]
+            m.d.comb += [left_wr.addr.eq(cd_entry.bag), left_wr.data.eq(left_rd.data - 1), left_wr.en.eq(1)]
         counted_entry = Signal(self.Member)
         m.d.comb += [counted_entry.eq(Cat(cd_entry, counted & (left_rd.data == 1))),    # (member_last last)
                      out_fifo.w_data.eq(counted_entry), out_fifo.w_en.eq(cd_valid)]

@@ -261,7 +261,7 @@ class Engine(wiring.Component):
         m.submodules.arb = arb = MemArbiter(9, A, max_outstanding=[1, ROW_READS_AHEAD] + [16] * 5
                                             + [ROW_READS_AHEAD, 16])
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
-        writer = arb.port0
+        writer = mem_port(A).create(path=("writer",))     # (to arb.port0 past the write gate, below)
         m.submodules.fetch_rows = fetch = RowFetcher(A, beats)       # table rows
         m.submodules.fetch_grads = fetch_g = RowFetcher(A, beats, self.staging_stripe)  # upstream gradient rows
         m.submodules.offs = offs = ArrayReader(A)
@@ -332,6 +332,7 @@ class Engine(wiring.Component):
         # groups after the job's first are checked to fit before it writes (``dry`` passes).
         by_rows = ~forward & ~baseline
         dry = Signal()
+        merging = Signal()                      # (by rows) the pass's merge runs beside its analysis
         prefetch = ~baseline & ~dry
         # (a word of the store is a wide beat of the datapath: forward takes a row of D = 64 a
         # cycle at 64 lanes; the updaters take the memory beats of the words one by one)
@@ -389,6 +390,10 @@ class Engine(wiring.Component):
         route(table_rows, upd.e, by_slot)
         route(results_q, ada.g, ~forward & ~baseline & adagrad, results_q.payload.data)
         route(table_rows, ada.e, ~forward & adagrad)
+        # A refused batch whose merge had begun (MERGE_DRAIN): its results go nowhere.
+        merge_dropped = Signal()
+        with m.If(merge_dropped):
+            m.d.comb += [results_q.ready.eq(1), upd.g.valid.eq(0), update_wants.w_en.eq(0), ada.g.valid.eq(0)]
         # by slot: each row beat's address, from the store to the writer beside the updater
         m.submodules.beat_addr_q = beat_addr_q = fifo.SyncFIFOBuffered(width=A, depth=64)
         m.d.comb += [beat_addr_q.w_en.eq(by_slot & upd.e.valid & upd.e.ready),
@@ -555,6 +560,10 @@ class Engine(wiring.Component):
 
         error = Signal(8)
         m.d.comb += [self.error.eq(error)]
+        # The write gate: a job that has found an error writes nothing, whatever would write.
+        writes_off = error != 0
+        m.d.comb += [arb.port0.cmd.valid.eq(writer.cmd.valid & ~writes_off), arb.port0.cmd.payload.eq(writer.cmd.payload),
+                     writer.cmd.ready.eq(arb.port0.cmd.ready | writes_off)]
         m.d.sync += cnt.cycles.eq(cnt.cycles + self.busy)
         m.d.comb += self.busy.eq(1)
         # Counters tapped at the handshakes (memory traffic in beats).
@@ -567,10 +576,10 @@ class Engine(wiring.Component):
         count(cnt.grad_reads, fired(fetch_g.port))
         m.d.sync += cnt.input_reads.eq(cnt.input_reads + fired(offs.port) + fired(idxr.port) + fired(wts.port)
                                        + fired(check.offsets_port) + fired(check.indices_port))
-        count(cnt.pooled_writes, fired(writer) & forward)
+        count(cnt.pooled_writes, fired(arb.port0) & forward)
         writes_state = adagrad & ada.out.payload.state
-        count(cnt.table_writes, fired(writer) & ~forward & ~writes_state)
-        count(cnt.state_writes, fired(writer) & ~forward & writes_state)
+        count(cnt.table_writes, fired(arb.port0) & ~forward & ~writes_state)
+        count(cnt.state_writes, fired(arb.port0) & ~forward & writes_state)
         with m.If(sch.ops.valid & sch.ops.ready & ~sch.ops.payload.final):     # (finals are no arithmetic)
             m.d.sync += [cnt.adds.eq(cnt.adds + ~sch.ops.payload.src_zero),
                          cnt.muls.eq(cnt.muls + (sch.ops.payload.c != ONE_F32))]
@@ -735,6 +744,12 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
 
+        # Every unit downstream of the analyzer has finished (a part's end, a merge dropped).
+        pipeline_idle = (~sch.busy & ~dp.busy & ~coef.busy & ~div.busy & ~upd.busy & ~fwd.busy & ~ada.busy
+                         & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0)
+                         & ~splitter.busy & ~grad_packer.busy & (row_q.level == 0) & (want_q.level == 0)
+                         & (beat_addr_q.level == 0) & (update_wants.level == 0))
+
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
@@ -803,11 +818,13 @@ class Engine(wiring.Component):
                     m.d.comb += [store.start.eq(1), store.by_slot.eq(prefetch), store.wide.eq(forward),
                                  lbuf.start.eq(1)]
                     m.d.sync += [fetched.eq(0), arrived.eq(0)]
-                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.updates_first.eq(updates_first),
-                                 an.skip_updates.eq(by_slot),
+                    m.d.comb += [an.start.eq(1), an.backward.eq(~forward), an.skip_updates.eq(by_slot),
                                  an.partition_only.eq(baseline | dry),
                                  an.weighted.eq(cfg.weighted & ~baseline),
                                  an.split.eq(cfg.weighted & (cfg.mode == MODE_DEDUP))]
+                with m.If(~offs.busy & ~chunk_cont & by_rows & ~dry):
+                    start_merge(early=C(0, 1))  # (beside the analysis: its finals come at the end)
+                    m.d.sync += merging.eq(1)
                 with m.If(~offs.busy):
                     start_lookups(part_lo, lookups, shared=first_part)
                     m.d.comb += [check.share_set.eq(first_part), check.share_count.eq(lookups)]
@@ -818,6 +835,8 @@ class Engine(wiring.Component):
             with m.State("PART_ANALYZE"):       # lookups into the analyzer
                 m.d.comb += [an.lookups.payload.row.eq(lookup_index), an.lookups.payload.bag.eq(bi),
                              an.lookups.payload.weight.eq(weight)]
+                with m.If(merging):             # (backward by rows: the bags' pairs as they complete)
+                    stream_gradients()
 
                 def feed():
                     # (by rows: only the group's lookups enter the analyzer)
@@ -843,8 +862,6 @@ class Engine(wiring.Component):
                         m.next = "PART_WAIT_ANALYZER"
                     with m.Elif(check.done):
                         m.d.comb += an.chunk_end.eq(1)
-                        with m.If(~dry & ~chunk_cont):  # the group's first chunk: the merge starts
-                            start_merge(early=C(0, 1))
                         m.next = "CHUNK_WAIT"
                 with m.Else():
                     m.d.comb += an.finish.eq(1)
@@ -859,15 +876,25 @@ class Engine(wiring.Component):
                     m.next = "PART_START"
 
             with m.State("PART_WAIT_ANALYZER"):
+                # (the merge goes on; the update list, which fetches and writes, waits)
+                with m.If(merging & ~mem_.upd):
+                    stream_gradients()
+                # a refused batch: drop the analysis (and the merge); the job ends, nothing written
                 with m.If(an.inserted & ~check.done):
                     pass                        # nothing may be written before the verdict
                 with m.Elif(an.inserted & (check.error != 0)):
                     m.d.sync += error.eq(check.error)
-                    m.next = "DRY_DRAIN"        # drop the analysis; the job ends, nothing written
+                    with m.If(merging):
+                        m.next = "MERGE_DRAIN"
+                    with m.Else():
+                        m.next = "DRY_DRAIN"
                 with m.Elif(an.inserted & (dry | by_rows & an.full)):
                     with m.If(by_rows & an.full):
                         m.d.sync += error.eq(ErrorCode.ROW_GROUP_TOO_LARGE)
-                    m.next = "DRY_DRAIN"
+                    with m.If(merging):
+                        m.next = "MERGE_DRAIN"
+                    with m.Else():
+                        m.next = "DRY_DRAIN"
                 with m.Elif(an.inserted):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
@@ -875,11 +902,8 @@ class Engine(wiring.Component):
                     with m.If(baseline):        # the lookups again, from the lookup buffer
                         m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
                                      lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]
-                    with m.If(~chunk_cont & (forward | ~baseline & (an.num_rows != 0))):
-                        # forward: each bag's result as soon as it is complete; backward
-                        # (one chunk): in slot order, as the row updates pair them with the
-                        # fetched rows
-                        start_merge(early=forward | by_slot)
+                    with m.If(forward):         # each bag's result as soon as it is complete
+                        start_merge(early=C(1, 1))
                     with m.If(forward & baseline):
                         m.next = "RUN_BASELINE"
                     with m.Elif(forward):
@@ -898,6 +922,21 @@ class Engine(wiring.Component):
                     with m.Else():              # (a row group checked)
                         next_group()
                         m.next = "PART_START"
+
+            with m.State("MERGE_DRAIN"):        # a refused batch, the merge begun: it ends, no result kept
+                # (the rows not yet fetched are not needed, nor the update list, nor weights
+                # left by a part cut short; the merge's results are dropped, below)
+                m.d.comb += [dropping.eq(1), wts.data.ready.eq(1)]
+                with m.If(mem_.upd):
+                    m.d.comb += coef.o.ready.eq(1)
+                with m.Else():
+                    stream_gradients()
+                with m.If(~end_sent & ~an.busy & ~coef.busy & (item_q.level == 0)):
+                    m.d.comb += sch.end.eq(1)
+                    m.d.sync += end_sent.eq(1)
+                with m.If(end_sent & pipeline_idle & ~an.busy & all_arrived & ~wts.busy):
+                    m.d.sync += merging.eq(0)
+                    m.next = "IDLE"
 
             # ---- 3. items into the scheduler, rows into the datapath --------------------
             # (members come through the coefficient stage: item.c and item.repeat are set
@@ -943,11 +982,9 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(~sch.busy & ~dp.busy & ~an.busy & ~coef.busy & ~div.busy & ~upd.busy & ~fwd.busy & ~ada.busy
-                          & (write_q.level == 0) & (burst_q.level == 0) & ~store.busy & (results_fifo.level == 0) & ~splitter.busy & ~grad_packer.busy
-                          & (row_q.level == 0) & (want_q.level == 0)
-                          & (beat_addr_q.level == 0) & (update_wants.level == 0)):
-                    m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows)]
+                with m.If(pipeline_idle & ~an.busy):
+                    m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows),
+                                 merging.eq(0)]
                     with m.If(by_rows):
                         next_group()
                     with m.Else():
@@ -966,6 +1003,6 @@ class Engine(wiring.Component):
                                             "DRY_DRAIN") | fsm.ongoing("CHUNK_WAIT") & dry) & ~waiting_check)
         count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE")
               | fsm.ongoing("CHUNK_WAIT") & ~dry)
-        count(cnt.cycles_drain, ongoing("PART_FINISH"))
-        m.d.comb += flush_writes.eq(fsm.ongoing("PART_FINISH"))
+        count(cnt.cycles_drain, ongoing("PART_FINISH", "MERGE_DRAIN"))
+        m.d.comb += [flush_writes.eq(fsm.ongoing("PART_FINISH")), merge_dropped.eq(fsm.ongoing("MERGE_DRAIN"))]
         return m

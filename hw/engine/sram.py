@@ -10,10 +10,12 @@ from amaranth.lib import memory
 __all__ = ["rmw_memory"]
 
 
-def rmw_memory(m, name, shape, depth):
+def rmw_memory(m, name, shape, depth, reads=1):
     """Add ``memory.Memory(shape, depth)`` to ``m`` as submodule ``name``; return its
-    (synchronous, write-transparent) read port and its write port.  The contents are not
+    (synchronous, write-transparent) read port and its write port, or, with ``reads`` > 1,
+    the list of that many read ports and the write port.  The contents are not
     initialised: whoever owns the table tracks which words are valid."""
     m.submodules[name] = mm = memory.Memory(shape=shape, depth=depth, init=[])
     wr = mm.write_port()
-    return mm.read_port(transparent_for=(wr,)), wr
+    ports = [mm.read_port(transparent_for=(wr,)) for _ in range(reads)]
+    return (ports[0] if reads == 1 else ports), wr
