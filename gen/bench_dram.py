@@ -91,11 +91,11 @@ def fbgemm_peers(records, repeats=30, warmup=5):
     return peers
 
 
-def _parse(argv):
-    p = argparse.ArgumentParser(prog="refree bench", description=__doc__.splitlines()[0])
+def build_parser(epilog=None):
+    p = argparse.ArgumentParser(prog="refree bench", description=__doc__.splitlines()[0], epilog=epilog)
     p.add_argument("--traces", default="movielens,meta", help=f"comma-separated, of {', '.join(TRACES)}")
     p.add_argument("--ranks", default="1,2,4", help="comma-separated rank counts")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="bags per table, B (default 128)")
     p.add_argument("--config", help="engine configuration TOML (see gen/default_config.toml)")
     p.add_argument("--index-dtype", choices=["int64", "int32"], default="int64",
                    help="width of the traces' offsets and indices (default int64)")
@@ -106,6 +106,11 @@ def _parse(argv):
     p.add_argument("--from-json", metavar="FILE", help="no runs: the report of an earlier --json or report.json "
                                                        "(printed, and written with --out)")
     p.add_argument("--title", default="refree bench: the main job on the RTL", help="the report's title")
+    return p
+
+
+def _parse(argv, epilog):
+    p = build_parser(epilog)
     args = p.parse_args(argv)
     try:
         args.trace_list = args.traces.split(",")
@@ -149,8 +154,8 @@ def _read_records(path):
     return records
 
 
-def main(argv=None):
-    args = _parse(argv)
+def main(argv=None, epilog=None):
+    args = _parse(argv, epilog)
     try:
         return _bench(args, "refree bench " + " ".join(sys.argv[1:] if argv is None else argv))
     except BatchError as e:

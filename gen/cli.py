@@ -622,7 +622,8 @@ def build_parser():
     w.add_argument("--alphas", default="1.05", help="comma-separated Zipf exponents (zipf only; default 1.05)")
     w.add_argument("--tables", type=int, default=1, help="tables T (default 1)")
     w.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces (default 0)")
-    w.add_argument("--optimizer", choices=["sgd", "rowwise-adagrad"], default="sgd")
+    w.add_argument("--optimizer", choices=["sgd", "rowwise-adagrad"], default="sgd",
+                   help="the step's optimizer (default sgd; row-wise Adagrad has no baseline)")
     w.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (default: a local cluster)")
     w.add_argument("--workers", type=int, default=2, help="workers of the local cluster (default 2)")
     w.add_argument("--cache", metavar="DIR", help="the runs' cache (default $XDG_CACHE_HOME/refree/sweep)")
@@ -632,7 +633,7 @@ def build_parser():
 
     sub.add_parser("bench", help="the main job on the RTL over traces and ranks, with the report "
                                  "(--out: Markdown, JSON, plots); its options: refree bench --help",
-                   add_help=False)
+                   add_help=False, epilog=EXIT_CODES)
     sub.add_parser("synth", help="Yosys/nextpnr figures of the arithmetic units "
                                  "(--units lrdimm: the whole default buffer chip); "
                                  "its options: refree synth --help", add_help=False)
@@ -645,7 +646,7 @@ def main(argv=None):
         return cmd_synth(None, argv[1:])
     if argv[:1] == ["bench"]:
         from .bench_dram import main as bench_main
-        return bench_main(argv[1:])
+        return bench_main(argv[1:], epilog=EXIT_CODES)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

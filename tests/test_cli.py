@@ -360,11 +360,12 @@ def test_every_option_has_a_help_text_and_the_exit_codes_are_documented(capsys):
     """Each option and argument of every command (synth's own parser too) explains itself;
     the top-level help and each command's help end with the exit codes."""
     import argparse
-    from refree.gen import synth
+    from refree.gen import bench_dram, synth
     from refree.gen.cli import EXIT_CODES, build_parser
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    commands = {**subparsers.choices, "synth": synth.build_parser(EXIT_CODES)}
+    commands = {**subparsers.choices, "synth": synth.build_parser(EXIT_CODES),
+                "bench": bench_dram.build_parser(EXIT_CODES)}
     missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
                for name, sub in [("refree", parser), *commands.items()]
                for a in sub._actions
