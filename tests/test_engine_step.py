@@ -276,13 +276,17 @@ def test_a_bad_index_comes_before_a_row_group_too_large(large):
         assert r.counters[0]["table_reads"] <= 3 * DIM // 16
 
 
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
 @pytest.mark.parametrize("mode", ["dedup", "refree"])
-def test_row_groups_beyond_the_fewest(mode):
+def test_row_groups_beyond_the_fewest(mode, dtype):
     """The host may ask for more row groups than the fewest that fit: the values are the
-    same, each group's pass reads the gradient rows of the bags it touches."""
+    same, each group's pass reads the gradient rows of the bags it touches.  (A pass after
+    the job's first passes over runs of other groups' lookups a beat at a time: the bags
+    here, of up to 11 lookups, span index beats, int64 and int32, and some are wholly
+    outside a group.)"""
     rng = np.random.default_rng(9)
-    bags = [list(rng.integers(0, 40, rng.integers(0, 6))) for _ in range(2 * 12)]
-    batch = make_batch(bags, T=2)
+    bags = [list(rng.integers(0, 40, rng.integers(0, 12))) for _ in range(2 * 12)]
+    batch = make_batch(bags, T=2).with_index_dtype(dtype)
     tables = [rng.standard_normal((40, DIM)).astype(np.float32) for _ in range(2)]
     got = check_step(batch, tables, mode, groups=[4, 8], outcome=True)
     assert got.counters["backward"]["parts"] == 4 + 8

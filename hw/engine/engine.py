@@ -672,6 +672,26 @@ class Engine(wiring.Component):
         lookup_valid = Mux(sharing, check.shared.valid, idxr.data.valid) & (~cfg.weighted | wts.data.valid)
         indices_left = Mux(sharing, shared_left != 0, idxr.busy)
 
+        # Backward by rows: a run of lookups outside the pass's row group, up to the end of the
+        # index beat at hand and of the bag, is passed over in one cycle (read from the index
+        # reader, unweighted, not shared with the check: the passes after a job's first), so
+        # that a pass costs about a cycle per beat of other groups' lookups, not per lookup.
+        view = idxr.beat
+        N_VIEW = len(view.elems)
+        outside = [row_group(m, view.elems[i][:p.index_width], table.groups) != g for i in range(N_VIEW)]
+        run = Signal(range(N_VIEW + 1))         # outside lookups from the view's lane on
+        with m.Switch(view.lane):
+            for lane0 in range(N_VIEW):
+                with m.Case(lane0):
+                    r = C(N_VIEW - lane0, len(run))
+                    for j in reversed(range(N_VIEW - lane0)):
+                        r = Mux(outside[lane0 + j], r, j)
+                    m.d.comb += run.eq(r)
+        out_of_group_run = Signal(range(N_VIEW + 1))
+        can_skip = by_rows & ~sharing & ~cfg.weighted & view.valid
+        bounded = Mux(run < view.avail, run, view.avail)
+        m.d.comb += [out_of_group_run.eq(Mux(can_skip, Mux(bounded < rem, bounded, rem), 0))]
+
         def take_lookup(when):
             m.d.comb += [idxr.data.ready.eq(when & ~sharing), check.shared.ready.eq(when & sharing),
                          wts.data.ready.eq(when & cfg.weighted)]
@@ -697,13 +717,18 @@ class Engine(wiring.Component):
         m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats, self.staging_stripe)
         m.d.comb += [mmap.config.eq(cfg), mmap.forward.eq(forward)]
 
-        def lookup_walker(source_valid, on_lookup):
+        def lookup_walker(source_valid, on_lookup, skip=None):
             """Label the lookups of the part with their bag: ``on_lookup()`` offers the
-            lookup at hand, of bag ``bi``, and returns whether it is taken.  The next bag's
-            length is read ahead (``bag_len[bi + 1]`` is on the read port), so a bag's last
-            lookup moves to the next bag at once: bag boundaries cost no cycle, an empty bag
-            one, the part's first bag two."""
+            lookup at hand, of bag ``bi``, and returns whether it is taken; or, when
+            ``skip`` (a count) is not 0, that many lookups of the bag are passed over in
+            this cycle, taken from the index reader's beat.  The next bag's length is
+            read ahead (``bag_len[bi + 1]`` is on the read port), so a bag's last lookup
+            moves to the next bag at once: bag boundaries cost no cycle, an empty bag one,
+            the part's first bag two."""
             next_bag = Signal()
+            skipping = Signal()
+            if skip is not None:
+                m.d.comb += skipping.eq((len_state == 2) & (rem != 0) & (skip != 0))
             m.d.comb += bl_rd.addr.eq(Mux(len_state == 0, bi, Mux(next_bag, bi + 2, bi + 1)))
             with m.If(len_state == 0):
                 m.d.sync += len_state.eq(1)
@@ -711,6 +736,12 @@ class Engine(wiring.Component):
                 m.d.sync += [rem.eq(bl_rd.data), cur_len.eq(bl_rd.data), len_state.eq(2)]
             with m.Elif(rem == 0):
                 m.d.comb += next_bag.eq(1)
+            with m.Elif(skipping):
+                m.d.comb += idxr.take.eq(skip)
+                with m.If(skip == rem):
+                    m.d.comb += next_bag.eq(1)
+                with m.Else():
+                    m.d.sync += rem.eq(rem - skip)
             with m.Elif(source_valid):
                 taken = on_lookup()
                 with m.If(taken & (rem == 1)):
@@ -850,7 +881,7 @@ class Engine(wiring.Component):
                     return taken_
                 # (a check that ends before the shared indices do has found an error)
                 with m.If(indices_left & ~(sharing & check.done)):
-                    lookup_walker(lookup_valid, feed)
+                    lookup_walker(lookup_valid, feed, skip=out_of_group_run)
                 with m.Elif(by_rows & (b0 + nb != B)):  # the pass's next chunk, once the check
                     m.d.sync += sharing.eq(0)           # has passed (its offsets are sound)
                     m.d.comb += chunk_waits.eq(1)
