@@ -195,13 +195,12 @@ def cmd_step(args):
 
 def _trace_batch(args):
     """--trace and its options -> (trace, title)."""
-    if args.batch_size is None:
-        args.batch_size = TRACE_BATCH_SIZE
+    B = TRACE_BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.trace == "movielens":
-        tr = make_trace("movielens", args.batch_size, args.tables, batch_index=args.batch_index)
+        tr = make_trace("movielens", B, args.tables, batch_index=args.batch_index)
         title = f"trace movielens (batch {args.batch_index})"
     else:
-        tr = make_trace(args.trace, args.batch_size, args.tables, seed=args.seed)
+        tr = make_trace(args.trace, B, args.tables, seed=args.seed)
         title = f"trace {args.trace} (seed {args.seed})"
     if args.index_dtype == "int64":
         return tr, title
@@ -256,7 +255,7 @@ def cmd_rtl_check(args):
     print(format_counters(per_mode, ranks))
     print(format_step_summary(per_mode))
     if args.json:
-        report = {"trace": args.trace, "title": title, "batch_size": args.batch_size, "tables": args.tables,
+        report = {"trace": args.trace, "title": title, "batch_size": tr.batch.batch_size, "tables": args.tables,
                   "seed": args.seed, "dim": conf.dim, "memory": args.memory, "ranks": ranks,
                   "grade": d.grade if ranks else None, "optimizer": args.optimizer,
                   "modes": check_report(per_mode, ranks)}
