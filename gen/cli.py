@@ -424,6 +424,28 @@ def cmd_sweep(args):
     return 1 if errors else 0
 
 
+def cmd_train(args):
+    from .train import TrainConfig, train
+    for name in ("max_steps", "test_samples"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    try:
+        cfg = TrainConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, dim=args.dim, lr=args.lr,
+                          dense_lr=args.dense_lr, seed=args.seed, max_steps=args.max_steps,
+                          test_samples=args.test_samples)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not args.json:
+        print(f"training on MovieLens (the first 80 % of samples by time; the last 20 % held out), tables by "
+              f"{'nn.EmbeddingBag + SGD' if args.mode == 'torch' else 'the golden step in ' + args.mode}, "
+              f"B={cfg.batch_size}, D={cfg.dim}, lr {cfg.lr}, dense Adam {cfg.dense_lr}, seed {cfg.seed}", flush=True)
+    res = train(cfg, out=(lambda line: None) if args.json else (lambda line: print(line, flush=True)))
+    if args.json:
+        print(json.dumps({"mode": args.mode, "epochs": res["epochs"]}))
+    return 0
+
+
 def cmd_synth(args, rest):
     from . import synth
     try:
@@ -630,6 +652,24 @@ def build_parser():
     w.add_argument("--out", metavar="DIR", help="write the report there: report.md, report.json, PNG plots")
     w.add_argument("--title", default="refree sweep", help="the report's title")
 
+    tr = sub.add_parser("train", help="a small DLRM-style model on MovieLens, its embedding tables trained by "
+                                      "the project's step in a mode (or PyTorch's, --mode torch): the "
+                                      "held-out AUC and log loss per epoch", epilog=EXIT_CODES)
+    tr.add_argument("--mode", choices=["baseline", "dedup", "refree", "torch"], default="refree",
+                    help="whose step trains the tables: the golden model in a mode, or nn.EmbeddingBag + SGD "
+                         "(default refree)")
+    tr.add_argument("--epochs", type=int, default=1, help="passes over the training samples (default 1)")
+    tr.add_argument("--max-steps", type=int, help="at most this many batches an epoch (default all)")
+    tr.add_argument("--batch-size", type=int, default=128, help="samples a batch, B (default 128)")
+    tr.add_argument("--dim", type=int, default=16, help="D, floats a row (default 16)")
+    tr.add_argument("--lr", type=float, default=20.0, help="SGD's learning rate of the tables (default 20: the "
+                                                           "loss is the batch's mean)")
+    tr.add_argument("--dense-lr", type=float, default=3e-3, help="Adam's learning rate of the dense part "
+                                                                 "(default 3e-3)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the initial tables and weights (default 0)")
+    tr.add_argument("--test-samples", type=int, help="held-out samples scored (default all of the last 20 %%)")
+    tr.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub.add_parser("bench", help="the main job on the RTL over traces and ranks, with the report "
                                  "(--out: Markdown, JSON, plots); its options: refree bench --help",
                    add_help=False, epilog=EXIT_CODES)
@@ -651,7 +691,7 @@ def main(argv=None):
     try:
         status = {"analyze": cmd_analyze, "step": cmd_step, "generate": cmd_generate,
                   "rtl-check": cmd_rtl_check, "convert": cmd_convert, "profile": cmd_profile,
-                  "sweep": cmd_sweep}[args.command](args)
+                  "sweep": cmd_sweep, "train": cmd_train}[args.command](args)
     except UsageError as e:
         parser.error(str(e))
     except BatchError as e:

@@ -505,6 +505,7 @@ class _MovieLens(NamedTuple):
     liked_hi: np.ndarray
     num_movies: int
     num_users: int
+    liked_sample: np.ndarray         # sample s rated 4.0 or more (the training label)
 
 
 def _first_appearance_rows(ids):
@@ -547,7 +548,7 @@ def _movielens():
     history = movie_row[by_user]
     return _MovieLens(movie_row, user_row, history, to_samples(start), to_samples(end),
                       history[liked_grouped], to_samples(liked_start), to_samples(liked_end),
-                      num_movies, num_users)
+                      num_movies, num_users, liked)
 
 
 def _gather(values, lo, hi):
@@ -602,6 +603,26 @@ def movielens_batch(batch_size, num_tables=1, batch_index=0):
               _gather(ml.liked, ml.liked_lo[window], ml.liked_hi[window])]
     rows = (ml.num_movies, ml.num_users, ml.num_movies)
     return _assemble(tables[:num_tables], B, rows[:num_tables])
+
+
+def movielens_sample_count():
+    """The MovieLens rating events (samples) there are."""
+    return len(_movielens().movie_row)
+
+
+def movielens_samples(first, count):
+    """Samples ``[first, first + count)`` in sample order (as :func:`movielens_batch`) as a
+    training batch and its labels: a Trace of three tables -- the user's previous rated
+    movies (:func:`movielens_batch`'s table 0), the user, the movie rated (bags of one) --
+    of ``count`` bags each, and a bool array, the sample's rating is 4.0 or more."""
+    ml = _movielens()
+    if not 0 <= first < first + count <= len(ml.movie_row):
+        raise BatchError("samples", f"[{first}, {first + count}) is not within the "
+                                    f"{len(ml.movie_row)} MovieLens samples")
+    w = slice(first, first + count)
+    ones = np.ones(count, dtype=np.int64)
+    tables = [_gather(ml.history, ml.hist_lo[w], ml.hist_hi[w]), (ml.user_row[w], ones), (ml.movie_row[w], ones)]
+    return _assemble(tables, count, (ml.num_movies, ml.num_users, ml.num_movies)), ml.liked_sample[w].copy()
 
 
 # -- files and the dispatcher ------------------------------------------------------------
