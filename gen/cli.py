@@ -430,10 +430,27 @@ def cmd_train(args):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    if args.skip_window is not None and args.skip_window < 1:
+        raise UsageError("--skip-window must be positive")
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, dim=args.dim, lr=args.lr, dense_lr=args.dense_lr,
+                  seed=args.seed, max_steps=args.max_steps, test_samples=args.test_samples,
+                  skip_window=args.skip_window)
+    if bool(args.skip_sweep) != bool(args.out):
+        raise UsageError("--skip-sweep and --out go together (the report of a sweep)")
+    if args.skip_sweep:
+        from .train import slipstream_report
+        try:
+            targets = [float(x) for x in args.skip_sweep.split(",")]
+            TrainConfig(mode=args.mode, **common)
+            for t in targets:
+                TrainConfig(mode=args.mode, skip=t, **common)
+        except ValueError as e:
+            raise UsageError(f"--skip-sweep: {e}") from None
+        slipstream_report(targets, args.out, "refree train " + " ".join(sys.argv[2:]), mode=args.mode, **common)
+        print(f"report: {os.path.join(args.out, 'report.md')}")
+        return 0
     try:
-        cfg = TrainConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, dim=args.dim, lr=args.lr,
-                          dense_lr=args.dense_lr, seed=args.seed, max_steps=args.max_steps,
-                          test_samples=args.test_samples)
+        cfg = TrainConfig(mode=args.mode, skip=args.skip, **common)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if not args.json:
@@ -441,8 +458,13 @@ def cmd_train(args):
               f"{'nn.EmbeddingBag + SGD' if args.mode == 'torch' else 'the golden step in ' + args.mode}, "
               f"B={cfg.batch_size}, D={cfg.dim}, lr {cfg.lr}, dense Adam {cfg.dense_lr}, seed {cfg.seed}", flush=True)
     res = train(cfg, out=(lambda line: None) if args.json else (lambda line: print(line, flush=True)))
+    if res["slipstream"] is not None and not args.json:
+        r = res["slipstream"]
+        print(f"skipped {r['skipped_updates']:,d} of {r['row_updates']:,d} row updates ({r['skip_fraction']:.1%}; "
+              f"T = {r['threshold']:.4g}, {r['hot_rows']:,d} hot rows, window {r['window']}): "
+              f"{r['beats_saved']:,d} DRAM beats saved")
     if args.json:
-        print(json.dumps({"mode": args.mode, "epochs": res["epochs"]}))
+        print(json.dumps({"mode": args.mode, "epochs": res["epochs"], "slipstream": res["slipstream"]}))
     return 0
 
 
@@ -668,6 +690,12 @@ def build_parser():
                                                                  "(default 3e-3)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the initial tables and weights (default 0)")
     tr.add_argument("--test-samples", type=int, help="held-out samples scored (default all of the last 20 %%)")
+    tr.add_argument("--skip", type=float, help="skip stale updates (Slipstream, golden/slipstream.py): the "
+                                               "fraction of the hot rows' updates to skip, T searched for it")
+    tr.add_argument("--skip-window", type=int, help="Slipstream's window W, batches (default 50)")
+    tr.add_argument("--skip-sweep", metavar="LIST", help="with --out: the PyTorch reference, the exact run and "
+                                                         "one run per skip target (comma-separated): the report")
+    tr.add_argument("--out", metavar="DIR", help="with --skip-sweep: write report.md, report.json, slipstream.png")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("bench", help="the main job on the RTL over traces and ranks, with the report "

@@ -47,7 +47,8 @@ class TrainConfig:
     overfits: the held-out AUC falls, 0.675 -> 0.674, and the log loss rises)."""
 
     def __init__(self, mode="refree", epochs=1, batch_size=128, dim=16, hidden=32, lr=20.0, dense_lr=3e-3,
-                 init_scale=0.05, seed=0, max_steps=None, test_samples=None, limits=None):
+                 init_scale=0.05, seed=0, max_steps=None, test_samples=None, limits=None, skip=None,
+                 skip_window=None):
         if mode not in TRAIN_MODES:
             raise ValueError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {mode!r}")
         for name, v in (("epochs", epochs), ("batch_size", batch_size), ("dim", dim), ("hidden", hidden)):
@@ -59,6 +60,10 @@ class TrainConfig:
         self.lr, self.dense_lr, self.init_scale, self.seed = lr, dense_lr, init_scale, seed
         self.max_steps, self.test_samples = max_steps, test_samples
         self.limits = limits or PartLimits()
+        if skip is not None and (mode == "torch" or not 0 <= skip < 1):
+            raise ValueError(f"skipping stale updates takes the project's step and a fraction in [0, 1), "
+                             f"not {skip!r} in mode {mode}")
+        self.skip, self.skip_window = skip, skip_window     # (Slipstream: golden/slipstream.py)
 
 
 def roc_auc(scores, labels):
@@ -93,10 +98,13 @@ def _logits(torch, net, pooled, D):
 
 
 class _ProjectTables:
-    """The tables trained by the project's golden step in one mode."""
+    """The tables trained by the project's golden step in one mode; with ``slip``
+    (:class:`refree.golden.slipstream.Slipstream`) the stale rows' updates are skipped."""
 
-    def __init__(self, tables, cfg):
-        self.tables, self.cfg = tables, cfg
+    def __init__(self, tables, cfg, slip=None):
+        self.tables, self.cfg, self.slip = tables, cfg, slip
+        if slip is not None:
+            slip.begin(tables)
 
     def pooled(self, batch):
         plans = plan_batch(batch, POOLINGS, self.cfg.limits)
@@ -104,7 +112,12 @@ class _ProjectTables:
             return forward(self.tables, batch, POOLINGS, self.cfg.mode, plans)
 
     def update(self, batch, grad):
+        skipped = self.slip.skipped_rows(batch) if self.slip is not None else None
         res = step(self.tables, batch, grad, self.cfg.lr, mode=self.cfg.mode, limits=self.cfg.limits)
+        if skipped is not None:             # no merge, no write: the stale rows keep their values
+            for new, old, rows in zip(res.tables, self.tables, skipped):
+                new[rows] = old[rows]
+            self.slip.end_step(res.tables)
         self.tables = res.tables
 
 
@@ -152,13 +165,18 @@ def train(cfg, out=lambda line: None):
     held_out = min(n - split, cfg.test_samples or n - split)
     rows = movielens_samples(0, 1)[0].num_rows
     tables = [(cfg.init_scale * rng.standard_normal((r, D))).astype(np.float32) for r in rows]
-    emb = _TorchTables(torch, tables, cfg) if cfg.mode == "torch" else _ProjectTables(tables, cfg)
-    net = _dense(torch, cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.dense_lr)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     steps_per_epoch = split // B
     if cfg.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+    slip = None
+    if cfg.skip is not None:                # the hot set: FAE's profile of the training inputs
+        from refree.golden.slipstream import DEFAULT_WINDOW, Slipstream
+        profiled = [movielens_samples(k * B, B)[0].batch for k in range(steps_per_epoch)]
+        slip = Slipstream(profiled, rows, D, cfg.skip, window=cfg.skip_window or DEFAULT_WINDOW, seed=cfg.seed)
+    emb = _TorchTables(torch, tables, cfg) if cfg.mode == "torch" else _ProjectTables(tables, cfg, slip)
+    net = _dense(torch, cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.dense_lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
     history = []
     for epoch in range(cfg.epochs):
         t0, losses = time.perf_counter(), []
@@ -178,7 +196,7 @@ def train(cfg, out=lambda line: None):
         history.append(rec)
         out(f"epoch {rec['epoch']}: {rec['steps']} steps, training loss {rec['train_loss']:.4f}, held-out "
             f"AUC {rec['test_auc']:.4f}, log loss {rec['test_log_loss']:.4f} ({rec['seconds']:.1f} s)")
-    return {"epochs": history, "tables": emb.tables}
+    return {"epochs": history, "tables": emb.tables, "slipstream": slip.report(D) if slip is not None else None}
 
 
 def _predict(torch, net, emb, first, count, B, D):
@@ -191,3 +209,64 @@ def _predict(torch, net, emb, first, count, B, D):
             probs.append(torch.sigmoid(_logits(torch, net, pooled, D)).numpy())
             labels.append(y)
     return np.concatenate(probs), np.concatenate(labels)
+
+
+def slipstream_report(targets, out_dir, command, out=print, **config):
+    """Train once with PyTorch's tables (the reference), once exactly (the project's step,
+    ``config``'s mode), and once per skip target; write ``report.md``, ``report.json`` and
+    ``slipstream.png`` (held-out AUC and log loss against the fraction of row updates
+    skipped) into ``out_dir``; returns the runs."""
+    import json
+    import os
+    runs = []
+    for name, kw in ([("PyTorch (nn.EmbeddingBag + SGD)", {"mode": "torch"}), ("exact (no skipping)", {})]
+                     + [(f"skip target {t:g}", {"skip": t}) for t in targets]):
+        cfg = TrainConfig(**{**config, **kw})
+        res = train(cfg)
+        last = res["epochs"][-1]
+        slip = res["slipstream"] or {}
+        steps = sum(e["steps"] for e in res["epochs"])
+        runs.append({"run": name, "mode": cfg.mode, "target": kw.get("skip"), "auc": last["test_auc"],
+                     "log_loss": last["test_log_loss"], "steps": steps, "dim": cfg.dim,
+                     "threshold": slip.get("threshold"), "skip_fraction": slip.get("skip_fraction", 0.0),
+                     "skipped_updates": slip.get("skipped_updates", 0),
+                     "beats_saved_per_step": slip.get("beats_saved", 0) / steps})
+        out(f"{name}: AUC {last['test_auc']:.4f}, log loss {last['test_log_loss']:.4f}, "
+            f"skipped {runs[-1]['skip_fraction']:.1%} of the row updates")
+    os.makedirs(out_dir, exist_ok=True)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    pts = [r for r in runs if r["mode"] != "torch"]
+    for ax, key, label in ((a1, "auc", "held-out ROC-AUC"), (a2, "log_loss", "held-out log loss")):
+        ax.plot([r["skip_fraction"] for r in pts], [r[key] for r in pts], "-o", label="the project's step")
+        ax.axhline(runs[0][key], color="grey", ls="--", label="PyTorch reference")
+        ax.set_xlabel("row updates skipped (fraction)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "slipstream.png"), dpi=100)
+    plt.close(fig)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump({"command": command, "runs": runs}, f, indent=1)
+    lines = ["# Skipping stale updates (Slipstream): model quality against updates skipped", "", "Made by:", "",
+             "```", command, "```", "",
+             "MovieLens, one epoch of the first 80 % of samples by time, the last 20 % held out "
+             "(`refree train`, gen/train.py); the stale rows by golden/slipstream.py (hot rows: FAE's profile; "
+             "a window of W batches; T by a binary search on a sample of the hot rows for the target). "
+             "Skipped updates are row updates (a distinct row's read-modify-write of a batch) not done; "
+             "the beats saved are their DRAM reads and writes (2 x D/16 beats each: D = "
+             f"{runs[0]['dim']}). Cycles saved on the chip are not measured yet: the engine does not skip "
+             "updates (issue 19).", "",
+             "| run | target | T | updates skipped | beats saved a step | held-out AUC | log loss |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['run']} | {'-' if r['target'] is None else r['target']} | "
+                     f"{'-' if r['threshold'] is None else format(r['threshold'], '.4g')} | "
+                     f"{r['skip_fraction']:.1%} | {r['beats_saved_per_step']:,.0f} | {r['auc']:.4f} | "
+                     f"{r['log_loss']:.4f} |")
+    lines += ["", "![AUC and log loss against the updates skipped](slipstream.png)", ""]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+    return runs
