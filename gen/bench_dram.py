@@ -25,8 +25,8 @@ import tomllib
 
 from refree.golden.errors import BatchError
 
-from .bench_report import progress_bar, write_report
-from .runs import point, point_config, run_point
+from .bench_report import prepare_dir, progress_bar, write_report
+from .runs import check_points, point, run_point
 
 #: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
 TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
@@ -148,16 +148,24 @@ def _read_records(path):
     except (OSError, ValueError) as e:
         raise BatchError("--from-json", f"{path}: {e}") from None
     records = data["records"] if isinstance(data, dict) and "records" in data else data
-    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("kind") == "rtl" and "modes" in r
-                                                for r in records):
-        raise BatchError("--from-json", f"{path}: not the records of refree bench (--json or report.json)")
+    bad = BatchError("--from-json", f"{path}: not the records of refree bench (--json or report.json)")
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("kind") == "rtl" for r in records):
+        raise bad
+    try:                                # (every figure the table and the report read)
+        format_table(records)
+        for r in records:
+            r["batch_size"], r["tables"], r["options"], r["dim"], r["optimizer"], r["index_dtype"]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise bad from None
     return records
 
 
 def main(argv=None, epilog=None):
+    import shlex
+    argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv, epilog)
     try:
-        return _bench(args, "refree bench " + " ".join(sys.argv[1:] if argv is None else argv))
+        return _bench(args, shlex.join(["refree", "bench", *argv]))
     except BatchError as e:
         print(f"refree: error: {e}", file=sys.stderr)
         return 2
@@ -165,17 +173,21 @@ def main(argv=None, epilog=None):
 
 def _bench(args, command):
     failed = []
+    if args.out:                        # (the outputs checked before any run)
+        prepare_dir("--out", args.out)
+    if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
+        raise BatchError("--json", f"cannot write {args.json}")
     if args.from_json:
         records = _read_records(args.from_json)
     else:
         config = _overrides(args.config)
-        config.get("dram", {}).pop("ranks", None)       # (--ranks gives them)
+        if isinstance(config.get("dram"), dict):
+            config["dram"].pop("ranks", None)       # (--ranks gives them)
         points = [point("rtl", t, args.batch_size, ranks=r, options=TRACES[t], index_dtype=args.index_dtype,
                         config=config) for r in args.rank_list for t in args.trace_list]
         try:
-            for p in points:
-                point_config(p)                     # (every configuration checked before the first run)
-        except ValueError as e:
+            check_points(points)
+        except (ValueError, TypeError) as e:
             raise BatchError("--config/--ranks", str(e)) from None
         progress, records = progress_bar(len(points)), []
         for n, p in enumerate(points):
@@ -183,9 +195,9 @@ def _bench(args, command):
             print(f"--- {p['trace']} ({options}), B={p['batch_size']}, {p['ranks']} rank(s)", flush=True)
             try:
                 records.append(run_point(p, out=lambda s: print(s, flush=True)))
-            except AssertionError as e:
+            except (AssertionError, BatchError) as e:     # (a difference; a batch beyond the chip)
                 print(f"refree: error: {p['trace']}, R = {p['ranks']}: {e}", file=sys.stderr, flush=True)
-                failed.append((p["trace"], p["ranks"]))
+                failed.append((p["trace"], p["ranks"], str(e)))
             progress(n + 1)
         print()
     print(format_table(records))
@@ -194,10 +206,11 @@ def _bench(args, command):
             json.dump(records, f, indent=1)
     if args.out:
         peers = fbgemm_peers(records) if args.fbgemm else None
-        plots = write_report(records, args.out, args.title, command, peers)
+        plots = write_report(records, args.out, args.title, command, peers,
+                             [f"{t}, R = {r}: {why}" for t, r, why in failed])
         print(f"report: {os.path.join(args.out, 'report.md')} (and report.json, {', '.join(plots) or 'no plots'})")
     if failed:
-        print(f"failed: {', '.join(f'{t} R={r}' for t, r in failed)}", file=sys.stderr)
+        print(f"failed: {', '.join(f'{t} R={r}' for t, r, _ in failed)}", file=sys.stderr)
         return 1
     return 0
 

@@ -25,7 +25,7 @@ import os
 from refree.golden.counts import MODES
 
 __all__ = ["ANCHORS", "step_time", "speedups", "energy_saving", "write_report", "format_markdown", "PLOTS",
-           "progress_bar"]
+           "progress_bar", "prepare_dir"]
 
 JOBS = ("forward", "backward")
 
@@ -70,8 +70,12 @@ def energy_saving(record):
 
 
 def _label(r):
-    opts = ", ".join(f"{k} {v}" for k, v in sorted(r.get("options", {}).items()))
-    return f"{r['trace']}" + (f" ({opts})" if opts else "")
+    """A record's trace and everything else that tells it from its neighbours: the trace's
+    options, a configuration's overrides, int32 input, Adagrad."""
+    opts = [f"{k} {v}" for k, v in sorted(r.get("options", {}).items())]
+    opts += [f"{k} {v}" for sec in r.get("config", {}).values() for k, v in sorted(sec.items())]
+    opts += [x for x in (r.get("index_dtype"), r.get("optimizer")) if x not in (None, "int64", "sgd")]
+    return f"{r['trace']}" + (f" ({', '.join(opts)})" if opts else "")
 
 
 def _fmt(v, spec):
@@ -130,29 +134,34 @@ def _step_table(recs, what):
 
 
 def _anchor_lines(records):
-    """The anchors, and this design's best figure beside each one it can be compared with."""
+    """The anchors, and this design's figure beside each one it can be compared with: its
+    best speed-up beside an "up to", its mean energy saving beside an average."""
     rtl = [r for r in records if r["kind"] == "rtl"]
-    best_speed = max(((sp, r, m) for r in rtl for m, sp in speedups(r).items() if m != "baseline"),
-                     default=None, key=lambda x: x[0])
-    best_energy = max(((e, r, m) for r in rtl for m, e in energy_saving(r).items() if m != "baseline"),
-                      default=None, key=lambda x: x[0])
-    lines = ["| system | figure | published | this design (RTL runs of this report) |", "|---|---|---|---|"]
+    speed = [(sp, r, m) for r in rtl for m, sp in speedups(r).items() if m != "baseline"]
+    energy = [(e, r, m) for r in rtl for m, e in energy_saving(r).items() if m != "baseline"]
+    lines = ["| system | figure | published | this design (RTL runs of this report; over its own `baseline`, "
+             "a good NMP without reuse, not the paper's baseline) |", "|---|---|---|---|"]
     for a in ANCHORS:
         mine = "not comparable (another workload or metric)"
-        best = {"speedup": best_speed, "energy": best_energy}.get(a["compare"]) if a["compare"] else None
-        if a["compare"] and best is None:
+        found = {"speedup": speed, "energy": energy}.get(a["compare"]) if a["compare"] else None
+        if a["compare"] and not found:
             mine = "no RTL run in this report"
-        elif best is not None:
-            v, r, m = best
+        elif found and a["compare"] == "speedup":
+            v, r, m = max(found, key=lambda x: x[0])
             where = f"`{m}`, {_label(r)}, B = {r['batch_size']}, R = {r['ranks']}"
             short = "" if v >= a["value"] else f"; {a['value'] / v:.2f}x short of the published figure"
             mine = f"best {v:.2f}x ({where}){short}"
+        elif found:
+            v = sum(x for x, _, _ in found) / len(found)
+            short = "" if v >= a["value"] else f"; {a['value'] / v:.2f}x short of the published figure"
+            mine = f"mean {v:.2f}x over the {len(found)} steps of `dedup` and `refree`{short}"
         lines.append(f"| {a['system']} ({a['source']}) | {a['figure']} | {a['value']} {a['unit']} | {mine} |")
     return lines
 
 
-def format_markdown(records, title, command, peers=None, plots=()):
-    """The report's text (see the module docstring)."""
+def format_markdown(records, title, command, peers=None, plots=(), failed=()):
+    """The report's text (see the module docstring); ``failed``: lines naming the runs that
+    failed (they have no record)."""
     rtl = [r for r in records if r["kind"] == "rtl"]
     bnd = [r for r in records if r["kind"] == "bounds"]
     out = [f"# {title}", "", "Made by:", "", "```", command, "```", ""]
@@ -178,6 +187,8 @@ def format_markdown(records, title, command, peers=None, plots=()):
             out.append(f"| {p['peer']} | {p['trace']} | {p['batch_size']} | {p['optimizer']} | "
                        f"{p['median_ms']:.3f} | {_fmt(p.get('refree_ms'), '.3f')} |")
         out.append("")
+    if failed:
+        out += ["## Runs that failed", ""] + [f"* {f}" for f in failed] + [""]
     out += ["## Published figures", ""] + _anchor_lines(records) + [""]
     if plots:
         out += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
@@ -259,19 +270,20 @@ def draw_plots(records, out_dir):
     drawn = []
     kind = lambda r: "cycles" if r["kind"] == "rtl" else "rooflines"
     by_ranks = _series(records, lambda r: r["ranks"],
-                       lambda r: f"{_label(r)} B={r['batch_size']} ({kind(r)})")
+                       lambda r: f"{_label(r)} B={r['batch_size']} T={r['tables']} ({kind(r)})")
     if by_ranks:
         _speedup_plot(plt, by_ranks, "ranks R", "speed-up against ranks", os.path.join(out_dir, "speedup_vs_ranks.png"))
         drawn.append("speedup_vs_ranks.png")
     by_batch = _series(records, lambda r: r["batch_size"],
-                       lambda r: f"{_label(r)} R={r['ranks']} ({kind(r)})")
+                       lambda r: f"{_label(r)} T={r['tables']} R={r['ranks']} ({kind(r)})")
     if by_batch:
         _speedup_plot(plt, by_batch, "batch size B", "speed-up against batch size",
                       os.path.join(out_dir, "speedup_vs_batch.png"), logx=True)
         drawn.append("speedup_vs_batch.png")
     zipf = [r for r in records if r["trace"] == "zipf" and "alpha" in r.get("options", {})]
     by_skew = _series(zipf, lambda r: r["options"]["alpha"],
-                      lambda r: f"zipf B={r['batch_size']} R={r['ranks']} ({kind(r)})")
+                      lambda r: f"{_label(dict(r, options={k: v for k, v in r['options'].items() if k != 'alpha'}))} "
+                                f"B={r['batch_size']} T={r['tables']} R={r['ranks']} ({kind(r)})")
     if by_skew:
         _speedup_plot(plt, by_skew, "Zipf exponent alpha", "speed-up against skew",
                       os.path.join(out_dir, "speedup_vs_skew.png"))
@@ -309,13 +321,25 @@ def progress_bar(total):
     return update
 
 
-def write_report(records, out_dir, title, command, peers=None):
+def prepare_dir(option, path):
+    """Create the output folder ``path`` (of ``option``) now, before any run, or raise
+    BatchError naming it."""
+    from refree.golden.errors import BatchError
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise BatchError(option, f"cannot create {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise BatchError(option, f"cannot write into {path}")
+
+
+def write_report(records, out_dir, title, command, peers=None, failed=()):
     """Write ``report.md``, ``report.json`` and the plots into ``out_dir`` (created)."""
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_dir("--out", out_dir)
     plots = draw_plots(records, out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump({"title": title, "command": command, "records": records, "peers": peers or [],
-                   "anchors": ANCHORS, "plots": plots}, f, indent=1)
+                   "anchors": ANCHORS, "plots": plots, "failed": list(failed)}, f, indent=1)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(format_markdown(records, title, command, peers, plots))
+        f.write(format_markdown(records, title, command, peers, plots, failed))
     return plots

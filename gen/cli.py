@@ -358,11 +358,14 @@ def cmd_generate(args):
           f"and the register map {', '.join(manifest['register_map'])}")
 
 
-def _int_list(option, text, allowed=None):
+def _int_list(option, text, allowed=None, empty=False):
+    """Comma-separated positive integers (of ``allowed``); none only when ``empty``."""
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"{option}: comma-separated integers, not {text!r}") from None
+    if not values and not empty:
+        raise UsageError(f"{option}: give at least one value")
     for v in values:
         if v < 1 or allowed and v not in allowed:
             raise UsageError(f"{option}: {v} is not " + (f"one of {allowed}" if allowed else "positive"))
@@ -370,7 +373,10 @@ def _int_list(option, text, allowed=None):
 
 
 def cmd_sweep(args):
-    from .bench_report import progress_bar, speedups, step_time, write_report
+    import math
+    import shlex
+    from .bench_report import prepare_dir, progress_bar, speedups, step_time, write_report
+    from .runs import check_points
     from .sweep import default_cache_dir, grid, run_grid
     traces = args.traces.split(",")
     for t in traces:
@@ -380,23 +386,26 @@ def cmd_sweep(args):
         alphas = [float(a) for a in args.alphas.split(",")]
     except ValueError:
         raise UsageError(f"--alphas: comma-separated numbers, not {args.alphas!r}") from None
-    if any(not a > 0 for a in alphas):
-        raise UsageError("--alphas: a Zipf exponent must be positive")
-    if args.tables < 1 or args.workers < 1:
-        raise UsageError("--tables and --workers must be positive")
-    limits = [{"max_distinct_rows": v} for v in _int_list("--max-distinct-rows", args.max_distinct_rows)] or [{}]
+    if any(not (a > 0 and math.isfinite(a)) for a in alphas):
+        raise UsageError("--alphas: a Zipf exponent must be positive and finite")
+    if args.tables < 1 or args.workers < 1 or args.seed < 0:
+        raise UsageError("--tables and --workers must be positive, --seed not negative")
+    limits = [{"max_distinct_rows": v}
+              for v in _int_list("--max-distinct-rows", args.max_distinct_rows, empty=True)] or [{}]
     if args.max_bag_len is not None:
         limits = [dict(lim, max_bag_len=args.max_bag_len) for lim in limits]
     points = grid(args.kind, traces, _int_list("--batch-sizes", args.batch_sizes), _int_list("--ranks", args.ranks),
-                  tables=args.tables, lanes=_int_list("--lanes", args.lanes, (16, 32, 64)) or [None],
+                  tables=args.tables, lanes=_int_list("--lanes", args.lanes, (16, 32, 64), empty=True) or [None],
                   limits=limits, alphas=alphas, seed=args.seed, optimizer=args.optimizer)
-    from .runs import point_config
-    for p in points:                    # (every configuration checked before the first run)
-        try:
-            point_config(p)
-        except ValueError as e:
-            raise BatchError("the grid's configuration", str(e)) from None
+    try:
+        check_points(points)
+    except (ValueError, TypeError) as e:
+        raise BatchError("the grid's configuration", str(e)) from None
     cache = None if args.no_cache else (args.cache or default_cache_dir())
+    if cache:                           # (the outputs checked before any run)
+        prepare_dir("--cache", cache)
+    if args.out:
+        prepare_dir("--out", args.out)
     print(f"{len(points)} runs ({args.kind}) on " + (f"the Dask scheduler {args.scheduler}" if args.scheduler else
                                                      f"a local Dask cluster of {args.workers} workers")
           + (f"; cache {cache}" if cache else "; no cache"), flush=True)
@@ -419,19 +428,19 @@ def cmd_sweep(args):
               f"R={points[i]['ranks']}): {err}", file=sys.stderr)
     if args.out:
         done = [r for r in records if r is not None]
-        plots = write_report(done, args.out, args.title, "refree sweep " + " ".join(sys.argv[2:]))
+        failed = [f"{points[i]['trace']}, B = {points[i]['batch_size']}, R = {points[i]['ranks']}: {err}"
+                  for i, err in sorted(errors.items())]
+        plots = write_report(done, args.out, args.title, shlex.join(["refree", *sys.argv[1:]]), failed=failed)
         print(f"report: {os.path.join(args.out, 'report.md')} (and report.json, {', '.join(plots) or 'no plots'})")
     return 1 if errors else 0
 
 
 def cmd_train(args):
     from .train import TrainConfig, train
-    for name in ("max_steps", "test_samples"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
     if args.skip_window is not None and args.skip_window < 1:
         raise UsageError("--skip-window must be positive")
+    if args.skip_window is not None and args.skip is None and not args.skip_sweep:
+        raise UsageError("--skip-window is Slipstream's: give --skip or --skip-sweep")
     common = dict(epochs=args.epochs, batch_size=args.batch_size, dim=args.dim, lr=args.lr, dense_lr=args.dense_lr,
                   seed=args.seed, max_steps=args.max_steps, test_samples=args.test_samples,
                   skip_window=args.skip_window)
@@ -446,7 +455,13 @@ def cmd_train(args):
                 TrainConfig(mode=args.mode, skip=t, **common)
         except ValueError as e:
             raise UsageError(f"--skip-sweep: {e}") from None
-        slipstream_report(targets, args.out, "refree train " + " ".join(sys.argv[2:]), mode=args.mode, **common)
+        import shlex
+        from .bench_report import prepare_dir
+        prepare_dir("--out", args.out)
+        try:
+            slipstream_report(targets, args.out, shlex.join(["refree", *sys.argv[1:]]), mode=args.mode, **common)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         print(f"report: {os.path.join(args.out, 'report.md')}")
         return 0
     try:
@@ -457,12 +472,16 @@ def cmd_train(args):
         print(f"training on MovieLens (the first 80 % of samples by time; the last 20 % held out), tables by "
               f"{'nn.EmbeddingBag + SGD' if args.mode == 'torch' else 'the golden step in ' + args.mode}, "
               f"B={cfg.batch_size}, D={cfg.dim}, lr {cfg.lr}, dense Adam {cfg.dense_lr}, seed {cfg.seed}", flush=True)
-    res = train(cfg, out=(lambda line: None) if args.json else (lambda line: print(line, flush=True)))
+    try:
+        res = train(cfg, out=(lambda line: None) if args.json else (lambda line: print(line, flush=True)))
+    except ValueError as e:             # (a batch beyond the training samples)
+        raise UsageError(str(e)) from None
     if res["slipstream"] is not None and not args.json:
         r = res["slipstream"]
+        T = "not found (fewer steps than the window)" if r["threshold"] is None else f"{r['threshold']:.4g}"
         print(f"skipped {r['skipped_updates']:,d} of {r['row_updates']:,d} row updates ({r['skip_fraction']:.1%}; "
-              f"T = {r['threshold']:.4g}, {r['hot_rows']:,d} hot rows, window {r['window']}): "
-              f"{r['beats_saved']:,d} DRAM beats saved")
+              f"of the hot rows' {r['hot_skip_fraction']:.1%}; T = {T}, {r['hot_rows']:,d} hot rows, window "
+              f"{r['window']}): {r['beats_saved']:,d} DRAM beats saved")
     if args.json:
         print(json.dumps({"mode": args.mode, "epochs": res["epochs"], "slipstream": res["slipstream"]}))
     return 0

@@ -24,7 +24,7 @@ from refree.golden.traces import Trace, make_trace
 
 from .config import load_config
 
-__all__ = ["KINDS", "point", "point_config", "point_trace", "run_point"]
+__all__ = ["KINDS", "point", "point_config", "check_points", "point_trace", "run_point"]
 
 KINDS = ("rtl", "bounds")
 
@@ -44,7 +44,16 @@ def point_config(p):
     conf = load_config(None, p["config"])
     conf = replace(conf, dram=replace(conf.dram, ranks=p["ranks"]))
     conf.window_params()
+    if not 1 <= p["tables"] <= conf.max_tables:
+        raise ValueError(f"{p['tables']} tables: the chip holds 1 to {conf.max_tables} (engine.max_tables)")
     return conf
+
+
+def check_points(points):
+    """Every point's configuration, before the first run: a ValueError names the first bad
+    one."""
+    for p in points:
+        point_config(p)
 
 
 def point_trace(p):

@@ -4,9 +4,9 @@ The grid is the product of traces x batch sizes x ranks x fold lanes x part limi
 Zipf exponents (Zipf's only) of one kind of run (:mod:`refree.gen.runs`: ``bounds``, the
 golden model's bounds of every mode, or ``rtl``, the chip's RTL checked bit for bit).  It
 runs on a Dask cluster: a local one by default (``--workers`` processes), or the scheduler at
-``--scheduler ADDRESS``.  RTL runs of one configuration share one Verilator build, so they
-go to one task, one after another (two simulations of one build at once would race on its
-folder); bounds runs are a task each.
+``--scheduler ADDRESS``.  RTL runs of one chip (one configuration and one rank count) share
+one Verilator build, so they go to one task, one after another (two simulations of one
+build at once would race on its folder); bounds runs are a task each.
 
 Cache: a run's record is stored as ``CACHE/KEY.json``, KEY the SHA-256 of the point (every
 input of the run, :func:`refree.gen.runs.point`) and of the package's source code (so that a
@@ -26,13 +26,20 @@ from .runs import point, run_point
 __all__ = ["grid", "point_key", "code_fingerprint", "run_grid", "default_cache_dir"]
 
 
+#: What a run's record depends on: the chip, the golden model and its data, the testbenches,
+#: and of gen/ the configuration and the run itself (not the command line or the reports,
+#: whose changes leave every record as it was).
+FINGERPRINTED = ("hw", "golden", "verif", "gen/config.py", "gen/default_config.toml", "gen/rtl.py", "gen/runs.py")
+
+
 @lru_cache(maxsize=1)
 def code_fingerprint():
-    """SHA-256 of every Python source of the package (hw, golden, gen, verif) and its data."""
+    """SHA-256 of the sources and data a run depends on (:data:`FINGERPRINTED`)."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for folder in ("hw", "golden", "gen", "verif"):
-        for path in sorted((root / folder).rglob("*")):
+    for name in FINGERPRINTED:
+        top = root / name
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
             if path.is_file() and path.suffix in (".py", ".toml", ".csv", ".gz", ".npz", ".json"):
                 h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
@@ -88,23 +95,24 @@ def _store(path, record):
 
 
 def _run_group(points):
-    """Run points one after another (a Dask task): [(record or None, error or None)]."""
-    from refree.golden.errors import BatchError
+    """Run points one after another (a Dask task): [(record or None, error or None)]; a run
+    that fails, whatever the reason, leaves the others' records."""
     out = []
     for p in points:
         try:
             out.append((run_point(p), None))
-        except (BatchError, ValueError, AssertionError) as e:
+        except Exception as e:          # noqa: BLE001 (reported by the sweep, never cached)
             out.append((None, f"{type(e).__name__}: {e}"))
     return out
 
 
 def _groups(points):
-    """RTL points by configuration (one build each, one task); every bounds point alone."""
+    """RTL points by chip (configuration and ranks: one build each, one task); every bounds
+    point alone."""
     by_build, out = {}, []
     for i, p in enumerate(points):
         if p["kind"] == "rtl":
-            by_build.setdefault(json.dumps(p["config"], sort_keys=True), []).append(i)
+            by_build.setdefault((json.dumps(p["config"], sort_keys=True), p["ranks"]), []).append(i)
         else:
             out.append([i])
     return out + list(by_build.values())
@@ -131,14 +139,21 @@ def run_grid(points, *, scheduler=None, workers=2, processes=True, cache_dir=Non
         progress(done)
     if todo:
         from dask.distributed import Client, LocalCluster, as_completed
+        from refree.golden.errors import BatchError
         cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                                                       dashboard_address=None)
         try:
-            with Client(scheduler or cluster) as client:
+            try:
+                client = Client(scheduler or cluster, timeout="20s")
+            except (OSError, TimeoutError) as e:
+                raise BatchError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+            with client:
                 groups = _groups([points[i] for i in todo])
                 futures = {client.submit(_run_group, [points[todo[j]] for j in g], pure=False): g for g in groups}
                 for fut in as_completed(futures):
-                    for j, (rec, err) in zip(futures[fut], fut.result()):
+                    results = fut.result() if fut.exception() is None else \
+                        [(None, f"the task failed: {fut.exception()!r}")] * len(futures[fut])
+                    for j, (rec, err) in zip(futures[fut], results):
                         i = todo[j]
                         if err is not None:
                             errors[i] = err

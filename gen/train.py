@@ -56,6 +56,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if not lr > 0 or not dense_lr > 0:
             raise ValueError("lr and dense_lr must be positive")
+        for name, v in (("seed", seed), ("max_steps", max_steps), ("test_samples", test_samples)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1)):
+                raise ValueError(f"{name} must be a " + ("non-negative" if name == "seed" else "positive")
+                                 + f" integer, not {v!r}")
         self.mode, self.epochs, self.batch_size, self.dim, self.hidden = mode, epochs, batch_size, dim, hidden
         self.lr, self.dense_lr, self.init_scale, self.seed = lr, dense_lr, init_scale, seed
         self.max_steps, self.test_samples = max_steps, test_samples
@@ -166,6 +170,8 @@ def train(cfg, out=lambda line: None):
     rows = movielens_samples(0, 1)[0].num_rows
     tables = [(cfg.init_scale * rng.standard_normal((r, D))).astype(np.float32) for r in rows]
     steps_per_epoch = split // B
+    if steps_per_epoch == 0:
+        raise ValueError(f"a batch of {B} is more than the {split} training samples")
     if cfg.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
     slip = None
@@ -229,6 +235,7 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
         runs.append({"run": name, "mode": cfg.mode, "target": kw.get("skip"), "auc": last["test_auc"],
                      "log_loss": last["test_log_loss"], "steps": steps, "dim": cfg.dim,
                      "threshold": slip.get("threshold"), "skip_fraction": slip.get("skip_fraction", 0.0),
+                     "hot_skip_fraction": slip.get("hot_skip_fraction", 0.0),
                      "skipped_updates": slip.get("skipped_updates", 0),
                      "beats_saved_per_step": slip.get("beats_saved", 0) / steps})
         out(f"{name}: AUC {last['test_auc']:.4f}, log loss {last['test_log_loss']:.4f}, "
@@ -252,19 +259,22 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
         json.dump({"command": command, "runs": runs}, f, indent=1)
     lines = ["# Skipping stale updates (Slipstream): model quality against updates skipped", "", "Made by:", "",
              "```", command, "```", "",
-             "MovieLens, one epoch of the first 80 % of samples by time, the last 20 % held out "
+             f"MovieLens, {runs[0]['steps']} batches of the first 80 % of samples by time, the last 20 % held out "
              "(`refree train`, gen/train.py); the stale rows by golden/slipstream.py (hot rows: FAE's profile; "
              "a window of W batches; T by a binary search on a sample of the hot rows for the target). "
-             "Skipped updates are row updates (a distinct row's read-modify-write of a batch) not done; "
+             "Skipped updates are row updates (a distinct row's read-modify-write of a batch) not done, as a "
+             "fraction of all row updates and of the hot rows' (the candidates; the target is of these, at the "
+             "first window's end, and the stale set grows after it); "
              "the beats saved are their DRAM reads and writes (2 x D/16 beats each: D = "
              f"{runs[0]['dim']}). Cycles saved on the chip are not measured yet: the engine does not skip "
              "updates (issue 19).", "",
-             "| run | target | T | updates skipped | beats saved a step | held-out AUC | log loss |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | target | T | updates skipped | of the hot rows' | beats saved a step | held-out AUC | log loss |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['run']} | {'-' if r['target'] is None else r['target']} | "
                      f"{'-' if r['threshold'] is None else format(r['threshold'], '.4g')} | "
-                     f"{r['skip_fraction']:.1%} | {r['beats_saved_per_step']:,.0f} | {r['auc']:.4f} | "
+                     f"{r['skip_fraction']:.1%} | {r['hot_skip_fraction']:.1%} | {r['beats_saved_per_step']:,.0f} | "
+                     f"{r['auc']:.4f} | "
                      f"{r['log_loss']:.4f} |")
     lines += ["", "![AUC and log loss against the updates skipped](slipstream.png)", ""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:

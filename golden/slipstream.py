@@ -79,6 +79,7 @@ class Slipstream:
         self.updates = [np.zeros(len(r), np.int64) for r in self.hot]     # this window's, per hot row
         self.steps = 0
         self.skipped = self.updated = 0     # row updates over the run (hot and cold)
+        self.hot_updates = 0                # of them, the hot rows' (the candidates)
 
     def begin(self, tables):
         self.snapshot = [E[r].copy() for E, r in zip(tables, self.hot)]
@@ -92,6 +93,7 @@ class Slipstream:
             pos = np.searchsorted(rows, idx)
             hot = (pos < len(rows)) & (rows[np.minimum(pos, len(rows) - 1)] == idx)
             np.add.at(self.updates[t], pos[hot], 1)
+            self.hot_updates += int(hot.sum())
             stale = np.zeros(len(idx), bool)
             stale[hot] = self.stale[t][pos[hot]]
             out.append(idx[stale])
@@ -124,4 +126,6 @@ class Slipstream:
         return {"threshold": self.threshold, "hot_rows": int(sum(len(r) for r in self.hot)),
                 "window": self.window, "target": self.target, "skipped_updates": self.skipped,
                 "row_updates": total, "skip_fraction": self.skipped / total if total else 0.0,
+                "hot_updates": self.hot_updates,
+                "hot_skip_fraction": self.skipped / self.hot_updates if self.hot_updates else 0.0,
                 "beats_saved": 2 * (-(-dim // 16)) * self.skipped}

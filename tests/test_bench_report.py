@@ -54,9 +54,11 @@ def test_an_rtl_report_shows_the_steps_the_phases_the_energy_and_the_anchors(tmp
     jobs = table_rows(md, md.splitlines()[[l.startswith("| trace | B | T | R | mode | job | cycles")
                                             for l in md.splitlines()].index(True)])
     assert len(jobs) == 2 * 3 * 2 and jobs[0][6] == "1,200" and jobs[0][5] == "forward"
-    anchors = table_rows(md, "| system | figure | published | this design (RTL runs of this report) |")
+    anchors = table_rows(md, next(l for l in md.splitlines() if l.startswith("| system | figure | published |")))
     assert anchors[0][3] == f"best 3.00x (`refree`, movielens (batch_index 0), B = 4, R = 1); {10.9 / 3:.2f}x short " \
                             "of the published figure"
+    saving = [energy_saving(r)[m] for r in recs for m in ("dedup", "refree")]
+    assert anchors[1][3].startswith(f"mean {sum(saving) / 4:.2f}x over the 4 steps")
     assert len(anchors) == len(ANCHORS)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["records"] == json.loads(json.dumps(recs)) and data["plots"] == plots
@@ -87,7 +89,8 @@ def test_bench_from_json_writes_the_report_without_running(tmp_path, capsys):
     src.write_text(json.dumps([{"kind": "bounds", "modes": {}}]))
     assert main(["bench", "--from-json", str(src)]) == 2
     assert "refree: error: --from-json" in capsys.readouterr().err
-    assert status(["bench", "--fbgemm"]) == 2                # (FBGEMM's times go into a report)
+    src.write_text(json.dumps([rtl_record(1)]))       # (FBGEMM's times go into a report: --out)
+    assert status(["bench", "--fbgemm", "--from-json", str(src)]) == 2
 
 
 # --- the sweep
@@ -130,6 +133,14 @@ def test_a_failed_run_is_reported_and_not_cached(tmp_path):
     assert recs[0] is not None and recs[1] is None and "exceeds the limits" in errors[1]
     assert stats == {"cached": 0, "computed": 1, "failed": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{point_key(good)}.json"]
+
+
+def test_a_reports_labels_tell_its_runs_apart(tmp_path):
+    recs = [run_point(point("bounds", "zipf", 32, options={"seed": 1}, config={"engine": {"fold_lanes": lanes}},
+                            ranks=r)) for lanes in (16, 64) for r in (1, 2)]
+    write_report(recs, tmp_path, "t", "c")
+    rows = table_rows((tmp_path / "report.md").read_text(), "| trace | B | T | R | baseline | dedup | refree |")
+    assert len({(r[0], r[3]) for r in rows}) == 4 and "fold_lanes 16" in rows[0][0]
 
 
 def test_the_sweep_command(tmp_path, capsys):
