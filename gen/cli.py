@@ -1,4 +1,4 @@
-"""`refree` command line: analyze, step, rtl-check, generate and synth.
+"""`refree` command line: analyze, step, rtl-check, convert, profile, generate, sweep, train, bench and synth.
 
 Every bad input ends with a message naming the field and the value, exit status 2, and no
 output file written.
