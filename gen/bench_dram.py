@@ -26,7 +26,7 @@ import tomllib
 from refree.golden.errors import BatchError
 
 from .bench_report import prepare_dir, progress_bar, write_report
-from .runs import check_points, point, run_point
+from .runs import check_points, point, point_config, run_point
 
 #: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
 TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
@@ -87,7 +87,8 @@ def fbgemm_peers(records, repeats=30, warmup=5):
         tck = float(speed_grade(point_config(rec).dram.grade).tck_ps) * 1e-12
         peers.append({"peer": "FBGEMM CPU TBE (fbgemm-gpu-cpu, 1 thread)", "trace": rec["trace"],
                       "batch_size": rec["batch_size"], "optimizer": rec["optimizer"],
-                      "median_ms": float(np.median(times)) * 1e3, "refree_ms": refree["step"] * tck * 1e3})
+                      "median_ms": float(np.median(times)) * 1e3, "refree_ms": refree["step"] * tck * 1e3,
+                      "ranks": rec["ranks"]})
     return peers
 
 
@@ -148,6 +149,7 @@ def _read_records(path):
     except (OSError, ValueError) as e:
         raise BatchError("--from-json", f"{path}: {e}") from None
     records = data["records"] if isinstance(data, dict) and "records" in data else data
+    made_by = data.get("command") if isinstance(data, dict) else None
     bad = BatchError("--from-json", f"{path}: not the records of refree bench (--json or report.json)")
     if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("kind") == "rtl" for r in records):
         raise bad
@@ -157,7 +159,7 @@ def _read_records(path):
             r["batch_size"], r["tables"], r["options"], r["dim"], r["optimizer"], r["index_dtype"]
     except (KeyError, TypeError, AttributeError, ValueError):
         raise bad from None
-    return records
+    return records, made_by
 
 
 def main(argv=None, epilog=None):
@@ -178,7 +180,9 @@ def _bench(args, command):
     if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
         raise BatchError("--json", f"cannot write {args.json}")
     if args.from_json:
-        records = _read_records(args.from_json)
+        records, made_by = _read_records(args.from_json)
+        if made_by:                     # (a report.json: the runs were made by its command)
+            command = f"{made_by}\n# re-rendered: {command}"
     else:
         config = _overrides(args.config)
         if isinstance(config.get("dram"), dict):

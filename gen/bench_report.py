@@ -182,10 +182,11 @@ def format_markdown(records, title, command, peers=None, plots=(), failed=()):
         out += _bounds_tables(bnd) + [""] + _step_table(bnd, "its roofline, cycles") + [""]
     if peers:
         out += ["## Peers on this machine", "", "| peer | trace | B | optimizer | median ms a step | "
-                "this design's `refree` step at its clock (ms) |", "|---|---|---|---|---|---|"]
+                "this design's `refree` step at its clock (ms; its first run of the batch, R ranks) |",
+                "|---|---|---|---|---|---|"]
         for p in peers:
             out.append(f"| {p['peer']} | {p['trace']} | {p['batch_size']} | {p['optimizer']} | "
-                       f"{p['median_ms']:.3f} | {_fmt(p.get('refree_ms'), '.3f')} |")
+                       f"{p['median_ms']:.3f} | {_fmt(p.get('refree_ms'), '.3f')} (R = {p.get('ranks', '-')}) |")
         out.append("")
     if failed:
         out += ["## Runs that failed", ""] + [f"* {f}" for f in failed] + [""]

@@ -164,3 +164,14 @@ def status(argv):
         return main(argv)
     except SystemExit as e:
         return e.code
+
+
+@pytest.mark.torch
+def test_fbgemm_beside_the_rtl_runs():
+    """FBGEMM's CPU operator timed once per batch of the records, beside the `refree` step
+    at the chip's clock (DDR4-2400: 0.833 ns a cycle)."""
+    from refree.gen.bench_dram import fbgemm_peers
+    recs = [rtl_record(1), rtl_record(2)]           # (one batch: timed once)
+    (peer,) = fbgemm_peers(recs, repeats=2, warmup=0)
+    assert peer["trace"] == "movielens" and peer["batch_size"] == 4 and peer["median_ms"] > 0
+    assert peer["refree_ms"] == pytest.approx(800 * 0.833e-6, rel=1e-3)

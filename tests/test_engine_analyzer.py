@@ -168,7 +168,7 @@ def part_pairs(bags, part, weights, split):
 
 
 def mark_member_last(entries, member):
-    """Set ``member_last`` on each member's last pair (``member``: "bag" or "slot"); the
+    """Set ``member_last`` on each member's last pair (forward: ``member`` "bag"); the
     update list's entries have none."""
     last = {e[member]: k for k, e in enumerate(entries) if not e["upd"]}
     for k, e in enumerate(entries):
@@ -465,7 +465,7 @@ def run_chunks(params, chunks, skip_updates=True):
 
 @pytest.mark.parametrize("skip_updates", [True, False])
 def test_a_row_group_in_chunks(skip_updates):
-    """Backward by rows: each chunk's pairs by bag in bag order, as the chunk ends; the
+    """Backward by rows: each chunk's pairs by bag in bag order, by the chunk's end; the
     slots go on over the chunks (a row keeps its slot), a chunk's bag numbers start at 0
     again without joining an earlier chunk's pair of the same row and number; the update
     list, every slot once, after the last chunk."""

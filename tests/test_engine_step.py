@@ -250,6 +250,27 @@ def test_too_few_row_groups_are_refused_whole(what):
         assert e.value.code == ErrorCode.ROW_GROUP_TOO_LARGE
 
 
+def test_a_job_after_a_merge_dropped_runs_clean():
+    """A backward job refused after its merge began (the self-checking group too large:
+    MERGE_DRAIN), then a forward job on the same engine: the first writes nothing, and the
+    second's pooled outputs are the golden model's (nothing of the dropped merge is left in
+    a queue, the scheduler, the datapath or the row store)."""
+    from refree.golden.model import forward, plan_batch
+    from refree.verif.staging import unpack_rows, unpack_staging_rows
+    rng = np.random.default_rng(16)
+    batch = make_batch(BEYOND_ONE_PART["too many distinct rows"])
+    tables = [rng.standard_normal((48, DIM)).astype(np.float32)]
+    grad = rng.standard_normal((batch.batch_size, DIM)).astype(np.float32)
+    r = RUNNERS["verilator"].run(batch, tables, [JOB_BACKWARD, JOB_FORWARD], "refree", grad=grad, lr=LR,
+                                 groups=[1], go_on=True, tag="after-merge-dropped")
+    assert r.errors == [ErrorCode.ROW_GROUP_TOO_LARGE, 0]
+    pooled = unpack_staging_rows(r.after, r.lay, r.lay.pooled, batch.batch_size, DIM)
+    want = forward(tables, batch, ["sum"], "refree", plan_batch(batch, ["sum"], limits_of(PARAMS)))
+    assert np.array_equal(pooled.view(np.uint32), want.view(np.uint32))
+    for E, (base, rows, stride) in zip(tables, r.lay.tables):         # (the refused job wrote nothing)
+        assert np.array_equal(unpack_rows(r.after, base, rows, stride, DIM).view(np.uint32), E.view(np.uint32))
+
+
 @pytest.mark.parametrize("large", [0, 1, None], ids=["first table large", "second table large", "one table"])
 def test_a_bad_index_comes_before_a_row_group_too_large(large):
     """A batch that is both malformed (an index outside the other table) and given too few

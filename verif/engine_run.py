@@ -118,7 +118,7 @@ class RunResult:
     before: dict            # memory image (beat address -> int) before the jobs
     after: dict             # ... and after
     lay: object             # StagingLayout
-    errors: list            # error code per job run (the run stops at the first error)
+    errors: list            # error code per job run (the run stops at the first error, unless go_on)
     counters: list          # counters per job (dict)
     cycles: list            # testbench cycles per job
     dram: list = ()         # per job, per rank: the DDR4 model's command counts (ddr4 memory)
@@ -240,7 +240,7 @@ class EngineRunner:
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
             ready_p=0.8, tag="job", max_cycles=None, config_layout=None, optimizer="sgd", eps=1e-8,
-            state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None):
+            state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None, go_on=False):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
@@ -255,6 +255,9 @@ class EngineRunner:
         and writes the next one during the first job, which the chip must refuse
         (``RunResult.intrude``: the data read and STATUS after a CLEAR).  ``extra`` ({beat
         address: int}) adds bursts to the memory image (host traffic tests).
+
+        The run stops at the first job that sets an error, unless ``go_on`` (a job after a
+        refused one, on the same engine: nothing of the refused job may be left in it).
 
         ``max_cycles``: the cycles after which the testbench stops a job that has not finished
         (every job; default: :func:`cycle_limit` of each job).  A stopped job raises
@@ -290,7 +293,8 @@ class EngineRunner:
                  addr_bits=self.addr_bits, latency=np.array(latency), ready_p=ready_p, seed=seed,
                  max_cycles=np.array(limits, np.int64), io_cycles=100_000 + 64 * len(mem), host_load=host_load,
                  readback=np.array(sorted(readback), np.int64),
-                 intrude=intrude_addr is not None, intrude_addr=intrude_addr or 0, **self.memory_settings())
+                 intrude=intrude_addr is not None, intrude_addr=intrude_addr or 0, go_on=go_on,
+                 **self.memory_settings())
         waves = run_dir / ("waves" + build.waves_file(run_dir).suffix) if self.waves else None
         if waves is not None:
             waves.unlink(missing_ok=True)      # (an earlier run's)

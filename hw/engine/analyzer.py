@@ -331,7 +331,7 @@ class Analyzer(wiring.Component):
                      sorter.key_low.eq(row_rd.data), sorter.key_high.eq(info.bags)]
         with m.If(sorter.key_read):
             m.d.comb += [row_rd.addr.eq(sorter.key_addr), info_rd.addr.eq(sorter.key_addr)]
-        idx = Signal(max(p.slot_bits, bag_count_bits) + 1)     # walks the sorted rows, the slots
+        idx = Signal(p.slot_bits + 1)           # walks the sorted rows, the slots
         eidx = Signal(bag_count_bits + 1)       # backward: the next entry of the bag list to stream
 
         # ---- member lists ----------------------------------------------------------------
@@ -491,7 +491,7 @@ class Analyzer(wiring.Component):
 
             # A row group's next chunk: its pairs and bags start afresh, the slots go on.
             with m.State("CHUNK_NEXT"):
-                m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), idx.eq(0), chunk.eq(chunk + 1), chunk_slots.eq(nslots),
+                m.d.sync += [npairs.eq(0), nbl.eq(0), bl_fixed.eq(0), chunk.eq(chunk + 1), chunk_slots.eq(nslots),
                              committed.eq(nslots), chunk_ending.eq(0), self.chunk_done.eq(1)]
                 m.d.comb += restart_emit.eq(1)
                 m.next = "INSERT"
@@ -584,7 +584,8 @@ class Analyzer(wiring.Component):
         # (beside the insertion, on the pair tables' second read ports).  A bag's pairs are
         # final once its last lookup has left the insertion pipeline: the bag list's entries
         # before the newest are, ``La + 3`` cycles after the newest was made (stage 2 to the
-        # coefficient's write), and every entry once the chunk's (the part's) lookups are in.
+        # coefficient's write takes ``La + 1``; two more to spare), and every entry once the
+        # chunk's (the part's) lookups are in.
         # A bag rolled back (the partition rule) is the newest: never streamed.
         nbl_seen = [Signal.like(nbl, name=f"nbl_seen{k}") for k in range(La + 3)]
         m.d.sync += [nbl_seen[0].eq(nbl)] + [nbl_seen[k].eq(nbl_seen[k - 1]) for k in range(1, len(nbl_seen))]

@@ -24,8 +24,10 @@ Job flow (one ``start`` pulse, configuration latched):
    meanwhile (they only read); the job's first part takes its indices from the checker as
    it reads them (``share``: the input is read once for a batch of one part; not when the
    backward job begins with dry passes); the first part waits for the verdict before its
-   first item streams.  A failure sets ``error``, the
-   analysis is dropped and the job ends with no memory write.
+   first write (forward: before its first item streams; backward by rows: its merge runs
+   beside the analysis, and its results, the finals, come after the verdict).  A failure
+   sets ``error``, the analysis (and a merge begun: ``MERGE_DRAIN``) is dropped and the job
+   ends with no memory write; the write gate drops every write while ``error`` is set.
 2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  The backward
@@ -34,12 +36,13 @@ Job flow (one ``start`` pulse, configuration latched):
    ``groups``-bit digits, ``G = 2**groups`` of the table's
    descriptor, the host's choice), each pass walking every bag of the table in chunks
    formed as parts are (bags and lookups; the analyzer's distinct rows and the merge go on
-   over a pass's chunks, each chunk's pairs streaming as it ends); only the group's
-   lookups enter the analyzer; a group of more than ``max_distinct_rows`` distinct rows is
-   ``ROW_GROUP_TOO_LARGE``.  Every group is first checked by a pass that only analyses (a
-   dry pass, no output), but table 0's first when its pass is one chunk (B <= max_bags,
-   the batch's lookups <= max_lookups): it checks itself before anything streams; so a
-   refused step writes nothing.  A chunk after a pass's first waits for the batch check's
+   over a pass's chunks, the merge beside the analysis, each bag's pairs as soon as the
+   bag is complete); only the group's lookups enter the analyzer (a run of other groups'
+   lookups is passed over a beat at a time); a group of more than ``max_distinct_rows``
+   distinct rows is ``ROW_GROUP_TOO_LARGE``.  Every group is first checked by a pass that
+   only analyses (a dry pass, no output), but table 0's first when its pass is one chunk
+   (B <= max_bags, the batch's lookups <= max_lookups): it checks itself before anything
+   is written; so a refused step writes nothing.  A chunk after a pass's first waits for the batch check's
    verdict (its offsets must be sound).  In ``dedup`` and ``refree`` each
    distinct row is fetched as the analyzer discovers it, in slot order, into the row store
    (:mod:`.row_store`), once no rollback can remove its slot; the rows of a bag rolled
@@ -60,10 +63,9 @@ Job flow (one ``start`` pulse, configuration latched):
    the members its distinct rows; the scheduler's results are the merged gradients,
    which the row updater applies to the table rows and writes back.  The table rows
    are in the row store (fetched during the analysis, see step 2).  With SGD (the analyzer
-   sends no update list) the gradient rows have priority on the memory port, and each merged
-   gradient, as soon as its row's merge is complete (the analyzer marks each row's last
-   pair; a group of several chunks: all after its last chunk, in slot order), meets its row
-   there, read by slot, and the updated row goes back.
+   sends no update list) the gradient rows have priority on the memory port, and the merged
+   gradients, after the group's last chunk (and the batch check's verdict), in slot order,
+   each meet their row there, read by slot, and the updated row goes back.
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
    sharing a state beat wait for each other's updates, which need the merged gradients);
    each update reads its row from the store and its state beat from memory.
@@ -321,12 +323,11 @@ class Engine(wiring.Component):
         # The row store holds a part's table rows (its distinct rows at most), in fetch
         # order.  In dedup and refree every row is fetched as the analyzer discovers it, in
         # slot order, while the part is still being analysed (``prefetch``), and read by
-        # slot: forward in item order; backward (SGD) each merged gradient, as soon as its
-        # row's merge is complete, meets its row there and goes back to the row's address;
+        # slot: forward in item order; backward (SGD) each merged gradient, at the group's
+        # end in slot order, meets its row there and goes back to the row's address;
         # row-wise Adagrad's backward reads its rows in the order of the update list, which
         # comes last (see the module docstring).
-        updates_first = ~adagrad
-        by_slot = ~forward & ~baseline & updates_first
+        by_slot = ~forward & ~baseline & ~adagrad
         baseline_bwd = ~forward & baseline     # (SGD only: baseline refuses Adagrad)
         # Backward by rows (dedup, refree): a pass over a table's bags per row group; the
         # groups after the job's first are checked to fit before it writes (``dry`` passes).
@@ -756,8 +757,9 @@ class Engine(wiring.Component):
 
         def start_merge(early):
             """The scheduler and the datapath take a part (a row group): its members are the
-            bags (forward) or the distinct rows (backward; a group in chunks gives their
-            count at its end, with ``early`` off)."""
+            bags (forward, ``early``: each bag's result as soon as it is complete) or the
+            distinct rows (backward, ``early`` off: their count is known at the group's
+            end, and every final comes then)."""
             m.d.comb += [sch.start.eq(1), sch.share.eq(cfg.mode == MODE_REFREE), sch.early.eq(early),
                          dp.start.eq(1)]
             m.d.sync += [k.eq(0), end_sent.eq(0), prev_state_valid.eq(0)]     # (nothing sent yet)
@@ -887,7 +889,7 @@ class Engine(wiring.Component):
                     m.d.comb += chunk_waits.eq(1)
                     # (a dry pass whose group is already too large need not read on; a pass of
                     # several chunks that writes was checked by a dry pass, so its analyzer
-                    # is never full and nothing streams before a refusal)
+                    # is never full and nothing is written before a refusal)
                     with m.If(check.done & ((check.error != 0) | dry & an.full)):
                         m.d.comb += an.finish.eq(1)
                         m.next = "PART_WAIT_ANALYZER"
@@ -997,7 +999,7 @@ class Engine(wiring.Component):
             with m.State("RUN_GRADIENTS"):      # backward: gradient rows and the update list
                 stream_gradients()
                 # every gradient row is in: the scheduler may send the merged gradients
-                items_in = (coef.o.valid & mem_.upd & ~updates_first) | ~an.busy & ~coef.busy
+                items_in = (coef.o.valid & mem_.upd & adagrad) | ~an.busy & ~coef.busy
                 with m.If(~end_sent & items_in & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.d.sync += end_sent.eq(1)
