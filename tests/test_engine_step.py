@@ -486,10 +486,12 @@ def test_icarus_worked_example():
 
 
 def config_file(path):
-    """A generator configuration equal to the tests' engine (so the build is shared)."""
+    """A generator configuration equal to the tests' engine, fold lanes too (the runners'
+    default, 16, not the configuration's, 64), so that the command line shares their builds:
+    the bare engine's with ``--memory port``, test_lrdimm_core's with DDR4."""
     p = PARAMS
     path.write_text(f"[engine]\ndim = {DIM}\nmax_tables = {MAX_TABLES}\naddr_bits = {ADDR_BITS}\n"
-                    f"div_lanes = 4\n[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
+                    f"div_lanes = 4\nfold_lanes = 16\n[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
                     f"max_lookups = {p.max_lookups}\nmax_distinct_rows = {p.max_distinct_rows}\n"
                     f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n"
                     f"[dram]\nranks = {DRAM.ranks}\nrows = {DRAM.rows}\n")

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 
 from refree.golden.batch import Batch, save_batch
-from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
-from refree.hw.engine.params import EngineParams
 from refree.verif.engine_run import EngineRunner, EngineTimeout, cycle_limit
 
-# The engine of tests/test_engine_step.py (the same parameters, so the build is shared).
-PARAMS = EngineParams(index_width=16, max_bags=8, max_lookups=80, max_distinct_rows=32,
-                      max_bag_len=32, radix_bits=4)
-DIM, MAX_TABLES, ADDR_BITS = 16, 4, 24
-DRAM = DramParams(ranks=2, rows=1 << 10)
+# The engine of tests/test_engine_step.py (so the build is shared).
+from test_engine_step import ADDR_BITS, DIM, MAX_TABLES, PARAMS, config_file  # noqa: E402
 
 # The worked example of docs/design.md section 2: 9 lookups, 4 bags, rows 0, 1, 2, 5, 6.
 WORKED = Batch(np.array([5, 2, 0, 5, 2, 6, 5, 2, 1], np.int64), np.array([0, 3, 6, 8, 9], np.int64), 4)
@@ -59,13 +54,7 @@ def test_the_command_line_says_why_a_job_stopped(tmp_path, capsys, monkeypatch):
     import refree.verif.engine_run as engine_run
     from refree.gen.cli import main
     monkeypatch.setattr(engine_run, "cycle_limit", lambda batch, dim, job, *a: 40 + 1000 * job)
-    p = PARAMS
-    cfg = tmp_path / "engine.toml"
-    cfg.write_text(f"[engine]\ndim = {DIM}\nmax_tables = {MAX_TABLES}\naddr_bits = {ADDR_BITS}\n"
-                   f"div_lanes = 4\n[parts]\nindex_width = {p.index_width}\nmax_bags = {p.max_bags}\n"
-                   f"max_lookups = {p.max_lookups}\nmax_distinct_rows = {p.max_distinct_rows}\n"
-                   f"max_bag_len = {p.max_bag_len}\nradix_bits = {p.radix_bits}\n"
-                   f"[dram]\nranks = {DRAM.ranks}\nrows = {DRAM.rows}\n")
+    cfg = config_file(tmp_path / "engine.toml")
     save_batch(tmp_path / "batch.npz", WORKED)
     np.save(tmp_path / "table.npy", np.ones((8, DIM), np.float32))
     np.save(tmp_path / "grad.npy", np.ones((4, DIM), np.float32))
