@@ -26,7 +26,7 @@ import tomllib
 from refree.golden.errors import BatchError
 
 from .bench_report import prepare_dir, progress_bar, write_report
-from .runs import check_points, point, point_config, run_point
+from .runs import check_points, int_list, point, point_config, run_point
 
 #: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
 TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
@@ -118,10 +118,7 @@ def _parse(argv, epilog):
         for t in args.trace_list:
             if t not in TRACES:
                 raise ValueError(f"--traces: unknown trace {t!r} (known: {', '.join(TRACES)})")
-        try:
-            args.rank_list = [int(r) for r in args.ranks.split(",")]
-        except ValueError:
-            raise ValueError(f"--ranks: comma-separated integers, not {args.ranks!r}") from None
+        args.rank_list = int_list("--ranks", args.ranks)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, not {args.batch_size}")
         if args.fbgemm and not args.out:

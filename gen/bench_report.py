@@ -24,6 +24,8 @@ import os
 
 from refree.golden.counts import MODES
 
+from .rtl import over_baseline
+
 __all__ = ["ANCHORS", "step_time", "speedups", "energy_saving", "write_report", "format_markdown", "PLOTS",
            "progress_bar", "prepare_dir"]
 
@@ -55,18 +57,12 @@ def step_time(record, mode):
 
 def speedups(record):
     """{mode: baseline's step time over the mode's} (empty without a baseline)."""
-    base = step_time(record, "baseline")
-    if not base:
-        return {}
-    return {m: base / step_time(record, m) for m in record["modes"] if step_time(record, m)}
+    return over_baseline({m: step_time(record, m) for m in record["modes"]})
 
 
 def energy_saving(record):
     """{mode: baseline's step energy over the mode's} (RTL runs on DDR4 only)."""
-    s = {m: v["step"].get("energy") for m, v in record["modes"].items()}
-    if not s.get("baseline"):
-        return {}
-    return {m: s["baseline"] / e for m, e in s.items() if e}
+    return over_baseline({m: v["step"].get("energy") for m, v in record["modes"].items()})
 
 
 def _label(r):

@@ -359,17 +359,12 @@ def cmd_generate(args):
 
 
 def _int_list(option, text, allowed=None, empty=False):
-    """Comma-separated positive integers (of ``allowed``); none only when ``empty``."""
+    """gen/runs.py's int_list, its ValueError a usage error."""
+    from .runs import int_list
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{option}: comma-separated integers, not {text!r}") from None
-    if not values and not empty:
-        raise UsageError(f"{option}: give at least one value")
-    for v in values:
-        if v < 1 or allowed and v not in allowed:
-            raise UsageError(f"{option}: {v} is not " + (f"one of {allowed}" if allowed else "positive"))
-    return values
+        return int_list(option, text, allowed, empty)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_sweep(args):

@@ -260,23 +260,29 @@ def format_counters(per_mode, ranks=None):
     return "\n".join(lines)
 
 
+def over_baseline(per_mode):
+    """{mode: baseline's value over the mode's} for per-mode step times or energies (the
+    speed-up, the energy saving); empty without a baseline, a mode without a value left out."""
+    base = per_mode.get("baseline")
+    return {m: base / v for m, v in per_mode.items() if v} if base else {}
+
+
 def step_summary(per_mode):
     """Per mode: the step's cycles (forward + backward), its speed-up over ``baseline`` (when
     it ran) and, per job, the bound at its roofline and the job's cycles / roofline; with the
     jobs' energy (DDR4) also the step's (``energy``, joules) and baseline's over it
     (``energy_saving``)."""
     total = {m: c["forward"]["cycles"] + c["backward"]["cycles"] for m, c in per_mode.items()}
-    base = total.get("baseline")
     energy = {m: c["energy"]["forward"]["total"] + c["energy"]["backward"]["total"]
               for m, c in per_mode.items() if "energy" in c}
-    base_energy = energy.get("baseline")
+    speedup, saving = over_baseline(total), over_baseline(energy)
     out = {}
     for m, c in per_mode.items():
         out[m] = {"forward": c["forward"]["cycles"], "backward": c["backward"]["cycles"], "step": total[m],
-                  "speedup": base / total[m] if base and total[m] else None}
+                  "speedup": speedup.get(m)}
         if m in energy:
             out[m]["energy"] = energy[m]
-            out[m]["energy_saving"] = base_energy / energy[m] if base_energy and energy[m] else None
+            out[m]["energy_saving"] = saving.get(m)
         if "bounds" in c:
             for j in ("forward", "backward"):
                 b = c["bounds"][j]

@@ -24,9 +24,24 @@ from refree.golden.traces import Trace, make_trace
 
 from .config import load_config
 
-__all__ = ["KINDS", "point", "point_config", "check_points", "point_trace", "run_point"]
+__all__ = ["KINDS", "int_list", "point", "point_config", "check_points", "point_trace", "run_point"]
 
 KINDS = ("rtl", "bounds")
+
+
+def int_list(option, text, allowed=None, empty=False):
+    """Comma-separated positive integers (of ``allowed``), as the command line's list
+    options take them; none only when ``empty``.  ValueError names the option."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{option}: comma-separated integers, not {text!r}") from None
+    if not values and not empty:
+        raise ValueError(f"{option}: give at least one value")
+    for v in values:
+        if v < 1 or allowed and v not in allowed:
+            raise ValueError(f"{option}: {v} is not " + (f"one of {allowed}" if allowed else "positive"))
+    return values
 
 
 def point(kind, trace, batch_size, *, tables=1, ranks=1, options=None, index_dtype="int64", optimizer="sgd",

@@ -91,6 +91,9 @@ def test_bench_from_json_writes_the_report_without_running(tmp_path, capsys):
     assert "refree: error: --from-json" in capsys.readouterr().err
     src.write_text(json.dumps([rtl_record(1)]))       # (FBGEMM's times go into a report: --out)
     assert status(["bench", "--fbgemm", "--from-json", str(src)]) == 2
+    for ranks, msg in (("1,x", "comma-separated integers, not '1,x'"), ("0", "0 is not positive")):
+        assert status(["bench", "--ranks", ranks]) == 2     # (the sweep's rule: gen/runs.py's int_list)
+        assert f"--ranks: {msg}" in capsys.readouterr().err
 
 
 # --- the sweep
