@@ -26,10 +26,11 @@ import tomllib
 from refree.golden.errors import BatchError
 
 from .bench_report import prepare_dir, progress_bar, write_report
-from .runs import check_points, int_list, point, point_config, run_point
+from .runs import check_points, int_list, point, point_config, run_point, trace_options
 
 #: the traces and their options (MovieLens window 0; the Meta-calibrated trace's seed 3)
-TRACES = {"movielens": {"batch_index": 0}, "meta": {"seed": 3}}
+# The main job's traces: MovieLens' first window, the Meta-calibrated trace's seed 3.
+TRACES = {"movielens": trace_options("movielens", batch_index=0), "meta": trace_options("meta", seed=3)}
 
 COLUMNS = [("trace", "<", 10, "s"), ("R", ">", 2, "d"), ("mode", "<", 9, "s"), ("job", "<", 9, "s"),
            ("cycles", ">", 9, ",d"), ("memory", ">", 9, ",.0f"), ("compute", ">", 9, ",.0f"),

@@ -24,7 +24,7 @@ from refree.golden.traces import Trace, make_trace
 
 from .config import load_config
 
-__all__ = ["KINDS", "int_list", "point", "point_config", "check_points", "point_trace", "run_point"]
+__all__ = ["KINDS", "int_list", "trace_options", "point", "point_config", "check_points", "point_trace", "run_point"]
 
 KINDS = ("rtl", "bounds")
 
@@ -42,6 +42,14 @@ def int_list(option, text, allowed=None, empty=False):
         if v < 1 or allowed and v not in allowed:
             raise ValueError(f"{option}: {v} is not " + (f"one of {allowed}" if allowed else "positive"))
     return values
+
+
+def trace_options(trace, batch_index=0, seed=0, alpha=None):
+    """A point's ``options`` for ``trace``: MovieLens takes a window (``batch_index``), the
+    synthetic traces a ``seed`` (and Zipf its ``alpha``, when given)."""
+    if trace == "movielens":
+        return {"batch_index": batch_index}
+    return {"seed": seed, **({"alpha": alpha} if alpha is not None else {})}
 
 
 def point(kind, trace, batch_size, *, tables=1, ranks=1, options=None, index_dtype="int64", optimizer="sgd",

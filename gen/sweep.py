@@ -21,7 +21,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from .runs import point, run_point
+from .runs import point, run_point, trace_options
 
 __all__ = ["grid", "point_key", "code_fingerprint", "run_grid", "default_cache_dir"]
 
@@ -66,8 +66,7 @@ def grid(kind, traces, batch_sizes, ranks, *, tables=1, lanes=(None,), limits=(N
                 for lane in lanes:
                     for lim in limits:
                         for alpha in (alphas if trace == "zipf" else (None,)):
-                            options = ({"batch_index": batch_index} if trace == "movielens" else
-                                       {"seed": seed, **({"alpha": alpha} if alpha is not None else {})})
+                            options = trace_options(trace, batch_index, seed, alpha)
                             config = {}
                             if lane is not None:
                                 config["engine"] = {"fold_lanes": lane}
