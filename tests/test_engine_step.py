@@ -426,9 +426,33 @@ def test_bad_batches_set_the_error_code_and_write_nothing(what, bad, code, job):
                        np.full(len(batch.indices), 0.5, np.float32) if bad.get("weights") else None)
     tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
     grad = rng.standard_normal((3, DIM)).astype(np.float32)
-    r = RUNNERS["verilator"].run(batch, tables, [job], "refree", grad=grad, lr=LR,
-                                 poolings=bad.get("poolings"), tag=what.replace(" ", "-"))
-    assert r.errors == [code]
+    # (baseline streams the part beside the check: its writes wait for the verdict)
+    for mode in ("baseline", "refree"):
+        r = RUNNERS["verilator"].run(batch, tables, [job], mode, grad=grad, lr=LR,
+                                     poolings=bad.get("poolings"), tag=f"{mode}-" + what.replace(" ", "-"))
+        assert r.errors == [code], mode
+        assert r.after == r.before, mode
+        assert r.counters[0]["pooled_writes"] == r.counters[0]["table_writes"] == 0, mode
+
+
+@pytest.mark.parametrize("job", [JOB_FORWARD, JOB_BACKWARD], ids=["forward", "backward"])
+def test_baseline_writes_nothing_before_the_checks_verdict(job):
+    """``baseline`` streams a part beside its analysis and the batch check: a bad index in the
+    last of 64 bags (8 parts of 8 bags, 80 lookups), found while the check reads the later
+    parts' indices, after the first part's updated rows reached the write gate (without its
+    hold, 10 rows were written: measured), which held them: nothing written."""
+    rng = np.random.default_rng(5)
+    indices = rng.integers(0, 8, 640)
+    indices[-1] = 99
+    batch = Batch.__new__(Batch)        # bypass the host's checks: the engine must catch it
+    object.__setattr__(batch, "indices", indices.astype(np.int64))
+    object.__setattr__(batch, "offsets", np.arange(0, 641, 10, dtype=np.int64))
+    object.__setattr__(batch, "batch_size", 64)
+    object.__setattr__(batch, "per_sample_weights", None)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    grad = rng.standard_normal((64, DIM)).astype(np.float32)
+    r = RUNNERS["verilator"].run(batch, tables, [job], "baseline", grad=grad, lr=LR, tag="baseline-late-bad-index")
+    assert r.errors == [ErrorCode.INDEX_OUT_OF_RANGE]
     assert r.after == r.before
     assert r.counters[0]["pooled_writes"] == r.counters[0]["table_writes"] == 0
 

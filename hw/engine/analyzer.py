@@ -138,6 +138,10 @@ class Analyzer(wiring.Component):
         A new slot, for one cycle (not held: the consumer takes it or loses it).
     committed : Out(slot_bits + 1)
         Slots that no rollback can remove (see above).
+    bags_kept : Out(bag_count_bits)
+        Bags (numbered from the part's first) that no rollback can remove: those before the
+        bag being inserted; once ``inserted``, every bag before ``full_bag`` (all of them
+        without ``full``: then all ones).  ``baseline`` streams a bag once it is kept.
     members : Out(stream.Signature(slot, row, bags, bag, mult, c, first, upd, member_last))
         After sorting, every (bag, row) pair once (with its multiplicity and coefficient), grouped by row in row order, a row's
         pairs by bag ascending; ``first`` marks a row's first pair, ``bags`` its pair count.
@@ -181,6 +185,7 @@ class Analyzer(wiring.Component):
             "members": Out(stream.Signature(self.Member)),
             "discovered": Out(data.StructLayout({"valid": 1, "slot": p.slot_bits, "row": p.index_width})),
             "committed": Out(p.slot_bits + 1),
+            "bags_kept": Out(p.bag_count_bits),
         })
 
     def _hash(self, row):
@@ -241,7 +246,9 @@ class Analyzer(wiring.Component):
                      self.num_lookups.eq(nlookups)]
         # Slots of the bags before the newest one inserted (the newest may be rolled back).
         committed, newest_bag = Signal.like(self.committed), Signal(bag_bits)
-        m.d.comb += self.committed.eq(Mux(self.inserted, nslots, committed))
+        m.d.comb += [self.committed.eq(Mux(self.inserted, nslots, committed)),
+                     self.bags_kept.eq(Mux(self.inserted, Mux(self.full, self.full_bag, (1 << bag_count_bits) - 1),
+                                           Mux(nlookups == 0, 0, newest_bag)))]
 
         # ---- insertion pipeline ----------------------------------------------------------
         # Stage 1 runs in the INSERT state only; stages 2 and 3 finish whatever is in flight

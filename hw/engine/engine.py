@@ -25,9 +25,11 @@ Job flow (one ``start`` pulse, configuration latched):
    it reads them (``share``: the input is read once for a batch of one part; not when the
    backward job begins with dry passes); the first part waits for the verdict before its
    first write (forward: before its first item streams; backward by rows: its merge runs
-   beside the analysis, and its results, the finals, come after the verdict).  A failure
-   sets ``error``, the analysis (and a merge begun: ``MERGE_DRAIN``) is dropped and the job
-   ends with no memory write; the write gate drops every write while ``error`` is set.
+   beside the analysis, and its results, the finals, come after the verdict; ``baseline``:
+   its lookups stream beside the analysis, and the write gate holds its writes until the
+   verdict).  A failure sets ``error``, the analysis (and a merge begun: ``MERGE_DRAIN``;
+   ``baseline``'s stream runs out) is dropped and the job ends with no memory write; the
+   write gate drops every write while ``error`` is set.
 2. Per table, per part (docs/design.md's partition rule): the part's offsets give the bag
    lengths and close the part on the bag and lookup limits; its lookups stream into the
    analyzer, which closes it on the distinct-row limit (see ``analyzer.py``).  The backward
@@ -49,8 +51,10 @@ Job flow (one ``start`` pulse, configuration latched):
    back are never read.
 3. Forward: the part's items stream into the sharing scheduler: in ``refree`` and ``dedup``
    the analyzer's member lists (each distinct row once, in row order), in ``baseline`` the
-   lookups again, from the lookup buffer (:mod:`.lookup_buffer`, written as they passed
-   into the analyzer, so the indices are read once), with 16 bags interleaved, each bag
+   lookups again, from the lookup buffer (:mod:`.lookup_buffer`, written as they pass
+   into the analyzer, so the indices are read once), from the part's start: the buffer
+   gives a bag once the analyzer keeps it (``bags_kept``), so the rows stream while the
+   part is analysed; with 16 bags interleaved, each bag
    in index order (one row read per lookup; no bag's chain through the FMA pipeline holds
    up the others).  Each item's row is read from
    the row store by slot (``baseline``: fetched from its table, in item order) while the
@@ -69,9 +73,9 @@ Job flow (one ``start`` pulse, configuration latched):
    Row-wise Adagrad takes the update list last and the merged gradients in slot order (rows
    sharing a state beat wait for each other's updates, which need the merged gradients);
    each update reads its row from the store and its state beat from memory.
-   Backward ``baseline``: per lookup in index order (replayed from the lookup buffer),
-   the gradient row of its bag and the
-   table row go through the updater; a row still being updated (a small table of rows in
+   Backward ``baseline``: per lookup in index order (replayed from the lookup buffer,
+   from the part's start), the gradient row of its bag and the table row go through the
+   updater; a row still being updated (a small table of rows in
    flight) is read, but its value is taken from that update (the row forwarder), so
    repeated rows see each other's updates in order.
 
@@ -561,10 +565,14 @@ class Engine(wiring.Component):
 
         error = Signal(8)
         m.d.comb += [self.error.eq(error)]
-        # The write gate: a job that has found an error writes nothing, whatever would write.
-        writes_off = error != 0
-        m.d.comb += [arb.port0.cmd.valid.eq(writer.cmd.valid & ~writes_off), arb.port0.cmd.payload.eq(writer.cmd.payload),
-                     writer.cmd.ready.eq(arb.port0.cmd.ready | writes_off)]
+        # The write gate: a job that has found an error writes nothing, whatever would write;
+        # before the batch check's verdict writes wait (``baseline`` streams its first part
+        # beside the check).
+        writes_off = (error != 0) | check.done & (check.error != 0)
+        writes_wait = ~check.done & ~writes_off
+        m.d.comb += [arb.port0.cmd.valid.eq(writer.cmd.valid & ~writes_off & ~writes_wait),
+                     arb.port0.cmd.payload.eq(writer.cmd.payload),
+                     writer.cmd.ready.eq(arb.port0.cmd.ready & ~writes_wait | writes_off)]
         m.d.sync += cnt.cycles.eq(cnt.cycles + self.busy)
         m.d.comb += self.busy.eq(1)
         # Counters tapped at the handshakes (memory traffic in beats).
@@ -711,6 +719,7 @@ class Engine(wiring.Component):
         # Baseline backward: each gradient row's scale, 1, w or fl(1/len) of its bag.
         # (the buffer holds each lookup's ``weight``: 1 unless weighted)
         replayed = lbuf.out.payload
+        m.d.comb += [lbuf.num_bags.eq(an.bags_kept), lbuf.final.eq(an.inserted)]
         m.d.comb += [inv_of_bag.addr.eq(replayed.len),
                      scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, replayed.weight))]
 
@@ -776,6 +785,24 @@ class Engine(wiring.Component):
                 m.d.comb += [need_want.eq(1), need_write.eq(1), need_state.eq(1)]
             with m.Else():
                 m.d.comb += [need_item.eq(1), need_grad.eq(mem_.first)]
+
+        def stream_lookups():
+            """``baseline``: the lookup buffer's lookups as items, each with its own row read,
+            from the part's start (the buffer gives a bag once the analyzer keeps it):
+            forward, bags interleaved, into the fold; backward, in index order, each with its
+            bag's gradient row, through the updater and back.  A row outside its table (a
+            batch the check will refuse, streamed before the verdict) reads row 0 instead."""
+            m.d.comb += [issue.eq(lbuf.out.valid), need_row.eq(1), lbuf.out.ready.eq(taken),
+                         item_row.eq(Mux(replayed.row < table.rows, replayed.row, 0))]
+            with m.If(forward):
+                m.d.comb += [need_item.eq(1), item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
+                             item.member_last.eq(replayed.last), item.c.eq(replayed.weight), item.repeat.eq(1)]
+                with m.If(taken):
+                    m.d.sync += k.eq(k + 1)
+            with m.Else():
+                m.d.comb += [need_grad.eq(1), need_write.eq(1), grad_bag.eq(replayed.bag)]
+                with m.If(taken):
+                    m.d.sync += cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))
 
         # Every unit downstream of the analyzer has finished (a part's end, a merge dropped).
         pipeline_idle = (~sch.busy & ~dp.busy & ~coef.busy & ~div.busy & ~upd.busy & ~fwd.busy & ~ada.busy
@@ -858,6 +885,10 @@ class Engine(wiring.Component):
                 with m.If(~offs.busy & ~chunk_cont & by_rows & ~dry):
                     start_merge(early=C(0, 1))  # (beside the analysis: its finals come at the end)
                     m.d.sync += merging.eq(1)
+                with m.If(~offs.busy & baseline):   # the lookups stream beside the analysis
+                    m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward)]
+                    with m.If(forward):
+                        start_merge(early=C(1, 1))
                 with m.If(~offs.busy):
                     start_lookups(part_lo, lookups, shared=first_part)
                     m.d.comb += [check.share_set.eq(first_part), check.share_count.eq(lookups)]
@@ -870,6 +901,8 @@ class Engine(wiring.Component):
                              an.lookups.payload.weight.eq(weight)]
                 with m.If(merging):             # (backward by rows: the bags' pairs as they complete)
                     stream_gradients()
+                with m.If(baseline):
+                    stream_lookups()
 
                 def feed():
                     # (by rows: only the group's lookups enter the analyzer)
@@ -912,12 +945,18 @@ class Engine(wiring.Component):
                 # (the merge goes on; the update list, which fetches and writes, waits)
                 with m.If(merging & ~mem_.upd):
                     stream_gradients()
+                with m.If(baseline):
+                    stream_lookups()
                 # a refused batch: drop the analysis (and the merge); the job ends, nothing written
                 with m.If(an.inserted & ~check.done):
                     pass                        # nothing may be written before the verdict
                 with m.Elif(an.inserted & (check.error != 0)):
                     m.d.sync += error.eq(check.error)
-                    with m.If(merging):
+                    with m.If(baseline & forward):  # (the stream begun runs out, nothing written)
+                        m.next = "RUN_BASELINE"
+                    with m.Elif(baseline):
+                        m.next = "RUN_BASELINE_UPDATE"
+                    with m.Elif(merging):
                         m.next = "MERGE_DRAIN"
                     with m.Else():
                         m.next = "DRY_DRAIN"
@@ -931,12 +970,11 @@ class Engine(wiring.Component):
                 with m.Elif(an.inserted):
                     with m.If(an.full):
                         m.d.sync += nb.eq(an.full_bag)
-                    m.d.sync += [bi.eq(0), len_state.eq(0), k.eq(0), end_sent.eq(0), prev_state_valid.eq(0)]
-                    with m.If(baseline):        # the lookups again, from the lookup buffer
-                        m.d.comb += [lbuf.replay.eq(1), lbuf.interleave.eq(forward),
-                                     lbuf.num_bags.eq(Mux(an.full, an.full_bag, nb))]
-                    with m.If(forward):         # each bag's result as soon as it is complete
+                    m.d.sync += [bi.eq(0), len_state.eq(0)]
+                    with m.If(forward & ~baseline):     # each bag's result as soon as it is complete
                         start_merge(early=C(1, 1))
+                    with m.If(~baseline):       # (baseline's stream is under way)
+                        m.d.sync += [k.eq(0), end_sent.eq(0), prev_state_valid.eq(0)]
                     with m.If(forward & baseline):
                         m.next = "RUN_BASELINE"
                     with m.Elif(forward):
@@ -985,13 +1023,7 @@ class Engine(wiring.Component):
 
             with m.State("RUN_BASELINE"):       # forward: every lookup an item, its own row read
                 # (bags interleaved by the lookup buffer, each in index order)
-                m.d.comb += [issue.eq(lbuf.out.valid), need_item.eq(1), need_row.eq(1), item_row.eq(replayed.row),
-                             item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
-                             item.member_last.eq(replayed.last),
-                             item.c.eq(replayed.weight), item.repeat.eq(1),
-                             lbuf.out.ready.eq(taken)]
-                with m.If(taken):
-                    m.d.sync += k.eq(k + 1)
+                stream_lookups()
                 with m.If(~lbuf.busy & (item_q.level == 0)):
                     m.d.comb += sch.end.eq(1)
                     m.next = "PART_FINISH"
@@ -1007,15 +1039,14 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("RUN_BASELINE_UPDATE"):    # backward: per lookup, in index order
-                m.d.comb += [issue.eq(lbuf.out.valid), need_row.eq(1), need_grad.eq(1), need_write.eq(1),
-                             item_row.eq(replayed.row), grad_bag.eq(replayed.bag), lbuf.out.ready.eq(taken)]
-                with m.If(taken):
-                    m.d.sync += cnt.muls.eq(cnt.muls + (scale_q.w_data != ONE_F32))
+                stream_lookups()
                 with m.If(~lbuf.busy):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(pipeline_idle & ~an.busy):
+                with m.If(pipeline_idle & ~an.busy & (error != 0)):    # (baseline's refused part)
+                    m.next = "IDLE"
+                with m.Elif(pipeline_idle & ~an.busy):
                     m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows),
                                  merging.eq(0)]
                     with m.If(by_rows):

@@ -16,9 +16,13 @@ its last; one a cycle, never refused.  Empty bags are never written (their resul
 the scheduler's, not this buffer's).  Lookups of bags the part does not keep (the
 analyzer's rollback) may be written too: ``replay`` leaves out bags from ``num_bags`` on.
 
-Replay (``replay`` pulse, ``interleave`` and ``num_bags`` sampled): ``out`` gives each
-kept lookup once, ``{row, weight, bag, len, last}`` (``len`` its bag's length, ``last`` on
-the bag's last lookup).  With ``interleave``, ``lanes`` lane registers each hold a bag
+Replay (``replay`` pulse, with or after ``start``; ``interleave`` sampled): ``out`` gives
+each kept lookup once, ``{row, weight, bag, len, last}`` (``len`` its bag's length, ``last``
+on the bag's last lookup).  Replay runs beside the writes: a bag is taken once it is
+written whole and its number is below ``num_bags`` (live: the bags the analyzer keeps,
+which grows as the part is analysed), and replay ends once ``final`` holds (``num_bags``
+will not grow) and every such bag has been given.  With ``interleave``, ``lanes`` lane
+registers each hold a bag
 being replayed; a round-robin pointer visits one lane a cycle: a lane holding a bag gives
 its next lookup, an empty lane takes the next bag (in bag order) and gives its first
 lookup in the same cycle, so a lookup leaves every cycle until the last bags drain (then
@@ -58,8 +62,10 @@ class LookupBuffer(wiring.Component):
     -------
     start : In(1)           pulse: empty (not while ``busy``)
     write : In({en, row, weight, bag, first, last})
-    replay : In(1)          pulse: replay the lookups written since ``start``
-    interleave : In(1); num_bags : In(bag_count_bits)       sampled with ``replay``
+    replay : In(1)          pulse: replay the lookups written since ``start`` (also in its cycle)
+    interleave : In(1)      sampled with ``replay``
+    num_bags : In(bag_count_bits); final : In(1)    live: the bags that may be replayed;
+                            ``num_bags`` is final
     out : Out(stream.Signature({row, weight, bag, len, last}))
     busy : Out(1)           replaying, or a lookup not yet taken from ``out``
     """
@@ -79,7 +85,7 @@ class LookupBuffer(wiring.Component):
             "start": In(1),
             "write": In(data.StructLayout({"en": 1, "row": p.index_width, "weight": 32, "bag": p.bag_bits,
                                            "first": 1, "last": 1})),
-            "replay": In(1), "interleave": In(1), "num_bags": In(p.bag_count_bits),
+            "replay": In(1), "interleave": In(1), "num_bags": In(p.bag_count_bits), "final": In(1),
             "out": Out(stream.Signature(self.Lookup)),
             "busy": Out(1),
         })
@@ -113,10 +119,9 @@ class LookupBuffer(wiring.Component):
         turn = Signal(range(G))
         ramp = Signal(range(G))                 # rounds so far, up to G - 1: lanes past it wait
         replaying, interleave = Signal(), Signal()
-        num_bags = Signal.like(self.num_bags)
         next_bag = Signal(range(p.max_bags + 1))
         m.d.comb += bag_rd.addr.eq(next_bag)
-        more = (next_bag < bags_written) & (bag_rd.data.bag < num_bags)
+        more = (next_bag < bags_written) & (bag_rd.data.bag < self.num_bags)
         lane = lanes[turn]
         out_valid = Signal()
         out_tag = Signal(data.StructLayout({"bag": p.bag_bits, "len": p.mult_bits, "last": 1}))
@@ -145,15 +150,15 @@ class LookupBuffer(wiring.Component):
                 with m.If((turn == G - 1) & (ramp != G - 1)):
                     m.d.sync += ramp.eq(ramp + 1)
         lanes_live = Cat(*[l.live for l in lanes]).any()
-        with m.If(replaying & ~lanes_live & ~more):
+        with m.If(replaying & ~lanes_live & ~more & self.final):
             m.d.sync += replaying.eq(0)
         m.d.comb += self.busy.eq(replaying | out_valid)
 
+        with m.If(self.start):
+            m.d.sync += [written.eq(0), bags_written.eq(0), replaying.eq(0)]
         with m.If(self.replay):
-            m.d.sync += [replaying.eq(1), interleave.eq(self.interleave), num_bags.eq(self.num_bags),
+            m.d.sync += [replaying.eq(1), interleave.eq(self.interleave),
                          next_bag.eq(0), turn.eq(0), ramp.eq(0)]
             for l in lanes:
                 m.d.sync += l.live.eq(0)
-        with m.If(self.start):
-            m.d.sync += [written.eq(0), bags_written.eq(0), replaying.eq(0)]
         return m
