@@ -116,11 +116,12 @@ class _ProjectTables:
             return forward(self.tables, batch, POOLINGS, self.cfg.mode, plans)
 
     def update(self, batch, grad):
-        skipped = self.slip.skipped_rows(batch) if self.slip is not None else None
-        res = step(self.tables, batch, grad, self.cfg.lr, mode=self.cfg.mode, limits=self.cfg.limits)
-        if skipped is not None:             # no merge, no write: the stale rows keep their values
-            for new, old, rows in zip(res.tables, self.tables, skipped):
-                new[rows] = old[rows]
+        stale = None
+        if self.slip is not None:           # (the step skips them: no merge, no write)
+            self.slip.skipped_rows(batch)   # (counted)
+            stale = self.slip.stale_rows([E.shape[0] for E in self.tables])
+        res = step(self.tables, batch, grad, self.cfg.lr, mode=self.cfg.mode, limits=self.cfg.limits, stale=stale)
+        if self.slip is not None:
             self.slip.end_step(res.tables)
         self.tables = res.tables
 

@@ -156,14 +156,32 @@ def forward(tables, batch, poolings, mode, plans):
     return pooled
 
 
-def row_group_plans(batch, poolings, limits, groups=None):
+def row_group_plans(batch, poolings, limits, groups=None, stale=None):
     """The plans of backward by rows, table by table, group by group: ``groups`` is G per
-    table (default: the fewest that fit, ``planner.row_groups``)."""
+    table (default: the fewest that fit, ``planner.row_groups``); ``stale``: per table, the
+    rows whose updates are skipped (a boolean per row), or None."""
     T = batch.num_tables
     if groups is not None and len(groups) != T:
         raise BatchError("groups", f"needs one G per table ({T}), not {len(groups)}")
     return [plan for t in range(T)
-            for plan in plan_row_groups(batch, t, poolings[t], limits, None if groups is None else groups[t])]
+            for plan in plan_row_groups(batch, t, poolings[t], limits, None if groups is None else groups[t],
+                                        None if stale is None else stale[t])]
+
+
+def check_stale(stale, tables):
+    """Slipstream's stale rows: None, or per table a boolean array with one entry per row."""
+    if stale is None:
+        return None
+    if len(stale) != len(tables):
+        raise BatchError("stale", f"needs one array per table ({len(tables)}), not {len(stale)}")
+    out = []
+    for t, (s, E) in enumerate(zip(stale, tables)):
+        s = np.asarray(s)
+        if s.dtype != bool or s.shape != (E.shape[0],):
+            raise BatchError(f"stale_{t}", f"must be a boolean array of shape {(E.shape[0],)}, not "
+                             f"{s.dtype} {s.shape}")
+        out.append(s)
+    return out
 
 
 def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
@@ -226,14 +244,16 @@ def initial_state(tables, optimizer, state):
 
 
 def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sgd", eps=1e-8,
-         state=None, limits=None, backward="rows", groups=None):
+         state=None, limits=None, backward="rows", groups=None, stale=None):
     """One training step.  Inputs are not modified; returns a StepResult.
 
     tables: list of float32 (rows, D); grad: float32 (B, T*D), the upstream gradient of the
     pooled output; poolings: "sum"/"mean" per table (default all "sum"); state: Adagrad
     state per table (float32 (rows,), default zeros); limits: PartLimits; backward: "rows"
     (the engine's) or "parts" (see the module docstring); groups: by rows, G per table
-    (default: the fewest row groups that fit the limits).
+    (default: the fewest row groups that fit the limits); stale: per table a boolean per
+    row, the rows whose updates are skipped (Slipstream, docs/design.md section 6: their
+    lookups take no part in backward, no merge, no update; the counts count what is done).
     """
     tables = list(tables)
     T = len(tables)
@@ -242,13 +262,16 @@ def step(tables, batch, grad, lr, *, poolings=None, mode="refree", optimizer="sg
     if groups is not None and backward != "rows":
         raise BatchError("groups", "row groups are backward by rows' (backward=\"rows\")")
     state = initial_state(tables, optimizer, state)
+    stale = check_stale(stale, tables)
     lr32, eps32 = np.float32(lr), np.float32(eps)
 
     plans = plan_batch(batch, poolings, limits)
     by_rows = backward == "rows" and mode != "baseline"
     if by_rows:
         G = groups if groups is not None else [row_groups(batch, t, limits) for t in range(T)]
-        bwd_plans = row_group_plans(batch, poolings, limits, G)
+        bwd_plans = row_group_plans(batch, poolings, limits, G, stale)
+    elif stale is not None:             # the parts again, without the stale rows' lookups
+        bwd_plans = [plan_part(batch, p.part, p.pooling, stale=stale[p.part.table]) for p in plans]
     else:
         bwd_plans = plans
     if optimizer == "rowwise-adagrad" and backward == "parts":

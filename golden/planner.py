@@ -228,11 +228,13 @@ def _order(*keys):
     return np.lexsort(keys[::-1])
 
 
-def plan_part(batch, part, pooling, group=None):
+def plan_part(batch, part, pooling, group=None, stale=None):
     """Build the plan of one part (see TablePlan), or with ``group = (G, g)`` of one row
     group of the part's bags (backward by rows): the lookups of rows in group g only,
     each bag keeping its whole length (a mean-pooled bag's ``fl(1/len)``), and the gradient
-    rows in bag order."""
+    rows in bag order.  ``stale`` (a backward plan's; a boolean per row of the table):
+    the lookups of those rows are left out as a group's other rows are (Slipstream's skipped
+    updates: no merge, no update), each bag keeping its whole length."""
     idx = batch.indices[part.lo:part.hi]
     offs = batch.offsets[part.table * batch.batch_size + part.bag_lo:
                          part.table * batch.batch_size + part.bag_hi + 1] - part.lo
@@ -242,8 +244,12 @@ def plan_part(batch, part, pooling, group=None):
     weighted = batch.per_sample_weights is not None
     occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
              else np.ones(len(idx), np.float32))
-    if group is not None:
-        keep = row_group_of(idx, group[0]) == group[1]
+    if group is not None or stale is not None:
+        keep = np.ones(len(idx), bool)
+        if group is not None:
+            keep &= row_group_of(idx, group[0]) == group[1]
+        if stale is not None:
+            keep &= ~stale[idx]
         idx, occ_bag, occ_w = idx[keep], occ_bag[keep], occ_w[keep]
 
     # Distinct (bag, row) pairs; a pair's coefficient c is the left fold of its weights in
@@ -318,9 +324,10 @@ def plan_part(batch, part, pooling, group=None):
     )
 
 
-def plan_row_groups(batch, t, pooling, limits, groups=None):
+def plan_row_groups(batch, t, pooling, limits, groups=None, stale=None):
     """The plans of table ``t``'s backward by rows, one per non-empty row group, in group
-    order: ``groups`` G (default :func:`row_groups`), a power of two."""
+    order: ``groups`` G (default :func:`row_groups`), a power of two; ``stale``: see
+    :func:`plan_part` (the groups are those of every row of the batch)."""
     G = row_groups(batch, t, limits) if groups is None else groups
     if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or G & (G - 1) \
             or G > 1 << MAX_ROW_GROUP_BITS:
@@ -332,4 +339,4 @@ def plan_row_groups(batch, t, pooling, limits, groups=None):
                          f"distinct rows; {row_groups(batch, t, limits)} do", ErrorCode.ROW_GROUP_TOO_LARGE)
     whole = whole_table_part(batch, t)
     present = np.flatnonzero(per_group)
-    return [plan_part(batch, whole, pooling, (int(G), int(g))) for g in present]
+    return [plan_part(batch, whole, pooling, (int(G), int(g)), stale) for g in present]

@@ -101,6 +101,16 @@ class Slipstream:
             self.updated += int((~stale).sum())
         return out
 
+    def stale_rows(self, num_rows):
+        """Per table (of ``num_rows`` rows), a boolean per row: the rows whose updates are
+        skipped now (the golden step's ``stale``)."""
+        out = []
+        for rows, st, n in zip(self.hot, self.stale, num_rows):
+            mask = np.zeros(n, bool)
+            mask[rows[st]] = True
+            out.append(mask)
+        return out
+
     def end_step(self, tables):
         """After a step: at a window's end, decide the next window's stale set."""
         self.steps += 1

@@ -61,3 +61,46 @@ def test_a_skip_target_of_zero_is_the_exact_run():
     some = train(TrainConfig(max_steps=60, test_samples=300, skip=0.4, skip_window=20))
     assert some["slipstream"]["skipped_updates"] > 0
     assert not all(np.array_equal(a, b) for a, b in zip(exact["tables"], some["tables"]))
+
+
+@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
+def test_the_step_skips_the_stale_rows_updates_and_counts_what_it_does(mode):
+    """golden step(stale=...): the stale rows keep their values, every other row gets what
+    the step without skipping gives it (bit for bit: a row's merge is its own, in bag
+    order), forward is untouched; the counts drop by the stale rows' updates (baseline: per
+    lookup) and merge additions, and by the gradient rows of bags left with no other row."""
+    from refree.golden.model import step
+    from refree.golden.errors import BatchError
+    from refree.golden.planner import PartLimits
+    rng = np.random.default_rng(3)
+    rows, D, B = 40, 16, 24
+    idx = rng.zipf(1.3, 150) % rows
+    offs = np.concatenate([[0], np.sort(rng.integers(0, len(idx), B - 1)), [len(idx)]]).astype(np.int64)
+    batch = Batch(idx.astype(np.int64), offs, B)
+    tables = [rng.standard_normal((rows, D)).astype(np.float32)]
+    grad = rng.standard_normal((B, D)).astype(np.float32)
+    stale = np.zeros(rows, bool)
+    stale[np.unique(idx)[::3]] = True                   # a third of the rows looked up
+    limits = PartLimits(max_bags=8, max_lookups=64, max_distinct_rows=16)
+    exact = step(tables, batch, grad, 0.1, mode=mode, limits=limits)
+    got = step(tables, batch, grad, 0.1, mode=mode, limits=limits, stale=[stale])
+    assert np.array_equal(got.pooled.view(np.uint32), exact.pooled.view(np.uint32))
+    assert np.array_equal(got.tables[0][stale].view(np.uint32), tables[0][stale].view(np.uint32))
+    assert np.array_equal(got.tables[0][~stale].view(np.uint32), exact.tables[0][~stale].view(np.uint32))
+    assert got.counts["forward"] == exact.counts["forward"]
+    live = ~stale[idx]
+    if mode == "baseline":
+        assert got.counts["update"]["rmw"] == got.counts["backward"]["reads"] == int(live.sum())
+    else:
+        assert got.counts["update"]["rmw"] == len(np.unique(idx[live]))
+        # (by rows: a bag's gradient row is read in each group pass that holds one of its rows)
+        from refree.golden.planner import row_group_of
+        bags, group = np.repeat(np.arange(B), np.diff(offs)), row_group_of(idx, exact.row_groups[0])
+        assert exact.row_groups[0] > 1
+        assert got.counts["backward"]["reads"] == len(set(zip(bags[live], group[live])))
+    nothing = step(tables, batch, grad, 0.1, mode=mode, limits=limits, stale=[np.zeros(rows, bool)])
+    assert nothing.counts == exact.counts
+    assert np.array_equal(nothing.tables[0].view(np.uint32), exact.tables[0].view(np.uint32))
+    for bad in ([stale[:-1]], [stale.astype(np.int8)], [stale, stale]):
+        with pytest.raises(BatchError, match="stale"):
+            step(tables, batch, grad, 0.1, mode=mode, limits=limits, stale=bad)
