@@ -271,6 +271,27 @@ def test_a_job_after_a_merge_dropped_runs_clean():
         assert np.array_equal(unpack_rows(r.after, base, rows, stride, DIM).view(np.uint32), E.view(np.uint32))
 
 
+def test_a_weighted_job_after_a_refused_one_reads_its_own_weights():
+    """``baseline``, weighted: a forward job refused for its poolings (weights with mean: the
+    check fails before any index, so no lookup, and no weight, is taken), then the same batch
+    summed, on the same engine: the weights the first job's reader had asked for are drained
+    with it, and the second job's pooled outputs are the golden model's.  (Without the drain
+    the second job's second part took the first part's weights left over: measured.)"""
+    from refree.golden.model import forward, plan_batch
+    from refree.verif.staging import unpack_staging_rows
+    rng = np.random.default_rng(21)
+    bags = [list(rng.integers(0, 8, n)) for n in (3, 5, 0, 4, 6, 2, 7, 1, 5, 3, 6, 2)]    # (two parts)
+    weights = rng.standard_normal(sum(map(len, bags))).astype(np.float32)
+    batch = make_batch(bags, weights=weights)
+    tables = [rng.standard_normal((8, DIM)).astype(np.float32)]
+    r = RUNNERS["verilator"].run(batch, tables, [JOB_FORWARD, JOB_FORWARD], "baseline", poolings=[["mean"], ["sum"]],
+                                 go_on=True, tag="weighted-after-refused")
+    assert r.errors == [ErrorCode.WEIGHTS_WITH_MEAN, 0]
+    pooled = unpack_staging_rows(r.after, r.lay, r.lay.pooled, batch.batch_size, DIM)
+    want = forward(tables, batch, ["sum"], "baseline", plan_batch(batch, ["sum"], limits_of(PARAMS)))
+    assert np.array_equal(pooled.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("large", [0, 1, None], ids=["first table large", "second table large", "one table"])
 def test_a_bad_index_comes_before_a_row_group_too_large(large):
     """A batch that is both malformed (an index outside the other table) and given too few

@@ -258,6 +258,8 @@ class EngineRunner:
 
         The run stops at the first job that sets an error, unless ``go_on`` (a job after a
         refused one, on the same engine: nothing of the refused job may be left in it).
+        ``poolings`` may also be a list of per-job poolings (a job refused for its poolings,
+        then one that is not).
 
         ``max_cycles``: the cycles after which the testbench stops a job that has not finished
         (every job; default: :func:`cycle_limit` of each job).  A stopped job raises
@@ -280,7 +282,9 @@ class EngineRunner:
         if self.dram is not None:
             self._check_clear_of_window(lay.end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
-        configs = [str(self.config(batch, cfg_lay, mode, j, lr, poolings, optimizer, eps, groups)) for j in jobs]
+        per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups))
+                   for j, pl in zip(jobs, per_job)]
         run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job

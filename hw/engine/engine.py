@@ -442,6 +442,7 @@ class Engine(wiring.Component):
         disc_slot = Signal(p.slot_bits)         # ... into the row store's slot disc_slot
         need_state = Signal()                   # ... and the row's Adagrad state beat
         item_row = Signal(p.index_width)        # ... for table row item_row ...
+        item_outside = Signal()                 # (baseline: a row outside its table, see stream_lookups)
         item_slot = Signal(p.slot_bits)         # ... of the part's slot item_slot ...
         grad_bag = Signal(p.bag_bits)           # ... and gradient row grad_bag of the part
         # Updates that read what an earlier update writes: baseline's repeated rows take it
@@ -533,7 +534,11 @@ class Engine(wiring.Component):
         # (a discovery has its own address: the stream's states set item_row whether a member
         # is at hand or not, and a row group's chunk may still discover its last rows in the
         # cycles after the controller has begun to stream the chunk's members)
-        m.d.comb += [row_q.w_data.eq(table.base + Mux(discovering, disc.row, item_row) * table.stride),
+        # (a baseline lookup outside its table reads the staging array's first row instead,
+        # which the memory-map check has placed: stream_lookups)
+        staging_row0 = Mux(forward, cfg.pooled_addr, cfg.grad_addr)
+        m.d.comb += [row_q.w_data.eq(Mux(item_outside & ~discovering, staging_row0,
+                                         table.base + Mux(discovering, disc.row, item_row) * table.stride)),
                      state_addr.eq(table.state + (item_row >> 4)),
                      grad_q.w_data.eq(staging_beat(cfg.grad_addr, part_row0 + grad_bag * T, 0, beats,
                                                    self.staging_stripe))]
@@ -791,9 +796,12 @@ class Engine(wiring.Component):
             from the part's start (the buffer gives a bag once the analyzer keeps it):
             forward, bags interleaved, into the fold; backward, in index order, each with its
             bag's gradient row, through the updater and back.  A row outside its table (a
-            batch the check will refuse, streamed before the verdict) reads row 0 instead."""
+            batch the check will refuse, streamed before the verdict) reads the first row of
+            the job's staging array instead (the pooled output, the gradient: placed by the
+            memory-map check, unlike an index past a table, or a table of no rows); its
+            result and update are never written."""
             m.d.comb += [issue.eq(lbuf.out.valid), need_row.eq(1), lbuf.out.ready.eq(taken),
-                         item_row.eq(Mux(replayed.row < table.rows, replayed.row, 0))]
+                         item_row.eq(replayed.row), item_outside.eq(replayed.row >= table.rows)]
             with m.If(forward):
                 m.d.comb += [need_item.eq(1), item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
                              item.member_last.eq(replayed.last), item.c.eq(replayed.weight), item.repeat.eq(1)]
@@ -1044,7 +1052,9 @@ class Engine(wiring.Component):
                     m.next = "PART_FINISH"
 
             with m.State("PART_FINISH"):        # results drain; updates reach memory
-                with m.If(pipeline_idle & ~an.busy & (error != 0)):    # (baseline's refused part)
+                with m.If(error != 0):          # (baseline's refused part: the weights of lookups
+                    m.d.comb += wts.data.ready.eq(1)    # never taken, the check having failed first)
+                with m.If(pipeline_idle & ~an.busy & (error != 0) & ~wts.busy):
                     m.next = "IDLE"
                 with m.Elif(pipeline_idle & ~an.busy):
                     m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows),
