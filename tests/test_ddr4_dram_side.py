@@ -3,65 +3,9 @@ responses in port order whatever rank they come from, every rank's commands lega
 where the address mapping puts them, and the ranks transferring in parallel."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from refree.hw.ddr4 import RankGeometry, speed_grade
-from refree.hw.ddr4.commands import PINS
-from refree.hw.ddr4.dram_side import DramSide
 from refree.hw.ddr4.mapping import AddressMapping
-from refree.verif.ddr4_device import PinDevice
-from refree.verif.ddr4_model import Ddr4RankModel
-
-GEOMETRY = RankGeometry(rows=1 << 10)
-
-
-def run(mapping, requests, initial, *, ready_p=1.0, seed=0, max_cycles=40_000, with_accepted=False):
-    timing = speed_grade("DDR4-2400").timing()
-    dut = DramSide(timing, mapping)
-    devs = [PinDevice(Ddr4RankModel(timing, mapping.geometry)) for _ in range(mapping.ranks)]
-    for beat, data in initial.items():
-        rank, bg, ba, row, col = mapping.locate(beat)
-        devs[rank].model.load(bg, ba, row, col, data.to_bytes(64, "little"))
-    rng = np.random.default_rng(seed)
-    got, out, accepted = [], {}, []
-    n_reads = sum(1 for _, w, _ in requests if not w)
-
-    async def bench(ctx):
-        cycle, k = 0, 0
-        while cycle < max_cycles and not (k == len(requests) and len(got) == n_reads
-                                          and ctx.get(dut.idle)):
-            for dev, port in zip(devs, dut.ranks()):
-                dev.clock(cycle, {p: ctx.get(getattr(port, p)) for p in PINS},
-                          ctx.get(port.wrdata_en), ctx.get(port.wrdata))
-                v, d = dev.read_data(cycle)
-                ctx.set(port.rddata_valid, v)
-                ctx.set(port.rddata, d)
-            offer = k < len(requests)
-            if offer:
-                beat, write, data = requests[k]
-                ctx.set(dut.port.cmd.payload, {"addr": beat, "write": write, "data": data})
-            ctx.set(dut.port.cmd.valid, offer)
-            take = rng.random() < ready_p
-            ctx.set(dut.port.rsp.ready, take)
-            if offer and ctx.get(dut.port.cmd.ready):
-                k += 1
-                accepted.append(cycle)
-            if take and ctx.get(dut.port.rsp.valid):
-                got.append(ctx.get(dut.port.rsp.payload))
-            await ctx.tick()
-            cycle += 1
-        for dev in devs:
-            dev.model.finish(cycle)
-        out["cycles"] = cycle
-        out["accepted"] = accepted
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-9)
-    sim.add_testbench(bench)
-    sim.run()
-    if with_accepted:
-        return got, devs, out["cycles"], out["accepted"]
-    return got, devs, out["cycles"]
+from refree.verif.dram_side_harness import GEOMETRY, run
 
 
 def table_rows(rng, n, span):
