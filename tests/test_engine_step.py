@@ -287,6 +287,7 @@ def test_a_weighted_job_after_a_refused_one_reads_its_own_weights():
     r = RUNNERS["verilator"].run(batch, tables, [JOB_FORWARD, JOB_FORWARD], "baseline", poolings=[["mean"], ["sum"]],
                                  go_on=True, tag="weighted-after-refused")
     assert r.errors == [ErrorCode.WEIGHTS_WITH_MEAN, 0]
+    assert r.counters[0]["parts"] == 0          # (the refused job ended in its first part)
     pooled = unpack_staging_rows(r.after, r.lay, r.lay.pooled, batch.batch_size, DIM)
     want = forward(tables, batch, ["sum"], "baseline", plan_batch(batch, ["sum"], limits_of(PARAMS)))
     assert np.array_equal(pooled.view(np.uint32), want.view(np.uint32))

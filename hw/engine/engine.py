@@ -1054,8 +1054,9 @@ class Engine(wiring.Component):
             with m.State("PART_FINISH"):        # results drain; updates reach memory
                 with m.If(error != 0):          # (baseline's refused part: the weights of lookups
                     m.d.comb += wts.data.ready.eq(1)    # never taken, the check having failed first)
-                with m.If(pipeline_idle & ~an.busy & (error != 0) & ~wts.busy):
-                    m.next = "IDLE"
+                with m.If(pipeline_idle & ~an.busy & (error != 0)):
+                    with m.If(~wts.busy):
+                        m.next = "IDLE"
                 with m.Elif(pipeline_idle & ~an.busy):
                     m.d.sync += [cnt.parts.eq(cnt.parts + 1), cnt.distinct_rows.eq(cnt.distinct_rows + an.num_rows),
                                  merging.eq(0)]
