@@ -6,31 +6,37 @@ from amaranth.sim import Simulator
 
 from refree.hw.engine.sorter import RadixSorter
 
-CAP, KL, KH, RADIX = 64, 10, 4, 3       # 14-bit keys in 3-bit digits: 5 passes
+CAP, KL, KH, RADIX = 64, 10, 4, 3       # 10 low bits: 4 digits; 4 high bits: 2 digits
 
 
-def passes_needed(low_max, high_max):
-    """The passes whose digit may differ, by the sorter's rule: a bound with a bit at or
-    above the pass's first bit of its half; at least one (the last)."""
-    n = 0
-    for k in range(-(-(KL + KH) // RADIX)):
-        lo, hi = k * RADIX, min(k * RADIX + RADIX, KL + KH)
-        low_varies = lo < KL and (low_max >> lo) != 0
-        high_varies = hi > KL and (high_max >> max(lo - KL, 0)) != 0
-        n += low_varies or high_varies
-    return max(n, 1)
+def walks_needed(low_max, high_max):
+    """The walk passes by the sorter's rule: a low digit after the first (built as the
+    elements are added) when ``low_max`` has a bit at or above its first bit; the first high
+    digit always; a later one when ``high_max`` has such a bit."""
+    low = sum((low_max >> (k * RADIX)) != 0 for k in range(1, -(-KL // RADIX)))
+    high = 1 + sum((high_max >> (k * RADIX)) != 0 for k in range(1, -(-KH // RADIX)))
+    return low + high
 
 
 def run_sorts(cases):
-    """Each case (low, high, low_max, high_max) sorted in turn on one sorter; the owner's
-    key table answers ``key_addr`` a cycle later, as a synchronous SRAM read.  Returns
-    (order, cycles from start to done) per case."""
+    """Each case (low, high, low_max, high_max, n) on one sorter in turn: every element of
+    ``low`` added (those from ``n`` on are given up, as the analyzer's rolled-back slots),
+    then sorted; the owner's key table answers ``key_addr`` a cycle later, as a synchronous
+    SRAM read.  Returns (order, cycles from start to done) per case."""
     dut = RadixSorter(CAP, KL, KH, RADIX)
     results = []
 
     async def bench(ctx):
-        for low, high, low_max, high_max in cases:
-            n = len(low)
+        for low, high, low_max, high_max, n in cases:
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            for e, key in enumerate(low):
+                ctx.set(dut.add, 1)
+                ctx.set(dut.add_elem, e)
+                ctx.set(dut.add_low, int(key))
+                await ctx.tick()
+            ctx.set(dut.add, 0)
             ctx.set(dut.n, n)
             ctx.set(dut.low_max, low_max)
             ctx.set(dut.high_max, high_max)
@@ -40,17 +46,21 @@ def run_sorts(cases):
                 _, _, addr, read, done = await ctx.tick().sample(dut.key_addr, dut.key_read, dut.done)
                 ctx.set(dut.start, 0)
                 cycles += 1
-                if read and addr < n:
+                if read:
+                    assert addr < len(low)
                     ctx.set(dut.key_low, int(low[addr]))
                     ctx.set(dut.key_high, int(high[addr]))
                 if done:
                     break
                 assert cycles < 10_000, "the sort never ends"
             order = []
-            for k in range(n):
-                ctx.set(dut.order_addr, k)
+            for k in range(n):                  # (with a pause now and then)
+                ctx.set(dut.order_next, 1)
                 await ctx.tick()
+                ctx.set(dut.order_next, 0)
                 order.append(ctx.get(dut.order))
+                if k % 5 == 2:
+                    await ctx.tick()
             results.append((order, cycles))
 
     sim = Simulator(dut)
@@ -61,42 +71,42 @@ def run_sorts(cases):
 
 
 def random_case(rng):
-    n = int(rng.choice([0, 1, 2, int(rng.integers(3, CAP + 1)), CAP]))
+    added = int(rng.choice([0, 1, 2, int(rng.integers(3, CAP + 1)), CAP]))
+    n = added if rng.random() < 0.5 else int(rng.integers(0, added + 1))
     lbits, hbits = int(rng.integers(0, KL + 1)), int(rng.integers(0, KH + 1))
-    low = rng.integers(0, 1 << lbits, n)
-    high = rng.integers(0, 1 << hbits, n)
+    low = rng.integers(0, 1 << lbits, added)
+    high = rng.integers(0, 1 << hbits, added)
     if rng.random() < 0.3:                      # few distinct keys: long runs of equal keys
         low, high = low % 3, high % 2
     # the owner's bounds: the OR of the values (as the analyzer's rows) or a larger value
-    low_max = int(np.bitwise_or.reduce(low)) if n else 0
-    high_max = int(np.bitwise_or.reduce(high)) if n else 0
+    low_max = int(np.bitwise_or.reduce(low)) if added else 0
+    high_max = int(np.bitwise_or.reduce(high)) if added else 0
     if rng.random() < 0.5:
         low_max = max(low_max, int(rng.integers(0, 1 << KL)))
-    return low, high, low_max, high_max
+    return low, high, low_max, high_max, n
 
 
 def test_sorted_as_numpy_sorts_high_descending_then_low_stably():
     rng = np.random.default_rng(7)
     cases = [random_case(rng) for _ in range(40)]
-    cases.append((np.arange(CAP)[::-1] % 8, np.arange(CAP) % 16, 7, 15))      # every pass, full
+    cases.append((np.arange(CAP)[::-1] % 8, np.arange(CAP) % 16, 7, 15, CAP))      # every list long
     # an owner's bounds may lie beyond the key's widths (the analyzer's distinct rows, up to
     # 2**KH and more): every pass of that half is needed, none dropped by a truncated bound
-    cases.append((rng.integers(0, 1 << KL, CAP), rng.integers(0, 1 << KH, CAP), 1 << KL, 1 << KH))
-    cases.append((np.zeros(CAP, int), rng.integers(0, 1 << KH, CAP), 0, 1 << KH))
-    for (low, high, low_max, high_max), (order, cycles) in zip(cases, run_sorts(cases)):
-        n = len(low)
-        want = np.lexsort((low, -high.astype(np.int64))) if n else []     # stable
-        assert order == list(want), (low, high)
-        # a counting walk and one scatter per needed pass, a walk of at most 2**radix digits,
-        # and a few cycles of fill per walk
-        assert cycles <= (passes_needed(low_max, high_max) + 1) * (n + 4) + (1 << RADIX) + 8, cycles
+    cases.append((rng.integers(0, 1 << KL, CAP), rng.integers(0, 1 << KH, CAP), 1 << KL, 1 << KH, CAP))
+    cases.append((np.zeros(CAP, int), rng.integers(0, 1 << KH, CAP), 0, 1 << KH, CAP - 3))
+    for (low, high, low_max, high_max, n), (order, cycles) in zip(cases, run_sorts(cases)):
+        want = np.lexsort((low[:n], -high[:n].astype(np.int64))) if n else []     # stable
+        assert order == list(want), (low, high, n)
+        # a walk per needed pass over the elements added, and a few cycles of fill per walk
+        assert cycles <= walks_needed(low_max, high_max) * (len(low) + 4) + 4, cycles
 
 
-@pytest.mark.parametrize("low_max, high_max, passes", [(0, 0, 1), (7, 0, 1), (8, 0, 2), (1023, 15, 5)])
-def test_passes_skipped_by_the_bounds(low_max, high_max, passes):
-    """Equal keys: the cycles grow by a walk over the elements per needed pass."""
+@pytest.mark.parametrize("low_max, high_max, walks", [(0, 0, 1), (7, 0, 1), (8, 0, 2), (1023, 15, 5)])
+def test_passes_skipped_by_the_bounds(low_max, high_max, walks):
+    """Equal keys: the cycles grow by a walk over the elements per needed pass; the first
+    low digit's pass costs none (built as the elements are added)."""
     n = 48
-    (order, cycles), = run_sorts([(np.zeros(n, int), np.zeros(n, int), low_max, high_max)])
+    (order, cycles), = run_sorts([(np.zeros(n, int), np.zeros(n, int), low_max, high_max, n)])
     assert order == list(range(n))
-    assert passes_needed(low_max, high_max) == passes
-    assert (passes + 1) * n < cycles <= (passes + 1) * (n + 4) + 8
+    assert walks_needed(low_max, high_max) == walks
+    assert walks * n < cycles <= walks * (n + 4) + 4

@@ -391,11 +391,9 @@ def test_cycles_with_an_ideal_memory(mode):
     fwd = counters["forward"]
     parts, rows = fwd["parts"], fwd["distinct_rows"]
     assert fwd["cycles_analysis"] <= n + 4 * B + 60 * parts
-    # The analyzer's sort runs in the stream phase (before the first member comes out):
-    # per radix pass, clearing and prefix-summing 2**radix_bits counts and two passes over
-    # the rows; then the member-list offsets (rows) and scatter (pairs <= lookups).
-    passes, digits = Analyzer(PARAMS).passes, 1 << PARAMS.radix_bits
-    sort = passes * (2 * digits * parts + 2 * rows + 8 * parts) + rows + n + 8 * parts
+    # The analyzer's sort runs in the stream phase (before the first member comes out): a
+    # walk over the rows per radix pass after the first (built during the insertion).
+    sort = Analyzer(PARAMS).walks * (rows + 4 * parts) + 8 * parts
     latency = FoldDatapath(DIM, 8, 4, 8).latency
     ops = fwd["adds"] + parts * B                   # at most one operation per addition or bag start
     print(f"{mode}: lookups {n}, rows {rows}, parts {parts}, operations <= {ops}; analysis "

@@ -14,9 +14,11 @@ chip and at one lookup per cycle:
   first weight: docs/design.md's key coefficient), and for each slot the number of bags holding
   it and its number of pairs;
 * the row order of docs/design.md section 2 (bags holding the row descending, then row
-  ascending): the sorter (:mod:`.sorter`), a stable LSD radix sort of the slots whose keys
-  it reads from the slot tables; about (P + 1) n cycles for n rows in P passes plus the
-  widest range of digits a pass met;
+  ascending): the sorter (:mod:`.sorter`), a stable LSD radix sort of the slots by bucket
+  lists, whose first pass (the row's lowest digit) is built as the slots are created and
+  whose later passes read their keys from the slot tables; about W (n + 3) cycles for n
+  rows in W later passes (one for the bags holding a row, one per further digit of the
+  part's rows);
 * the member lists: every pair once, grouped by row in row order, a row's pairs in bag
   order.  Each slot's pairs are linked at insertion (its info keeps the head and the newest
   pair), so after the sort the lists stream out at one pair per cycle by following the
@@ -86,7 +88,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fp.adder import Adder
 from .params import EngineParams
-from .sorter import RadixSorter, radix_passes
+from .sorter import RadixSorter, radix_walks
 from .sram import rmw_memory
 
 __all__ = ["Analyzer"]
@@ -158,7 +160,7 @@ class Analyzer(wiring.Component):
         self.key_low_bits = max(p.index_width, p.slot_bits)
         self.key_high_bits = p.bag_count_bits
         self.key_bits = self.key_low_bits + self.key_high_bits
-        self.passes = radix_passes(self.key_bits, p.radix_bits)     # (the sorter's)
+        self.walks = radix_walks(self.key_low_bits, self.key_high_bits, p.radix_bits)   # (the sorter's)
         self.Lookup = data.StructLayout({"row": p.index_width, "bag": p.bag_bits, "weight": 32})
         entry = {"slot": p.slot_bits, "row": p.index_width, "bags": p.bag_count_bits, "bag": p.bag_bits,
                  "mult": p.mult_bits, "c": 32, "first": 1, "upd": 1}
@@ -370,7 +372,7 @@ class Analyzer(wiring.Component):
         feed = emitting & (idx != nslots) & (row_q.level + fa_valid + fb_valid < row_q.depth)
         m.d.sync += [fa_valid.eq(feed), fb_valid.eq(fa_valid), fb_slot.eq(sorter.order)]
         with m.If(feed):
-            m.d.comb += sorter.order_addr.eq(idx)
+            m.d.comb += sorter.order_next.eq(1)
             m.d.sync += idx.eq(idx + 1)
         with m.If(fa_valid):
             m.d.comb += info_rd.addr.eq(sorter.order)
@@ -447,7 +449,7 @@ class Analyzer(wiring.Component):
                 m.d.sync += [nslots.eq(0), npairs.eq(0), nlookups.eq(0), self.full.eq(0), row_or.eq(0),
                              nbl.eq(0), bl_fixed.eq(0), committed.eq(0), chunk.eq(0), chunk_slots.eq(0),
                              s1_valid.eq(0), idx.eq(0), self.inserted.eq(0), hash_valid.eq(0)]
-                m.d.comb += restart_emit.eq(1)
+                m.d.comb += [restart_emit.eq(1), sorter.clear.eq(1)]
                 m.next = "INSERT"
 
             with m.State("INSERT"):
@@ -478,7 +480,8 @@ class Analyzer(wiring.Component):
                     m.d.sync += [nslots.eq(nslots + 1), row_or.eq(row_or | s1_row),
                                  hash_valid.eq(hash_valid | (C(1, 1) << s1_addr))]
                     m.d.comb += [self.discovered.valid.eq(1), self.discovered.slot.eq(nslots),
-                                 self.discovered.row.eq(s1_row)]
+                                 self.discovered.row.eq(s1_row),
+                                 sorter.add.eq(1), sorter.add_elem.eq(nslots), sorter.add_low.eq(s1_row)]
                 with m.If(hit | insert):
                     with m.If((nlookups == 0) | (s1_bag != newest_bag)):    # the bags before are whole
                         m.d.sync += [committed.eq(nslots), newest_bag.eq(s1_bag)]

@@ -30,8 +30,8 @@ class EngineParams:
         :class:`refree.golden.planner.PartLimits`): they size the on-chip buffers.
     radix_bits:
         Digit width of the analyzer's radix sort (:mod:`.sorter`): a walk over the elements
-        per pass that is needed, one counting walk, and one prefix-sum walk over the widest
-        range of digits a pass met (at most 2**radix_bits).
+        per pass that is needed after the first (built as the elements are created);
+        2**radix_bits bucket lists in each of two banks.
     """
     index_width: int = 32
     max_bags: int = 256
