@@ -132,9 +132,8 @@ def _config(args):
 
 
 def _limits(conf):
-    from refree.golden.planner import PartLimits
-    p = conf.params
-    return PartLimits(p.max_bags, p.max_lookups, p.max_distinct_rows, p.max_bag_len)
+    from refree.verif.engine_run import limits_of
+    return limits_of(conf.params)
 
 
 def _check_waves(args):

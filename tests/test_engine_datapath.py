@@ -21,7 +21,7 @@ from refree.hw.engine.datapath import LANES, FoldDatapath
 from refree.hw.engine.scheduler import ShareScheduler
 from refree.hw.fp.fma import FusedMultiplyAdd
 
-from test_engine_scheduler import member_stream
+from refree.verif.fold_harness import member_stream
 from test_golden_planner import one_table
 
 MAX_CYCLES = 5_000

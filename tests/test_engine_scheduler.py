@@ -11,31 +11,11 @@ from refree.golden.counts import count_part
 from refree.golden.model import step
 from refree.golden.planner import PartLimits, partition, plan_part
 from refree.hw.engine.scheduler import ShareScheduler
+from refree.verif.fold_harness import mark_member_last, member_stream
 
 from test_golden_planner import one_table
 
 MAX_CYCLES = 200_000
-
-
-def mark_member_last(out):
-    """Set ``member_last`` on each member's last item of a stream."""
-    last = {x["member"]: k for k, x in enumerate(out)}
-    for k, x in enumerate(out):
-        x["member_last"] = int(last[x["member"]] == k)
-    return out
-
-
-def member_stream(plan, share):
-    """The analyzer's member lists of a plan: rows in row order, a row's bags ascending."""
-    out = []
-    for pos, r in enumerate(plan.rows.tolist()):
-        bags = plan.occ_bag[plan.occ_row == r]
-        for k, b in enumerate(sorted(set(bags.tolist()))):
-            mult = int((bags == b).sum())
-            c = np.float32(mult if share else 1).view(np.uint32)
-            out.append(dict(item=pos, member=b, c=int(c), kind=0, repeat=1 if share else mult,
-                            first=int(k == 0)))
-    return mark_member_last(out)
 
 
 def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None):

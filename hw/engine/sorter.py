@@ -187,7 +187,7 @@ class RadixSorter(wiring.Component):
         pass_no = Signal(range(W + 1))          # the walk pass (W: none left)
         following = Signal.like(pass_no)        # the first needed pass after it
         m.d.comb += following.eq(W)
-        for k in reversed(range(W)):
+        for k in reversed(range(1, W)):         # (no pass is before pass 0)
             with m.If(needed[k] & (pass_no < k)):
                 m.d.comb += following.eq(k)
         pass_digit = Signal(r)
