@@ -118,7 +118,7 @@ class _ProjectTables:
     def update(self, batch, grad):
         stale = None
         if self.slip is not None:           # (the step skips them: no merge, no write)
-            self.slip.skipped_rows(batch)   # (counted)
+            self.slip.count_updates(batch)
             stale = self.slip.stale_rows([E.shape[0] for E in self.tables])
         res = step(self.tables, batch, grad, self.cfg.lr, mode=self.cfg.mode, limits=self.cfg.limits, stale=stale)
         if self.slip is not None:

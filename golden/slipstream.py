@@ -84,9 +84,9 @@ class Slipstream:
     def begin(self, tables):
         self.snapshot = [E[r].copy() for E, r in zip(tables, self.hot)]
 
-    def skipped_rows(self, batch):
-        """Per table, the distinct rows of ``batch`` whose updates are skipped now; counts
-        each distinct row's update (backward by rows: one a batch) as updated or skipped."""
+    def count_updates(self, batch):
+        """Count each distinct row's update of ``batch`` (backward by rows: one a batch) as
+        updated or skipped; return, per table, the distinct rows whose updates are skipped."""
         out = []
         for t, rows in enumerate(self.hot):
             idx = np.unique(batch.table_slice(t)[0])

@@ -34,7 +34,7 @@ def test_stale_rows_keep_their_values_and_stay_stale_cold_rows_never_skip():
     moves = {0: 1e-4, 1: 2e-4, 2: 1.0, 3: 2.0, 9: 5.0}
     batch = one_table_batch([0, 1, 2, 3, 9])
     for k in range(5):
-        skipped = slip.skipped_rows(batch)[0]
+        skipped = slip.count_updates(batch)[0]
         new = E.copy()
         for r, d in moves.items():
             if r not in skipped:
