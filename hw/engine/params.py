@@ -32,6 +32,10 @@ class EngineParams:
         Digit width of the analyzer's radix sort (:mod:`.sorter`): a walk over the elements
         per pass that is needed after the first (built as the elements are created);
         2**radix_bits bucket lists in each of two banks.
+    hash_entries_per_row:
+        Entries of the analyzer's hash table per distinct-row slot (a power of two, at least
+        2: the table is at most half full).  Each probe past the first costs an insertion a
+        cycle: a sparser table meets fewer.
     """
     index_width: int = 32
     max_bags: int = 256
@@ -39,16 +43,21 @@ class EngineParams:
     max_distinct_rows: int = 1024
     max_bag_len: int = 64
     radix_bits: int = 8
+    hash_entries_per_row: int = 2
 
     def __post_init__(self):
         ranges = {
             "index_width": (1, 63), "max_bags": (1, 1 << 20), "max_lookups": (1, 1 << 24),
             "max_distinct_rows": (1, 1 << 20), "max_bag_len": (1, 1 << 16), "radix_bits": (1, 12),
+            "hash_entries_per_row": (2, 16),
         }
         for name, (lo, hi) in ranges.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"EngineParams.{name} must be an integer in [{lo}, {hi}], not {v!r}")
+        if self.hash_entries_per_row & (self.hash_entries_per_row - 1):
+            raise ValueError(f"EngineParams.hash_entries_per_row must be a power of two, "
+                             f"not {self.hash_entries_per_row!r}")
         if self.max_bag_len > self.max_lookups:
             raise ValueError(f"EngineParams.max_bag_len ({self.max_bag_len}) must not exceed "
                              f"max_lookups ({self.max_lookups})")
@@ -66,8 +75,8 @@ class EngineParams:
 
     @property
     def hash_depth(self):
-        """Entries of the analyzer's hash table: a power of two, at most half full."""
-        return 1 << (2 * self.slot_capacity - 1).bit_length()
+        """Entries of the analyzer's hash table: a power of two, at least ``hash_entries_per_row`` a slot."""
+        return 1 << (self.hash_entries_per_row * self.slot_capacity - 1).bit_length()
 
     @property
     def bag_bits(self):
