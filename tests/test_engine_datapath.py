@@ -21,7 +21,7 @@ from refree.hw.engine.datapath import LANES, FoldDatapath
 from refree.hw.engine.scheduler import ShareScheduler
 from refree.hw.fp.fma import FusedMultiplyAdd
 
-from refree.verif.fold_harness import member_stream
+from refree.verif.fold_harness import feed_part, member_stream
 from test_golden_planner import one_table
 
 MAX_CYCLES = 5_000
@@ -458,15 +458,7 @@ def test_scheduler_and_datapath_give_the_golden_pooled_output():
             await ctx.tick()
             ctx.set(sch.start, 0)
             ctx.set(dp.start, 0)
-            for x in member_stream(plan, share):
-                for k, v in x.items():
-                    ctx.set(getattr(sch.items.payload, k), v)
-                ctx.set(sch.items.valid, 1)
-                await ctx.tick().until(sch.items.ready)
-            ctx.set(sch.items.valid, 0)
-            ctx.set(sch.end, 1)                 # the part's end, after its last item
-            await ctx.tick()
-            ctx.set(sch.end, 0)
+            await feed_part(ctx, sch, member_stream(plan, share))
 
     async def rows(ctx):
         for plan, E in zip(plans, tables):

@@ -11,7 +11,7 @@ from refree.golden.counts import count_part
 from refree.golden.model import step
 from refree.golden.planner import PartLimits, partition, plan_part
 from refree.hw.engine.scheduler import ShareScheduler
-from refree.verif.fold_harness import mark_member_last, member_stream
+from refree.verif.fold_harness import feed_part, mark_member_last, member_stream
 
 from test_golden_planner import one_table
 
@@ -39,15 +39,7 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=Tr
             await ctx.tick()
             ctx.set(dut.start, 0)
             started.append(True)
-            for x in items:
-                for k, v in x.items():
-                    ctx.set(getattr(dut.items.payload, k), v)
-                ctx.set(dut.items.valid, 1)
-                await ctx.tick().until(dut.items.ready)
-            ctx.set(dut.items.valid, 0)
-            ctx.set(dut.end, 1)         # the part's end, after its last item (as the engine)
-            await ctx.tick()
-            ctx.set(dut.end, 0)
+            await feed_part(ctx, dut, items)
 
     async def drain(ctx):
         cycle = 0

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from refree.hw.engine.datapath import FoldDatapath
 from refree.hw.engine.scheduler import ShareScheduler
 
-__all__ = ["mark_member_last", "member_stream", "fold_cycles"]
+__all__ = ["mark_member_last", "member_stream", "feed_part", "fold_cycles"]
 
 
 def mark_member_last(out):
@@ -33,6 +33,20 @@ def member_stream(plan, share):
             out.append(dict(item=pos, member=b, c=int(c), kind=0, repeat=1 if share else mult,
                             first=int(k == 0)))
     return mark_member_last(out)
+
+
+async def feed_part(ctx, sch, stream):
+    """Offer ``stream``'s items to the scheduler ``sch`` one at a time, each until it is
+    taken, then pulse ``end`` (the part's end, after its last item, as the engine does)."""
+    for x in stream:
+        for k, v in x.items():
+            ctx.set(getattr(sch.items.payload, k), v)
+        ctx.set(sch.items.valid, 1)
+        await ctx.tick().until(sch.items.ready)
+    ctx.set(sch.items.valid, 0)
+    ctx.set(sch.end, 1)
+    await ctx.tick()
+    ctx.set(sch.end, 0)
 
 
 def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
@@ -59,15 +73,7 @@ def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
         await ctx.tick()
         ctx.set(sch.start, 0)
         ctx.set(dp.start, 0)
-        for x in stream:
-            for k, v in x.items():
-                ctx.set(getattr(sch.items.payload, k), v)
-            ctx.set(sch.items.valid, 1)
-            await ctx.tick().until(sch.items.ready)
-        ctx.set(sch.items.valid, 0)
-        ctx.set(sch.end, 1)
-        await ctx.tick()
-        ctx.set(sch.end, 0)
+        await feed_part(ctx, sch, stream)
 
     async def rows(ctx):
         ctx.set(dp.rows.valid, 1)               # (any row: the values are not looked at)
