@@ -18,19 +18,21 @@ from test_golden_planner import one_table
 MAX_CYCLES = 200_000
 
 
-def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None):
+def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None,
+                  at_reset=False):
     """Run one part; `warmup` (a stream) runs as an earlier part on the same instance, so
     that state left by a part (recycled classes, tags) is exercised.  Returns the operations
     and finals (``final`` set) in the order they left; ``cycles`` (a list) gets the cycle
-    each left in."""
+    each left in.  ``at_reset``: the first part starts in the first cycle, during the clear
+    of the class tables that follows reset (else once ``busy`` has fallen)."""
     dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
     ops = []
     parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
     started = []
 
     async def feed(ctx):
-        for items, n in parts:
-            while ctx.get(dut.busy):
+        for k, (items, n) in enumerate(parts):
+            while ctx.get(dut.busy) and not (at_reset and k == 0):
                 await ctx.tick()
             ctx.set(dut.share, share)
             ctx.set(dut.early, early)
@@ -91,7 +93,7 @@ def replay(ops, rows, E, D, num_members):
     return np.array([out[k] for k in range(num_members)])
 
 
-def check(bags, rows_total, seed=0, ops_stall=0, warmup=None):
+def check(bags, rows_total, seed=0, ops_stall=0, warmup=None, at_reset=False):
     batch = one_table(bags)
     rng = np.random.default_rng(seed)
     D = 3
@@ -101,7 +103,7 @@ def check(bags, rows_total, seed=0, ops_stall=0, warmup=None):
     G = np.zeros((len(bags), D), np.float32)
     for (share, mode), early in itertools.product(((1, "refree"), (0, "dedup")), (True, False)):
         stream = run_scheduler(member_stream(plan, share), len(bags), share, ops_stall,
-                               warmup and member_stream(warmup, share), early)
+                               warmup and member_stream(warmup, share), early, at_reset=at_reset)
         got = replay(stream, plan.rows.tolist(), E, D, len(bags))
         want = step([E], batch, G, 0.0, mode=mode).pooled
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), mode
@@ -138,6 +140,51 @@ def test_random_bags_with_output_backpressure(seed):
     rng = np.random.default_rng(seed)
     bags = [list(rng.zipf(1.4, rng.integers(0, 7)) % 12) for _ in range(20)]
     check(bags, 12, seed, ops_stall=3 if seed == 2 else 0)
+
+
+def test_a_part_started_during_the_clear_after_reset():
+    """The engine starts its first part whenever its analysis ends, maybe while the class
+    tables are still being cleared after reset: the part is taken and runs after the clear
+    (with a warm-up part too: the part after it starts from IDLE)."""
+    bags = [[2, 5, 5], [2, 5], [2, 5, 5], [], [5]]
+    check(bags, 8, at_reset=True)
+    first = one_table([[5, 1], [5, 2], [6, 1], [6, 2], [], [], [], []])
+    check(bags, 8, warmup=plan_part(first, partition(first, PartLimits.unlimited())[0], "sum"), at_reset=True)
+
+
+def test_the_clear_after_reset_lands_in_no_part():
+    """The class tables are cleared once after reset, before any part (a job does not wait
+    for it): a part started after it has its first operation a few cycles after ``start``."""
+    dut = ShareScheduler(num_members=1024, item_bits=12)
+    seen = []
+
+    async def bench(ctx):
+        idle_at = 0
+        while ctx.get(dut.busy):
+            await ctx.tick()
+            idle_at += 1
+        assert idle_at == dut.num_classes           # (the clear, a cycle per class)
+        for k, v in (("share", 1), ("early", 0), ("num_members", 1), ("start", 1)):
+            ctx.set(getattr(dut, k), v)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await feed_part(ctx, dut, [dict(item=0, member=0, c=0x3F800000, first=1, member_last=1)])
+
+    async def watch(ctx):
+        ctx.set(dut.ops.ready, 1)
+        while not ctx.get(dut.start):
+            await ctx.tick()
+        for cycle in range(16):
+            if ctx.get(dut.ops.valid):
+                seen.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.add_testbench(watch)
+    sim.run()
+    assert seen and seen[0] <= 6, seen
 
 
 def test_a_second_part_on_the_same_instance():

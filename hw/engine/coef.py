@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fp.common import check_pipeline
 from ..fp.multiplier import Multiplier
+from .credits import queue_depth, room
 
 __all__ = ["CoefStage"]
 
@@ -31,7 +32,7 @@ class CoefStage(wiring.Component):
 
     def __init__(self, payload_layout):
         self.latency = len(check_pipeline("Multiplier", Multiplier.STAGES, Multiplier.DEFAULT_PIPELINE, None))
-        self.depth = self.latency + 3
+        self.depth = queue_depth(self.latency)
         self.payload_layout = payload_layout
         self.In = data.StructLayout({"payload": payload_layout, "a": 32, "b": 32})
         self.Out = data.StructLayout({"payload": payload_layout, "product": 32})
@@ -45,7 +46,7 @@ class CoefStage(wiring.Component):
         m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.Out.size, depth=self.depth)
         m.submodules.mul = mul = Multiplier()
         in_flight = Signal(range(self.depth + 1))
-        take = self.i.valid & (out.level + in_flight < self.depth - 1)
+        take = self.i.valid & room(out, in_flight)
         done = mul.o.valid
         m.d.comb += [self.i.ready.eq(take), meta.w_en.eq(take), meta.w_data.eq(self.i.payload.payload),
                      mul.i.valid.eq(take), mul.i.payload.a.eq(self.i.payload.a),

@@ -162,7 +162,8 @@ ITEMS_AHEAD = 128
 # fetchers (16 KiB).
 ROW_READS_AHEAD = 128
 # Backward (SGD, by slot): row beats asked of the row store ahead of the updater's step, at
-# least the beats in its scaling FMAs (latency + 3) so that the store reads at a beat a cycle.
+# least the places of its scaling FMA bank's queue (credits.queue_depth) so that the store
+# reads at a beat a cycle.
 UPDATE_WANTS = 32
 # Forward results and backward (SGD) updated rows wait in a write queue and go to memory in
 # bursts of this many beats (or at the end of a part): every switch between reads and

@@ -25,9 +25,14 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .credits import queue_depth, room
+
 __all__ = ["RowStore"]
 
 BEAT_BITS = 512
+# The output queue's places (a read's latency is one cycle; 4 places held the store to three
+# reads in four cycles, which paced backward's updates and forward's rows)
+OUT_DEPTH = queue_depth(1)
 
 
 class RowStore(wiring.Component):
@@ -81,14 +86,17 @@ class RowStore(wiring.Component):
         m.submodules.addrs = addrs_mem = memory.Memory(shape=self.addr_bits, depth=self.slots, init=[])
         beat_wr, beat_rd = beats_mem.write_port(granularity=BEAT_BITS), beats_mem.read_port()
         addr_wr, addr_rd = addrs_mem.write_port(), addrs_mem.read_port()
-        m.submodules.out_q = out_q = fifo.SyncFIFOBuffered(width=self.Out.size, depth=4)
+        # (a word, its beat's part and the address: the beat is picked at the output; deep
+        # enough for a read a cycle, a read taking a credit until the consumer has its beat)
+        Queued = data.StructLayout({"data": BEAT_BITS * P, "part": max(1, lg), "addr": self.addr_bits})
+        m.submodules.out_q = out_q = fifo.SyncFIFOBuffered(width=Queued.size, depth=OUT_DEPTH)
 
         by_slot, wide = Signal(), Signal()
         wp, rp = Signal(range(N)), Signal(range(N))     # next beat written, read (in order)
         count = Signal(range(N + 1))    # beats written and not read (in order), written (by slot)
         in_flight, flight_beat = Signal(), Signal.like(self.wanted.payload.beat)
         flight_part = Signal(max(1, lg))
-        room = out_q.level + in_flight < out_q.depth - 1
+        has_room = room(out_q, in_flight)
 
         # Writes, in fetch order (by slot: a part's rows never wrap round).
         write = self.rows.valid & self.rows.ready
@@ -108,22 +116,24 @@ class RowStore(wiring.Component):
         read, read_beat = Signal(), Signal(range(N))
         with m.If(by_slot):
             # (``ready`` does not depend on ``valid``: a consumer may join the two handshakes)
-            m.d.comb += [self.wanted.ready.eq((word_end <= count) & room),
+            m.d.comb += [self.wanted.ready.eq((word_end <= count) & has_room),
                          read.eq(self.wanted.valid & self.wanted.ready), read_beat.eq(wanted_beat),
                          addr_rd.addr.eq(want.slot)]
         with m.Else():
-            m.d.comb += [read.eq((count >= step) & room), read_beat.eq(rp)]
+            m.d.comb += [read.eq((count >= step) & has_room), read_beat.eq(rp)]
             with m.If(read):
                 m.d.sync += rp.eq(Mux(rp + step >= N, 0, rp + step))
         m.d.comb += [beat_rd.addr.eq(read_beat >> lg), beat_rd.en.eq(read), addr_rd.en.eq(read)]
         m.d.sync += [in_flight.eq(read), count.eq(count + write - Mux(read & ~by_slot, step, 0))]
         with m.If(read):
             m.d.sync += [flight_beat.eq(want.beat), flight_part.eq(read_beat[:lg])]
-        beat_data = beat_rd.data.word_select(flight_part, BEAT_BITS) if P > 1 else beat_rd.data
+        queued = data.View(Queued, out_q.r_data)
         m.d.comb += [out_q.w_en.eq(in_flight),
-                     out_q.w_data.eq(Cat(beat_rd.data, beat_data, (addr_rd.data + flight_beat)[:self.addr_bits])),
-                     self.out.valid.eq(out_q.r_rdy), self.out.payload.eq(out_q.r_data),
-                     out_q.r_en.eq(self.out.ready)]
+                     out_q.w_data.eq(Cat(beat_rd.data, flight_part, (addr_rd.data + flight_beat)[:self.addr_bits])),
+                     self.out.valid.eq(out_q.r_rdy), self.out.payload.data.eq(queued.data),
+                     self.out.payload.beat_data.eq(queued.data.word_select(queued.part, BEAT_BITS) if P > 1
+                                                   else queued.data),
+                     self.out.payload.addr.eq(queued.addr), out_q.r_en.eq(self.out.ready)]
         with m.If(self.start):
             m.d.sync += [by_slot.eq(self.by_slot), wide.eq(self.wide), wp.eq(0), rp.eq(0), count.eq(0)]
         m.d.comb += self.busy.eq((count != 0) & ~by_slot | in_flight | (out_q.level != 0))

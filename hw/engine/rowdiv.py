@@ -15,6 +15,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..fp.divider import Divider
+from .credits import queue_depth, room
 
 __all__ = ["RowDivider"]
 
@@ -44,7 +45,8 @@ class RowDivider(wiring.Component):
         self.latency = Divider().latency
         self.In = data.StructLayout({"data": BEAT_BITS, "divisor": 32, "divide": 1, "tag": tag_bits})
         self.Out = data.StructLayout({"data": BEAT_BITS, "tag": tag_bits})
-        self.depth = -(-(self.latency + self.steps) // self.steps) + 3
+        # (a beat in flight for latency + steps cycles, a beat taken every steps cycles)
+        self.depth = queue_depth(-(-(self.latency + self.steps) // self.steps))
         super().__init__({"i": In(stream.Signature(self.In)), "o": Out(stream.Signature(self.Out)),
                           "busy": Out(1)})
 
@@ -60,8 +62,7 @@ class RowDivider(wiring.Component):
         cur = Signal(self.In)
         step = Signal(range(K + 1))             # groups left of the current beat
         last_step = step <= 1
-        room = (out.level + in_flight < self.depth - 1) & meta.w_rdy
-        take = self.i.valid & room & last_step
+        take = self.i.valid & room(out, in_flight) & meta.w_rdy & last_step
         m.d.comb += [self.i.ready.eq(take),
                      meta.w_en.eq(take),
                      meta.w_data.eq(Cat(self.i.payload.data, self.i.payload.tag, self.i.payload.divide))]

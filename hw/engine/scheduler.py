@@ -68,7 +68,9 @@ class ShareScheduler(wiring.Component):
     -------
     start : In(1)
         Pulse: a new part with ``num_members`` members, sharing on when ``share``, each
-        member's final sent as soon as it is complete when ``early``.
+        member's final sent as soon as it is complete when ``early``.  Taken also during the
+        clear of the class tables that follows reset (``num_members_max + 3`` cycles); the
+        part's work begins when the clear ends.
     end : In(1)
         Pulse after the part's last item has been taken (also for a part with no items
         at all): the part's end.  ``num_members`` is taken again (a row group streamed in
@@ -136,9 +138,8 @@ class ShareScheduler(wiring.Component):
         m.submodules.free = free = fifo.SyncFIFOBuffered(width=nb, depth=C)
         m.submodules.deferred = deferred = fifo.SyncFIFOBuffered(width=self.Item.size, depth=N)
 
-        # tags cls entries (older parts read as root); the last tag at reset, so that the
-        # first part clears the tagged tables, undefined at power-up
-        part = Signal(TAG_BITS, init=(1 << TAG_BITS) - 1)
+        # tags cls entries (older parts read as root; the clear after reset writes 0)
+        part = Signal(TAG_BITS)
         sweep = Signal(TAG_BITS)                # tags remap entries: older sweeps are misses
         root_remap = Signal(Remap)              # the root class's remap entry
         fresh = Signal(nb + 1)                  # classes never used in this part
@@ -220,15 +221,26 @@ class ShareScheduler(wiring.Component):
                          cls_wr.addr.eq(moving_member), cls_wr.en.eq(1),
                          cls_wr.data.part.eq(part), cls_wr.data.node.eq(n)]
 
-        with m.FSM(name="scheduler"):
+        begun = Signal()                        # a part taken during the clear after reset
+
+        def begin(clear_k=True):
+            """Take a new part (``start``): its parameters, a fresh part tag and sweep."""
+            m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0), parked.eq(0),
+                         r_valid.eq(0),
+                         share.eq(self.share), early.eq(self.early), finished.eq(0),
+                         members.eq(self.num_members),
+                         end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), begun.eq(1)]
+            if clear_k:
+                m.d.sync += k.eq(0)
+
+        # The tagged tables are cleared after reset (their SRAM holds whatever it powered up
+        # with), before any part, so that no job waits for it; a part started meanwhile is
+        # taken (``begun``) and starts when the clear ends.
+        with m.FSM(name="scheduler", init="CLEAR"):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(fin_q.level != 0)
                 with m.If(self.start):
-                    m.d.sync += [part.eq(part + 1), sweep.eq(sweep + 1), fresh.eq(0), parked.eq(0),
-                                 r_valid.eq(0),
-                                 share.eq(self.share), early.eq(self.early), finished.eq(0),
-                                 members.eq(self.num_members),
-                                 end_seen.eq(0), draining.eq(0), item_first_pending.eq(0), k.eq(0)]
+                    begin()
                     # Clear the tagged tables before a tag could come round again (a part
                     # makes fewer than 2**39 sweeps: see TAG_BITS).
                     with m.If((part == (1 << TAG_BITS) - 1) | (sweep >= 1 << (TAG_BITS - 1))):
@@ -239,6 +251,7 @@ class ShareScheduler(wiring.Component):
 
             with m.State("FORGET_FREE"):        # the last part's recycled classes: all fresh now
                 m.d.comb += free.r_en.eq(1)
+                m.d.sync += begun.eq(0)
                 with m.If(~free.r_rdy & (free.level == 0)):
                     m.next = "TAKE"
 
@@ -246,8 +259,14 @@ class ShareScheduler(wiring.Component):
                 m.d.comb += [cls_wr.addr.eq(k), cls_wr.en.eq(k < N), cls_wr.data.part.eq(0),
                              remap_wr.addr.eq(k), remap_wr.en.eq(1), remap_wr.data.sweep.eq(0)]
                 m.d.sync += k.eq(k + 1)
+                with m.If(self.start):          # (only after reset: a wrap's clear has begun its part)
+                    begin(clear_k=False)
                 with m.If(k == C - 1):
-                    m.next = "FORGET_FREE"
+                    m.d.sync += k.eq(0)
+                    with m.If(begun | self.start):
+                        m.next = "FORGET_FREE"
+                    with m.Else():
+                        m.next = "IDLE"
 
             # Take the next member: a deferred one while a round is on, else a new one.  Its
             # class is read as it is taken (a member written in this cycle reads through).

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..fp.common import check_pipeline
 from ..fp.fma import FusedMultiplyAdd
+from .credits import queue_depth, room
 
 __all__ = ["RowUpdater", "FmaBank"]
 
@@ -31,7 +32,7 @@ class FmaBank(wiring.Component):
         self._fma_pipeline = fma_pipeline
         self.latency = len(check_pipeline("FusedMultiplyAdd", FusedMultiplyAdd.STAGES,
                                           FusedMultiplyAdd.DEFAULT_PIPELINE, fma_pipeline))
-        self.depth = self.latency + 3
+        self.depth = queue_depth(self.latency)
         layout = data.StructLayout({"a": 32, "b": BEAT_BITS, "c": BEAT_BITS})
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(BEAT_BITS)),
                           "busy": Out(1)})
@@ -40,7 +41,7 @@ class FmaBank(wiring.Component):
         m = Module()
         m.submodules.results = res = fifo.SyncFIFOBuffered(width=BEAT_BITS, depth=self.depth)
         in_flight = Signal(range(self.latency + 2))
-        take = self.i.valid & (res.level + in_flight < self.depth - 1)
+        take = self.i.valid & room(res, in_flight)
         m.d.comb += self.i.ready.eq(take)
         outs = []
         for k in range(LANES):
