@@ -367,8 +367,7 @@ class Engine(wiring.Component):
         # By slot: a merged gradient beat enters the updater as its row beat is asked of the
         # store; the asks wait in a queue, as the gradient beats do in the updater's scaling
         # FMAs, so that the store reads the rows ahead of the step that meets them (asked
-        # together, the store's short output queue held three beats in flight: a beat every
-        # five cycles).
+        # together, the store's output queue held the store to a beat every five cycles).
         m.submodules.update_wants = update_wants = fifo.SyncFIFOBuffered(
             width=store.Want.size, depth=UPDATE_WANTS)
         wanted_beat = Signal(store.Want)

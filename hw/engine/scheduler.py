@@ -63,6 +63,8 @@ class ShareScheduler(wiring.Component):
         Width of the item identifier passed through to the operations.
     repeat_bits : int
         Width of the repeat count (dedup).
+    tag_bits : int
+        Width of the part and sweep tags (default :data:`TAG_BITS`; the tests wrap small ones).
 
     Members
     -------
@@ -86,12 +88,12 @@ class ShareScheduler(wiring.Component):
     busy : Out(1)
     """
 
-    def __init__(self, num_members, item_bits, repeat_bits=8, kind_bits=2):
-        for name, v in (("num_members", num_members), ("item_bits", item_bits),
+    def __init__(self, num_members, item_bits, repeat_bits=8, kind_bits=2, tag_bits=TAG_BITS):
+        for name, v in (("tag_bits", tag_bits), ("num_members", num_members), ("item_bits", item_bits),
                         ("repeat_bits", repeat_bits), ("kind_bits", kind_bits)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ShareScheduler {name} must be a positive integer, not {v!r}")
-        self.num_members_max = num_members
+        self.num_members_max, self.tag_bits = num_members, tag_bits
         # Classes: one per started member, plus the one being created while its member
         # still holds the old one, plus two just recycled and not yet readable from the free
         # list (a decision a cycle; the free list shows a class two cycles after it is put).
@@ -116,8 +118,9 @@ class ShareScheduler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         N, C, nb = self.num_members_max, self.num_classes, self.node_bits
-        Cls = data.StructLayout({"part": TAG_BITS, "node": nb})
-        Remap = data.StructLayout({"sweep": TAG_BITS, "c": 32, "node": nb})
+        W = self.tag_bits
+        Cls = data.StructLayout({"part": W, "node": nb})
+        Remap = data.StructLayout({"sweep": W, "c": 32, "node": nb})
 
         mem = lambda name, shape, depth: rmw_memory(m, name, shape, depth)
 
@@ -139,8 +142,8 @@ class ShareScheduler(wiring.Component):
         m.submodules.deferred = deferred = fifo.SyncFIFOBuffered(width=self.Item.size, depth=N)
 
         # tags cls entries (older parts read as root; the clear after reset writes 0)
-        part = Signal(TAG_BITS)
-        sweep = Signal(TAG_BITS)                # tags remap entries: older sweeps are misses
+        part = Signal(W)
+        sweep = Signal(W)                # tags remap entries: older sweeps are misses
         root_remap = Signal(Remap)              # the root class's remap entry
         fresh = Signal(nb + 1)                  # classes never used in this part
         share = Signal()
@@ -243,7 +246,7 @@ class ShareScheduler(wiring.Component):
                     begin()
                     # Clear the tagged tables before a tag could come round again (a part
                     # makes fewer than 2**39 sweeps: see TAG_BITS).
-                    with m.If((part == (1 << TAG_BITS) - 1) | (sweep >= 1 << (TAG_BITS - 1))):
+                    with m.If((part == (1 << W) - 1) | (sweep >= 1 << (W - 1))):
                         m.d.sync += [part.eq(1), sweep.eq(1), root_remap.sweep.eq(0)]
                         m.next = "CLEAR"
                     with m.Else():
