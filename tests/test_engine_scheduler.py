@@ -18,21 +18,18 @@ from test_golden_planner import one_table
 MAX_CYCLES = 200_000
 
 
-def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None,
-                  start_at=None):
-    """Run one part; `warmup` (a stream) runs as an earlier part on the same instance, so
-    that state left by a part (recycled classes, tags) is exercised.  Returns the operations
-    and finals (``final`` set) in the order they left; ``cycles`` (a list) gets the cycle
-    each left in.  ``start_at``: the first part starts that many cycles after reset, maybe
-    during the clear of the class tables that follows it (None: once ``busy`` has fallen)."""
-    dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
-    ops = []
-    parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
-    started = []
+def run_parts(dut, parts, share, early=True, ops_stall=0, cycles=None, start_at=None):
+    """Run ``parts`` ([(stream, members)], one after the other) on one instance ``dut``.
+    Returns each part's operations and finals (``final`` set) in the order they left;
+    ``cycles`` (a list) gets the cycle each of the last part's left in; every ``ops_stall``-th
+    cycle ``ops`` is not ready.  ``start_at``: the first part starts that many cycles after
+    reset, maybe during the clear of the class tables that follows it (None: once ``busy``
+    has fallen)."""
+    got = [[] for _ in parts]
 
     async def feed(ctx):
-        if start_at is not None:
-            await ctx.tick().repeat(start_at) if start_at else None
+        if start_at:
+            await ctx.tick().repeat(start_at)
         for k, (items, n) in enumerate(parts):
             while ctx.get(dut.busy) and not (start_at is not None and k == 0):
                 await ctx.tick()
@@ -42,41 +39,42 @@ def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=Tr
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            started.append(True)
             await feed_part(ctx, dut, items)
 
     async def drain(ctx):
         cycle = 0
         await ctx.tick()
-        if warmup:                      # the earlier part: take and forget its output
-            seen = 0
-            while seen < 8:
+        for k, ((_, n), ops) in enumerate(zip(parts, got)):
+            last = k == len(parts) - 1
+            while sum(op["final"] for op in ops) < n or last and ctx.get(dut.busy):
                 assert cycle < MAX_CYCLES, "the scheduler did not finish"
-                ctx.set(dut.ops.ready, 1)
-                seen += ctx.get(dut.ops.valid) and ctx.get(dut.ops.payload.final)
+                take = not (ops_stall and cycle % ops_stall == 0)
+                ctx.set(dut.ops.ready, take)
+                if take and ctx.get(dut.ops.valid):
+                    ops.append({f: ctx.get(getattr(dut.ops.payload, f))
+                                for f in ("dst", "src", "src_zero", "item", "item_first", "c", "final")})
+                    if cycles is not None and last:
+                        cycles.append(cycle)
+                    assert ops[-1]["dst"] < dut.num_classes, "a class beyond the datapath's partial sums"
                 await ctx.tick()
                 cycle += 1
-            while len(started) < 2:
-                await ctx.tick()
-        while sum(op["final"] for op in ops) < num_members or ctx.get(dut.busy):
-            assert cycle < MAX_CYCLES, "the scheduler did not finish"
-            take = not (ops_stall and cycle % ops_stall == 0)
-            ctx.set(dut.ops.ready, take)
-            if take and ctx.get(dut.ops.valid):
-                ops.append({k: ctx.get(getattr(dut.ops.payload, k))
-                            for k in ("dst", "src", "src_zero", "item", "item_first", "c", "final")})
-                if cycles is not None:
-                    cycles.append(cycle)
-                assert ops[-1]["dst"] < dut.num_classes, "a class beyond the datapath's partial sums"
-            await ctx.tick()
-            cycle += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.run()
-    return ops
+    return got
+
+
+def run_scheduler(stream, num_members, share, ops_stall=0, warmup=None, early=True, cycles=None,
+                  start_at=None):
+    """Run one part (see :func:`run_parts`); `warmup` (a stream) runs as an earlier part on
+    the same instance, so that state left by a part (recycled classes, tags) is exercised.
+    Returns the part's operations and finals."""
+    dut = ShareScheduler(num_members=max(num_members, 8), item_bits=12)
+    parts = ([(warmup, 8)] if warmup else []) + [(stream, num_members)]
+    return run_parts(dut, parts, share, early, ops_stall, cycles, start_at)[-1]
 
 
 def replay(ops, rows, E, D, num_members):
@@ -207,35 +205,7 @@ def test_the_tags_wrap_round_through_a_clear():
     E = rng.standard_normal((6, 3)).astype(np.float32)
     for share, mode in ((1, "refree"), (0, "dedup")):
         dut = ShareScheduler(num_members=8, item_bits=12, tag_bits=4)
-        got = [[] for _ in plans]
-
-        async def feed(ctx):
-            for plan in plans:
-                while ctx.get(dut.busy):
-                    await ctx.tick()
-                for k, v in (("share", share), ("early", 0), ("num_members", 6), ("start", 1)):
-                    ctx.set(getattr(dut, k), v)
-                await ctx.tick()
-                ctx.set(dut.start, 0)
-                await feed_part(ctx, dut, member_stream(plan, share))
-
-        async def drain(ctx):
-            ctx.set(dut.ops.ready, 1)
-            for ops in got:
-                for _ in range(MAX_CYCLES):
-                    if sum(op["final"] for op in ops) == 6:
-                        break
-                    await ctx.delay(1e-9)
-                    if ctx.get(dut.ops.valid):
-                        ops.append({k: ctx.get(getattr(dut.ops.payload, k))
-                                    for k in ("dst", "src", "src_zero", "item", "item_first", "c", "final")})
-                    await ctx.tick()
-
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(feed)
-        sim.add_testbench(drain)
-        sim.run()
+        got = run_parts(dut, [(member_stream(plan, share), 6) for plan in plans], share, early=False)
         for plan, b, ops in zip(plans, batches, got):
             want = step([E], b, np.zeros((6, 3), np.float32), 0.0, mode=mode).pooled
             assert np.array_equal(replay(ops, plan.rows.tolist(), E, 3, 6).view(np.uint32), want.view(np.uint32))
