@@ -1,0 +1,265 @@
+"""The DRAM side in Python, clock by clock: the same rules as the RTL's
+:class:`~refree.hw.ddr4.dram_side.DramSide` and
+:class:`~refree.hw.ddr4.rank_controller.RankController` (whose docstrings state them), so
+that a stream of beat requests takes the clocks it takes on the chip.
+
+What is modelled: each rank's window (FR-FCFS, reads first, write batching between the
+watermarks, no passing an older access to the same burst when either writes), row commands
+for any entry whose bank no older entry uses, every spacing of the timing table as a time
+before which a command of its scope may not issue (bank, bank group, rank; tFAW over the
+last four ACTs), refresh (owed every tREFI, paid when the window is empty or once
+``postpone_limit`` are owed, after a PREA), the reorder buffer's ``read_depth`` reads, the
+queue of ``RANK_QUEUE`` requests in front of each rank and the port's responses in port
+order.  What is not: the write-data slots (never full while the window holds the writes),
+and each queue's exact fill latency (two clocks, as a buffered FIFO's).
+
+``serve(requests, params)`` drives a stream through it as the chip's engine would at most
+(a request a clock when the port takes it, every response taken at once) and returns the
+clocks and the ranks' command counts; ``release`` gives each request a clock before which
+the engine cannot offer it.
+"""
+from collections import deque
+from dataclasses import dataclass
+
+from refree.hw.ddr4.dram_side import RANK_QUEUE
+
+__all__ = ["RankModel", "serve", "ServeResult"]
+
+_QUEUE_LATENCY = 2          # a buffered FIFO: written in clock c, readable in c + 2
+
+
+class RankModel:
+    """One rank's command engine (the rules of ``RankController``), advanced a clock at a
+    time by :meth:`clock`."""
+
+    def __init__(self, timing, geometry, *, window, read_depth, write_high, write_low, postpone_limit):
+        self.t, self.g = timing, geometry
+        self.W, self.D = window, read_depth
+        self.write_high, self.write_low, self.postpone_limit = write_high, write_low, postpone_limit
+        nb, ng = geometry.banks, geometry.bank_groups
+        self.bpg = geometry.banks_per_group
+        self.win = []                   # [bank, row, burst, write, tag]
+        self.writes_waiting = 0
+        self.draining = False
+        self.open_row = [None] * nb     # the open row of each bank
+        self.used = [False] * nb
+        # each spacing: the clock from which a command of its scope may issue
+        self.act_b, self.cas_b, self.pre_b = [0] * nb, [0] * nb, [0] * nb
+        self.act_g, self.rd_g, self.wr_g = [0] * ng, [0] * ng, [0] * ng
+        self.act_r = self.rd_r = self.wr_r = self.ref_r = 0
+        self.faw = deque([0, 0, 0, 0])  # the clocks from which each of the last four ACTs allows one
+        self.owed = 0
+        self.reads_open = 0             # accepted, not yet left
+        self.next_tag = 0
+        self.rob = {}                   # tag -> clock the burst is in the reorder buffer
+        self.rob_head = 0
+        self.stats = dict(acts=0, reads=0, writes=0, pres=0, refs=0, hits=0)
+
+    def can_take(self, write):
+        return len(self.win) < self.W and (write or self.reads_open < self.D)
+
+    def take(self, bank, row, burst, write):
+        tag = None
+        if not write:
+            tag = self.next_tag
+            self.next_tag = (self.next_tag + 1) % self.D
+            self.reads_open += 1
+        self.win.append([bank, row, burst, write, tag])
+        self.writes_waiting += write
+
+    def response_ready(self, now):
+        """The next read in request order is in the reorder buffer at clock ``now``."""
+        at = self.rob.get(self.rob_head)
+        return at is not None and at <= now
+
+    def pop_response(self):
+        del self.rob[self.rob_head]
+        self.rob_head = (self.rob_head + 1) % self.D
+        self.reads_open -= 1
+
+    def idle(self):
+        return not self.win and self.reads_open == 0
+
+    def clock(self, now):
+        """The command of clock ``now`` (its state at the clock's start), then the state's
+        updates."""
+        t = self.t
+        if now and now % t.tREFI == 0:         # refi wrapped at the clock before
+            self.owed += 1
+        win, bpg = self.win, self.bpg
+        refresh = self.owed and (not win or self.owed >= self.postpone_limit)
+        cmd = None
+        if refresh:
+            open_banks = [b for b, r in enumerate(self.open_row) if r is not None]
+            if open_banks:
+                if all(self.pre_b[b] <= now for b in open_banks):
+                    cmd = ("prea", None)
+            elif self.ref_r <= now:
+                cmd = ("ref", None)
+        else:
+            cmd = self._column(now) or self._row(now)
+        if cmd is not None:
+            self._issue(now, *cmd)
+        return cmd
+
+    def end(self, writes_waiting_at_start):
+        """The draining register follows the count of waiting writes at the clock's start."""
+        if writes_waiting_at_start >= self.write_high:
+            self.draining = True
+        elif writes_waiting_at_start <= self.write_low:
+            self.draining = False
+
+    def _column(self, now):
+        win, bpg = self.win, self.bpg
+        rd = wr = None
+        seen = []
+        for i, (bank, row, burst, write, tag) in enumerate(win):
+            blocked = any(o[0] == bank and o[1] == row and o[2] == burst and (write or o[3]) for o in seen)
+            seen.append(win[i])
+            if blocked or self.open_row[bank] != row or self.cas_b[bank] > now:
+                continue
+            g = bank // bpg
+            if write:
+                if wr is None and self.wr_g[g] <= now and self.wr_r <= now:
+                    wr = i
+            elif rd is None and self.rd_g[g] <= now and self.rd_r <= now:
+                rd = i
+            if rd is not None and wr is not None:
+                break
+        head_write = win[0][3] if win else False
+        if wr is not None and (self.draining or rd is None and head_write):
+            return ("wr", wr)
+        if rd is not None and (not self.draining or wr is None and not head_write):
+            return ("rd", rd)
+        return None
+
+    def _row(self, now):
+        act_rank_ok = self.act_r <= now and self.faw[0] <= now
+        banks_seen = set()
+        for i, (bank, row, burst, write, tag) in enumerate(self.win):
+            if bank in banks_seen:
+                continue
+            banks_seen.add(bank)
+            open_row = self.open_row[bank]
+            if open_row is None:
+                if act_rank_ok and self.act_b[bank] <= now and self.act_g[bank // self.bpg] <= now:
+                    return ("act", i)
+            elif open_row != row and self.pre_b[bank] <= now:
+                return ("pre", i)
+        return None
+
+    def _issue(self, now, kind, i):
+        t, s = self.t, self.stats
+        if kind in ("rd", "wr"):
+            bank, row, burst, write, tag = self.win.pop(i)
+            g = bank // self.bpg
+            s["hits"] += self.used[bank]
+            self.used[bank] = True
+            if kind == "rd":
+                s["reads"] += 1
+                self.pre_b[bank] = max(self.pre_b[bank], now + t.tRTP)
+                self.rd_g[g] = max(self.rd_g[g], now + t.tCCD_L)
+                self.rd_r = max(self.rd_r, now + t.tCCD_S)
+                self.wr_r = max(self.wr_r, now + t.rd_to_wr)
+                # on the pins at now + 1, data CL later, in the reorder buffer the clock after
+                self.rob[tag] = now + 1 + t.CL + 1
+            else:
+                s["writes"] += 1
+                self.writes_waiting -= 1
+                self.pre_b[bank] = max(self.pre_b[bank], now + t.wr_to_pre)
+                self.rd_g[g] = max(self.rd_g[g], now + t.wr_to_rd_l)
+                self.wr_g[g] = max(self.wr_g[g], now + t.tCCD_L)
+                self.rd_r = max(self.rd_r, now + t.wr_to_rd_s)
+                self.wr_r = max(self.wr_r, now + t.tCCD_S)
+        elif kind == "act":
+            bank, row = self.win[i][0], self.win[i][1]
+            s["acts"] += 1
+            self.open_row[bank], self.used[bank] = row, False
+            self.act_b[bank] = max(self.act_b[bank], now + t.tRC)
+            self.cas_b[bank] = max(self.cas_b[bank], now + t.tRCD)
+            self.pre_b[bank] = max(self.pre_b[bank], now + t.tRAS)
+            g = bank // self.bpg
+            self.act_g[g] = max(self.act_g[g], now + t.tRRD_L)
+            self.act_r = max(self.act_r, now + t.tRRD_S)
+            self.faw.popleft()
+            self.faw.append(now + t.tFAW)
+        elif kind == "pre":
+            bank = self.win[i][0]
+            s["pres"] += 1
+            self.open_row[bank] = None
+            self.act_b[bank] = max(self.act_b[bank], now + t.tRP)
+            self.ref_r = max(self.ref_r, now + t.tRP)
+        elif kind == "prea":
+            for b, r in enumerate(self.open_row):
+                if r is not None:
+                    s["pres"] += 1
+                    self.act_b[b] = max(self.act_b[b], now + t.tRP)
+                    self.open_row[b] = None
+            self.ref_r = max(self.ref_r, now + t.tRP)
+        elif kind == "ref":
+            s["refs"] += 1
+            self.owed -= 1
+            self.act_r = max(self.act_r, now + t.tRFC)
+            self.ref_r = max(self.ref_r, now + t.tRFC)
+
+
+@dataclass
+class ServeResult:
+    cycles: int                 # from the first offer to the last response (and every rank idle)
+    stats: list                 # per rank: acts, reads, writes, pres, refs, hits
+    accepted: list              # the clock each request was taken by the port
+    answered: list              # per read, in port order, the clock its response left
+
+
+def serve(requests, params, *, release=None, reads_in_flight=None, max_cycles=50_000_000):
+    """Drive ``requests`` ([(beat, write)]) through the DRAM side of ``params``
+    (:class:`~refree.hw.ddr4.params.DramParams`): a request offered each clock once the one
+    before it was taken (and not before ``release[k]``), every response taken at once."""
+    mapping, timing = params.mapping, params.timing
+    ranks = [RankModel(timing, mapping.geometry, **params.controller_kwargs()) for _ in range(mapping.ranks)]
+    rif = reads_in_flight or mapping.ranks * params.read_depth
+    off = mapping.offsets()
+
+    def field(beat, name):
+        o, w = off[name]
+        return (beat >> o) & ((1 << w) - 1)
+
+    def decode(beat):
+        burst = (field(beat, "col_hi") << off["col_lo"][1]) | field(beat, "col_lo")
+        bg = (field(beat, "bg_hi") << off["bg0"][1]) | field(beat, "bg0")
+        bank = bg * mapping.geometry.banks_per_group + field(beat, "ba")
+        return field(beat, "rank"), bank, field(beat, "row"), burst
+
+    queues = [deque() for _ in ranks]       # (clock readable, bank, row, burst, write)
+    order = deque()                         # the rank of each read in flight, in port order
+    accepted, answered = [], []
+    k, n = 0, len(requests)
+    decoded = [decode(b) + (bool(w),) for b, w in requests]
+    now = 0
+    while now < max_cycles:
+        # every decision of a clock is on the registers at its start: which queue heads
+        # each rank takes, the response, the command; their effects are seen the clock after
+        takes = [bool(q) and q[0][0] <= now and r.can_take(q[0][4]) for r, q in zip(ranks, queues)]
+        waiting = [r.writes_waiting for r in ranks]
+        if order and ranks[order[0]].response_ready(now):
+            ranks[order.popleft()].pop_response()
+            answered.append(now)
+        for r, q, take, ww in zip(ranks, queues, takes, waiting):
+            r.clock(now)
+            r.end(ww)
+            if take:
+                _, bank, row, burst, write = q.popleft()
+                r.take(bank, row, burst, write)
+        # the port takes a request
+        if k < n and (release is None or release[k] <= now):
+            rank, bank, row, burst, write = decoded[k]
+            if len(queues[rank]) < RANK_QUEUE and (write or len(order) < rif):
+                queues[rank].append((now + _QUEUE_LATENCY, bank, row, burst, write))
+                if not write:
+                    order.append(rank)
+                accepted.append(now)
+                k += 1
+        now += 1
+        if k == n and not order and all(not q for q in queues) and all(r.idle() for r in ranks):
+            break
+    return ServeResult(now, [r.stats for r in ranks], accepted, answered)
