@@ -54,6 +54,7 @@ class RankModel:
         self.rob = {}                   # tag -> clock the burst is in the reorder buffer
         self.rob_head = 0
         self.stats = dict(acts=0, reads=0, writes=0, pres=0, refs=0, hits=0)
+        self.writes_sent = 0            # the clock from which every write burst has left
 
     def can_take(self, write):
         return len(self.win) < self.W and (write or self.reads_open < self.D)
@@ -77,8 +78,8 @@ class RankModel:
         self.rob_head = (self.rob_head + 1) % self.D
         self.reads_open -= 1
 
-    def idle(self):
-        return not self.win and self.reads_open == 0
+    def idle(self, now):
+        return not self.win and self.reads_open == 0 and now >= self.writes_sent
 
     def clock(self, now):
         """The command of clock ``now`` (its state at the clock's start), then the state's
@@ -165,6 +166,7 @@ class RankModel:
                 self.rob[tag] = now + 1 + t.CL + 1
             else:
                 s["writes"] += 1
+                self.writes_sent = now + t.CWL + 2     # its data slot free again
                 self.writes_waiting -= 1
                 self.pre_b[bank] = max(self.pre_b[bank], now + t.wr_to_pre)
                 self.rd_g[g] = max(self.rd_g[g], now + t.wr_to_rd_l)
@@ -260,6 +262,6 @@ def serve(requests, params, *, release=None, reads_in_flight=None, max_cycles=50
                 accepted.append(now)
                 k += 1
         now += 1
-        if k == n and not order and all(not q for q in queues) and all(r.idle() for r in ranks):
+        if k == n and not order and all(not q for q in queues) and all(r.idle(now) for r in ranks):
             break
     return ServeResult(now, [r.stats for r in ranks], accepted, answered)

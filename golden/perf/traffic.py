@@ -1,0 +1,124 @@
+"""A job's DRAM traffic as the engine asks for it: the beat requests, reads and writes, in the
+order the engine's memory port sees them, for :func:`.dram_side.serve` to time.
+
+The order follows the engine's data path (docs/architecture.md, "A job"), a pass at a time:
+
+* every pass first reads the input arrays it walks (offsets, indices, weights; a part reads
+  its own beats of them);
+* ``baseline`` forward: each lookup's table row, 16 bags interleaved as the lookup buffer
+  gives them, and each bag's pooled row once its last lookup is read; backward: per lookup
+  in index order (closer to the RTL's clocks than the buffer's order, whose repeated rows
+  the row forwarder chains) its bag's gradient row, its table row, and the table row
+  written back;
+* ``dedup`` and ``refree`` forward, per part: each distinct row at its first lookup (the
+  analyzer fetches a row as it discovers it), then the part's pooled rows;
+* ``dedup`` and ``refree`` backward, by row groups: a dry pass over the input when the table
+  has several groups, then per group each bag's gradient row at the bag's first lookup of
+  the group and each distinct row at its first, then the group's updated rows written.
+
+What it leaves out: Adagrad's state beats, the engine's own limits (how fast it analyses,
+folds and updates) and when a request is ready (the requests of a pass are offered as fast
+as the port takes them).  So a job's time on :func:`.dram_side.serve` is what the DRAM side
+needs for the job's traffic in the engine's order: a lower estimate of the job's cycles
+that names the DRAM side's share of them."""
+import numpy as np
+
+from refree.golden.planner import partition, plan_row_groups
+from refree.hw.engine.staging import staging_beat
+
+__all__ = ["job_requests", "LOOKUP_LANES"]
+
+LOOKUP_LANES = 16       # bags the lookup buffer interleaves (hw/engine/lookup_buffer.py)
+
+
+def _input(batch, lay, bag_lo=None, bag_hi=None, lo=None, hi=None):
+    """The input beats a pass (the whole table, or a part's bags and lookups) reads."""
+    B = batch.batch_size
+    bag_lo, bag_hi = (0, B) if bag_lo is None else (bag_lo, bag_hi)
+    lo, hi = (0, len(batch.indices)) if lo is None else (lo, hi)
+    out = []
+    for name, base, first, last in (("offsets", lay.offsets, bag_lo, bag_hi + 1),
+                                    ("indices", lay.indices, lo, hi),
+                                    ("per_sample_weights", lay.weights, lo, hi)):
+        arr = batch.given(name) if name != "per_sample_weights" or batch.weighted else None
+        if arr is None or last <= first:
+            continue
+        size = arr.dtype.itemsize
+        out += [(base + k, False) for k in range(first * size // 64, (last * size + 63) // 64)]
+    return out
+
+
+def _row(lay, t, r, write=False):
+    base, _, stride = lay.tables[t]
+    return [(base + int(r) * stride + j, write) for j in range(lay.row_beats)]
+
+
+def _staging(lay, base, b, t, T, write=False):
+    return [(staging_beat(base, int(b) * T + t, j, lay.row_beats, lay.stripe), write) for j in range(lay.row_beats)]
+
+
+def _buffer_order(lo, hi, offsets):
+    """Lookups [lo, hi) of the bags ``offsets`` delimits, as the lookup buffer gives them:
+    ``LOOKUP_LANES`` bags at a time, one lookup of each in turn."""
+    order = []
+    bags = len(offsets) - 1
+    for g in range(0, bags, LOOKUP_LANES):
+        lanes = [list(range(offsets[b], offsets[b + 1])) for b in range(g, min(g + LOOKUP_LANES, bags))]
+        depth = max((len(x) for x in lanes), default=0)
+        order += [x[k] for k in range(depth) for x in lanes if k < len(x)]
+    return order
+
+
+def job_requests(batch, lay, mode, job, limits, poolings=None):
+    """The job's requests ``[(beat, write)]`` (see the module docstring): ``lay`` the memory
+    layout (:func:`refree.verif.staging.layout`), ``limits`` the engine's part limits."""
+    T, B = batch.num_tables, batch.batch_size
+    poolings = poolings or ["sum"] * T
+    reqs = []
+    if mode == "baseline" or job == "forward":
+        for p in partition(batch, limits):
+            t = p.table
+            offs = np.asarray(batch.offsets[t * B + p.bag_lo: t * B + p.bag_hi + 1], np.int64)
+            reqs += _input(batch, lay, t * B + p.bag_lo, t * B + p.bag_hi, p.lo, p.hi)
+            bag_of = np.repeat(np.arange(p.bag_lo, p.bag_hi), np.diff(offs))
+            if mode == "baseline":
+                last = {int(offs[b + 1]) - 1: b for b in range(len(offs) - 1) if offs[b + 1] > offs[b]}
+                order = _buffer_order(p.lo, p.hi, offs) if job == "forward" else range(p.lo, p.hi)
+                for k in order:
+                    b = bag_of[k - p.lo]
+                    if job == "forward":
+                        reqs += _row(lay, t, batch.indices[k])
+                        if k in last:
+                            reqs += _staging(lay, lay.pooled, b, t, T, True)
+                    else:
+                        reqs += _staging(lay, lay.grad, b, t, T) + _row(lay, t, batch.indices[k]) \
+                            + _row(lay, t, batch.indices[k], True)
+            else:
+                _, first = np.unique(np.asarray(batch.indices[p.lo:p.hi]), return_index=True)
+                for k in np.sort(first):
+                    reqs += _row(lay, t, batch.indices[p.lo + k])
+                for b in range(p.bag_lo, p.bag_hi):
+                    reqs += _staging(lay, lay.pooled, b, t, T, True)
+        return reqs
+    for t in range(T):
+        groups = plan_row_groups(batch, t, poolings[t], limits)
+        if len(groups) > 1:
+            reqs += _input(batch, lay, t * B, (t + 1) * B, *_table_lookups(batch, t))
+        for g in groups:
+            reqs += _input(batch, lay, t * B, (t + 1) * B, *_table_lookups(batch, t))
+            seen_bag, seen_row = set(), set()
+            for b, r in zip(g.occ_bag, g.occ_row):
+                if b not in seen_bag:
+                    seen_bag.add(b)
+                    reqs += _staging(lay, lay.grad, b, t, T)
+                if r not in seen_row:
+                    seen_row.add(r)
+                    reqs += _row(lay, t, r)
+            for r in g.rows:
+                reqs += _row(lay, t, r, True)
+    return reqs
+
+
+def _table_lookups(batch, t):
+    B = batch.batch_size
+    return int(batch.offsets[t * B]), int(batch.offsets[(t + 1) * B])
