@@ -10,8 +10,9 @@ before which a command of its scope may not issue (bank, bank group, rank; tFAW 
 last four ACTs), refresh (owed every tREFI, paid when the window is empty or once
 ``postpone_limit`` are owed, after a PREA), the reorder buffer's ``read_depth`` reads, the
 queue of ``RANK_QUEUE`` requests in front of each rank and the port's responses in port
-order.  What is not: the write-data slots (never full while the window holds the writes),
-and each queue's exact fill latency (two clocks, as a buffered FIFO's).
+order, and a rank idle only once its last write burst has left.  What is not: the
+write-data slots (never full while the window holds the writes), and each queue's exact
+fill latency (taken as two clocks, a buffered FIFO's).
 
 ``serve(requests, params)`` drives a stream through it as the chip's engine would at most
 (a request a clock when the port takes it, every response taken at once) and returns the
@@ -87,8 +88,7 @@ class RankModel:
         t = self.t
         if now and now % t.tREFI == 0:         # refi wrapped at the clock before
             self.owed += 1
-        win, bpg = self.win, self.bpg
-        refresh = self.owed and (not win or self.owed >= self.postpone_limit)
+        refresh = self.owed and (not self.win or self.owed >= self.postpone_limit)
         cmd = None
         if refresh:
             open_banks = [b for b, r in enumerate(self.open_row) if r is not None]
@@ -111,7 +111,7 @@ class RankModel:
             self.draining = False
 
     def _column(self, now):
-        win, bpg = self.win, self.bpg
+        win = self.win
         rd = wr = None
         seen = []
         for i, (bank, row, burst, write, tag) in enumerate(win):
@@ -119,7 +119,7 @@ class RankModel:
             seen.append(win[i])
             if blocked or self.open_row[bank] != row or self.cas_b[bank] > now:
                 continue
-            g = bank // bpg
+            g = bank // self.bpg
             if write:
                 if wr is None and self.wr_g[g] <= now and self.wr_r <= now:
                     wr = i
