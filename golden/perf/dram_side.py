@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from refree.hw.ddr4.dram_side import RANK_QUEUE
 
-__all__ = ["RankModel", "serve", "ServeResult"]
+__all__ = ["RankModel", "DramSideModel", "serve", "ServeResult"]
 
 _QUEUE_LATENCY = 2          # a buffered FIFO: written in clock c, readable in c + 2
 
@@ -205,6 +205,76 @@ class RankModel:
             self.ref_r = max(self.ref_r, now + t.tRFC)
 
 
+class DramSideModel:
+    """The whole DRAM side of ``params`` (:class:`~refree.hw.ddr4.params.DramParams`) behind
+    the engine's port, a clock at a time: in each clock the engine may :meth:`offer` one
+    request (taken or not, as the port's ``ready`` says), then :meth:`clock` runs the clock and
+    returns the read that left on the port's response, if any (its ``tag``).  ``now`` is the
+    clock about to run."""
+
+    def __init__(self, params, *, reads_in_flight=None):
+        mapping = params.mapping
+        self.ranks = [RankModel(params.timing, mapping.geometry, **params.controller_kwargs())
+                      for _ in range(mapping.ranks)]
+        self.reads_in_flight = reads_in_flight or mapping.ranks * params.read_depth
+        off = mapping.offsets()
+        self._fields = [off[n] for n in ("rank", "col_hi", "col_lo", "bg_hi", "bg0", "ba", "row")]
+        self._bpg = mapping.geometry.banks_per_group
+        self.queues = [deque() for _ in self.ranks]     # (clock readable, bank, row, burst, write)
+        self.order = deque()                            # the tag of each read in flight, in port order
+        self._order_ranks = deque()                     # and its rank
+        self.now = 0
+
+    def decode(self, beat):
+        """(rank, bank, row, burst) of a beat address."""
+        (ro, rw), (cho, chw), (clo, clw), (bho, bhw), (b0o, b0w), (bao, baw), (rwo, rww) = self._fields
+
+        def f(o, w):
+            return (beat >> o) & ((1 << w) - 1)
+        burst = (f(cho, chw) << clw) | f(clo, clw)
+        bg = (f(bho, bhw) << b0w) | f(b0o, b0w)
+        return f(ro, rw), bg * self._bpg + f(bao, baw), f(rwo, rww), burst
+
+    def offer(self, beat, write, tag=None):
+        """The port's command in this clock: True if it is taken."""
+        rank, bank, row, burst = self.decode(beat)
+        if len(self.queues[rank]) >= RANK_QUEUE or not write and len(self.order) >= self.reads_in_flight:
+            return False
+        self.queues[rank].append((self.now + _QUEUE_LATENCY, bank, row, burst, bool(write)))
+        if not write:
+            self.order.append(tag)
+            self._order_ranks.append(rank)
+        return True
+
+    def clock(self):
+        """Run the clock: every decision on the registers at its start (which queue heads each
+        rank takes, the response, the commands), their effects seen the clock after.  Returns
+        ``(tag,)`` of the read whose response left in this clock, or ``()``."""
+        now, ranks, queues = self.now, self.ranks, self.queues
+        takes = [bool(q) and q[0][0] <= now and r.can_take(q[0][4]) for r, q in zip(ranks, queues)]
+        waiting = [r.writes_waiting for r in ranks]
+        out = ()
+        if self.order and ranks[self._order_ranks[0]].response_ready(now):
+            ranks[self._order_ranks.popleft()].pop_response()
+            out = (self.order.popleft(),)
+        for r, q, take, ww in zip(ranks, queues, takes, waiting):
+            r.clock(now)
+            r.end(ww)
+            if take:
+                _, bank, row, burst, write = q.popleft()
+                r.take(bank, row, burst, write)
+        self.now = now + 1
+        return out
+
+    def idle(self):
+        """Nothing queued or in flight, every write burst sent."""
+        return not self.order and all(not q for q in self.queues) and all(r.idle(self.now) for r in self.ranks)
+
+    @property
+    def stats(self):
+        return [r.stats for r in self.ranks]
+
+
 @dataclass
 class ServeResult:
     cycles: int                 # from the first offer to the last response (and every rank idle)
@@ -217,51 +287,15 @@ def serve(requests, params, *, release=None, reads_in_flight=None, max_cycles=50
     """Drive ``requests`` ([(beat, write)]) through the DRAM side of ``params``
     (:class:`~refree.hw.ddr4.params.DramParams`): a request offered each clock once the one
     before it was taken (and not before ``release[k]``), every response taken at once."""
-    mapping, timing = params.mapping, params.timing
-    ranks = [RankModel(timing, mapping.geometry, **params.controller_kwargs()) for _ in range(mapping.ranks)]
-    rif = reads_in_flight or mapping.ranks * params.read_depth
-    off = mapping.offsets()
-
-    def field(beat, name):
-        o, w = off[name]
-        return (beat >> o) & ((1 << w) - 1)
-
-    def decode(beat):
-        burst = (field(beat, "col_hi") << off["col_lo"][1]) | field(beat, "col_lo")
-        bg = (field(beat, "bg_hi") << off["bg0"][1]) | field(beat, "bg0")
-        bank = bg * mapping.geometry.banks_per_group + field(beat, "ba")
-        return field(beat, "rank"), bank, field(beat, "row"), burst
-
-    queues = [deque() for _ in ranks]       # (clock readable, bank, row, burst, write)
-    order = deque()                         # the rank of each read in flight, in port order
+    dram = DramSideModel(params, reads_in_flight=reads_in_flight)
     accepted, answered = [], []
     k, n = 0, len(requests)
-    decoded = [decode(b) + (bool(w),) for b, w in requests]
-    now = 0
-    while now < max_cycles:
-        # every decision of a clock is on the registers at its start: which queue heads
-        # each rank takes, the response, the command; their effects are seen the clock after
-        takes = [bool(q) and q[0][0] <= now and r.can_take(q[0][4]) for r, q in zip(ranks, queues)]
-        waiting = [r.writes_waiting for r in ranks]
-        if order and ranks[order[0]].response_ready(now):
-            ranks[order.popleft()].pop_response()
-            answered.append(now)
-        for r, q, take, ww in zip(ranks, queues, takes, waiting):
-            r.clock(now)
-            r.end(ww)
-            if take:
-                _, bank, row, burst, write = q.popleft()
-                r.take(bank, row, burst, write)
-        # the port takes a request
-        if k < n and (release is None or release[k] <= now):
-            rank, bank, row, burst, write = decoded[k]
-            if len(queues[rank]) < RANK_QUEUE and (write or len(order) < rif):
-                queues[rank].append((now + _QUEUE_LATENCY, bank, row, burst, write))
-                if not write:
-                    order.append(rank)
-                accepted.append(now)
-                k += 1
-        now += 1
-        if k == n and not order and all(not q for q in queues) and all(r.idle(now) for r in ranks):
+    while dram.now < max_cycles:
+        if k < n and (release is None or release[k] <= dram.now) and dram.offer(*requests[k]):
+            accepted.append(dram.now)
+            k += 1
+        if dram.clock():
+            answered.append(dram.now - 1)
+        if k == n and dram.idle():
             break
-    return ServeResult(now, [r.stats for r in ranks], accepted, answered)
+    return ServeResult(dram.now, dram.stats, accepted, answered)
