@@ -1,0 +1,406 @@
+"""The engine's jobs in Python, against the DRAM side model (:mod:`.dram_side`) clock by clock:
+cycles of a job without simulating the RTL.
+
+Each job runs the engine's phases (docs/architecture.md, "A job") as a few rules, each with
+the rate its hardware docstring gives, and each request to memory goes through the DRAM
+side model in the order the engine asks (one FIFO: the engine's arbiter is not modelled).
+
+* A part (a row group's pass) starts by reading its bags' offsets, an offset a cycle as
+  their beats arrive (``PART_OFFSETS``).
+* Its lookups enter the analyzer a cycle each, as their index beats arrive (read
+  ``INDEX_BEATS_AHEAD`` ahead); backward by rows passes over a run of other groups' lookups
+  (to the end of the index beat or of the bag) in one cycle.  ``dedup`` and ``refree``
+  fetch each distinct row at its first lookup (not in a dry pass); backward reads a bag's
+  gradient row at its first lookup of the group.
+* Forward (``dedup``, ``refree``): after the last lookup, the analyzer's tail and its sort,
+  ``W * (n + 3)`` cycles for W walk passes (hw/engine/sorter.py); then the members stream a
+  cycle each in key order, each waiting for its row; a bag's pooled row is written
+  ``FOLD_LATENCY`` after its last member.
+* Backward by rows: after the pass's last lookup, ``MERGE_TAIL``; then each distinct row's
+  update, ``D / 16`` cycles on the updater once its row has arrived, and its write.
+* ``baseline``: its lookups stream beside the analysis (forward 16 bags interleaved, a
+  row read and an operation each; backward in index order, a gradient row and a table row
+  read, ``D / 16`` cycles on the updater, and the row written), ``ROW_READS_AHEAD`` beats
+  of rows in flight.
+* A job ends once its last write is taken and every part's tail has passed.
+
+The constants below are the engine's (read off its RTL docstrings, or measured on its
+counters where a docstring gives none); :func:`calibration` compares the model with the
+RTL's cycles of a ``refree bench`` report.
+"""
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from refree.golden.planner import partition, plan_part, plan_row_groups, row_group_of
+from .traffic import _buffer_order
+from refree.hw.engine.staging import staging_beat
+from .dram_side import DramSideModel
+
+__all__ = ["EngineTimes", "job_cycles"]
+
+
+@dataclass(frozen=True)
+class EngineTimes:
+    """The engine's fixed costs, in cycles (see the module docstring)."""
+    part_start: int = 4             # PART_START, and the offsets reader's first request
+    index_beats_ahead: int = 16     # the lookup walker's index beats in flight
+    analyzer_tail: int = 12         # the insertion pipeline after the last lookup
+    fold_latency: int = 20          # a member to its bag's result (scheduler, FMA, writer)
+    merge_tail: int = 30            # backward: the last lookup to the first final
+    row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
+    radix_bits: int = 9             # the sorter's digits
+    row_cost: int = 1               # forward: a member stream's cycle lost at each new row
+
+
+class _Port:
+    """The engine's side of the memory port: a FIFO of asks per user, offered a clock at a
+    time by the arbiter's priorities (hw/engine/engine.py: the writer, then the gradient
+    rows, then the input arrays, then the table rows)."""
+    USERS = ("write", "grad", "input", "row")
+
+    def __init__(self, params):
+        self.dram = DramSideModel(params)
+        self.asks = {u: deque() for u in self.USERS}     # (beat, write, tag)
+        self.arrived = {}               # tag -> beats of it that have left the port
+
+    @property
+    def now(self):
+        return self.dram.now
+
+    def ask(self, user, beats, tag=None):
+        for b in beats:
+            self.asks[user].append((b, user == "write", tag))
+
+    def tick(self):
+        for u in self.USERS:
+            if self.asks[u]:
+                if self.dram.offer(*self.asks[u][0]):
+                    self.asks[u].popleft()
+                break
+        for tag in self.dram.clock():
+            self.arrived[tag] = self.arrived.get(tag, 0) + 1
+
+    def has(self, tag, beats):
+        return self.arrived.get(tag, 0) >= beats
+
+    def drained(self):
+        return not any(self.asks.values()) and self.dram.idle()
+
+
+def _beats_of(arr_base, itemsize, first, last):
+    return list(range(arr_base + first * itemsize // 64, arr_base + (last * itemsize + 63) // 64))
+
+
+class _Job:
+    def __init__(self, batch, lay, params, times, dim):
+        self.b, self.lay, self.t = batch, lay, times
+        self.port = _Port(params)
+        self.rb = lay.row_beats
+        self.T, self.B = batch.num_tables, batch.batch_size
+        self.isize = batch.given("indices").dtype.itemsize
+        self.osize = batch.given("offsets").dtype.itemsize
+        self.phases, self._marked = {}, 0
+
+    def mark(self, phase):
+        """The cycles since the last mark count as ``phase`` (the RTL's counters' split)."""
+        self.phases[phase] = self.phases.get(phase, 0) + self.port.now - self._marked
+        self._marked = self.port.now
+
+    def wait(self, cycles=1):
+        for _ in range(cycles):
+            self.port.tick()
+
+    def step(self, results, part, cycles=1, each=None):
+        """``cycles`` clocks, in each of which ``each()`` runs and the results due are written
+        (a pooled row each)."""
+        for _ in range(cycles):
+            if each is not None:
+                each()
+            if results is not None:
+                for bag in results.pop(self.port.now):
+                    self.port.ask("write", self.staging(self.lay.pooled, part.bag_lo + bag, part.table))
+            self.port.tick()
+
+    def row(self, t, r):
+        base, _, stride = self.lay.tables[t]
+        return range(base + int(r) * stride, base + int(r) * stride + self.rb)
+
+    def staging(self, base, b, t):
+        return [staging_beat(base, int(b) * self.T + t, j, self.rb, self.lay.stripe) for j in range(self.rb)]
+
+    def offsets(self, first, count):
+        """PART_OFFSETS: ``count`` offsets from ``first``, one a cycle as their beats arrive."""
+        p = self.port
+        self.wait(self.t.part_start)
+        beats = _beats_of(self.lay.offsets, self.osize, first, first + count)
+        for k in beats:
+            p.ask("input", [k], ("off", k))
+        for i in range(first, first + count):
+            while not p.has(("off", self.lay.offsets + i * self.osize // 64), 1):
+                self.wait()
+            self.wait()
+
+    def lookups(self, lo, hi, on_lookup, skip=None, tick=None):
+        """The lookups [lo, hi) into the analyzer, a cycle each as their index beats arrive
+        (``skip(k)``: lookup k passes without entering, with the run it begins);
+        ``on_lookup(k)`` for each that enters."""
+        p, per = self.port, 64 // self.isize
+        first, last = lo // per, (hi - 1) // per if hi > lo else lo // per - 1
+        asked = first
+        k = lo
+        while k < hi:
+            while asked <= last and asked - k // per < self.t.index_beats_ahead:
+                p.ask("input", [self.lay.indices + asked], ("idx", asked))
+                asked += 1
+            if p.has(("idx", k // per), 1):
+                if skip is not None and skip(k):
+                    k = skip.run_end(k)
+                else:
+                    on_lookup(k)
+                    k += 1
+            (tick or self.wait)()
+
+
+def _walk_passes(n_low_max, n_high_max, radix_bits):
+    """The sorter's walk passes: the low digits beyond the first that may vary, and the high
+    ones (the first always)."""
+    low = max(1, -(-max(int(n_low_max), 1).bit_length() // radix_bits))
+    high = max(1, -(-max(int(n_high_max), 1).bit_length() // radix_bits))
+    return (low - 1) + high
+
+
+def _or_of(rows):
+    """The OR of the rows (the sorter's bound on the low key, as the analyzer gives it)."""
+    return int(np.bitwise_or.reduce(rows.astype(np.int64))) if len(rows) else 0
+
+
+class _Completions:
+    """Results due at a later clock: ``due(clock, item)``, and each clock ``pop()`` gives those
+    due by now."""
+
+    def __init__(self):
+        self.at = {}
+
+    def due(self, clock, item):
+        self.at.setdefault(clock, []).append(item)
+
+    def pop(self, now):
+        return self.at.pop(now, ())
+
+    def last(self):
+        return max(self.at, default=-1)
+
+
+def _forward_sharing(job, limits):
+    """``dedup`` and ``refree`` forward: per part, offsets, lookups (each distinct row fetched
+    at its first), the analyzer's tail and sort, then the members a cycle each in key order,
+    each bag's pooled row written once its last member has passed the fold."""
+    b, p, t = job.b, job.port, job.t
+    for part in partition(b, limits):
+        plan = plan_part(b, part, "sum")
+        job.offsets(part.table * job.B + part.bag_lo, part.bag_hi - part.bag_lo + 1)
+        seen = set()
+
+        def on_lookup(k):
+            r = int(b.indices[k])
+            if r not in seen:
+                seen.add(r)
+                p.ask("row", job.row(part.table, r), ("row", part.table, r))
+        job.lookups(part.lo, part.hi, on_lookup)
+        job.wait(t.analyzer_tail)
+        job.mark("analysis")
+        n = len(plan.rows)
+        job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
+        # the members: each distinct (bag, row) pair, rows in row order
+        pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
+        pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
+        last = np.full(plan.num_bags, -1)
+        last[pair >> 32] = np.arange(len(pair))
+        results = _Completions()
+        prev_rank = -1
+        for i, (bag, rank) in enumerate(zip(pair >> 32, pair & 0xFFFFFFFF)):
+            r = int(plan.rows[rank])
+            while not p.has(("row", part.table, r), job.rb):
+                job.step(results, part)
+            if rank != prev_rank:
+                job.step(results, part, t.row_cost)
+                prev_rank = rank
+            if last[bag] == i:
+                results.due(p.now + t.fold_latency, int(bag))
+            job.step(results, part)
+        job.mark("stream")
+        while p.now <= results.last():
+            job.step(results, part)
+        while not p.drained():
+            job.wait()
+        job.mark("drain")
+
+
+def _forward_baseline(job, limits):
+    """``baseline`` forward: per part, offsets, then the lookups into the analyzer beside the
+    stream: each lookup, once its bag is whole in the lookup buffer, in the buffer's order
+    (16 bags interleaved), its row read (``row_reads_ahead`` beats in flight) and folded a
+    cycle each; each bag's pooled row written once its last lookup has passed the fold."""
+    b, p, t = job.b, job.port, job.t
+    for part in partition(b, limits):
+        offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
+        job.offsets(part.table * job.B + part.bag_lo, len(offs))
+        order = deque(_buffer_order(part.lo, part.hi, offs))
+        bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
+        lastk = set((offs[1:] - 1)[np.diff(offs) > 0].tolist())
+        analysed = [part.lo]            # lookups in the analyzer so far
+        asked, folding = deque(), deque()
+        results = _Completions()
+
+        def stream():
+            # ask the rows of lookups whose bags are whole, fold those that have arrived
+            while order and len(asked) * job.rb < t.row_reads_ahead:
+                k = order[0]
+                if offs[bag_of[k - part.lo] + 1] > analysed[0]:
+                    break
+                order.popleft()
+                p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
+                asked.append(k)
+            if asked and p.has(("brow", asked[0]), job.rb):
+                k = asked.popleft()
+                if k in lastk:
+                    results.due(p.now + t.fold_latency, int(bag_of[k - part.lo]))
+
+        def on_lookup(k):
+            analysed[0] = k + 1
+            stream()
+        job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(results, part, each=stream))
+        job.mark("analysis")
+        while order or asked:
+            job.step(results, part, each=stream)
+        job.mark("stream")
+        while p.now <= results.last():
+            job.step(results, part)
+        while not p.drained():
+            job.wait()
+        job.mark("drain")
+
+
+def _backward_baseline(job, limits):
+    """``baseline`` backward: per part, offsets, then per lookup in index order (once its bag
+    is whole in the buffer) its gradient row and table row read (``row_reads_ahead`` beats of
+    each in flight), ``D / 16`` cycles on the updater once both are in, and the row written."""
+    b, p, t = job.b, job.port, job.t
+    for part in partition(b, limits):
+        offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
+        job.offsets(part.table * job.B + part.bag_lo, len(offs))
+        bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
+        state = {"next": part.lo, "analysed": part.lo, "busy_until": 0}
+        asked = deque()
+
+        def stream():
+            while state["next"] < part.hi and len(asked) * job.rb < t.row_reads_ahead:
+                k = state["next"]
+                if offs[bag_of[k - part.lo] + 1] > state["analysed"]:
+                    break
+                p.ask("grad", job.staging(job.lay.grad, part.bag_lo + bag_of[k - part.lo], part.table), ("g", k))
+                p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
+                asked.append(k)
+                state["next"] += 1
+            if asked and p.now >= state["busy_until"] and p.has(("g", asked[0]), job.rb) \
+                    and p.has(("brow", asked[0]), job.rb):
+                k = asked.popleft()
+                state["busy_until"] = p.now + job.rb        # the updater: a beat a cycle
+                p.ask("write", job.row(part.table, b.indices[k]))
+
+        def on_lookup(k):
+            state["analysed"] = k + 1
+        job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(None, part, each=stream))
+        job.mark("analysis")
+        while state["next"] < part.hi or asked:
+            job.step(None, part, each=stream)
+        job.mark("stream")
+        while not p.drained():
+            job.wait()
+        job.mark("drain")
+
+
+def _backward_by_rows(job, limits, poolings):
+    """``dedup`` and ``refree`` backward, by row groups: a dry pass per group but table 0's
+    first (when it is one chunk), then per group a pass: offsets, the group's lookups (others
+    passed over a run at a time), each bag's gradient row and each distinct row fetched at
+    its first lookup of the group; ``merge_tail``; each row's update (``D / 16`` cycles on
+    the updater once its row is in) and its write."""
+    b, p, t = job.b, job.port, job.t
+    for tab in range(job.T):
+        groups = plan_row_groups(b, tab, poolings[tab], limits)
+        G = groups[0].group[0] if groups else 1
+        lo, hi = int(b.offsets[tab * job.B]), int(b.offsets[(tab + 1) * job.B])
+        offs = np.asarray(b.offsets[tab * job.B:(tab + 1) * job.B + 1], np.int64)
+        bag_of = np.repeat(np.arange(job.B), np.diff(offs))
+        member = row_group_of(np.asarray(b.indices[lo:hi]), G) if G > 1 else np.zeros(hi - lo, np.int64)
+        one_chunk = job.B <= limits.max_bags and hi - lo <= limits.max_lookups
+        passes = [(g, True) for g in range(G) if G > 1 and not (tab == 0 and g == 0 and one_chunk)]
+        passes += [(g, False) for g in range(G)]
+        for g, dry in passes:
+            job.offsets(tab * job.B, job.B + 1)
+            rows_seen, bags_seen = {}, set()
+            skip = _OutOfGroup(member, g, lo, bag_of, 64 // job.isize)
+
+            def on_lookup(k):
+                if dry:
+                    return
+                bag = int(bag_of[k - lo])
+                if bag not in bags_seen:
+                    bags_seen.add(bag)
+                    p.ask("grad", job.staging(job.lay.grad, bag, tab), ("g", tab, bag))
+                r = int(b.indices[k])
+                if r not in rows_seen:
+                    rows_seen[r] = len(rows_seen)
+                    p.ask("row", job.row(tab, r), ("row", tab, r))
+            job.lookups(lo, hi, on_lookup, skip=skip)
+            job.wait(t.merge_tail)
+            job.mark("analysis")
+            if dry:
+                continue
+            while not all(p.has(("g", tab, bag), job.rb) for bag in bags_seen):
+                job.wait()
+            job.wait(t.merge_tail)
+            job.mark("stream")
+            for r in rows_seen:
+                while not p.has(("row", tab, r), job.rb):
+                    job.wait()
+                job.wait(job.rb)                    # the updater: a beat a cycle
+                p.ask("write", job.row(tab, r))
+            while not p.drained():
+                job.wait()
+            job.mark("drain")
+
+
+class _OutOfGroup:
+    """Backward by rows: a lookup of another row group passes, with the run of such lookups
+    after it up to the end of its index beat and of its bag, in one cycle."""
+
+    def __init__(self, member, g, lo, bag_of, per_beat):
+        self.member, self.g, self.lo, self.bag_of, self.per = member, g, lo, bag_of, per_beat
+
+    def __call__(self, k):
+        return self.member[k - self.lo] != self.g
+
+    def run_end(self, k):
+        i = k - self.lo
+        end_beat = (k // self.per + 1) * self.per - self.lo
+        bag = self.bag_of[i]
+        j = i + 1
+        while j < len(self.member) and j < end_beat and self.bag_of[j] == bag and self.member[j] != self.g:
+            j += 1
+        return j + self.lo
+
+
+def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), dim=64, poolings=None):
+    """Model cycles of one job (see the module docstring)."""
+    job = _Job(batch, lay, params, times, dim)
+    if job_name == "forward":
+        (_forward_baseline if mode == "baseline" else _forward_sharing)(job, limits)
+    elif mode == "baseline":
+        _backward_baseline(job, limits)
+    else:
+        _backward_by_rows(job, limits, poolings or ["sum"] * batch.num_tables)
+    return job.port.now, job.phases
