@@ -47,8 +47,10 @@ class EngineTimes:
     part_start: int = 4             # PART_START, and the offsets reader's first request
     index_beats_ahead: int = 16     # the lookup walker's index beats in flight
     analyzer_tail: int = 12         # the insertion pipeline after the last lookup
-    fold_latency: int = 20          # a member to its bag's result (scheduler, FMA, writer)
-    merge_tail: int = 30            # backward: the last lookup to the first final
+    fold_latency: int = 15          # an operation's issue to its accumulator written (FMA L = 13, read, write)
+    fold_window: int = 8            # the fold datapath's issue window (64 lanes)
+    items_ahead: int = 128          # hw/engine/engine.py ITEMS_AHEAD
+    result_latency: int = 8         # a bag's last operation done to its pooled row's first write
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
     radix_bits: int = 9             # the sorter's digits
     row_cost: int = 1               # forward: a member stream's cycle lost at each new row
@@ -176,6 +178,40 @@ def _or_of(rows):
     return int(np.bitwise_or.reduce(rows.astype(np.int64))) if len(rows) else 0
 
 
+class _Fold:
+    """The fold datapath (hw/engine/datapath.py): operations in program order wait in a window
+    of ``window``; each cycle the oldest whose row is in and whose accumulator's last
+    operation has left the pipeline (``latency`` cycles after it issued) issues: an
+    operation a cycle at most (D / lanes = 1 beat)."""
+
+    def __init__(self, port, window, latency, row_beats):
+        self.port, self.window, self.latency, self.rb = port, window, latency, row_beats
+        self.ops = deque()              # (accumulator, tag of its row, on_done)
+        self.free = {}                  # accumulator -> clock its last operation has left
+        self.last_done = 0
+
+    def add(self, acc, tag, on_done=None):
+        self.ops.append((acc, tag, on_done))
+
+    def step(self):
+        now = self.port.now
+        seen = set()
+        for i, (acc, tag, on_done) in enumerate(self.ops):
+            if i >= self.window:
+                break
+            if acc not in seen and self.free.get(acc, 0) <= now and (tag is None or self.port.has(tag, self.rb)):
+                del self.ops[i]
+                self.free[acc] = now + self.latency
+                self.last_done = max(self.last_done, now + self.latency)
+                if on_done is not None:
+                    on_done(now + self.latency)
+                return
+            seen.add(acc)               # (no passing an older operation on the same accumulator)
+
+    def idle(self):
+        return not self.ops and self.port.now >= self.last_done
+
+
 class _Completions:
     """Results due at a later clock: ``due(clock, item)``, and each clock ``pop()`` gives those
     due by now."""
@@ -213,26 +249,29 @@ def _forward_sharing(job, limits):
         job.mark("analysis")
         n = len(plan.rows)
         job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
-        # the members: each distinct (bag, row) pair, rows in row order
+        # the members: each distinct (bag, row) pair, rows in row order, into the fold a
+        # cycle each (a cycle more at each new row); after a bag's last, its final (an
+        # operation on its accumulator that sends the sum to the writer)
         pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
         pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
         last = np.full(plan.num_bags, -1)
         last[pair >> 32] = np.arange(len(pair))
         results = _Completions()
+        fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
         prev_rank = -1
         for i, (bag, rank) in enumerate(zip(pair >> 32, pair & 0xFFFFFFFF)):
-            r = int(plan.rows[rank])
-            while not p.has(("row", part.table, r), job.rb):
-                job.step(results, part)
             if rank != prev_rank:
-                job.step(results, part, t.row_cost)
+                job.step(results, part, t.row_cost, each=fold.step)
                 prev_rank = rank
-            if last[bag] == i:
-                results.due(p.now + t.fold_latency, int(bag))
-            job.step(results, part)
+            while len(fold.ops) >= t.items_ahead:
+                job.step(results, part, each=fold.step)
+            fold.add(int(bag), ("row", part.table, int(plan.rows[rank])))
+            if last[bag] == i:          # the bag's final: its partial sum to the writer
+                fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
+            job.step(results, part, each=fold.step)
         job.mark("stream")
-        while p.now <= results.last():
-            job.step(results, part)
+        while not fold.idle() or p.now <= results.last():
+            job.step(results, part, each=fold.step)
         while not p.drained():
             job.wait()
         job.mark("drain")
@@ -326,7 +365,8 @@ def _backward_by_rows(job, limits, poolings):
     """``dedup`` and ``refree`` backward, by row groups: a dry pass per group but table 0's
     first (when it is one chunk), then per group a pass: offsets, the group's lookups (others
     passed over a run at a time), each bag's gradient row and each distinct row fetched at
-    its first lookup of the group; ``merge_tail``; each row's update (``D / 16`` cycles on
+    its first lookup of the group, each bag's pairs merged once its last lookup is in (an
+operation each, on the row's accumulator, in the fold); then each row's update (``D / 16`` cycles on
     the updater once its row is in) and its write."""
     b, p, t = job.b, job.port, job.t
     for tab in range(job.T):
@@ -343,26 +383,36 @@ def _backward_by_rows(job, limits, poolings):
             job.offsets(tab * job.B, job.B + 1)
             rows_seen, bags_seen = {}, set()
             skip = _OutOfGroup(member, g, lo, bag_of, 64 // job.isize)
+            fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
+            bag_pairs = {}              # the bag being analysed: its rows, in index order
+
+            def close_bags(upto):
+                # a bag's pairs go to the merge once the analyzer has its last lookup
+                for bag in [x for x in bag_pairs if x < upto]:
+                    for r in dict.fromkeys(bag_pairs.pop(bag)):
+                        fold.add(r, ("g", tab, bag))
 
             def on_lookup(k):
                 if dry:
                     return
-                bag = int(bag_of[k - lo])
+                bag, r = int(bag_of[k - lo]), int(b.indices[k])
+                close_bags(bag)
                 if bag not in bags_seen:
                     bags_seen.add(bag)
                     p.ask("grad", job.staging(job.lay.grad, bag, tab), ("g", tab, bag))
-                r = int(b.indices[k])
                 if r not in rows_seen:
                     rows_seen[r] = len(rows_seen)
                     p.ask("row", job.row(tab, r), ("row", tab, r))
-            job.lookups(lo, hi, on_lookup, skip=skip)
-            job.wait(t.merge_tail)
+                bag_pairs.setdefault(bag, []).append(r)
+            job.lookups(lo, hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
+            close_bags(job.B)
+            job.wait(t.analyzer_tail)
             job.mark("analysis")
             if dry:
                 continue
-            while not all(p.has(("g", tab, bag), job.rb) for bag in bags_seen):
-                job.wait()
-            job.wait(t.merge_tail)
+            # the merge's tail, then each row's final and update in slot order
+            while not fold.idle():
+                job.step(None, None, each=fold.step)
             job.mark("stream")
             for r in rows_seen:
                 while not p.has(("row", tab, r), job.rb):

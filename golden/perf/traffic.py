@@ -21,6 +21,8 @@ folds and updates) and when a request is ready (the requests of a pass are offer
 as the port takes them).  So a job's time on :func:`.dram_side.serve` is what the DRAM side
 needs for the job's traffic in the engine's order: a lower estimate of the job's cycles
 that names the DRAM side's share of them."""
+from collections import deque
+
 import numpy as np
 
 from refree.golden.planner import partition, plan_row_groups
@@ -58,14 +60,24 @@ def _staging(lay, base, b, t, T, write=False):
 
 
 def _buffer_order(lo, hi, offsets):
-    """Lookups [lo, hi) of the bags ``offsets`` delimits, as the lookup buffer gives them:
-    ``LOOKUP_LANES`` bags at a time, one lookup of each in turn."""
-    order = []
-    bags = len(offsets) - 1
-    for g in range(0, bags, LOOKUP_LANES):
-        lanes = [list(range(offsets[b], offsets[b + 1])) for b in range(g, min(g + LOOKUP_LANES, bags))]
-        depth = max((len(x) for x in lanes), default=0)
-        order += [x[k] for k in range(depth) for x in lanes if k < len(x)]
+    """Lookups [lo, hi) of the bags ``offsets`` delimits, as the lookup buffer replays them
+    (hw/engine/lookup_buffer.py): a pointer visits ``LOOKUP_LANES`` lanes in turn; a lane
+    holding a bag gives its next lookup, an empty lane takes the next non-empty bag and gives
+    its first; lane i takes its first bag in round i."""
+    bags = deque(b for b in range(len(offsets) - 1) if offsets[b + 1] > offsets[b])
+    lanes = [None] * LOOKUP_LANES           # [next lookup, end] of the bag each holds
+    order, visit = [], 0
+    while bags or any(lanes):
+        i = visit % LOOKUP_LANES
+        if lanes[i] is None and bags and visit // LOOKUP_LANES >= i:
+            b = bags.popleft()
+            lanes[i] = [int(offsets[b]), int(offsets[b + 1])]
+        if lanes[i] is not None:
+            order.append(lanes[i][0])
+            lanes[i][0] += 1
+            if lanes[i][0] == lanes[i][1]:
+                lanes[i] = None
+        visit += 1
     return order
 
 
