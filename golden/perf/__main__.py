@@ -1,8 +1,9 @@
-"""``python -m refree.golden.perf [REPORT.json]``: each RTL job of a ``refree bench`` report
-beside the time the DRAM side model (:mod:`.dram_side`) needs for the job's traffic in the
-engine's order (:mod:`.traffic`): how much of each job the DRAM side explains, and what is
-left to the engine (its analysis, fold and updates, and what it does not overlap).  Default
-report: ``reports/bench-b128/report.json`` (``make bench-dram``).  Seconds a job at B = 128."""
+"""``python -m refree.golden.perf [REPORT.json] [--dram-only]``: the performance model
+(:mod:`.engine` on :mod:`.dram_side`) against each RTL job of a ``refree bench`` report: the
+RTL's cycles, the model's and the error, then the largest and the mean error.  With
+``--dram-only``: the DRAM side model's time for each job's traffic alone
+(:mod:`.traffic`), how much of each job the DRAM side explains.  Default report:
+``reports/bench-b128/report.json`` (``make bench-dram``).  About a minute at B = 128."""
 import argparse
 import json
 import sys
@@ -13,26 +14,41 @@ import numpy as np
 from refree.golden.traces import make_trace
 from refree.hw.ddr4.params import DramParams
 from .dram_side import serve
+from .engine import job_cycles
 from .traffic import job_requests
 
 DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "reports" / "bench-b128" / "report.json"
 
 
-def dram_times(record, limits, dim=64):
-    """``{(mode, job): (rtl cycles, model clocks of the job's traffic)}`` of one RTL record."""
+def _setup(record, dim):
     from refree.verif.staging import layout
-    options = dict(record.get("options") or {})
-    trace = make_trace(record["trace"], record["batch_size"], record["tables"], **options)
+    trace = make_trace(record["trace"], record["batch_size"], record["tables"], **dict(record.get("options") or {}))
+    batch = trace.batch
     if record.get("index_dtype", "int64") != "int64":
-        trace = type(trace)(trace.batch.with_index_dtype(record["index_dtype"]), trace.num_rows)
+        batch = batch.with_index_dtype(record["index_dtype"])
     params = DramParams(ranks=record["ranks"])
     tables = [np.zeros((n, dim), np.float32) for n in trace.num_rows]
-    lay = layout(trace.batch, tables, stripe=params.mapping.staging_stripe)
-    out = {}
-    for mode, jobs in record["modes"].items():
-        for job in ("forward", "backward"):
-            reqs = job_requests(trace.batch, lay, mode, job, limits)
-            out[mode, job] = (jobs[job]["counters"]["cycles"], serve(reqs, params).cycles)
+    return batch, layout(batch, tables, stripe=params.mapping.staging_stripe), params
+
+
+def calibration(records, limits, dram_only=False):
+    """Per RTL job of ``records`` (a ``refree bench`` report's, SGD on the default limits):
+    ``{"trace", "ranks", "mode", "job", "rtl", "model"}``, ``model`` the model's cycles (or
+    with ``dram_only`` the DRAM side's clocks for the job's traffic)."""
+    out = []
+    for r in records:
+        if r.get("kind") != "rtl" or r.get("optimizer", "sgd") != "sgd" or r.get("config"):
+            continue            # (the model leaves Adagrad out; the default limits)
+        dim = r.get("dim", 64)
+        batch, lay, params = _setup(r, dim)
+        for mode, jobs in r["modes"].items():
+            for job in ("forward", "backward"):
+                if dram_only:
+                    model = serve(job_requests(batch, lay, mode, job, limits), params).cycles
+                else:
+                    model = job_cycles(batch, lay, mode, job, limits, params, dim=dim)[0]
+                out.append({"trace": r["trace"], "ranks": r["ranks"], "mode": mode, "job": job,
+                            "rtl": jobs[job]["counters"]["cycles"], "model": model})
     return out
 
 
@@ -41,20 +57,23 @@ def main(argv=None):
     from refree.verif.engine_run import limits_of
     ap = argparse.ArgumentParser(prog="python -m refree.golden.perf", description=__doc__.split("\n\n")[0])
     ap.add_argument("report", nargs="?", default=str(DEFAULT_REPORT))
+    ap.add_argument("--dram-only", action="store_true", help="the DRAM side's time for each job's traffic alone")
     args = ap.parse_args(argv)
     try:
-        records = [r for r in json.loads(Path(args.report).read_text())["records"] if r["kind"] == "rtl"]
-    except (OSError, ValueError, KeyError) as e:
-        print(f"refree: error: cannot read the RTL records of {args.report}: {e}", file=sys.stderr)
+        records = json.loads(Path(args.report).read_text())["records"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"refree: error: cannot read the records of {args.report}: {e}", file=sys.stderr)
         return 2
-    limits = limits_of(load_config(None).params)
-    print("| trace | R | mode | job | RTL cycles | DRAM side for its traffic | RTL / DRAM side |")
+    rows = calibration(records, limits_of(load_config(None).params), args.dram_only)
+    what = "DRAM side for its traffic" if args.dram_only else "model"
+    print(f"| trace | R | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
     print("|---|---|---|---|---|---|---|")
-    for r in records:
-        if r.get("optimizer", "sgd") != "sgd" or r.get("config"):
-            continue            # (the traffic leaves Adagrad's state out; the default limits)
-        for (mode, job), (rtl, dram) in dram_times(r, limits, r.get("dim", 64)).items():
-            print(f"| {r['trace']} | {r['ranks']} | {mode} | {job} | {rtl:,} | {dram:,} | {rtl / dram:.2f} |", flush=True)
+    for x in rows:
+        print(f"| {x['trace']} | {x['ranks']} | {x['mode']} | {x['job']} | {x['rtl']:,} | {x['model']:,} | "
+              f"{x['model'] / x['rtl'] - 1:+.1%} |")
+    if rows:
+        errs = [abs(x["model"] / x["rtl"] - 1) for x in rows]
+        print(f"\n{len(rows)} jobs: largest error {max(errs):.1%}, mean {sum(errs) / len(errs):.1%}")
     return 0
 
 

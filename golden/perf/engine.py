@@ -38,13 +38,16 @@ from .traffic import _buffer_order
 from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
 
-__all__ = ["EngineTimes", "job_cycles"]
+__all__ = ["EngineTimes", "job_cycles", "WRITE_BURST"]
+
+WRITE_BURST = 32            # hw/engine/engine.py: batched writes go in bursts of this many beats
 
 
 @dataclass(frozen=True)
 class EngineTimes:
     """The engine's fixed costs, in cycles (see the module docstring)."""
     part_start: int = 4             # PART_START, and the offsets reader's first request
+    check_latency: int = 24         # the batch check's last index read to its verdict
     index_beats_ahead: int = 16     # the lookup walker's index beats in flight
     analyzer_tail: int = 12         # the insertion pipeline after the last lookup
     fold_latency: int = 15          # an operation's issue to its accumulator written (FMA L = 13, read, write)
@@ -66,6 +69,10 @@ class _Port:
         self.dram = DramSideModel(params)
         self.asks = {u: deque() for u in self.USERS}     # (beat, write, tag)
         self.arrived = {}               # tag -> beats of it that have left the port
+        self.writes_from = None         # the write gate: the clock of the batch check's verdict
+        self.burst_q = deque()          # batched writes (forward results, rows updated by slot)
+        self.bursting = False
+        self.flushing = False           # PART_FINISH: the burst queue goes whatever its level
 
     @property
     def now(self):
@@ -75,8 +82,22 @@ class _Port:
         for b in beats:
             self.asks[user].append((b, user == "write", tag))
 
+    def batch(self, beats):
+        """Writes that queue and go to memory ``WRITE_BURST`` beats at a time (hw/engine/engine.py),
+        or whatever is queued while ``flushing``."""
+        self.burst_q.extend(beats)
+
     def tick(self):
+        # the burst queue: full bursts, or a flush, into the writer's asks a beat a clock
+        if len(self.burst_q) >= WRITE_BURST:
+            self.bursting = True
+        elif not self.burst_q:
+            self.bursting = False
+        if (self.bursting or self.flushing) and self.burst_q and len(self.asks["write"]) < 2:
+            self.asks["write"].append((self.burst_q.popleft(), True, None))
         for u in self.USERS:
+            if u == "write" and (self.writes_from is None or self.now < self.writes_from):
+                continue                # (writes wait for the verdict)
             if self.asks[u]:
                 if self.dram.offer(*self.asks[u][0]):
                     self.asks[u].popleft()
@@ -88,7 +109,7 @@ class _Port:
         return self.arrived.get(tag, 0) >= beats
 
     def drained(self):
-        return not any(self.asks.values()) and self.dram.idle()
+        return not any(self.asks.values()) and not self.burst_q and self.dram.idle()
 
 
 def _beats_of(arr_base, itemsize, first, last):
@@ -104,6 +125,7 @@ class _Job:
         self.isize = batch.given("indices").dtype.itemsize
         self.osize = batch.given("offsets").dtype.itemsize
         self.phases, self._marked = {}, 0
+        self._job_start = 0
 
     def mark(self, phase):
         """The cycles since the last mark count as ``phase`` (the RTL's counters' split)."""
@@ -122,7 +144,7 @@ class _Job:
                 each()
             if results is not None:
                 for bag in results.pop(self.port.now):
-                    self.port.ask("write", self.staging(self.lay.pooled, part.bag_lo + bag, part.table))
+                    self.port.batch(self.staging(self.lay.pooled, part.bag_lo + bag, part.table))
             self.port.tick()
 
     def row(self, t, r):
@@ -131,6 +153,32 @@ class _Job:
 
     def staging(self, base, b, t):
         return [staging_beat(base, int(b) * self.T + t, j, self.rb, self.lay.stripe) for j in range(self.rb)]
+
+    def finish(self, results, part, fold=None):
+        """PART_FINISH: the fold's last operations and results, the burst queue flushed, every
+        write taken."""
+        p = self.port
+        p.flushing = True
+        while (fold is not None and not fold.idle()) or p.now <= results.last():
+            self.step(results, part, each=fold.step if fold is not None else None)
+        while not p.drained():
+            self.wait()
+        p.flushing = False
+        self.mark("drain")
+
+    def check(self, shared_end):
+        """The batch checker (hw/engine/batch_checker.py) beside the first part: its own read
+        of the offsets, the first part's indices shared at the analysis's pace (they end at
+        ``shared_end``), the rest read and checked 8 a cycle; the verdict opens the write
+        gate."""
+        b = self.b
+        n = len(b.indices)
+        rest = n - shared_end
+        per = 64 // self.isize
+        start = self.port.now
+        self.port.ask("input", _beats_of(self.lay.offsets, self.osize, 0, len(b.offsets)))
+        self.port.ask("input", [self.lay.indices + k for k in range(shared_end // per, (n + per - 1) // per)])
+        self.port.writes_from = max(start, self._job_start + len(b.offsets)) + -(-rest // per) + self.t.check_latency
 
     def offsets(self, first, count):
         """PART_OFFSETS: ``count`` offsets from ``first``, one a cycle as their beats arrive."""
@@ -245,10 +293,14 @@ def _forward_sharing(job, limits):
                 seen.add(r)
                 p.ask("row", job.row(part.table, r), ("row", part.table, r))
         job.lookups(part.lo, part.hi, on_lookup)
+        if p.writes_from is None:
+            job.check(part.hi)
         job.wait(t.analyzer_tail)
         job.mark("analysis")
         n = len(plan.rows)
         job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
+        while p.now < p.writes_from:        # (the first part streams once the batch is known good)
+            job.wait()
         # the members: each distinct (bag, row) pair, rows in row order, into the fold a
         # cycle each (a cycle more at each new row); after a bag's last, its final (an
         # operation on its accumulator that sends the sum to the writer)
@@ -270,11 +322,7 @@ def _forward_sharing(job, limits):
                 fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
             job.step(results, part, each=fold.step)
         job.mark("stream")
-        while not fold.idle() or p.now <= results.last():
-            job.step(results, part, each=fold.step)
-        while not p.drained():
-            job.wait()
-        job.mark("drain")
+        job.finish(results, part, fold)
 
 
 def _forward_baseline(job, limits):
@@ -311,15 +359,13 @@ def _forward_baseline(job, limits):
             analysed[0] = k + 1
             stream()
         job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(results, part, each=stream))
+        if p.writes_from is None:
+            job.check(part.hi)
         job.mark("analysis")
         while order or asked:
             job.step(results, part, each=stream)
         job.mark("stream")
-        while p.now <= results.last():
-            job.step(results, part)
-        while not p.drained():
-            job.wait()
-        job.mark("drain")
+        job.finish(results, part)
 
 
 def _backward_baseline(job, limits):
@@ -352,6 +398,8 @@ def _backward_baseline(job, limits):
         def on_lookup(k):
             state["analysed"] = k + 1
         job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(None, part, each=stream))
+        if p.writes_from is None:
+            job.check(part.hi)
         job.mark("analysis")
         while state["next"] < part.hi or asked:
             job.step(None, part, each=stream)
@@ -405,6 +453,8 @@ operation each, on the row's accumulator, in the fold); then each row's update (
                     p.ask("row", job.row(tab, r), ("row", tab, r))
                 bag_pairs.setdefault(bag, []).append(r)
             job.lookups(lo, hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
+            if p.writes_from is None:
+                job.check(hi)
             close_bags(job.B)
             job.wait(t.analyzer_tail)
             job.mark("analysis")
@@ -418,9 +468,11 @@ operation each, on the row's accumulator, in the fold); then each row's update (
                 while not p.has(("row", tab, r), job.rb):
                     job.wait()
                 job.wait(job.rb)                    # the updater: a beat a cycle
-                p.ask("write", job.row(tab, r))
+                p.batch(job.row(tab, r))
+            p.flushing = True
             while not p.drained():
                 job.wait()
+            p.flushing = False
             job.mark("drain")
 
 
