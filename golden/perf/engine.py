@@ -277,203 +277,210 @@ class _Completions:
         return max(self.at, default=-1)
 
 
-def _forward_sharing(job, limits):
+def _forward_sharing(job, part):
     """``dedup`` and ``refree`` forward: per part, offsets, lookups (each distinct row fetched
     at its first), the analyzer's tail and sort, then the members a cycle each in key order,
     each bag's pooled row written once its last member has passed the fold."""
     b, p, t = job.b, job.port, job.t
-    for part in partition(b, limits):
-        plan = plan_part(b, part, "sum")
-        job.offsets(part.table * job.B + part.bag_lo, part.bag_hi - part.bag_lo + 1)
-        seen = set()
+    plan = plan_part(b, part, "sum")
+    job.offsets(part.table * job.B + part.bag_lo, part.bag_hi - part.bag_lo + 1)
+    seen = set()
 
-        def on_lookup(k):
-            r = int(b.indices[k])
-            if r not in seen:
-                seen.add(r)
-                p.ask("row", job.row(part.table, r), ("row", part.table, r))
-        job.lookups(part.lo, part.hi, on_lookup)
-        if p.writes_from is None:
-            job.check(part.hi)
-        job.wait(t.analyzer_tail)
-        job.mark("analysis")
-        n = len(plan.rows)
-        job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
-        while p.now < p.writes_from:        # (the first part streams once the batch is known good)
-            job.wait()
-        # the members: each distinct (bag, row) pair, rows in row order, into the fold a
-        # cycle each (a cycle more at each new row); after a bag's last, its final (an
-        # operation on its accumulator that sends the sum to the writer)
-        pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
-        pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
-        last = np.full(plan.num_bags, -1)
-        last[pair >> 32] = np.arange(len(pair))
-        results = _Completions()
-        fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
-        prev_rank = -1
-        for i, (bag, rank) in enumerate(zip(pair >> 32, pair & 0xFFFFFFFF)):
-            if rank != prev_rank:
-                job.step(results, part, t.row_cost, each=fold.step)
-                prev_rank = rank
-            while len(fold.ops) >= t.items_ahead:
-                job.step(results, part, each=fold.step)
-            fold.add(int(bag), ("row", part.table, int(plan.rows[rank])))
-            if last[bag] == i:          # the bag's final: its partial sum to the writer
-                fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
+    def on_lookup(k):
+        r = int(b.indices[k])
+        if r not in seen:
+            seen.add(r)
+            p.ask("row", job.row(part.table, r), ("row", part.table, r))
+    job.lookups(part.lo, part.hi, on_lookup)
+    if p.writes_from is None:
+        job.check(part.hi)
+    job.wait(t.analyzer_tail)
+    job.mark("analysis")
+    n = len(plan.rows)
+    job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
+    while p.now < p.writes_from:        # (the first part streams once the batch is known good)
+        job.wait()
+    # the members: each distinct (bag, row) pair, rows in row order, into the fold a
+    # cycle each (a cycle more at each new row); after a bag's last, its final (an
+    # operation on its accumulator that sends the sum to the writer)
+    pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
+    pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
+    last = np.full(plan.num_bags, -1)
+    last[pair >> 32] = np.arange(len(pair))
+    results = _Completions()
+    fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
+    prev_rank = -1
+    for i, (bag, rank) in enumerate(zip(pair >> 32, pair & 0xFFFFFFFF)):
+        if rank != prev_rank:
+            job.step(results, part, t.row_cost, each=fold.step)
+            prev_rank = rank
+        while len(fold.ops) >= t.items_ahead:
             job.step(results, part, each=fold.step)
-        job.mark("stream")
-        job.finish(results, part, fold)
+        fold.add(int(bag), ("row", part.table, int(plan.rows[rank])))
+        if last[bag] == i:          # the bag's final: its partial sum to the writer
+            fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
+        job.step(results, part, each=fold.step)
+    job.mark("stream")
+    job.finish(results, part, fold)
 
 
-def _forward_baseline(job, limits):
+def _forward_baseline(job, part):
     """``baseline`` forward: per part, offsets, then the lookups into the analyzer beside the
     stream: each lookup, once its bag is whole in the lookup buffer, in the buffer's order
     (16 bags interleaved), its row read (``row_reads_ahead`` beats in flight) and folded a
     cycle each; each bag's pooled row written once its last lookup has passed the fold."""
     b, p, t = job.b, job.port, job.t
-    for part in partition(b, limits):
-        offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
-        job.offsets(part.table * job.B + part.bag_lo, len(offs))
-        order = deque(_buffer_order(part.lo, part.hi, offs))
-        bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
-        lastk = set((offs[1:] - 1)[np.diff(offs) > 0].tolist())
-        analysed = [part.lo]            # lookups in the analyzer so far
-        asked, folding = deque(), deque()
-        results = _Completions()
+    offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
+    job.offsets(part.table * job.B + part.bag_lo, len(offs))
+    order = deque(_buffer_order(part.lo, part.hi, offs))
+    bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
+    lastk = set((offs[1:] - 1)[np.diff(offs) > 0].tolist())
+    analysed = [part.lo]            # lookups in the analyzer so far
+    asked, folding = deque(), deque()
+    results = _Completions()
 
-        def stream():
-            # ask the rows of lookups whose bags are whole, fold those that have arrived
-            while order and len(asked) * job.rb < t.row_reads_ahead:
-                k = order[0]
-                if offs[bag_of[k - part.lo] + 1] > analysed[0]:
-                    break
-                order.popleft()
-                p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
-                asked.append(k)
-            if asked and p.has(("brow", asked[0]), job.rb):
-                k = asked.popleft()
-                if k in lastk:
-                    results.due(p.now + t.fold_latency, int(bag_of[k - part.lo]))
+    def stream():
+        # ask the rows of lookups whose bags are whole, fold those that have arrived
+        while order and len(asked) * job.rb < t.row_reads_ahead:
+            k = order[0]
+            if offs[bag_of[k - part.lo] + 1] > analysed[0]:
+                break
+            order.popleft()
+            p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
+            asked.append(k)
+        if asked and p.has(("brow", asked[0]), job.rb):
+            k = asked.popleft()
+            if k in lastk:
+                results.due(p.now + t.fold_latency, int(bag_of[k - part.lo]))
 
-        def on_lookup(k):
-            analysed[0] = k + 1
-            stream()
-        job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(results, part, each=stream))
-        if p.writes_from is None:
-            job.check(part.hi)
-        job.mark("analysis")
-        while order or asked:
-            job.step(results, part, each=stream)
-        job.mark("stream")
-        job.finish(results, part)
+    def on_lookup(k):
+        analysed[0] = k + 1
+        stream()
+    job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(results, part, each=stream))
+    if p.writes_from is None:
+        job.check(part.hi)
+    job.mark("analysis")
+    while order or asked:
+        job.step(results, part, each=stream)
+    job.mark("stream")
+    job.finish(results, part)
 
 
-def _backward_baseline(job, limits):
+def _backward_baseline(job, part):
     """``baseline`` backward: per part, offsets, then per lookup in index order (once its bag
     is whole in the buffer) its gradient row and table row read (``row_reads_ahead`` beats of
     each in flight), ``D / 16`` cycles on the updater once both are in, and the row written."""
     b, p, t = job.b, job.port, job.t
-    for part in partition(b, limits):
-        offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
-        job.offsets(part.table * job.B + part.bag_lo, len(offs))
-        bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
-        state = {"next": part.lo, "analysed": part.lo, "busy_until": 0}
-        asked = deque()
+    offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
+    job.offsets(part.table * job.B + part.bag_lo, len(offs))
+    bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
+    state = {"next": part.lo, "analysed": part.lo, "busy_until": 0}
+    asked = deque()
 
-        def stream():
-            while state["next"] < part.hi and len(asked) * job.rb < t.row_reads_ahead:
-                k = state["next"]
-                if offs[bag_of[k - part.lo] + 1] > state["analysed"]:
-                    break
-                p.ask("grad", job.staging(job.lay.grad, part.bag_lo + bag_of[k - part.lo], part.table), ("g", k))
-                p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
-                asked.append(k)
-                state["next"] += 1
-            if asked and p.now >= state["busy_until"] and p.has(("g", asked[0]), job.rb) \
-                    and p.has(("brow", asked[0]), job.rb):
-                k = asked.popleft()
-                state["busy_until"] = p.now + job.rb        # the updater: a beat a cycle
-                p.ask("write", job.row(part.table, b.indices[k]))
+    def stream():
+        while state["next"] < part.hi and len(asked) * job.rb < t.row_reads_ahead:
+            k = state["next"]
+            if offs[bag_of[k - part.lo] + 1] > state["analysed"]:
+                break
+            p.ask("grad", job.staging(job.lay.grad, part.bag_lo + bag_of[k - part.lo], part.table), ("g", k))
+            p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
+            asked.append(k)
+            state["next"] += 1
+        if asked and p.now >= state["busy_until"] and p.has(("g", asked[0]), job.rb) \
+                and p.has(("brow", asked[0]), job.rb):
+            k = asked.popleft()
+            state["busy_until"] = p.now + job.rb        # the updater: a beat a cycle
+            p.ask("write", job.row(part.table, b.indices[k]))
 
-        def on_lookup(k):
-            state["analysed"] = k + 1
-        job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(None, part, each=stream))
-        if p.writes_from is None:
-            job.check(part.hi)
-        job.mark("analysis")
-        while state["next"] < part.hi or asked:
-            job.step(None, part, each=stream)
-        job.mark("stream")
-        while not p.drained():
-            job.wait()
-        job.mark("drain")
+    def on_lookup(k):
+        state["analysed"] = k + 1
+    job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(None, part, each=stream))
+    if p.writes_from is None:
+        job.check(part.hi)
+    job.mark("analysis")
+    while state["next"] < part.hi or asked:
+        job.step(None, part, each=stream)
+    job.mark("stream")
+    while not p.drained():
+        job.wait()
+    job.mark("drain")
 
 
-def _backward_by_rows(job, limits, poolings):
-    """``dedup`` and ``refree`` backward, by row groups: a dry pass per group but table 0's
-    first (when it is one chunk), then per group a pass: offsets, the group's lookups (others
-    passed over a run at a time), each bag's gradient row and each distinct row fetched at
-    its first lookup of the group, each bag's pairs merged once its last lookup is in (an
-operation each, on the row's accumulator, in the fold); then each row's update (``D / 16`` cycles on
-    the updater once its row is in) and its write."""
+class _TableRows:
+    """Backward by rows, one table: its row groups and which lookups each holds."""
+
+    def __init__(self, b, tab, pooling, limits):
+        B = b.batch_size
+        groups = plan_row_groups(b, tab, pooling, limits)
+        self.tab, self.G = tab, (groups[0].group[0] if groups else 1)
+        self.lo, self.hi = int(b.offsets[tab * B]), int(b.offsets[(tab + 1) * B])
+        self.bag_of = np.repeat(np.arange(B), np.diff(np.asarray(b.offsets[tab * B:(tab + 1) * B + 1], np.int64)))
+        idx = np.asarray(b.indices[self.lo:self.hi])
+        self.member = row_group_of(idx, self.G) if self.G > 1 else np.zeros(len(idx), np.int64)
+        one_chunk = B <= limits.max_bags and self.hi - self.lo <= limits.max_lookups
+        # a dry pass per group but table 0's first (when its pass is one chunk), then the passes
+        self.passes = [(g, True) for g in range(self.G) if self.G > 1 and not (tab == 0 and g == 0 and one_chunk)]
+        self.passes += [(g, False) for g in range(self.G)]
+
+    def lookups(self, g):
+        return int((self.member == g).sum())
+
+
+def _backward_pass(job, rows, g, dry):
+    """``dedup`` and ``refree`` backward, one pass of row group ``g`` (a dry one only
+    analyses): offsets, the group's lookups (others passed over a run at a time), each bag's
+    gradient row and each distinct row fetched at its first lookup of the group, each bag's
+    pairs merged once its last lookup is in (an operation each, on the row's accumulator, in
+    the fold); then each row's update (``D / 16`` cycles on the updater once its row is in),
+    its write batched."""
     b, p, t = job.b, job.port, job.t
-    for tab in range(job.T):
-        groups = plan_row_groups(b, tab, poolings[tab], limits)
-        G = groups[0].group[0] if groups else 1
-        lo, hi = int(b.offsets[tab * job.B]), int(b.offsets[(tab + 1) * job.B])
-        offs = np.asarray(b.offsets[tab * job.B:(tab + 1) * job.B + 1], np.int64)
-        bag_of = np.repeat(np.arange(job.B), np.diff(offs))
-        member = row_group_of(np.asarray(b.indices[lo:hi]), G) if G > 1 else np.zeros(hi - lo, np.int64)
-        one_chunk = job.B <= limits.max_bags and hi - lo <= limits.max_lookups
-        passes = [(g, True) for g in range(G) if G > 1 and not (tab == 0 and g == 0 and one_chunk)]
-        passes += [(g, False) for g in range(G)]
-        for g, dry in passes:
-            job.offsets(tab * job.B, job.B + 1)
-            rows_seen, bags_seen = {}, set()
-            skip = _OutOfGroup(member, g, lo, bag_of, 64 // job.isize)
-            fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
-            bag_pairs = {}              # the bag being analysed: its rows, in index order
+    tab, lo, hi, bag_of = rows.tab, rows.lo, rows.hi, rows.bag_of
+    job.offsets(tab * job.B, job.B + 1)
+    rows_seen, bags_seen = {}, set()
+    skip = _OutOfGroup(rows.member, g, lo, bag_of, 64 // job.isize)
+    fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
+    bag_pairs = {}              # the bags being analysed: their rows, in index order
 
-            def close_bags(upto):
-                # a bag's pairs go to the merge once the analyzer has its last lookup
-                for bag in [x for x in bag_pairs if x < upto]:
-                    for r in dict.fromkeys(bag_pairs.pop(bag)):
-                        fold.add(r, ("g", tab, bag))
+    def close_bags(upto):
+        # a bag's pairs go to the merge once the analyzer has its last lookup
+        for bag in [x for x in bag_pairs if x < upto]:
+            for r in dict.fromkeys(bag_pairs.pop(bag)):
+                fold.add(r, ("g", tab, bag))
 
-            def on_lookup(k):
-                if dry:
-                    return
-                bag, r = int(bag_of[k - lo]), int(b.indices[k])
-                close_bags(bag)
-                if bag not in bags_seen:
-                    bags_seen.add(bag)
-                    p.ask("grad", job.staging(job.lay.grad, bag, tab), ("g", tab, bag))
-                if r not in rows_seen:
-                    rows_seen[r] = len(rows_seen)
-                    p.ask("row", job.row(tab, r), ("row", tab, r))
-                bag_pairs.setdefault(bag, []).append(r)
-            job.lookups(lo, hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
-            if p.writes_from is None:
-                job.check(hi)
-            close_bags(job.B)
-            job.wait(t.analyzer_tail)
-            job.mark("analysis")
-            if dry:
-                continue
-            # the merge's tail, then each row's final and update in slot order
-            while not fold.idle():
-                job.step(None, None, each=fold.step)
-            job.mark("stream")
-            for r in rows_seen:
-                while not p.has(("row", tab, r), job.rb):
-                    job.wait()
-                job.wait(job.rb)                    # the updater: a beat a cycle
-                p.batch(job.row(tab, r))
-            p.flushing = True
-            while not p.drained():
-                job.wait()
-            p.flushing = False
-            job.mark("drain")
+    def on_lookup(k):
+        if dry:
+            return
+        bag, r = int(bag_of[k - lo]), int(b.indices[k])
+        close_bags(bag)
+        if bag not in bags_seen:
+            bags_seen.add(bag)
+            p.ask("grad", job.staging(job.lay.grad, bag, tab), ("g", tab, bag))
+        if r not in rows_seen:
+            rows_seen[r] = len(rows_seen)
+            p.ask("row", job.row(tab, r), ("row", tab, r))
+        bag_pairs.setdefault(bag, []).append(r)
+    job.lookups(lo, hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
+    if p.writes_from is None:
+        job.check(hi)
+    close_bags(job.B)
+    job.wait(t.analyzer_tail)
+    job.mark("analysis")
+    if dry:
+        return
+    # the merge's tail, then each row's final and update in slot order
+    while not fold.idle():
+        job.step(None, None, each=fold.step)
+    job.mark("stream")
+    for r in rows_seen:
+        while not p.has(("row", tab, r), job.rb):
+            job.wait()
+        job.wait(job.rb)                    # the updater: a beat a cycle
+        p.batch(job.row(tab, r))
+    p.flushing = True
+    while not p.drained():
+        job.wait()
+    p.flushing = False
+    job.mark("drain")
 
 
 class _OutOfGroup:
@@ -496,13 +503,48 @@ class _OutOfGroup:
         return j + self.lo
 
 
-def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), dim=64, poolings=None):
-    """Model cycles of one job (see the module docstring)."""
-    job = _Job(batch, lay, params, times, dim)
-    if job_name == "forward":
-        (_forward_baseline if mode == "baseline" else _forward_sharing)(job, limits)
-    elif mode == "baseline":
-        _backward_baseline(job, limits)
-    else:
-        _backward_by_rows(job, limits, poolings or ["sum"] * batch.num_tables)
-    return job.port.now, job.phases
+def _units(batch, mode, job_name, limits, poolings):
+    """The job's units in order, each ``(lookups it walks, run(job))``: its parts, or (backward
+    by rows) its row groups' passes."""
+    if mode == "baseline" or job_name == "forward":
+        run = (_forward_baseline if mode == "baseline" else _forward_sharing) if job_name == "forward" \
+            else _backward_baseline
+        return [(part.hi - part.lo, lambda job, part=part: run(job, part)) for part in partition(batch, limits)]
+    units = []
+    for tab in range(batch.num_tables):
+        rows = _TableRows(batch, tab, poolings[tab], limits)
+        units += [(rows.hi - rows.lo, lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry))
+                  for g, dry in rows.passes]
+    return units
+
+
+def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), dim=64, poolings=None,
+               max_lookups=None):
+    """Model cycles of one job (see the module docstring): ``(cycles, phases, sampled)``.
+
+    Every part (pass) runs in turn on one DRAM side; with ``max_lookups``, a job whose parts
+    walk more lookups runs only every k-th part (the first always, so that the batch check is
+    in), each on a fresh DRAM side, and its cycles are scaled by the lookups walked: an
+    estimate for batches too large to run whole (``sampled`` True)."""
+    poolings = poolings or ["sum"] * batch.num_tables
+    units = _units(batch, mode, job_name, limits, poolings)
+    total = sum(n for n, _ in units)
+    if max_lookups is None or total <= max_lookups:
+        job = _Job(batch, lay, params, times, dim)
+        for _, run in units:
+            run(job)
+        return job.port.now, job.phases, False
+    step = -(-total // max_lookups)
+    chosen = units[::step]
+    cycles, phases, walked = 0, {}, 0
+    for k, (n, run) in enumerate(chosen):
+        job = _Job(batch, lay, params, times, dim)
+        if k:
+            job.port.writes_from = 0        # (the check was the first part's)
+        run(job)
+        cycles += job.port.now
+        walked += n
+        for name, v in job.phases.items():
+            phases[name] = phases.get(name, 0) + v
+    scale = total / max(walked, 1)
+    return round(cycles * scale), {k: round(v * scale) for k, v in phases.items()}, True
