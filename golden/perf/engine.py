@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refree.golden.planner import partition, plan_part, plan_row_groups, row_group_of
+from refree.golden.planner import partition, plan_part, row_group_of, row_groups
 from .traffic import _buffer_order
 from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
@@ -55,6 +55,7 @@ class EngineTimes:
     items_ahead: int = 128          # hw/engine/engine.py ITEMS_AHEAD
     result_latency: int = 8         # a bag's last operation done to its pooled row's first write
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
+    rows_in_flight: int = 32        # baseline backward: the forwarder's slots (hw/engine/forwarder.py)
     radix_bits: int = 9             # the sorter's digits
     row_cost: int = 1               # forward: a member stream's cycle lost at each new row
 
@@ -73,6 +74,7 @@ class _Port:
         self.burst_q = deque()          # batched writes (forward results, rows updated by slot)
         self.bursting = False
         self.flushing = False           # PART_FINISH: the burst queue goes whatever its level
+        self.writes_taken = 0           # write beats the port has taken
 
     @property
     def now(self):
@@ -101,6 +103,7 @@ class _Port:
             if self.asks[u]:
                 if self.dram.offer(*self.asks[u][0]):
                     self.asks[u].popleft()
+                    self.writes_taken += u == "write"
                 break
         for tag in self.dram.clock():
             self.arrived[tag] = self.arrived.get(tag, 0) + 1
@@ -368,17 +371,23 @@ def _forward_baseline(job, part):
 
 def _backward_baseline(job, part):
     """``baseline`` backward: per part, offsets, then per lookup in index order (once its bag
-    is whole in the buffer) its gradient row and table row read (``row_reads_ahead`` beats of
-    each in flight), ``D / 16`` cycles on the updater once both are in, and the row written."""
+    is whole in the buffer) its gradient row and table row read, ``D / 16`` cycles on the
+    updater once both are in, and the row written; ``rows_in_flight`` lookups at most from
+    the reads to the write taken (the forwarder's slots, which also hold the writes back
+    until the batch check's verdict)."""
     b, p, t = job.b, job.port, job.t
     offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
     job.offsets(part.table * job.B + part.bag_lo, len(offs))
     bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
     state = {"next": part.lo, "analysed": part.lo, "busy_until": 0}
     asked = deque()
+    written0 = p.writes_taken          # (the previous part drained)
+
+    def in_flight():
+        return state["next"] - part.lo - (p.writes_taken - written0) // job.rb
 
     def stream():
-        while state["next"] < part.hi and len(asked) * job.rb < t.row_reads_ahead:
+        while state["next"] < part.hi and in_flight() < t.rows_in_flight:
             k = state["next"]
             if offs[bag_of[k - part.lo] + 1] > state["analysed"]:
                 break
@@ -411,10 +420,17 @@ class _TableRows:
 
     def __init__(self, b, tab, pooling, limits):
         B = b.batch_size
-        groups = plan_row_groups(b, tab, pooling, limits)
-        self.tab, self.G = tab, (groups[0].group[0] if groups else 1)
+        self.tab, self.G = tab, row_groups(b, tab, limits)
         self.lo, self.hi = int(b.offsets[tab * B]), int(b.offsets[(tab + 1) * B])
-        self.bag_of = np.repeat(np.arange(B), np.diff(np.asarray(b.offsets[tab * B:(tab + 1) * B + 1], np.int64)))
+        offs = np.asarray(b.offsets[tab * B:(tab + 1) * B + 1], np.int64)
+        self.bag_of = np.repeat(np.arange(B), np.diff(offs))
+        # a pass's chunks: its bags formed as parts are, on the bag and lookup limits
+        self.chunks, first = [], 0
+        for bag in range(B):
+            if bag - first == limits.max_bags or offs[bag + 1] - offs[first] > limits.max_lookups:
+                self.chunks.append((first, bag))
+                first = bag
+        self.chunks.append((first, B))
         idx = np.asarray(b.indices[self.lo:self.hi])
         self.member = row_group_of(idx, self.G) if self.G > 1 else np.zeros(len(idx), np.int64)
         one_chunk = B <= limits.max_bags and self.hi - self.lo <= limits.max_lookups
@@ -431,11 +447,10 @@ def _backward_pass(job, rows, g, dry):
     analyses): offsets, the group's lookups (others passed over a run at a time), each bag's
     gradient row and each distinct row fetched at its first lookup of the group, each bag's
     pairs merged once its last lookup is in (an operation each, on the row's accumulator, in
-    the fold); then each row's update (``D / 16`` cycles on the updater once its row is in),
+    the fold); the pass in chunks of bags formed as parts are, each reading its offsets; then each row's update (``D / 16`` cycles on the updater once its row is in),
     its write batched."""
     b, p, t = job.b, job.port, job.t
     tab, lo, hi, bag_of = rows.tab, rows.lo, rows.hi, rows.bag_of
-    job.offsets(tab * job.B, job.B + 1)
     rows_seen, bags_seen = {}, set()
     skip = _OutOfGroup(rows.member, g, lo, bag_of, 64 // job.isize)
     fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
@@ -459,9 +474,12 @@ def _backward_pass(job, rows, g, dry):
             rows_seen[r] = len(rows_seen)
             p.ask("row", job.row(tab, r), ("row", tab, r))
         bag_pairs.setdefault(bag, []).append(r)
-    job.lookups(lo, hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
-    if p.writes_from is None:
-        job.check(hi)
+    for bag_lo, bag_hi in rows.chunks:
+        job.offsets(tab * job.B + bag_lo, bag_hi - bag_lo + 1)
+        c_lo, c_hi = int(b.offsets[tab * job.B + bag_lo]), int(b.offsets[tab * job.B + bag_hi])
+        job.lookups(c_lo, c_hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
+        if p.writes_from is None:
+            job.check(c_hi)
     close_bags(job.B)
     job.wait(t.analyzer_tail)
     job.mark("analysis")
