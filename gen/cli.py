@@ -406,7 +406,7 @@ def cmd_sweep(args):
     records, errors, stats = run_grid(points, scheduler=args.scheduler, workers=args.workers, cache_dir=cache,
                                       progress=progress_bar(len(points)))
     print(f"{stats['cached']} from the cache, {stats['computed']} computed, {stats['failed']} failed")
-    what = "cycles" if args.kind == "rtl" else "roofline cycles (a lower bound)"
+    what = {"rtl": "cycles", "model": "model cycles"}.get(args.kind, "roofline cycles (a lower bound)")
     print(f"{'trace':<10s} {'options':<22s} {'B':>7s} {'R':>2s} {'config':<28s}  step {what}, speed-up over baseline")
     for p, rec in zip(points, records):
         if rec is None:
@@ -660,12 +660,14 @@ def build_parser():
                         "DDR4 ranks of [dram] (rank command engines, command and data pins); "
                         "lrdimm: the whole buffer chip (DDR4 host interface, NMP window, core)")
 
-    w = sub.add_parser("sweep", help="a grid of runs (bounds by the golden model, or the RTL) on a Dask "
+    w = sub.add_parser("sweep", help="a grid of runs (bounds by the golden model, the performance model, or the RTL) on a Dask "
                                      "cluster, each run cached by its inputs; prints the steps and their "
                                      "speed-ups, --out writes the report", epilog=EXIT_CODES)
-    w.add_argument("--kind", choices=["bounds", "rtl"], default="bounds",
-                   help="bounds: the golden model's bounds of each job, any batch size (default); rtl: the "
-                        "chip's RTL, checked bit for bit (minutes a run)")
+    w.add_argument("--kind", choices=["bounds", "model", "rtl"], default="bounds",
+                   help="bounds: the golden model's bounds of each job, any batch size (default); model: "
+                        "the bounds and each job's cycles by the performance model calibrated to the RTL "
+                        "(golden/perf; SGD; a minute or so a job at Meta's batch sizes); rtl: the chip's "
+                        "RTL, checked bit for bit (minutes a run)")
     w.add_argument("--traces", default="movielens", help=f"comma-separated, of {', '.join(TRACE_NAMES)}")
     w.add_argument("--batch-sizes", default="128", help="comma-separated B (default 128)")
     w.add_argument("--ranks", default="1", help="comma-separated R (default 1)")

@@ -1,9 +1,10 @@
-"""Runs: one batch in the three modes, on the RTL or by the golden model's bounds, as a record.
+"""Runs: one batch in the three modes, on the RTL, by the performance model or by the golden
+model's bounds, as a record.
 
 A *point* names a run completely, as plain data (so that it can be shipped to a Dask worker
 and hashed into a cache key, :mod:`refree.gen.sweep`):
 
-``{"kind": "rtl" | "bounds", "trace": name, "options": {...}, "batch_size": B, "tables": T,
+``{"kind": "rtl" | "model" | "bounds", "trace": name, "options": {...}, "batch_size": B, "tables": T,
 "ranks": R, "index_dtype": "int64" | "int32", "optimizer": "sgd" | "rowwise-adagrad",
 "config": {section: {key: value}}}``
 
@@ -14,7 +15,10 @@ generator's defaults as a configuration file would (:func:`refree.gen.config.loa
 (:mod:`refree.gen.bench_report`): ``rtl`` runs :func:`refree.gen.rtl.rtl_check` (every
 output checked bit for bit against the golden model; an AssertionError on a difference),
 ``bounds`` the jobs' bounds of docs/design.md section 3 (:func:`refree.golden.roofline.step_bounds`)
-without simulating anything: what reaches Meta's batch sizes.
+without simulating anything: what reaches Meta's batch sizes; ``model`` the bounds and each
+job's cycles by the performance model (:mod:`refree.golden.perf.engine`, calibrated to the RTL:
+``python -m refree.golden.perf``), each job running every part when it walks at most
+:data:`MODEL_LOOKUPS` lookups, else a sample of its parts scaled (``figures.sampled``).
 """
 from dataclasses import replace
 
@@ -26,7 +30,10 @@ from .config import load_config
 
 __all__ = ["KINDS", "int_list", "trace_options", "point", "point_config", "check_points", "point_trace", "run_point"]
 
-KINDS = ("rtl", "bounds")
+KINDS = ("rtl", "model", "bounds")
+#: A model run's job runs whole up to this many lookups walked (about a minute a job at most
+#: on this machine), else a sample of its parts (refree.golden.perf.engine.job_cycles).
+MODEL_LOOKUPS = 40_000
 
 
 def int_list(option, text, allowed=None, empty=False):
@@ -109,12 +116,44 @@ def _bounds_record(p, conf, tr):
     return out
 
 
+def _model_record(p, conf, tr):
+    """The bounds record with each job's cycles by the performance model: ``figures`` gain
+    ``cycles``, ``cycles_over_roofline`` and ``sampled``, ``step`` its ``step`` cycles."""
+    from refree.golden.perf.engine import job_cycles
+    from refree.verif.engine_run import limits_of
+    from refree.verif.staging import layout
+    if p["optimizer"] != "sgd":
+        raise ValueError("the performance model runs SGD steps only (it leaves Adagrad's unit out)")
+    rec = _bounds_record(p, conf, tr)
+    params = conf.dram
+    tables = [_Rows(n, conf.dim) for n in tr.num_rows]
+    lay = layout(tr.batch, tables, stripe=params.mapping.staging_stripe)
+    limits = limits_of(conf.params)
+    for mode, jobs in rec.items():
+        for job in ("forward", "backward"):
+            cycles, phases, sampled = job_cycles(tr.batch, lay, mode, job, limits, params, dim=conf.dim,
+                                                 max_lookups=MODEL_LOOKUPS)
+            f = jobs[job]["figures"]
+            f.update(cycles=cycles, cycles_over_roofline=cycles / f["roofline"] if f["roofline"] else None,
+                     sampled=sampled, phases=phases)
+        jobs["step"]["step"] = jobs["forward"]["figures"]["cycles"] + jobs["backward"]["figures"]["cycles"]
+    return rec
+
+
+class _Rows:
+    """A table's shape without its values (the layout needs only rows and D)."""
+    def __init__(self, rows, dim):
+        self.shape = (rows, dim)
+
+
 def run_point(p, out=lambda s: None):
     """The point's record (see the module docstring); ``out`` takes the RTL run's lines."""
     conf = point_config(p)
     tr = point_trace(p)
     if p["kind"] == "bounds":
         modes = _bounds_record(p, conf, tr)
+    elif p["kind"] == "model":
+        modes = _model_record(p, conf, tr)
     else:
         from .rtl import check_report, rtl_check
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, out=out, optimizer=p["optimizer"])

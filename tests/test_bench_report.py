@@ -79,6 +79,32 @@ def test_a_bounds_report_gives_the_ratio_of_the_rooflines(tmp_path):
     assert "no RTL run in this report" in md
 
 
+def test_a_model_report_gives_the_model_cycles_beside_the_bounds(tmp_path):
+    """A `model` run: each job's cycles by the performance model (golden/perf/engine.py),
+    never below its roofline, the step their sum; the report's own section and step table."""
+    from refree.golden.perf.engine import job_cycles
+    from refree.hw.ddr4.params import DramParams
+    from refree.verif.staging import layout
+    import numpy as np
+    rec = run_point(point("model", "zipf", 64, options={"seed": 1}, ranks=2))
+    tr = make_trace("zipf", 64, 1, seed=1)
+    params = DramParams(ranks=2)
+    lay = layout(tr.batch, [np.zeros((n, 64), np.float32) for n in tr.num_rows], stripe=params.mapping.staging_stripe)
+    for m, v in rec["modes"].items():
+        for j in ("forward", "backward"):
+            f = v[j]["figures"]
+            assert f["cycles"] == job_cycles(tr.batch, lay, m, j, limits_of(load_config().params), params)[0]
+            assert f["cycles"] >= f["roofline"] and not f["sampled"]
+        assert step_time(rec, m) == v["forward"]["figures"]["cycles"] + v["backward"]["figures"]["cycles"]
+    write_report([rec], tmp_path, "t", "c")
+    md = (tmp_path / "report.md").read_text()
+    assert "## The performance model" in md and "not by the RTL" in md
+    steps = table_rows(md, "| trace | B | T | R | baseline | dedup | refree |")
+    assert steps[0][4] == f"{step_time(rec, 'baseline'):,.0f} (1.00x)"
+    with pytest.raises(ValueError, match="SGD steps only"):
+        run_point(point("model", "zipf", 64, options={"seed": 1}, optimizer="rowwise-adagrad"))
+
+
 def test_bench_from_json_writes_the_report_without_running(tmp_path, capsys):
     src = tmp_path / "runs.json"
     src.write_text(json.dumps([rtl_record(1)]))
