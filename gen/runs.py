@@ -117,26 +117,40 @@ def _bounds_record(p, conf, tr):
 
 
 def _model_record(p, conf, tr):
-    """The bounds record with each job's cycles by the performance model: ``figures`` gain
-    ``cycles``, ``cycles_over_roofline`` and ``sampled``, ``step`` its ``step`` cycles."""
+    """The bounds record with each job by the performance model: ``figures`` gain ``cycles``,
+    ``cycles_over_roofline``, ``sampled`` and ``phases``; each job its ``energy``
+    (:func:`refree.golden.energy.job_energy` of the model's cycles and DRAM commands and the
+    golden counts' operations and the job's table beats), ``step`` its ``step`` cycles and
+    ``energy``."""
+    from refree.golden.energy import job_energy, row_store_bytes
+    from refree.golden.model import plan_batch, row_group_plans, step_counts
     from refree.golden.perf.engine import job_cycles
     from refree.verif.engine_run import limits_of
     from refree.verif.staging import layout
     if p["optimizer"] != "sgd":
         raise ValueError("the performance model runs SGD steps only (it leaves Adagrad's unit out)")
     rec = _bounds_record(p, conf, tr)
-    params = conf.dram
-    tables = [_Rows(n, conf.dim) for n in tr.num_rows]
-    lay = layout(tr.batch, tables, stripe=params.mapping.staging_stripe)
+    params, batch = conf.dram, tr.batch
+    lay = layout(batch, [_Rows(n, conf.dim) for n in tr.num_rows], stripe=params.mapping.staging_stripe)
     limits = limits_of(conf.params)
+    poolings = ["sum"] * batch.num_tables
+    plans = plan_batch(batch, poolings, limits)
+    by_rows = row_group_plans(batch, poolings, limits)
     for mode, jobs in rec.items():
+        counts = step_counts(plans, plans if mode == "baseline" else by_rows, mode, batch.num_tables)[0]
         for job in ("forward", "backward"):
-            cycles, phases, sampled = job_cycles(tr.batch, lay, mode, job, limits, params, dim=conf.dim,
-                                                 max_lookups=MODEL_LOOKUPS)
+            run = job_cycles(batch, lay, mode, job, limits, params, dim=conf.dim, max_lookups=MODEL_LOOKUPS)
             f = jobs[job]["figures"]
-            f.update(cycles=cycles, cycles_over_roofline=cycles / f["roofline"] if f["roofline"] else None,
-                     sampled=sampled, phases=phases)
-        jobs["step"]["step"] = jobs["forward"]["figures"]["cycles"] + jobs["backward"]["figures"]["cycles"]
+            f.update(cycles=run.cycles, cycles_over_roofline=run.cycles / f["roofline"] if f["roofline"] else None,
+                     sampled=run.sampled, phases=run.phases)
+            beats = jobs[job]["bounds"]["beats"]
+            jobs[job]["energy"] = job_energy(
+                {**run.commands, "cycles": run.cycles, "adds": counts[job]["adds"], "muls": counts[job]["muls"],
+                 "table_reads": beats["table_reads"], "table_writes": beats["table_writes"], "state_writes": 0},
+                ranks=p["ranks"], dim=conf.dim, sram_bytes=row_store_bytes(conf.params, conf.dim),
+                lookups=len(batch.indices), grade=params.grade)
+        jobs["step"].update(step=jobs["forward"]["figures"]["cycles"] + jobs["backward"]["figures"]["cycles"],
+                            energy=jobs["forward"]["energy"]["total"] + jobs["backward"]["energy"]["total"])
     return rec
 
 

@@ -64,9 +64,9 @@ def test_sampled_estimate_near_the_whole_run():
     lay = layout(trace.batch, [np.zeros((n, 64), np.float32) for n in trace.num_rows],
                  stripe=params.mapping.staging_stripe)
     for mode in ("baseline", "dedup"):
-        whole, _, sampled = job_cycles(trace.batch, lay, mode, "forward", limits, params)
+        whole, _, sampled, _ = job_cycles(trace.batch, lay, mode, "forward", limits, params)
         assert not sampled
         total = len(trace.batch.indices)
-        estimate, _, sampled = job_cycles(trace.batch, lay, mode, "forward", limits, params,
+        estimate, _, sampled, _ = job_cycles(trace.batch, lay, mode, "forward", limits, params,
                                           max_lookups=total // 3)
         assert sampled and abs(estimate / whole - 1) <= 0.10, (mode, whole, estimate)

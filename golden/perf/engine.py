@@ -30,6 +30,7 @@ RTL's cycles of a ``refree bench`` report.
 """
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from .traffic import _buffer_order
 from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
 
-__all__ = ["EngineTimes", "job_cycles", "WRITE_BURST"]
+__all__ = ["EngineTimes", "ModelRun", "job_cycles", "WRITE_BURST"]
 
 WRITE_BURST = 32            # hw/engine/engine.py: batched writes go in bursts of this many beats
 
@@ -536,14 +537,31 @@ def _units(batch, mode, job_name, limits, poolings):
     return units
 
 
+class ModelRun(NamedTuple):
+    """A job by the model: its ``cycles``, their split by phase (the RTL counters' names),
+    whether only a sample of its parts ran (``sampled``), and the ranks' DRAM commands
+    (``reads``, ``writes``, ``activates``, ``refreshes``, summed over the ranks; scaled
+    with the cycles when sampled)."""
+    cycles: int
+    phases: dict
+    sampled: bool
+    commands: dict
+
+
+def _commands(job):
+    st = job.port.dram.stats
+    return {"reads": sum(s["reads"] for s in st), "writes": sum(s["writes"] for s in st),
+            "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st)}
+
+
 def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), dim=64, poolings=None,
                max_lookups=None):
-    """Model cycles of one job (see the module docstring): ``(cycles, phases, sampled)``.
+    """Model one job (see the module docstring): a :class:`ModelRun`.
 
     Every part (pass) runs in turn on one DRAM side; with ``max_lookups``, a job whose parts
     walk more lookups runs only every k-th part (the first always, so that the batch check is
-    in), each on a fresh DRAM side, and its cycles are scaled by the lookups walked: an
-    estimate for batches too large to run whole (``sampled`` True)."""
+    in), each on a fresh DRAM side, and its cycles and commands are scaled by the lookups
+    walked: an estimate for batches too large to run whole (``sampled``)."""
     poolings = poolings or ["sum"] * batch.num_tables
     units = _units(batch, mode, job_name, limits, poolings)
     total = sum(n for n, _ in units)
@@ -551,18 +569,19 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
         job = _Job(batch, lay, params, times, dim)
         for _, run in units:
             run(job)
-        return job.port.now, job.phases, False
+        return ModelRun(job.port.now, job.phases, False, _commands(job))
     step = -(-total // max_lookups)
-    chosen = units[::step]
-    cycles, phases, walked = 0, {}, 0
-    for k, (n, run) in enumerate(chosen):
+    cycles, phases, commands, walked = 0, {}, {}, 0
+    for k, (n, run) in enumerate(units[::step]):
         job = _Job(batch, lay, params, times, dim)
         if k:
             job.port.writes_from = 0        # (the check was the first part's)
         run(job)
         cycles += job.port.now
         walked += n
-        for name, v in job.phases.items():
-            phases[name] = phases.get(name, 0) + v
+        for into, add in ((phases, job.phases), (commands, _commands(job))):
+            for name, v in add.items():
+                into[name] = into.get(name, 0) + v
     scale = total / max(walked, 1)
-    return round(cycles * scale), {k: round(v * scale) for k, v in phases.items()}, True
+    return ModelRun(round(cycles * scale), {k: round(v * scale) for k, v in phases.items()}, True,
+                    {k: round(v * scale) for k, v in commands.items()})
