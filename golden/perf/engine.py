@@ -523,17 +523,17 @@ class _OutOfGroup:
 
 
 def _units(batch, mode, job_name, limits, poolings):
-    """The job's units in order, each ``(lookups it walks, run(job))``: its parts, or (backward
-    by rows) its row groups' passes."""
+    """The job's units in order, each ``(kind, lookups it walks, run(job))``: its parts, or
+    (backward by rows) its row groups' passes, dry or not."""
     if mode == "baseline" or job_name == "forward":
         run = (_forward_baseline if mode == "baseline" else _forward_sharing) if job_name == "forward" \
             else _backward_baseline
-        return [(part.hi - part.lo, lambda job, part=part: run(job, part)) for part in partition(batch, limits)]
+        return [("part", part.hi - part.lo, lambda job, part=part: run(job, part)) for part in partition(batch, limits)]
     units = []
     for tab in range(batch.num_tables):
         rows = _TableRows(batch, tab, poolings[tab], limits)
-        units += [(rows.hi - rows.lo, lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry))
-                  for g, dry in rows.passes]
+        units += [("dry pass" if dry else "pass", rows.hi - rows.lo,
+                   lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry)) for g, dry in rows.passes]
     return units
 
 
@@ -559,29 +559,35 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
     """Model one job (see the module docstring): a :class:`ModelRun`.
 
     Every part (pass) runs in turn on one DRAM side; with ``max_lookups``, a job whose parts
-    walk more lookups runs only every k-th part (the first always, so that the batch check is
-    in), each on a fresh DRAM side, and its cycles and commands are scaled by the lookups
-    walked: an estimate for batches too large to run whole (``sampled``)."""
+    walk more lookups runs only every k-th part, each on a fresh DRAM side, and its cycles
+    and commands are scaled by the lookups walked: an estimate for batches too large to run
+    whole (``sampled``).  A sampled job leaves out the batch check (its second read of the
+    input, beside the parts: under 1 % of such a job's beats) and its verdict's wait."""
     poolings = poolings or ["sum"] * batch.num_tables
     units = _units(batch, mode, job_name, limits, poolings)
-    total = sum(n for n, _ in units)
+    total = sum(n for _, n, _ in units)
     if max_lookups is None or total <= max_lookups:
         job = _Job(batch, lay, params, times, dim)
-        for _, run in units:
+        for _, _, run in units:
             run(job)
         return ModelRun(job.port.now, job.phases, False, _commands(job))
+    # every step-th unit of each kind (parts; dry passes, passes), from the middle of the
+    # first stride (at least one of each kind), each kind scaled by the lookups it walks
     step = -(-total // max_lookups)
-    cycles, phases, commands, walked = 0, {}, {}, 0
-    for k, (n, run) in enumerate(units[::step]):
-        job = _Job(batch, lay, params, times, dim)
-        if k:
-            job.port.writes_from = 0        # (the check was the first part's)
-        run(job)
-        cycles += job.port.now
-        walked += n
-        for into, add in ((phases, job.phases), (commands, _commands(job))):
-            for name, v in add.items():
-                into[name] = into.get(name, 0) + v
-    scale = total / max(walked, 1)
-    return ModelRun(round(cycles * scale), {k: round(v * scale) for k, v in phases.items()}, True,
-                    {k: round(v * scale) for k, v in commands.items()})
+    cycles, phases, commands = 0.0, {}, {}
+    for kind in dict.fromkeys(k for k, _, _ in units):
+        same = [(n, run) for k, n, run in units if k == kind]
+        walk = sum(n for n, _ in same)
+        chosen = same[step // 2::step] or [same[len(same) // 2]]
+        walked = sum(n for n, _ in chosen)
+        for n, run in chosen:
+            job = _Job(batch, lay, params, times, dim)
+            job.port.writes_from = 0            # (no batch check: see above)
+            run(job)
+            scale = walk / walked
+            cycles += job.port.now * scale
+            for into, add in ((phases, job.phases), (commands, _commands(job))):
+                for name, v in add.items():
+                    into[name] = into.get(name, 0) + v * scale
+    return ModelRun(round(cycles), {k: round(v) for k, v in phases.items()}, True,
+                    {k: round(v) for k, v in commands.items()})
