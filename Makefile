@@ -47,8 +47,8 @@ bench: $(STAMP)
 bench-dram: $(STAMP)
 	$(BIN)/refree bench --traces movielens,meta --batch-size 128 --ranks 1,2,4 --fbgemm --out reports/bench-b128
 
-# The reports at scale (the golden model's bounds, no simulation; a local Dask cluster, the
-# runs cached): reports/README.md lists them.
+# The reports at scale (the golden model's bounds, no simulation; the performance model's
+# cycles; a local Dask cluster, the runs cached): reports/README.md lists them.
 reports: $(STAMP)
 	$(BIN)/refree sweep --traces movielens --batch-sizes 128,1024,4096 --ranks 1,2,4 \
 	  --title "MovieLens: bounds against batch size and ranks" --out reports/scale-movielens
@@ -56,6 +56,11 @@ reports: $(STAMP)
 	  --title "Zipf: bounds against skew" --out reports/scale-zipf
 	$(BIN)/refree sweep --traces meta --seed 3 --tables 8 --batch-sizes 1024,65536 --ranks 1,4 --max-bag-len 1024 \
 	  --title "Meta-calibrated, T = 8: bounds up to B = 65,536" --out reports/scale-meta
+	$(BIN)/refree sweep --kind model --traces movielens --batch-sizes 128,1024,4096 --ranks 1,2,4 \
+	  --title "MovieLens: the performance model's cycles against batch size and ranks" --out reports/model-movielens
+	$(BIN)/refree sweep --kind model --traces meta --seed 3 --tables 8 --batch-sizes 1024,65536 --ranks 1,4 \
+	  --max-bag-len 1024 --title "Meta-calibrated, T = 8: the performance model's cycles up to B = 65,536" \
+	  --out reports/model-meta
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

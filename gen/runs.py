@@ -139,7 +139,7 @@ def _model_record(p, conf, tr):
     for mode, jobs in rec.items():
         counts = step_counts(plans, plans if mode == "baseline" else by_rows, mode, batch.num_tables)[0]
         for job in ("forward", "backward"):
-            run = job_cycles(batch, lay, mode, job, limits, params, dim=conf.dim, max_lookups=MODEL_LOOKUPS)
+            run = job_cycles(batch, lay, mode, job, limits, params, max_lookups=MODEL_LOOKUPS)
             f = jobs[job]["figures"]
             f.update(cycles=run.cycles, cycles_over_roofline=run.cycles / f["roofline"] if f["roofline"] else None,
                      sampled=run.sampled, phases=run.phases)

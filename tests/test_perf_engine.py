@@ -70,3 +70,13 @@ def test_sampled_estimate_near_the_whole_run():
         estimate, _, sampled, _ = job_cycles(trace.batch, lay, mode, "forward", limits, params,
                                           max_lookups=total // 3)
         assert sampled and abs(estimate / whole - 1) <= 0.10, (mode, whole, estimate)
+
+
+def test_a_report_that_cannot_be_read_is_a_clear_error(tmp_path, capsys):
+    from refree.golden.perf.__main__ import main
+    assert main([str(tmp_path / "none.json")]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("refree: error: cannot read the records of") == 2 and "Traceback" not in err

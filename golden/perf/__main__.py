@@ -46,7 +46,7 @@ def calibration(records, limits, dram_only=False):
                 if dram_only:
                     model = serve(job_requests(batch, lay, mode, job, limits), params).cycles
                 else:
-                    model = job_cycles(batch, lay, mode, job, limits, params, dim=dim)[0]
+                    model = job_cycles(batch, lay, mode, job, limits, params)[0]
                 out.append({"trace": r["trace"], "ranks": r["ranks"], "mode": mode, "job": job,
                             "rtl": jobs[job]["counters"]["cycles"], "model": model})
     return out

@@ -2,31 +2,41 @@
 cycles of a job without simulating the RTL.
 
 Each job runs the engine's phases (docs/architecture.md, "A job") as a few rules, each with
-the rate its hardware docstring gives, and each request to memory goes through the DRAM
-side model in the order the engine asks (one FIFO: the engine's arbiter is not modelled).
+the rate its hardware docstring gives; every request to memory goes through the DRAM side
+model, offered by the arbiter's priorities (the writer, the gradient rows, the input arrays,
+the table rows: hw/engine/engine.py).
 
-* A part (a row group's pass) starts by reading its bags' offsets, an offset a cycle as
-  their beats arrive (``PART_OFFSETS``).
-* Its lookups enter the analyzer a cycle each, as their index beats arrive (read
-  ``INDEX_BEATS_AHEAD`` ahead); backward by rows passes over a run of other groups' lookups
+* A part (a row group's pass: its chunks) starts by reading its bags' offsets, an offset a
+  cycle as their beats arrive (``PART_OFFSETS``).
+* Its lookups enter the analyzer a cycle each as their index beats arrive (read
+  ``index_beats_ahead`` ahead); backward by rows passes over a run of other groups' lookups
   (to the end of the index beat or of the bag) in one cycle.  ``dedup`` and ``refree``
   fetch each distinct row at its first lookup (not in a dry pass); backward reads a bag's
   gradient row at its first lookup of the group.
-* Forward (``dedup``, ``refree``): after the last lookup, the analyzer's tail and its sort,
-  ``W * (n + 3)`` cycles for W walk passes (hw/engine/sorter.py); then the members stream a
-  cycle each in key order, each waiting for its row; a bag's pooled row is written
-  ``FOLD_LATENCY`` after its last member.
-* Backward by rows: after the pass's last lookup, ``MERGE_TAIL``; then each distinct row's
-  update, ``D / 16`` cycles on the updater once its row has arrived, and its write.
-* ``baseline``: its lookups stream beside the analysis (forward 16 bags interleaved, a
-  row read and an operation each; backward in index order, a gradient row and a table row
-  read, ``D / 16`` cycles on the updater, and the row written), ``ROW_READS_AHEAD`` beats
-  of rows in flight.
-* A job ends once its last write is taken and every part's tail has passed.
+* The batch check reads the whole input beside the first part (its indices shared) and
+  its verdict opens the write gate; the first part of ``dedup`` and ``refree`` streams only
+  after it (hw/engine/batch_checker.py).
+* Forward (``dedup``, ``refree``): after the last lookup the analyzer's tail and its sort,
+  ``W * (n + 3)`` cycles for W walk passes (hw/engine/sorter.py); then the members, a cycle
+  each (a cycle more at each new row) in key order, into the fold: a window of
+  ``fold_window`` operations, each waiting for its row and for its accumulator's previous
+  operation (``fold_latency``); after a bag's last member its final, then its pooled row.
+* Backward by rows: each bag's pairs are merged in the fold once the bag is whole (beside
+  the analysis); after the pass, each distinct row's update, ``D / 16`` cycles on the
+  updater once its row has arrived.
+* Forward results and rows updated by slot queue and go to memory ``WRITE_BURST`` beats at a
+  time, or at the part's end (``PART_FINISH``).
+* ``baseline``: its lookups stream beside the analysis: forward in the lookup buffer's order
+  (16 bags interleaved), a row read (``row_reads_ahead`` beats in flight) and an operation
+  each; backward in index order, a gradient row and a table row read, ``D / 16`` cycles on
+  the updater and the row written, ``rows_in_flight`` lookups from their reads to their
+  write (the forwarder's slots).
 
-The constants below are the engine's (read off its RTL docstrings, or measured on its
-counters where a docstring gives none); :func:`calibration` compares the model with the
-RTL's cycles of a ``refree bench`` report.
+:class:`EngineTimes` holds every constant, each read off the RTL (its docstrings and
+parameters) or, where none says, measured on its counters.  ``python -m refree.golden.perf``
+compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: row-wise
+Adagrad, weighted bags' coefficient work, mean pooling's divider; ``refree``'s forward runs
+as ``dedup``'s (the same members).
 """
 from collections import deque
 from dataclasses import dataclass
@@ -35,9 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from refree.golden.planner import partition, plan_part, row_group_of, row_groups
-from .traffic import _buffer_order
 from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
+from .traffic import buffer_order
 
 __all__ = ["EngineTimes", "ModelRun", "job_cycles", "WRITE_BURST"]
 
@@ -121,7 +131,7 @@ def _beats_of(arr_base, itemsize, first, last):
 
 
 class _Job:
-    def __init__(self, batch, lay, params, times, dim):
+    def __init__(self, batch, lay, params, times):
         self.b, self.lay, self.t = batch, lay, times
         self.port = _Port(params)
         self.rb = lay.row_beats
@@ -129,7 +139,6 @@ class _Job:
         self.isize = batch.given("indices").dtype.itemsize
         self.osize = batch.given("offsets").dtype.itemsize
         self.phases, self._marked = {}, 0
-        self._job_start = 0
 
     def mark(self, phase):
         """The cycles since the last mark count as ``phase`` (the RTL's counters' split)."""
@@ -182,7 +191,7 @@ class _Job:
         start = self.port.now
         self.port.ask("input", _beats_of(self.lay.offsets, self.osize, 0, len(b.offsets)))
         self.port.ask("input", [self.lay.indices + k for k in range(shared_end // per, (n + per - 1) // per)])
-        self.port.writes_from = max(start, self._job_start + len(b.offsets)) + -(-rest // per) + self.t.check_latency
+        self.port.writes_from = max(start, len(b.offsets)) + -(-rest // per) + self.t.check_latency
 
     def offsets(self, first, count):
         """PART_OFFSETS: ``count`` offsets from ``first``, one a cycle as their beats arrive."""
@@ -336,11 +345,11 @@ def _forward_baseline(job, part):
     b, p, t = job.b, job.port, job.t
     offs = np.asarray(b.offsets[part.table * job.B + part.bag_lo: part.table * job.B + part.bag_hi + 1], np.int64)
     job.offsets(part.table * job.B + part.bag_lo, len(offs))
-    order = deque(_buffer_order(part.lo, part.hi, offs))
+    order = deque(buffer_order(part.lo, part.hi, offs))
     bag_of = np.repeat(np.arange(part.bag_hi - part.bag_lo), np.diff(offs))
     lastk = set((offs[1:] - 1)[np.diff(offs) > 0].tolist())
     analysed = [part.lo]            # lookups in the analyzer so far
-    asked, folding = deque(), deque()
+    asked = deque()
     results = _Completions()
 
     def stream():
@@ -554,9 +563,11 @@ def _commands(job):
             "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st)}
 
 
-def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), dim=64, poolings=None,
+def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), poolings=None,
                max_lookups=None):
-    """Model one job (see the module docstring): a :class:`ModelRun`.
+    """Model one job (see the module docstring): a :class:`ModelRun`.  ``lay``: the memory
+    layout (:func:`refree.verif.staging.layout`; its rows' beats give D), ``limits`` the
+    engine's part limits, ``params`` the :class:`~refree.hw.ddr4.params.DramParams`.
 
     Every part (pass) runs in turn on one DRAM side; with ``max_lookups``, a job whose parts
     walk more lookups runs only every k-th part, each on a fresh DRAM side, and its cycles
@@ -567,7 +578,7 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
     units = _units(batch, mode, job_name, limits, poolings)
     total = sum(n for _, n, _ in units)
     if max_lookups is None or total <= max_lookups:
-        job = _Job(batch, lay, params, times, dim)
+        job = _Job(batch, lay, params, times)
         for _, _, run in units:
             run(job)
         return ModelRun(job.port.now, job.phases, False, _commands(job))
@@ -581,7 +592,7 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
         chosen = same[step // 2::step] or [same[len(same) // 2]]
         walked = sum(n for n, _ in chosen)
         for n, run in chosen:
-            job = _Job(batch, lay, params, times, dim)
+            job = _Job(batch, lay, params, times)
             job.port.writes_from = 0            # (no batch check: see above)
             run(job)
             scale = walk / walked

@@ -28,7 +28,7 @@ import numpy as np
 from refree.golden.planner import partition, plan_row_groups
 from refree.hw.engine.staging import staging_beat
 
-__all__ = ["job_requests", "LOOKUP_LANES"]
+__all__ = ["job_requests", "buffer_order", "LOOKUP_LANES"]
 
 LOOKUP_LANES = 16       # bags the lookup buffer interleaves (hw/engine/lookup_buffer.py)
 
@@ -59,7 +59,7 @@ def _staging(lay, base, b, t, T, write=False):
     return [(staging_beat(base, int(b) * T + t, j, lay.row_beats, lay.stripe), write) for j in range(lay.row_beats)]
 
 
-def _buffer_order(lo, hi, offsets):
+def buffer_order(lo, hi, offsets):
     """Lookups [lo, hi) of the bags ``offsets`` delimits, as the lookup buffer replays them
     (hw/engine/lookup_buffer.py): a pointer visits ``LOOKUP_LANES`` lanes in turn; a lane
     holding a bag gives its next lookup, an empty lane takes the next non-empty bag and gives
@@ -95,7 +95,7 @@ def job_requests(batch, lay, mode, job, limits, poolings=None):
             bag_of = np.repeat(np.arange(p.bag_lo, p.bag_hi), np.diff(offs))
             if mode == "baseline":
                 last = {int(offs[b + 1]) - 1: b for b in range(len(offs) - 1) if offs[b + 1] > offs[b]}
-                order = _buffer_order(p.lo, p.hi, offs) if job == "forward" else range(p.lo, p.hi)
+                order = buffer_order(p.lo, p.hi, offs) if job == "forward" else range(p.lo, p.hi)
                 for k in order:
                     b = bag_of[k - p.lo]
                     if job == "forward":
