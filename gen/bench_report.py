@@ -193,14 +193,12 @@ def format_markdown(records, title, command, peers=None, plots=(), failed=()):
     if mdl:
         out += ["## The performance model", "",
                 "Cycles by the performance model (`golden/perf/`: the engine's phases on a clock-by-clock "
-                "model of the DRAM side), not by the RTL. Against the RTL's cycles of `make bench-dram` "
-                "(`python -m refree.golden.perf`) its error is at most 5.3 % a job, 2.4 % on average "
-                "(MovieLens and the Meta-calibrated trace, B = 128, R = 1, 2, 4, SGD); a job that walks "
-                f"more lookups than the model runs whole ran a sample of its parts, its cycles scaled by "
-                "the lookups walked (\"a sample, scaled\"). Beyond B = 128 the model is not checked against "
-                "the RTL. Its energy is `golden/energy.py`'s of the model's cycles and DRAM commands (the "
-                "host's programming of the job left out: at B = 128 the steps' energy ratios are within 4 % "
-                "of the RTL's).", ""]
+                "model of the DRAM side), not by the RTL. Its error against the RTL's cycles is measured by "
+                "`python -m refree.golden.perf` on `make bench-dram`'s runs and stated in "
+                "docs/golden-model.md; a job that walks more lookups than the model runs whole ran a sample "
+                "of its parts, its cycles scaled by the lookups walked (\"a sample, scaled\"). Its energy is "
+                "`golden/energy.py`'s of the model's cycles and DRAM commands (the host's programming of "
+                "the job left out).", ""]
         out += _model_tables(mdl) + [""] + _step_table(mdl, "model cycles") + [""]
     if bnd:
         out += ["## Bounds (the golden model; no cycles)", "",

@@ -129,6 +129,9 @@ def _model_record(p, conf, tr):
     from refree.verif.staging import layout
     if p["optimizer"] != "sgd":
         raise ValueError("the performance model runs SGD steps only (it leaves Adagrad's unit out)")
+    if set(p["config"]) - {"parts"} or conf.dim != 64 or conf.fold_lanes != 64:
+        raise ValueError("the performance model models the default engine (D = 64, 64 fold lanes): "
+                         "only [parts] limits may change")
     rec = _bounds_record(p, conf, tr)
     params, batch = conf.dram, tr.batch
     lay = layout(batch, [_Rows(n, conf.dim) for n in tr.num_rows], stripe=params.mapping.staging_stripe)

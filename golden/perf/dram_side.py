@@ -10,9 +10,9 @@ before which a command of its scope may not issue (bank, bank group, rank; tFAW 
 last four ACTs), refresh (owed every tREFI, paid when the window is empty or once
 ``postpone_limit`` are owed, after a PREA), the reorder buffer's ``read_depth`` reads, the
 queue of ``RANK_QUEUE`` requests in front of each rank and the port's responses in port
-order, and a rank idle only once its last write burst has left.  What is not: the
-write-data slots (never full while the window holds the writes), and each queue's exact
-fill latency (taken as two clocks, a buffered FIFO's).
+order, and a rank idle only once its last write burst has left; each rank's queue fills in two
+clocks, as Amaranth's ``SyncFIFOBuffered``.  What is not: the write-data slots (never full
+while the window holds the writes).
 
 ``serve(requests, params)`` drives a stream through it as the chip's engine would at most
 (a request a clock when the port takes it, every response taken at once) and returns the
@@ -297,5 +297,5 @@ def serve(requests, params, *, release=None, reads_in_flight=None, max_cycles=50
         if dram.clock():
             answered.append(dram.now - 1)
         if k == n and dram.idle():
-            break
-    return ServeResult(dram.now, dram.stats, accepted, answered)
+            return ServeResult(dram.now, dram.stats, accepted, answered)
+    raise RuntimeError(f"the DRAM side model did not serve {n} requests within {max_cycles} clocks")

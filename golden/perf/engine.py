@@ -35,8 +35,9 @@ the table rows: hw/engine/engine.py).
 :class:`EngineTimes` holds every constant, each read off the RTL (its docstrings and
 parameters) or, where none says, measured on its counters.  ``python -m refree.golden.perf``
 compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: row-wise
-Adagrad, weighted bags' coefficient work, mean pooling's divider; ``refree``'s forward runs
-as ``dedup``'s (the same members).
+Adagrad, weighted bags' coefficient work (their weights are read), mean pooling's divider;
+``refree``'s forward runs as ``dedup``'s (the same members).  It models the default engine:
+one fold operation a cycle (D / fold lanes = 1), the sorter's 9-bit digits.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -44,14 +45,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refree.golden.planner import partition, plan_part, row_group_of, row_groups
+from refree.golden.planner import partition, plan_part, row_group_of
 from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
-from .traffic import buffer_order
+from .traffic import backward_passes, buffer_order
 
 __all__ = ["EngineTimes", "ModelRun", "job_cycles", "WRITE_BURST"]
 
 WRITE_BURST = 32            # hw/engine/engine.py: batched writes go in bursts of this many beats
+BURST_QUEUE = 2 * WRITE_BURST   # its queue's beats (hw/engine/engine.py burst_q)
+CHECKED_PER_CYCLE = 8       # indices the batch checker checks a cycle (int64 or int32)
 
 
 @dataclass(frozen=True)
@@ -86,19 +89,29 @@ class _Port:
         self.bursting = False
         self.flushing = False           # PART_FINISH: the burst queue goes whatever its level
         self.writes_taken = 0           # write beats the port has taken
+        self.verdict = None             # the check under way: (its beats, the clock it has checked by)
+        self.check_started = False
+        self.unit = 0                   # the part (pass) under way: its requests' tags
 
     @property
     def now(self):
         return self.dram.now
 
-    def ask(self, user, beats, tag=None):
+    def ask(self, user, beats, tag=None, scoped=True):
+        """Requests of ``user``; their responses count under ``tag`` (the unit's own, so that
+        a part never takes an earlier part's arrival for its own, unless not ``scoped``)."""
+        key = (self.unit, tag) if scoped and tag is not None else tag
         for b in beats:
-            self.asks[user].append((b, user == "write", tag))
+            self.asks[user].append((b, user == "write", key))
 
     def batch(self, beats):
         """Writes that queue and go to memory ``WRITE_BURST`` beats at a time (hw/engine/engine.py),
-        or whatever is queued while ``flushing``."""
+        or whatever is queued while ``flushing``; False (nothing queued) when the queue's
+        ``BURST_QUEUE`` beats have no room for them."""
+        if len(self.burst_q) + len(beats) > BURST_QUEUE:
+            return False
         self.burst_q.extend(beats)
+        return True
 
     def tick(self):
         # the burst queue: full bursts, or a flush, into the writer's asks a beat a clock
@@ -118,9 +131,11 @@ class _Port:
                 break
         for tag in self.dram.clock():
             self.arrived[tag] = self.arrived.get(tag, 0) + 1
+        if self.verdict is not None and self.has("check", self.verdict[0], scoped=False):
+            self.writes_from, self.verdict = max(self.now + 1, self.verdict[1]), None
 
-    def has(self, tag, beats):
-        return self.arrived.get(tag, 0) >= beats
+    def has(self, tag, beats, scoped=True):
+        return self.arrived.get((self.unit, tag) if scoped else tag, 0) >= beats
 
     def drained(self):
         return not any(self.asks.values()) and not self.burst_q and self.dram.idle()
@@ -156,8 +171,9 @@ class _Job:
             if each is not None:
                 each()
             if results is not None:
-                for bag in results.pop(self.port.now):
-                    self.port.batch(self.staging(self.lay.pooled, part.bag_lo + bag, part.table))
+                for bag in results.pop(self.port.now):      # (a full queue holds the result back)
+                    if not self.port.batch(self.staging(self.lay.pooled, part.bag_lo + bag, part.table)):
+                        results.due(self.port.now + 1, bag)
             self.port.tick()
 
     def row(self, t, r):
@@ -182,16 +198,17 @@ class _Job:
     def check(self, shared_end):
         """The batch checker (hw/engine/batch_checker.py) beside the first part: its own read
         of the offsets, the first part's indices shared at the analysis's pace (they end at
-        ``shared_end``), the rest read and checked 8 a cycle; the verdict opens the write
-        gate."""
-        b = self.b
-        n = len(b.indices)
-        rest = n - shared_end
-        per = 64 // self.isize
-        start = self.port.now
-        self.port.ask("input", _beats_of(self.lay.offsets, self.osize, 0, len(b.offsets)))
-        self.port.ask("input", [self.lay.indices + k for k in range(shared_end // per, (n + per - 1) // per)])
-        self.port.writes_from = max(start, len(b.offsets)) + -(-rest // per) + self.t.check_latency
+        ``shared_end``), the rest read and checked 8 a cycle; the verdict, once its last beat
+        is in and checked, opens the write gate."""
+        b, p = self.b, self.port
+        n, per = len(b.indices), 64 // self.isize
+        beats = _beats_of(self.lay.offsets, self.osize, 0, len(b.offsets)) + \
+            [self.lay.indices + k for k in range(shared_end // per, (n + per - 1) // per)]
+        per = CHECKED_PER_CYCLE
+        p.ask("input", beats, "check", scoped=False)
+        p.check_started = True
+        checked = max(p.now, len(b.offsets)) + -(-(n - shared_end) // per) + self.t.check_latency
+        p.verdict = (len(beats), checked)
 
     def offsets(self, first, count):
         """PART_OFFSETS: ``count`` offsets from ``first``, one a cycle as their beats arrive."""
@@ -206,18 +223,23 @@ class _Job:
             self.wait()
 
     def lookups(self, lo, hi, on_lookup, skip=None, tick=None):
-        """The lookups [lo, hi) into the analyzer, a cycle each as their index beats arrive
-        (``skip(k)``: lookup k passes without entering, with the run it begins);
-        ``on_lookup(k)`` for each that enters."""
-        p, per = self.port, 64 // self.isize
-        first, last = lo // per, (hi - 1) // per if hi > lo else lo // per - 1
-        asked = first
+        """The lookups [lo, hi) into the analyzer, a cycle each as their index beats (and
+        weight beats, for a weighted batch) arrive, read ``index_beats_ahead`` ahead
+        (``skip(k)``: lookup k passes without entering, with the run it begins:
+        ``skip.run_end(k)``); ``on_lookup(k)`` for each that enters; ``tick()`` runs a
+        clock (default: :meth:`wait`)."""
+        p = self.port
+        arrays = [(self.lay.indices, 64 // self.isize, "idx")]
+        if self.b.weighted:
+            arrays.append((self.lay.weights, 16, "wts"))
+        asked = [lo // per for _, per, _ in arrays]
         k = lo
         while k < hi:
-            while asked <= last and asked - k // per < self.t.index_beats_ahead:
-                p.ask("input", [self.lay.indices + asked], ("idx", asked))
-                asked += 1
-            if p.has(("idx", k // per), 1):
+            for i, (base, per, tag) in enumerate(arrays):
+                while asked[i] <= (hi - 1) // per and asked[i] - k // per < self.t.index_beats_ahead:
+                    p.ask("input", [base + asked[i]], (tag, asked[i]))
+                    asked[i] += 1
+            if all(p.has((tag, k // per), 1) for _, per, tag in arrays):
                 if skip is not None and skip(k):
                     k = skip.run_end(k)
                 else:
@@ -284,7 +306,8 @@ class _Completions:
         self.at.setdefault(clock, []).append(item)
 
     def pop(self, now):
-        return self.at.pop(now, ())
+        due = [k for k in self.at if k <= now]
+        return [item for k in sorted(due) for item in self.at.pop(k)]
 
     def last(self):
         return max(self.at, default=-1)
@@ -305,13 +328,13 @@ def _forward_sharing(job, part):
             seen.add(r)
             p.ask("row", job.row(part.table, r), ("row", part.table, r))
     job.lookups(part.lo, part.hi, on_lookup)
-    if p.writes_from is None:
+    if not p.check_started:
         job.check(part.hi)
     job.wait(t.analyzer_tail)
     job.mark("analysis")
     n = len(plan.rows)
     job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
-    while p.now < p.writes_from:        # (the first part streams once the batch is known good)
+    while p.writes_from is None or p.now < p.writes_from:   # (the first part streams once the batch is good)
         job.wait()
     # the members: each distinct (bag, row) pair, rows in row order, into the fold a
     # cycle each (a cycle more at each new row); after a bag's last, its final (an
@@ -319,7 +342,7 @@ def _forward_sharing(job, part):
     pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
     pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
     last = np.full(plan.num_bags, -1)
-    last[pair >> 32] = np.arange(len(pair))
+    np.maximum.at(last, pair >> 32, np.arange(len(pair)))
     results = _Completions()
     fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
     prev_rank = -1
@@ -333,6 +356,8 @@ def _forward_sharing(job, part):
         if last[bag] == i:          # the bag's final: its partial sum to the writer
             fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
         job.step(results, part, each=fold.step)
+    for bag in np.flatnonzero(last < 0):        # (bags without members: +0, after the last operation)
+        fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
     job.mark("stream")
     job.finish(results, part, fold)
 
@@ -368,13 +393,14 @@ def _forward_baseline(job, part):
 
     def on_lookup(k):
         analysed[0] = k + 1
-        stream()
     job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(results, part, each=stream))
-    if p.writes_from is None:
+    if not p.check_started:
         job.check(part.hi)
     job.mark("analysis")
     while order or asked:
         job.step(results, part, each=stream)
+    for bag in np.flatnonzero(np.diff(offs) == 0):      # (empty bags: +0, after the last operation)
+        results.due(p.now + t.result_latency, int(bag))
     job.mark("stream")
     job.finish(results, part)
 
@@ -414,7 +440,7 @@ def _backward_baseline(job, part):
     def on_lookup(k):
         state["analysed"] = k + 1
     job.lookups(part.lo, part.hi, on_lookup, tick=lambda: job.step(None, part, each=stream))
-    if p.writes_from is None:
+    if not p.check_started:
         job.check(part.hi)
     job.mark("analysis")
     while state["next"] < part.hi or asked:
@@ -426,15 +452,15 @@ def _backward_baseline(job, part):
 
 
 class _TableRows:
-    """Backward by rows, one table: its row groups and which lookups each holds."""
+    """Backward by rows, one table with ``G`` row groups: which group each lookup is in, and
+    its passes' chunks (bags formed as parts are, on the bag and lookup limits)."""
 
-    def __init__(self, b, tab, pooling, limits):
+    def __init__(self, b, tab, G, limits):
         B = b.batch_size
-        self.tab, self.G = tab, row_groups(b, tab, limits)
+        self.tab, self.G = tab, G
         self.lo, self.hi = int(b.offsets[tab * B]), int(b.offsets[(tab + 1) * B])
         offs = np.asarray(b.offsets[tab * B:(tab + 1) * B + 1], np.int64)
         self.bag_of = np.repeat(np.arange(B), np.diff(offs))
-        # a pass's chunks: its bags formed as parts are, on the bag and lookup limits
         self.chunks, first = [], 0
         for bag in range(B):
             if bag - first == limits.max_bags or offs[bag + 1] - offs[first] > limits.max_lookups:
@@ -442,14 +468,7 @@ class _TableRows:
                 first = bag
         self.chunks.append((first, B))
         idx = np.asarray(b.indices[self.lo:self.hi])
-        self.member = row_group_of(idx, self.G) if self.G > 1 else np.zeros(len(idx), np.int64)
-        one_chunk = B <= limits.max_bags and self.hi - self.lo <= limits.max_lookups
-        # a dry pass per group but table 0's first (when its pass is one chunk), then the passes
-        self.passes = [(g, True) for g in range(self.G) if self.G > 1 and not (tab == 0 and g == 0 and one_chunk)]
-        self.passes += [(g, False) for g in range(self.G)]
-
-    def lookups(self, g):
-        return int((self.member == g).sum())
+        self.member = row_group_of(idx, G) if G > 1 else np.zeros(len(idx), np.int64)
 
 
 def _backward_pass(job, rows, g, dry):
@@ -484,11 +503,13 @@ def _backward_pass(job, rows, g, dry):
             rows_seen[r] = len(rows_seen)
             p.ask("row", job.row(tab, r), ("row", tab, r))
         bag_pairs.setdefault(bag, []).append(r)
+    if dry and not p.check_started:     # (beside dry passes the check reads every index itself)
+        job.check(0)
     for bag_lo, bag_hi in rows.chunks:
         job.offsets(tab * job.B + bag_lo, bag_hi - bag_lo + 1)
         c_lo, c_hi = int(b.offsets[tab * job.B + bag_lo]), int(b.offsets[tab * job.B + bag_hi])
         job.lookups(c_lo, c_hi, on_lookup, skip=skip, tick=lambda: job.step(None, None, each=fold.step))
-        if p.writes_from is None:
+        if not p.check_started:
             job.check(c_hi)
     close_bags(job.B)
     job.wait(t.analyzer_tail)
@@ -503,7 +524,8 @@ def _backward_pass(job, rows, g, dry):
         while not p.has(("row", tab, r), job.rb):
             job.wait()
         job.wait(job.rb)                    # the updater: a beat a cycle
-        p.batch(job.row(tab, r))
+        while not p.batch(job.row(tab, r)):     # (the write queue full: the updater waits)
+            job.wait()
     p.flushing = True
     while not p.drained():
         job.wait()
@@ -531,18 +553,21 @@ class _OutOfGroup:
         return j + self.lo
 
 
-def _units(batch, mode, job_name, limits, poolings):
+def _units(batch, mode, job_name, limits):
     """The job's units in order, each ``(kind, lookups it walks, run(job))``: its parts, or
-    (backward by rows) its row groups' passes, dry or not."""
+    (backward by rows) its row groups' passes, dry or not (:func:`.traffic.backward_passes`)."""
     if mode == "baseline" or job_name == "forward":
         run = (_forward_baseline if mode == "baseline" else _forward_sharing) if job_name == "forward" \
             else _backward_baseline
         return [("part", part.hi - part.lo, lambda job, part=part: run(job, part)) for part in partition(batch, limits)]
+    tables = {}
     units = []
-    for tab in range(batch.num_tables):
-        rows = _TableRows(batch, tab, poolings[tab], limits)
-        units += [("dry pass" if dry else "pass", rows.hi - rows.lo,
-                   lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry)) for g, dry in rows.passes]
+    for t, G, g, dry in backward_passes(batch, limits):
+        if t not in tables:
+            tables[t] = _TableRows(batch, t, G, limits)
+        rows = tables[t]
+        units.append(("dry pass" if dry else "pass", rows.hi - rows.lo,
+                      lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry)))
     return units
 
 
@@ -563,42 +588,43 @@ def _commands(job):
             "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st)}
 
 
-def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), poolings=None,
-               max_lookups=None):
+def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), max_lookups=None):
     """Model one job (see the module docstring): a :class:`ModelRun`.  ``lay``: the memory
     layout (:func:`refree.verif.staging.layout`; its rows' beats give D), ``limits`` the
     engine's part limits, ``params`` the :class:`~refree.hw.ddr4.params.DramParams`.
 
     Every part (pass) runs in turn on one DRAM side; with ``max_lookups``, a job whose parts
-    walk more lookups runs only every k-th part, each on a fresh DRAM side, and its cycles
-    and commands are scaled by the lookups walked: an estimate for batches too large to run
-    whole (``sampled``).  A sampled job leaves out the batch check (its second read of the
-    input, beside the parts: under 1 % of such a job's beats) and its verdict's wait."""
-    poolings = poolings or ["sum"] * batch.num_tables
-    units = _units(batch, mode, job_name, limits, poolings)
+    walk more lookups runs only every k-th part of each kind (parts; backward by rows, dry
+    passes and passes), one after another on one DRAM side (its refresh goes on), and each
+    kind's cycles and commands are scaled by the lookups it walks: an estimate for batches
+    too large to run whole (``sampled``).  A sampled job leaves out the batch check (its
+    second read of the input, beside the parts: under 1 % of such a job's beats) and its
+    verdict's wait."""
+    units = _units(batch, mode, job_name, limits)
     total = sum(n for _, n, _ in units)
+    job = _Job(batch, lay, params, times)
     if max_lookups is None or total <= max_lookups:
-        job = _Job(batch, lay, params, times)
-        for _, _, run in units:
+        for k, (_, _, run) in enumerate(units):
+            job.port.unit = k
             run(job)
         return ModelRun(job.port.now, job.phases, False, _commands(job))
-    # every step-th unit of each kind (parts; dry passes, passes), from the middle of the
-    # first stride (at least one of each kind), each kind scaled by the lookups it walks
+    # every step-th unit of each kind, from the middle of the first stride (at least one of
+    # each kind), each kind scaled by the lookups it walks over those its sample walked
+    job.port.writes_from, job.port.check_started = 0, True     # (no batch check: see above)
     step = -(-total // max_lookups)
     cycles, phases, commands = 0.0, {}, {}
     for kind in dict.fromkeys(k for k, _, _ in units):
         same = [(n, run) for k, n, run in units if k == kind]
-        walk = sum(n for n, _ in same)
         chosen = same[step // 2::step] or [same[len(same) // 2]]
-        walked = sum(n for n, _ in chosen)
+        scale = sum(n for n, _ in same) / max(1, sum(n for n, _ in chosen))
         for n, run in chosen:
-            job = _Job(batch, lay, params, times)
-            job.port.writes_from = 0            # (no batch check: see above)
+            job.port.unit += 1
+            start, before, counted = job.port.now, dict(job.phases), _commands(job)
             run(job)
-            scale = walk / walked
-            cycles += job.port.now * scale
-            for into, add in ((phases, job.phases), (commands, _commands(job))):
-                for name, v in add.items():
-                    into[name] = into.get(name, 0) + v * scale
+            cycles += (job.port.now - start) * scale
+            for name, v in job.phases.items():
+                phases[name] = phases.get(name, 0) + (v - before.get(name, 0)) * scale
+            for name, v in _commands(job).items():
+                commands[name] = commands.get(name, 0) + (v - counted[name]) * scale
     return ModelRun(round(cycles), {k: round(v) for k, v in phases.items()}, True,
                     {k: round(v) for k, v in commands.items()})

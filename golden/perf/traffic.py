@@ -12,9 +12,9 @@ The order follows the engine's data path (docs/architecture.md, "A job"), a pass
   written back;
 * ``dedup`` and ``refree`` forward, per part: each distinct row at its first lookup (the
   analyzer fetches a row as it discovers it), then the part's pooled rows;
-* ``dedup`` and ``refree`` backward, by row groups: a dry pass over the input when the table
-  has several groups, then per group each bag's gradient row at the bag's first lookup of
-  the group and each distinct row at its first, then the group's updated rows written.
+* ``dedup`` and ``refree`` backward, by row groups (:func:`backward_passes`): the dry passes
+  over the input, then per group each bag's gradient row at the bag's first lookup of the
+  group and each distinct row at its first, then the group's updated rows written.
 
 What it leaves out: Adagrad's state beats, the engine's own limits (how fast it analyses,
 folds and updates) and when a request is ready (the requests of a pass are offered as fast
@@ -25,10 +25,10 @@ from collections import deque
 
 import numpy as np
 
-from refree.golden.planner import partition, plan_row_groups
+from refree.golden.planner import partition, plan_row_groups, row_groups
 from refree.hw.engine.staging import staging_beat
 
-__all__ = ["job_requests", "buffer_order", "LOOKUP_LANES"]
+__all__ = ["job_requests", "buffer_order", "backward_passes", "LOOKUP_LANES"]
 
 LOOKUP_LANES = 16       # bags the lookup buffer interleaves (hw/engine/lookup_buffer.py)
 
@@ -81,6 +81,18 @@ def buffer_order(lo, hi, offsets):
     return order
 
 
+def backward_passes(batch, limits):
+    """Backward by rows' passes in the engine's order (hw/engine/engine.py, ``PART_START``):
+    ``[(table, G, group, dry)]``: first a dry pass (analysis only) of every row group of
+    every table but table 0's first when the batch is one chunk (B <= ``max_bags`` and its
+    lookups <= ``max_lookups``: that pass checks itself), then a pass of each."""
+    one_chunk = batch.batch_size <= limits.max_bags and len(batch.indices) <= limits.max_lookups
+    G = [row_groups(batch, t, limits) for t in range(batch.num_tables)]
+    dry = [(t, G[t], g, True) for t in range(batch.num_tables) for g in range(G[t])
+           if not (t == 0 and g == 0 and one_chunk)]
+    return dry + [(t, G[t], g, False) for t in range(batch.num_tables) for g in range(G[t])]
+
+
 def job_requests(batch, lay, mode, job, limits, poolings=None):
     """The job's requests ``[(beat, write)]`` (see the module docstring): ``lay`` the memory
     layout (:func:`refree.verif.staging.layout`), ``limits`` the engine's part limits."""
@@ -112,22 +124,26 @@ def job_requests(batch, lay, mode, job, limits, poolings=None):
                 for b in range(p.bag_lo, p.bag_hi):
                     reqs += _staging(lay, lay.pooled, b, t, T, True)
         return reqs
-    for t in range(T):
-        groups = plan_row_groups(batch, t, poolings[t], limits)
-        if len(groups) > 1:
-            reqs += _input(batch, lay, t * B, (t + 1) * B, *_table_lookups(batch, t))
-        for g in groups:
-            reqs += _input(batch, lay, t * B, (t + 1) * B, *_table_lookups(batch, t))
-            seen_bag, seen_row = set(), set()
-            for b, r in zip(g.occ_bag, g.occ_row):
-                if b not in seen_bag:
-                    seen_bag.add(b)
-                    reqs += _staging(lay, lay.grad, b, t, T)
-                if r not in seen_row:
-                    seen_row.add(r)
-                    reqs += _row(lay, t, r)
-            for r in g.rows:
-                reqs += _row(lay, t, r, True)
+    plans = {}
+    for t, G, g, dry in backward_passes(batch, limits):
+        reqs += _input(batch, lay, t * B, (t + 1) * B, *_table_lookups(batch, t))
+        if dry:
+            continue
+        if t not in plans:
+            plans[t] = {plan.group[1]: plan for plan in plan_row_groups(batch, t, poolings[t], limits)}
+        plan = plans[t].get(g)
+        if plan is None:
+            continue                # (a group without lookups: its pass reads the input only)
+        seen_bag, seen_row = set(), set()
+        for b, r in zip(plan.occ_bag, plan.occ_row):
+            if b not in seen_bag:
+                seen_bag.add(b)
+                reqs += _staging(lay, lay.grad, b, t, T)
+            if r not in seen_row:
+                seen_row.add(r)
+                reqs += _row(lay, t, r)
+        for r in plan.rows:
+            reqs += _row(lay, t, r, True)
     return reqs
 
 
