@@ -1,9 +1,10 @@
-"""``python -m refree.golden.perf [REPORT.json] [--dram-only]``: the performance model
+"""``python -m refree.golden.perf [REPORT.json ...] [--dram-only]``: the performance model
 (:mod:`.engine` on :mod:`.dram_side`) against each RTL job of a ``refree bench`` report: the
 RTL's cycles, the model's and the error, then the largest and the mean error.  With
 ``--dram-only``: the DRAM side model's time for each job's traffic alone
-(:mod:`.traffic`), how much of each job the DRAM side explains.  Default report:
-``reports/bench-b128/report.json`` (``make bench-dram``).  About a minute at B = 128."""
+(:mod:`.traffic`), how much of each job the DRAM side explains.  Default reports:
+``reports/bench-b128/report.json`` (``make bench-dram``) and ``reports/bench-b1024``.  About
+a minute and a half."""
 import argparse
 import json
 import sys
@@ -17,7 +18,8 @@ from .dram_side import serve
 from .engine import job_cycles
 from .traffic import job_requests
 
-DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "reports" / "bench-b128" / "report.json"
+DEFAULT_REPORTS = [str(Path(__file__).resolve().parents[2] / "reports" / name / "report.json")
+                   for name in ("bench-b128", "bench-b1024")]
 
 
 def _setup(record, dim):
@@ -33,7 +35,7 @@ def _setup(record, dim):
 
 def calibration(records, limits, dram_only=False):
     """Per RTL job of ``records`` (a ``refree bench`` report's, SGD on the default limits):
-    ``{"trace", "ranks", "mode", "job", "rtl", "model"}``, ``model`` the model's cycles (or
+    ``{"trace", "batch_size", "ranks", "mode", "job", "rtl", "model"}``, ``model`` the model's cycles (or
     with ``dram_only`` the DRAM side's clocks for the job's traffic)."""
     out = []
     for r in records:
@@ -47,8 +49,8 @@ def calibration(records, limits, dram_only=False):
                     model = serve(job_requests(batch, lay, mode, job, limits), params).cycles
                 else:
                     model = job_cycles(batch, lay, mode, job, limits, params)[0]
-                out.append({"trace": r["trace"], "ranks": r["ranks"], "mode": mode, "job": job,
-                            "rtl": jobs[job]["counters"]["cycles"], "model": model})
+                out.append({"trace": r["trace"], "batch_size": r["batch_size"], "ranks": r["ranks"], "mode": mode,
+                            "job": job, "rtl": jobs[job]["counters"]["cycles"], "model": model})
     return out
 
 
@@ -56,20 +58,22 @@ def main(argv=None):
     from refree.gen.config import load_config
     from refree.verif.engine_run import limits_of
     ap = argparse.ArgumentParser(prog="python -m refree.golden.perf", description=__doc__.split("\n\n")[0])
-    ap.add_argument("report", nargs="?", default=str(DEFAULT_REPORT))
+    ap.add_argument("reports", nargs="*", default=DEFAULT_REPORTS, metavar="REPORT.json")
     ap.add_argument("--dram-only", action="store_true", help="the DRAM side's time for each job's traffic alone")
     args = ap.parse_args(argv)
-    try:
-        records = json.loads(Path(args.report).read_text())["records"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"refree: error: cannot read the records of {args.report}: {e}", file=sys.stderr)
-        return 2
+    records = []
+    for path in args.reports:
+        try:
+            records += json.loads(Path(path).read_text())["records"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"refree: error: cannot read the records of {path}: {e}", file=sys.stderr)
+            return 2
     rows = calibration(records, limits_of(load_config(None).params), args.dram_only)
     what = "DRAM side for its traffic" if args.dram_only else "model"
-    print(f"| trace | R | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| trace | B | R | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
+    print("|---|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {x['trace']} | {x['ranks']} | {x['mode']} | {x['job']} | {x['rtl']:,} | {x['model']:,} | "
+        print(f"| {x['trace']} | {x['batch_size']} | {x['ranks']} | {x['mode']} | {x['job']} | {x['rtl']:,} | {x['model']:,} | "
               f"{x['model'] / x['rtl'] - 1:+.1%} |")
     if rows:
         errs = [abs(x["model"] / x["rtl"] - 1) for x in rows]
