@@ -204,10 +204,9 @@ class _Job:
         n, per = len(b.indices), 64 // self.isize
         beats = _beats_of(self.lay.offsets, self.osize, 0, len(b.offsets)) + \
             [self.lay.indices + k for k in range(shared_end // per, (n + per - 1) // per)]
-        per = CHECKED_PER_CYCLE
         p.ask("input", beats, "check", scoped=False)
         p.check_started = True
-        checked = max(p.now, len(b.offsets)) + -(-(n - shared_end) // per) + self.t.check_latency
+        checked = max(p.now, len(b.offsets)) + -(-(n - shared_end) // CHECKED_PER_CYCLE) + self.t.check_latency
         p.verdict = (len(beats), checked)
 
     def offsets(self, first, count):
