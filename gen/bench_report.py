@@ -88,49 +88,45 @@ def _head(head):
     return [head, "|" + "---|" * (head.count("|") - 1)]
 
 
-def _rtl_tables(recs):
-    head = ("| trace | B | T | R | mode | job | cycles | memory | compute | analysis | cycles / roofline "
-            "| bound | moved beats | compulsory beats | bus | energy (uJ) |")
-    lines = _head(head)
+def _job_table(recs, head, cells):
+    """A table of every job of ``recs``: the run's and the job's columns, then ``cells(job)``."""
+    lines = _head("| trace | B | T | R | mode | job | " + head + " |")
     for r in recs:
         for m, v in r["modes"].items():
             for j in JOBS:
-                f = v[j]["figures"]
-                e = v[j].get("energy", {}).get("total")
-                lines.append(f"| {_label(r)} | {r['batch_size']} | {r['tables']} | {r['ranks']} | {m} | {j} "
-                             f"| {f['cycles']:,d} | {f['memory']:,.0f} | {f['compute']:,.0f} | {f['analysis']:,.0f} "
-                             f"| {f['cycles_over_roofline']:.2f} | {f['limit']} | {f['moved_beats']:,d} "
-                             f"| {f['compulsory_beats']:,d} | {_fmt(f.get('bus_utilisation'), '.3f')} "
-                             f"| {_fmt(None if e is None else e * 1e6, ',.2f')} |")
+                lines.append(f"| {_label(r)} | {r['batch_size']} | {r['tables']} | {r['ranks']} | {m} | {j} | "
+                             + " | ".join(cells(v[j])) + " |")
     return lines
+
+
+def _bounds_cells(f):
+    return [f"{f['memory']:,.0f}", f"{f['compute']:,.0f}", f"{f['analysis']:,.0f}"]
+
+
+def _rtl_tables(recs):
+    def cells(job):
+        f, e = job["figures"], job.get("energy", {}).get("total")
+        return [f"{f['cycles']:,d}", *_bounds_cells(f), f"{f['cycles_over_roofline']:.2f}", f["limit"],
+                f"{f['moved_beats']:,d}", f"{f['compulsory_beats']:,d}", _fmt(f.get("bus_utilisation"), ".3f"),
+                _fmt(None if e is None else e * 1e6, ",.2f")]
+    return _job_table(recs, "cycles | memory | compute | analysis | cycles / roofline | bound | moved beats "
+                            "| compulsory beats | bus | energy (uJ)", cells)
 
 
 def _bounds_tables(recs):
-    head = "| trace | B | T | R | mode | job | memory | compute | analysis | roofline | bound | compulsory beats |"
-    lines = _head(head)
-    for r in recs:
-        for m, v in r["modes"].items():
-            for j in JOBS:
-                f = v[j]["figures"]
-                lines.append(f"| {_label(r)} | {r['batch_size']} | {r['tables']} | {r['ranks']} | {m} | {j} "
-                             f"| {f['memory']:,.0f} | {f['compute']:,.0f} | {f['analysis']:,.0f} "
-                             f"| {f['roofline']:,.0f} | {f['limit']} | {f['compulsory_beats']:,d} |")
-    return lines
+    def cells(job):
+        f = job["figures"]
+        return [*_bounds_cells(f), f"{f['roofline']:,.0f}", f["limit"], f"{f['compulsory_beats']:,d}"]
+    return _job_table(recs, "memory | compute | analysis | roofline | bound | compulsory beats", cells)
 
 
 def _model_tables(recs):
-    head = ("| trace | B | T | R | mode | job | model cycles | memory | compute | analysis | cycles / roofline "
-            "| bound | compulsory beats | parts run |")
-    lines = _head(head)
-    for r in recs:
-        for m, v in r["modes"].items():
-            for j in JOBS:
-                f = v[j]["figures"]
-                lines.append(f"| {_label(r)} | {r['batch_size']} | {r['tables']} | {r['ranks']} | {m} | {j} "
-                             f"| {f['cycles']:,d} | {f['memory']:,.0f} | {f['compute']:,.0f} | {f['analysis']:,.0f} "
-                             f"| {_fmt(f['cycles_over_roofline'], '.2f')} | {f['limit']} | {f['compulsory_beats']:,d} "
-                             f"| {'a sample, scaled' if f['sampled'] else 'all'} |")
-    return lines
+    def cells(job):
+        f = job["figures"]
+        return [f"{f['cycles']:,d}", *_bounds_cells(f), _fmt(f["cycles_over_roofline"], ".2f"), f["limit"],
+                f"{f['compulsory_beats']:,d}", "a sample, scaled" if f["sampled"] else "all"]
+    return _job_table(recs, "model cycles | memory | compute | analysis | cycles / roofline | bound "
+                            "| compulsory beats | parts run", cells)
 
 
 def _step_table(recs, what):

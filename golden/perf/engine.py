@@ -46,9 +46,8 @@ from typing import NamedTuple
 import numpy as np
 
 from refree.golden.planner import partition, plan_part, row_group_of
-from refree.hw.engine.staging import staging_beat
 from .dram_side import DramSideModel
-from .traffic import backward_passes, buffer_order
+from .traffic import backward_passes, buffer_order, row_beats, staging_row_beats
 
 __all__ = ["EngineTimes", "ModelRun", "job_cycles", "WRITE_BURST"]
 
@@ -177,11 +176,10 @@ class _Job:
             self.port.tick()
 
     def row(self, t, r):
-        base, _, stride = self.lay.tables[t]
-        return range(base + int(r) * stride, base + int(r) * stride + self.rb)
+        return row_beats(self.lay, t, r)
 
     def staging(self, base, b, t):
-        return [staging_beat(base, int(b) * self.T + t, j, self.rb, self.lay.stripe) for j in range(self.rb)]
+        return staging_row_beats(self.lay, base, b, t, self.T)
 
     def finish(self, results, part, fold=None):
         """PART_FINISH: the fold's last operations and results, the burst queue flushed, every

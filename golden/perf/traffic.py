@@ -28,7 +28,7 @@ import numpy as np
 from refree.golden.planner import partition, plan_row_groups, row_groups
 from refree.hw.engine.staging import staging_beat
 
-__all__ = ["job_requests", "buffer_order", "backward_passes", "LOOKUP_LANES"]
+__all__ = ["job_requests", "buffer_order", "backward_passes", "row_beats", "staging_row_beats", "LOOKUP_LANES"]
 
 LOOKUP_LANES = 16       # bags the lookup buffer interleaves (hw/engine/lookup_buffer.py)
 
@@ -50,13 +50,23 @@ def _input(batch, lay, bag_lo=None, bag_hi=None, lo=None, hi=None):
     return out
 
 
-def _row(lay, t, r, write=False):
+def row_beats(lay, t, r):
+    """The beat addresses of row ``r`` of table ``t``."""
     base, _, stride = lay.tables[t]
-    return [(base + int(r) * stride + j, write) for j in range(lay.row_beats)]
+    return list(range(base + int(r) * stride, base + int(r) * stride + lay.row_beats))
+
+
+def staging_row_beats(lay, base, b, t, T):
+    """The beat addresses of bag ``b``'s staging row of table ``t`` in the array at ``base``."""
+    return [staging_beat(base, int(b) * T + t, j, lay.row_beats, lay.stripe) for j in range(lay.row_beats)]
+
+
+def _row(lay, t, r, write=False):
+    return [(a, write) for a in row_beats(lay, t, r)]
 
 
 def _staging(lay, base, b, t, T, write=False):
-    return [(staging_beat(base, int(b) * T + t, j, lay.row_beats, lay.stripe), write) for j in range(lay.row_beats)]
+    return [(a, write) for a in staging_row_beats(lay, base, b, t, T)]
 
 
 def buffer_order(lo, hi, offsets):
