@@ -16,17 +16,21 @@ import pytest
 
 from refree.gen.config import load_config
 from refree.golden.perf.__main__ import calibration
-from refree.golden.perf.engine import job_cycles
+from refree.gen.runs import trace_options
+from refree.golden.perf.engine import fold_alone_cycles, job_cycles
+from refree.golden.planner import partition, plan_part
 from refree.golden.traces import make_trace
 from refree.hw.ddr4.params import DramParams
+from refree.hw.engine.params import EngineParams
 from refree.verif.engine_run import limits_of
+from refree.verif.fold_harness import fold_cycles
 from refree.verif.staging import layout
 
 REPORTS = [Path(__file__).resolve().parents[1] / "reports" / name / "report.json"
            for name in ("bench-b128", "bench-b1024")]
-# The largest error measured (Meta R = 4, `refree` forward: 5.3 %; every other job within 5 %,
-# issue 17's goal).
-TOLERANCE = 0.055
+# Issue 17's goal: every job within 5 % (the largest measured: MovieLens R = 4, `baseline`
+# backward, -4.1 %; mean 1.5 %).
+TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def test_every_job_within_the_tolerance(rows):
     worst = max(rows, key=lambda x: abs(x["model"] / x["rtl"] - 1))
     assert abs(worst["model"] / worst["rtl"] - 1) <= TOLERANCE, worst
     mean = sum(abs(x["model"] / x["rtl"] - 1) for x in rows) / len(rows)
-    assert mean <= 0.03, mean
+    assert mean <= 0.025, mean
 
 
 def test_never_below_the_bounds(rows, records):
@@ -84,3 +88,17 @@ def test_a_report_that_cannot_be_read_is_a_clear_error(tmp_path, capsys):
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("refree: error: cannot read the records of") == 2 and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trace", ["meta", "movielens"])
+@pytest.mark.parametrize("share", [0, 1])
+def test_the_fold_alone_as_the_rtl_s(trace, share):
+    """The model's scheduler and fold datapath alone (rows always there) against the RTL's in
+    Amaranth's simulator (verif/fold_harness.py) on the first part at B = 32: within 6 %
+    (measured: Meta +3.6 % / -2.0 %, MovieLens +2.3 % / +5.4 %, `dedup` / `refree`)."""
+    tr = make_trace(trace, 32, 1, **trace_options(trace, seed=3))
+    plan = plan_part(tr.batch, partition(tr.batch, limits_of(EngineParams()))[0], "sum")
+    rtl, _ = fold_cycles(plan, share, window=8, since_first_member=True)
+    model = fold_alone_cycles(plan, share)
+    assert abs(model / rtl - 1) <= 0.06, (model, rtl)

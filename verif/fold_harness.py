@@ -49,9 +49,9 @@ async def feed_part(ctx, sch, stream):
     ctx.set(sch.end, 0)
 
 
-def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
-    """Cycles from the part's start to its last result beat, and the operations the
-    datapath took.  ``dim`` = 16 (the datapath's 16 lanes): one beat an operation, as D = 64
+def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000, since_first_member=False):
+    """Cycles from the part's start (``since_first_member``: from its first member taken, after
+    the scheduler's clear) to its last result beat, and the operations the datapath took.  ``dim`` = 16 (the datapath's 16 lanes): one beat an operation, as D = 64
     at the chip's 64 lanes; ``window`` the datapath's issue window (None: its default)."""
     stream = member_stream(plan, share)
     members = 1 + max((x["member"] for x in stream), default=-1)
@@ -62,7 +62,7 @@ def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
     wiring.connect(top, sch.ops, dp.ops)
     clock = Signal(32)
     top.d.sync += clock.eq(clock + 1)
-    got = {"last": 0, "beats": 0, "ops": 0}
+    got = {"last": 0, "beats": 0, "ops": 0, "first": None}
 
     async def items(ctx):
         ctx.set(sch.share, share)
@@ -83,7 +83,10 @@ def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
     async def results(ctx):
         ctx.set(dp.results.ready, 1)
         while got["beats"] < members * dp.beats:
-            _, _, now, valid, op = await ctx.tick().sample(clock, dp.results.valid, dp.ops.valid & dp.ops.ready)
+            _, _, now, valid, op, item = await ctx.tick().sample(
+                clock, dp.results.valid, dp.ops.valid & dp.ops.ready, sch.items.valid & sch.items.ready)
+            if item and got["first"] is None:
+                got["first"] = now
             got["beats"] += valid
             got["ops"] += op
             got["last"] = now if valid else got["last"]
@@ -95,4 +98,5 @@ def fold_cycles(plan, share, *, window=None, dim=16, max_cycles=1_000_000):
     sim.add_testbench(rows, background=True)
     sim.add_testbench(results)
     sim.run()
-    return got["last"], got["ops"]
+    start = got["first"] if since_first_member and got["first"] is not None else 0
+    return got["last"] - start, got["ops"]

@@ -17,10 +17,14 @@ the table rows: hw/engine/engine.py).
   its verdict opens the write gate; the first part of ``dedup`` and ``refree`` streams only
   after it (hw/engine/batch_checker.py).
 * Forward (``dedup``, ``refree``): after the last lookup the analyzer's tail and its sort,
-  ``W * (n + 3)`` cycles for W walk passes (hw/engine/sorter.py); then the members, a cycle
-  each (a cycle more at each new row) in key order, into the fold: a window of
-  ``fold_window`` operations, each waiting for its row and for its accumulator's previous
-  operation (``fold_latency``); after a bag's last member its final, then its pooled row.
+  ``W * (n + 3)`` cycles for W walk passes (hw/engine/sorter.py); then the members, rows in
+  row order, through the sharing scheduler (hw/engine/scheduler.py: ``dedup`` a cycle an
+  operation, the pair's multiplicity of them; ``refree`` a member a cycle, an operation per
+  trie node on classes numbered from a FIFO free list, members of a class split with another
+  coefficient deferred to rounds of two cycles a member) into the fold datapath
+  (hw/engine/datapath.py: a window of ``fold_window`` operations, a ring of
+  ``fold_window + 2`` row slots loaded in item order, the dependency and read-after-write
+  rules); after a bag's last member its final, then its pooled row.
 * Backward by rows: each bag's pairs are merged in the fold once the bag is whole (beside
   the analysis); after the pass, each distinct row's update, ``D / 16`` cycles on the
   updater once its row has arrived.
@@ -35,9 +39,7 @@ the table rows: hw/engine/engine.py).
 :class:`EngineTimes` holds every constant, each read off the RTL (its docstrings and
 parameters) or, where none says, measured on its counters.  ``python -m refree.golden.perf``
 compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: row-wise
-Adagrad, weighted bags' coefficient work (their weights are read), mean pooling's divider;
-``refree``'s forward runs as ``dedup``'s (the same members).  It models the default engine:
-one fold operation a cycle (D / fold lanes = 1), the sorter's 9-bit digits.
+Adagrad, weighted bags' coefficient work (their weights are read), mean pooling's divider.  It models the default engine: one fold operation a cycle (D / fold lanes = 1), the sorter's 9-bit digits.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ from refree.golden.planner import partition, plan_part, row_group_of
 from .dram_side import DramSideModel
 from .traffic import backward_passes, buffer_order, row_beats, staging_row_beats
 
-__all__ = ["EngineTimes", "ModelRun", "job_cycles", "WRITE_BURST"]
+__all__ = ["EngineTimes", "ModelRun", "job_cycles", "fold_alone_cycles", "WRITE_BURST"]
 
 WRITE_BURST = 32            # hw/engine/engine.py: batched writes go in bursts of this many beats
 BURST_QUEUE = 2 * WRITE_BURST   # its queue's beats (hw/engine/engine.py burst_q)
@@ -65,12 +67,12 @@ class EngineTimes:
     analyzer_tail: int = 12         # the insertion pipeline after the last lookup
     fold_latency: int = 15          # an operation's issue to its accumulator written (FMA L = 13, read, write)
     fold_window: int = 8            # the fold datapath's issue window (64 lanes)
-    items_ahead: int = 128          # hw/engine/engine.py ITEMS_AHEAD
     result_latency: int = 8         # a bag's last operation done to its pooled row's first write
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
     rows_in_flight: int = 32        # baseline backward: the forwarder's slots (hw/engine/forwarder.py)
     radix_bits: int = 9             # the sorter's digits
-    row_cost: int = 1               # forward: a member stream's cycle lost at each new row
+    final_scan: int = 2             # forward: a member's class read for the finals of bags without members
+    round_start: int = 4            # refree: a round of deferred members' start (hw/engine/scheduler.py)
 
 
 class _Port:
@@ -259,37 +261,87 @@ def _or_of(rows):
 
 
 class _Fold:
-    """The fold datapath (hw/engine/datapath.py): operations in program order wait in a window
-    of ``window``; each cycle the oldest whose row is in and whose accumulator's last
-    operation has left the pipeline (``latency`` cycles after it issued) issues: an
-    operation a cycle at most (D / lanes = 1 beat)."""
+    """The fold datapath (hw/engine/datapath.py).  Operations ``PS[dst] = fma(c, row,
+    PS[src])`` (``src`` None: +0) and finals (``dst`` None: read ``PS[src]`` for the writer)
+    come from the scheduler in program order, each of an *item* (the row it folds; a final
+    of none), and enter an issue window of ``window`` a cycle at most, an item's first once
+    the ring of ``window + 2`` row slots has the item's slot free (its earlier item's
+    operations all issued, a later item begun).  Rows load into the ring in item order, a
+    cycle each, once they have arrived (``tag``).  Each cycle the oldest waiting operation
+    that depends on no older waiting one (read after write, write after read, write after
+    write on a partial sum; finals in order), whose row is loaded, that was taken two cycles
+    ago or more and whose ``src`` is no longer being written (``raw_wait`` cycles after the
+    operation that writes it issued) issues: an operation (a final) a cycle (D / lanes = 1
+    beat); a final's result leaves the cycle after."""
 
-    def __init__(self, port, window, latency, row_beats):
-        self.port, self.window, self.latency, self.rb = port, window, latency, row_beats
-        self.ops = deque()              # (accumulator, tag of its row, on_done)
-        self.free = {}                  # accumulator -> clock its last operation has left
+    QUEUE = 1                   # the scheduler's operation register
+
+    def __init__(self, port, times, row_beats):
+        self.port, self.window, self.raw_wait, self.rb = port, times.fold_window, times.fold_latency, row_beats
+        self.slots = times.fold_window + 2
+        self.queue = deque()            # from the scheduler: (dst, src, item, tag, on_done)
+        self.win = []                   # the window: (taken at, dst, src, item, on_done)
+        self.free = {}                  # partial sum -> clock from which it may be read
+        self.waiting = {}               # item -> its operations not yet issued
+        self.tags = {}                  # item -> the tag of its row's arrival
+        self.begun, self.loaded, self.released = -1, -1, -1    # items: latest entered, loaded, whose slot is free
         self.last_done = 0
 
-    def add(self, acc, tag, on_done=None):
-        self.ops.append((acc, tag, on_done))
+    def add(self, dst, src, item=None, tag=None, on_done=None):
+        self.queue.append((dst, src, item, on_done))
+        if item is not None:
+            self.waiting[item] = self.waiting.get(item, 0) + 1
+            self.tags.setdefault(item, tag)
+
+    def full(self):
+        return len(self.queue) >= self.QUEUE
 
     def step(self):
         now = self.port.now
-        seen = set()
-        for i, (acc, tag, on_done) in enumerate(self.ops):
-            if i >= self.window:
-                break
-            if acc not in seen and self.free.get(acc, 0) <= now and (tag is None or self.port.has(tag, self.rb)):
-                del self.ops[i]
-                self.free[acc] = now + self.latency
-                self.last_done = max(self.last_done, now + self.latency)
-                if on_done is not None:
-                    on_done(now + self.latency)
+        self._issue(now)
+        # release: the oldest slot whose item has no operation left, a later item begun
+        while self.released < min(self.loaded, self.begun - 1) and not self.waiting.get(self.released + 1):
+            self.released += 1
+        # the next item's row into its slot, once the slot is free and the row is in
+        nxt = self.loaded + 1
+        if nxt - self.slots <= self.released and nxt in self.tags and \
+                (self.tags[nxt] is None or self.port.has(self.tags[nxt], self.rb)):
+            self.loaded = nxt
+        # an operation from the scheduler into the window
+        if self.queue and len(self.win) < self.window:
+            dst, src, item, on_done = self.queue[0]
+            first = item is not None and item > self.begun
+            if not first or item - self.slots <= self.released:
+                self.queue.popleft()
+                self.begun = max(self.begun, item if item is not None else -1)
+                self.win.append((now, dst, src, item, on_done))
+
+    def _issue(self, now):
+        written, read, final_waits = set(), set(), False
+        for i, (taken, dst, src, item, on_done) in enumerate(self.win):
+            final = dst is None
+            ok = (now >= taken + 2 and (final or item <= self.loaded)
+                  and src not in written and self.free.get(src, 0) <= now
+                  and (final or (dst not in read and dst not in written)) and not (final and final_waits))
+            if ok:
+                del self.win[i]
+                if final:
+                    self.last_done = max(self.last_done, now + 1)
+                    if on_done is not None:
+                        on_done(now + 1)
+                else:
+                    self.free[dst] = now + self.raw_wait
+                    self.waiting[item] -= 1
+                    self.last_done = max(self.last_done, now + self.raw_wait)
                 return
-            seen.add(acc)               # (no passing an older operation on the same accumulator)
+            read.add(src)
+            if final:
+                final_waits = True
+            else:
+                written.add(dst)
 
     def idle(self):
-        return not self.ops and self.port.now >= self.last_done
+        return not self.queue and not self.win and self.port.now >= self.last_done
 
 
 class _Completions:
@@ -310,7 +362,163 @@ class _Completions:
         return max(self.at, default=-1)
 
 
-def _forward_sharing(job, part):
+class _Members(NamedTuple):
+    """A forward part's members in the scheduler's order, rows in row order and bags
+    ascending in a row: ``bag``, ``rank`` (the row's place in the row order), ``mult`` (the
+    pair's lookups: ``dedup``'s operations), and for ``refree`` each member's trie ``node``,
+    its ``parent`` (0: the root, +0) and the bits of its coefficient ``c``."""
+    bag: np.ndarray
+    rank: np.ndarray
+    mult: np.ndarray
+    node: list
+    parent: list
+    c: list
+
+
+def _members(plan, share):
+    pair, mult = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos, return_counts=True)
+    order = np.argsort(pair & 0xFFFFFFFF, kind="stable")
+    bag, rank = (pair >> 32)[order], (pair & 0xFFFFFFFF)[order]
+    node = parent = c = []
+    if share:       # each bag's path in the trie of its keys, root to leaf, a key a row
+        trie, at = plan.fwd_trie, {}
+        cbits = plan.fkey_c.view(np.uint32)
+        for b_ in range(plan.num_bags):
+            n = int(trie.owner_node[b_])
+            while n > 0:
+                key = int(trie.node_key[n])
+                at[b_, int(plan.fkey_row[key])] = (n, int(trie.node_parent[n]), int(cbits[key]))
+                n = int(trie.node_parent[n])
+        node, parent, c = zip(*(at[k] for k in zip(bag.tolist(), rank.tolist()))) if len(bag) else ([], [], [])
+    return _Members(bag, rank, mult[order], list(node), list(parent), list(c))
+
+
+def _stream_members(plan, share, fold, t, clock, row_tag, on_final):
+    """A forward part's members (:func:`_members`) through the sharing scheduler, item (row)
+    by item, their operations into ``fold`` (the scheduler's pipeline waits while its
+    operation has no room): ``dedup``, the pair's multiplicity of operations on the bag's
+    own sum, a cycle each; ``refree``, a member a cycle and an operation per trie node, from
+    its parent's class (:class:`_Classes`); a member whose class was split in the sweep with
+    another coefficient is deferred to a round of its item's deferred members
+    (``round_start``, then two cycles a member).  After a bag's last member, its final
+    (reads the partial sum holding its result): ``on_final(clock it is done, bag)``; bags
+    without members last, as the scheduler scans every member (``final_scan`` cycles each).
+    ``clock(n)`` runs n clocks; ``row_tag(r)`` is the tag of row r's arrival."""
+    members = _members(plan, share)
+    last = np.full(plan.num_bags, -1)
+    np.maximum.at(last, members.bag, np.arange(len(members.bag)))
+    made = set()                # dedup: the bags with an operation
+    classes = _Classes(plan.num_bags)
+
+    def final(bag, acc):
+        _wait_room(fold, clock)
+        fold.add(None, acc, on_done=lambda at: on_final(at, bag))
+
+    ranks = members.rank.tolist()
+    bounds = np.flatnonzero(np.diff(members.rank, prepend=-1, append=-1)).tolist()
+    for lo, hi in zip(bounds, bounds[1:]):        # an item: its members lo .. hi-1
+        rank = ranks[lo]
+        tag = row_tag(int(plan.rows[rank]))
+        if not share:
+            for i in range(lo, hi):
+                bag = int(members.bag[i])
+                for k in range(members.mult[i]):
+                    _wait_room(fold, clock)
+                    fold.add(bag, bag if k or bag in made else None, rank, tag)
+                    made.add(bag)
+                    clock(1)
+                if last[bag] == i:
+                    final(bag, bag)
+            continue
+        # refree: a sweep a cycle a member, then rounds of the deferred ones (members whose
+        # class was split in the sweep with another coefficient), each ``round_start`` and
+        # two cycles a member
+        todo, cost = list(range(lo, hi)), 1
+        while todo:
+            split, deferred = {}, []
+            for i in todo:
+                bag, node, parent, c = int(members.bag[i]), members.node[i], members.parent[i], members.c[i]
+                _wait_room(fold, clock)         # (the scheduler's pipeline waits for its operation's room)
+                if split.setdefault(parent, c) != c:
+                    deferred.append(i)
+                else:
+                    if node not in classes.of:
+                        fold.add(classes.new(node, fold.port.now), classes.of.get(parent), rank, tag)
+                    classes.move(parent, node, fold.port.now)
+                    if last[bag] == i:
+                        final(bag, classes.of[node])
+                clock(cost)
+            todo, cost = deferred, 2
+            if todo:
+                clock(t.round_start)
+    # bags without members (+0): the scheduler reads every member's class, two cycles each,
+    # and sends their finals (hw/engine/scheduler.py FINAL_SEND)
+    if (last < 0).any():
+        for bag in range(plan.num_bags):
+            if last[bag] < 0:
+                _wait_room(fold, clock)
+                fold.add(None, None, on_done=lambda at, bag=bag: on_final(at, bag))
+            clock(t.final_scan)
+
+
+class _Classes:
+    """``refree``'s classes (hw/engine/scheduler.py): each trie node's partial sum, numbered
+    from a free list (a FIFO; a class is readable there two cycles after it is put) when
+    its last member leaves, else fresh; the root is +0 and never a class."""
+
+    def __init__(self, members):
+        self.of = {}                    # trie node -> its class
+        self.count = {0: members}       # trie node -> members in it
+        self.free = deque()             # (clock it is readable from, class)
+        self.fresh = 0
+
+    def new(self, node, now):
+        if self.free and self.free[0][0] <= now:
+            self.of[node] = self.free.popleft()[1]
+        else:
+            self.of[node], self.fresh = self.fresh, self.fresh + 1
+        return self.of[node]
+
+    def move(self, parent, node, now):
+        self.count[parent] -= 1
+        self.count[node] = self.count.get(node, 0) + 1
+        if self.count[parent] == 0 and parent:
+            self.free.append((now + 3, self.of[parent]))
+
+
+def _wait_room(fold, clock):
+    while fold.full():
+        clock(1)
+
+
+class _RowsThere:
+    """A clock for the fold alone: every row is there."""
+    now = 0
+
+    def has(self, tag, beats):
+        return True
+
+
+def fold_alone_cycles(plan, share, times=EngineTimes()):
+    """The model's fold alone on a forward part's plan (the scheduler and the datapath, rows
+    always there, results always taken), the counterpart of the RTL's
+    :func:`refree.verif.fold_harness.fold_cycles` (``since_first_member``): cycles from the
+    first member to the last result."""
+    clock_, done = _RowsThere(), [0]
+    fold = _Fold(clock_, times, 1)
+
+    def clock(n):
+        for _ in range(n):
+            fold.step()
+            clock_.now += 1
+    _stream_members(plan, share, fold, times, clock, lambda r: None,
+                    lambda at, bag: done.append(at))
+    while not fold.idle():
+        clock(1)
+    return max(done)
+
+
+def _forward_sharing(job, part, share):
     """``dedup`` and ``refree`` forward: per part, offsets, lookups (each distinct row fetched
     at its first), the analyzer's tail and sort, then the members a cycle each in key order,
     each bag's pooled row written once its last member has passed the fold."""
@@ -333,28 +541,11 @@ def _forward_sharing(job, part):
     job.wait(_walk_passes(_or_of(plan.rows), part.bag_hi - part.bag_lo, t.radix_bits) * (n + 3))
     while p.writes_from is None or p.now < p.writes_from:   # (the first part streams once the batch is good)
         job.wait()
-    # the members: each distinct (bag, row) pair, rows in row order, into the fold a
-    # cycle each (a cycle more at each new row); after a bag's last, its final (an
-    # operation on its accumulator that sends the sum to the writer)
-    pair = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos)
-    pair = pair[np.argsort(pair & 0xFFFFFFFF, kind="stable")]
-    last = np.full(plan.num_bags, -1)
-    np.maximum.at(last, pair >> 32, np.arange(len(pair)))
     results = _Completions()
-    fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
-    prev_rank = -1
-    for i, (bag, rank) in enumerate(zip(pair >> 32, pair & 0xFFFFFFFF)):
-        if rank != prev_rank:
-            job.step(results, part, t.row_cost, each=fold.step)
-            prev_rank = rank
-        while len(fold.ops) >= t.items_ahead:
-            job.step(results, part, each=fold.step)
-        fold.add(int(bag), ("row", part.table, int(plan.rows[rank])))
-        if last[bag] == i:          # the bag's final: its partial sum to the writer
-            fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
-        job.step(results, part, each=fold.step)
-    for bag in np.flatnonzero(last < 0):        # (bags without members: +0, after the last operation)
-        fold.add(int(bag), None, lambda at, bag=int(bag): results.due(at + t.result_latency, bag))
+    fold = _Fold(p, t, job.rb)
+    _stream_members(plan, share, fold, t, lambda n: job.step(results, part, n, each=fold.step),
+                    lambda r: ("row", part.table, r),
+                    lambda at, bag: results.due(at + t.result_latency, bag))
     job.mark("stream")
     job.finish(results, part, fold)
 
@@ -479,14 +670,17 @@ def _backward_pass(job, rows, g, dry):
     tab, lo, hi, bag_of = rows.tab, rows.lo, rows.hi, rows.bag_of
     rows_seen, bags_seen = {}, set()
     skip = _OutOfGroup(rows.member, g, lo, bag_of, 64 // job.isize)
-    fold = _Fold(p, t.fold_window, t.fold_latency, job.rb)
+    fold = _Fold(p, t, job.rb)
     bag_pairs = {}              # the bags being analysed: their rows, in index order
+    items = []                  # the bags merged so far
 
     def close_bags(upto):
-        # a bag's pairs go to the merge once the analyzer has its last lookup
+        # a bag's pairs go to the merge once the analyzer has its last lookup (its gradient
+        # row the datapath's item)
         for bag in [x for x in bag_pairs if x < upto]:
             for r in dict.fromkeys(bag_pairs.pop(bag)):
-                fold.add(r, ("g", tab, bag))
+                fold.add(r, r, len(items), ("g", tab, bag))
+            items.append(bag)
 
     def on_lookup(k):
         if dry:
@@ -554,7 +748,8 @@ def _units(batch, mode, job_name, limits):
     """The job's units in order, each ``(kind, lookups it walks, run(job))``: its parts, or
     (backward by rows) its row groups' passes, dry or not (:func:`.traffic.backward_passes`)."""
     if mode == "baseline" or job_name == "forward":
-        run = (_forward_baseline if mode == "baseline" else _forward_sharing) if job_name == "forward" \
+        run = (_forward_baseline if mode == "baseline" else
+               lambda job, part: _forward_sharing(job, part, share=mode == "refree")) if job_name == "forward" \
             else _backward_baseline
         return [("part", part.hi - part.lo, lambda job, part=part: run(job, part)) for part in partition(batch, limits)]
     tables = {}
