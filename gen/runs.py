@@ -127,14 +127,13 @@ def _model_record(p, conf, tr):
     from refree.golden.perf.engine import job_cycles
     from refree.verif.engine_run import limits_of
     from refree.verif.staging import layout
-    if p["optimizer"] != "sgd":
-        raise ValueError("the performance model runs SGD steps only (it leaves Adagrad's unit out)")
     if set(p["config"]) - {"parts"} or conf.dim != 64 or conf.fold_lanes != 64:
         raise ValueError("the performance model models the default engine (D = 64, 64 fold lanes): "
                          "only [parts] limits may change")
     rec = _bounds_record(p, conf, tr)
     params, batch = conf.dram, tr.batch
-    lay = layout(batch, [_Rows(n, conf.dim) for n in tr.num_rows], stripe=params.mapping.staging_stripe)
+    lay = layout(batch, [_Rows(n, conf.dim) for n in tr.num_rows], with_state=p["optimizer"] != "sgd",
+                 stripe=params.mapping.staging_stripe)
     limits = limits_of(conf.params)
     poolings = ["sum"] * batch.num_tables
     plans = plan_batch(batch, poolings, limits)
@@ -142,14 +141,15 @@ def _model_record(p, conf, tr):
     for mode, jobs in rec.items():
         counts = step_counts(plans, plans if mode == "baseline" else by_rows, mode, batch.num_tables)[0]
         for job in ("forward", "backward"):
-            run = job_cycles(batch, lay, mode, job, limits, params, max_lookups=MODEL_LOOKUPS)
+            run = job_cycles(batch, lay, mode, job, limits, params, max_lookups=MODEL_LOOKUPS,
+                             optimizer=p["optimizer"])
             f = jobs[job]["figures"]
             f.update(cycles=run.cycles, cycles_over_roofline=run.cycles / f["roofline"] if f["roofline"] else None,
                      sampled=run.sampled, phases=run.phases)
             beats = jobs[job]["bounds"]["beats"]
             jobs[job]["energy"] = job_energy(
                 {**run.commands, "cycles": run.cycles, "adds": counts[job]["adds"], "muls": counts[job]["muls"],
-                 "table_reads": beats["table_reads"], "table_writes": beats["table_writes"], "state_writes": 0},
+                 "table_reads": beats["table_reads"], "table_writes": beats["table_writes"], "state_writes": beats["state_writes"]},
                 ranks=p["ranks"], dim=conf.dim, sram_bytes=row_store_bytes(conf.params, conf.dim),
                 lookups=len(batch.indices), grade=params.grade)
         jobs["step"].update(step=jobs["forward"]["figures"]["cycles"] + jobs["backward"]["figures"]["cycles"],

@@ -2,12 +2,14 @@
 `make bench-dram` report (reports/bench-b128/report.json: MovieLens window 0 and the
 Meta-calibrated trace, B = 128, R = 1, 2, 4, the three modes, both jobs) and of
 reports/bench-b1024 (MovieLens B = 1,024, R = 1: parts, chunks and dry passes the B = 128
-runs do not have) within the stated tolerance of the RTL's cycles, never below the job's
-own bounds; and the sampled estimate of a batch too large to run whole close to the whole
-run.
+runs do not have) and the backward jobs of reports/bench-adagrad (row-wise Adagrad, both
+traces at B = 128, R = 1, 2, 4) within the stated tolerance of the RTL's cycles, never
+below the job's own bounds; and the sampled estimate of a batch too large to run whole
+close to the whole run.
 
-After a change of the engine, `make bench-dram` and `refree bench --traces movielens
---batch-size 1024 --ranks 1 --out reports/bench-b1024` rewrite the reports this test reads."""
+After a change of the engine, `make bench-dram`, `refree bench --traces movielens
+--batch-size 1024 --ranks 1 --out reports/bench-b1024` and the command in
+reports/bench-adagrad/report.md rewrite the reports this test reads."""
 import json
 from pathlib import Path
 
@@ -27,9 +29,9 @@ from refree.verif.fold_harness import fold_cycles
 from refree.verif.staging import layout
 
 REPORTS = [Path(__file__).resolve().parents[1] / "reports" / name / "report.json"
-           for name in ("bench-b128", "bench-b1024")]
+           for name in ("bench-b128", "bench-b1024", "bench-adagrad")]
 # Issue 17's goal: every job within 5 % (the largest measured: MovieLens R = 4, `baseline`
-# backward, -4.1 %; mean 1.5 %).
+# backward, -4.1 %; mean 1.3 % over the 54 jobs).
 TOLERANCE = 0.05
 
 
@@ -44,7 +46,7 @@ def rows(records):
 
 
 def test_every_job_within_the_tolerance(rows):
-    assert len(rows) == 42
+    assert len(rows) == 54
     worst = max(rows, key=lambda x: abs(x["model"] / x["rtl"] - 1))
     assert abs(worst["model"] / worst["rtl"] - 1) <= TOLERANCE, worst
     mean = sum(abs(x["model"] / x["rtl"] - 1) for x in rows) / len(rows)
@@ -55,10 +57,11 @@ def test_never_below_the_bounds(rows, records):
     """The model moves the job's beats through DRAM at no more than the ranks' peak and
     analyses a lookup a cycle at most: it is never faster than the memory and analysis
     bounds (the rooflines of docs/design.md section 3)."""
-    bounds = {(r["trace"], r["batch_size"], r["ranks"], mode, job): r["modes"][mode][job]["bounds"]
+    bounds = {(r["trace"], r["batch_size"], r["ranks"], r.get("optimizer", "sgd"), mode, job):
+              r["modes"][mode][job]["bounds"]
               for r in records if r["kind"] == "rtl" for mode in r["modes"] for job in ("forward", "backward")}
     for x in rows:
-        b = bounds[x["trace"], x["batch_size"], x["ranks"], x["mode"], x["job"]]
+        b = bounds[x["trace"], x["batch_size"], x["ranks"], x["optimizer"], x["mode"], x["job"]]
         assert x["model"] >= max(b["memory"], b["analysis"]), x
 
 

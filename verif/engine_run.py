@@ -285,7 +285,9 @@ class EngineRunner:
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups))
                    for j, pl in zip(jobs, per_job)]
-        run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}"
+        # (the process's own folder: runs of one design side by side, as a sweep's workers
+        # make them, must not share their job's and results' files)
+        run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}-{os.getpid()}"
         run_dir.mkdir(parents=True, exist_ok=True)
         stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job
         stopped.unlink(missing_ok=True)

@@ -3,8 +3,8 @@
 RTL's cycles, the model's and the error, then the largest and the mean error.  With
 ``--dram-only``: the DRAM side model's time for each job's traffic alone
 (:mod:`.traffic`), how much of each job the DRAM side explains.  Default reports:
-``reports/bench-b128/report.json`` (``make bench-dram``) and ``reports/bench-b1024``.  About
-a minute and a half."""
+``reports/bench-b128/report.json`` (``make bench-dram``), ``reports/bench-b1024`` and
+``reports/bench-adagrad`` (row-wise Adagrad's backward jobs).  About two minutes."""
 import argparse
 import json
 import sys
@@ -19,10 +19,10 @@ from .engine import job_cycles
 from .traffic import job_requests
 
 DEFAULT_REPORTS = [str(Path(__file__).resolve().parents[2] / "reports" / name / "report.json")
-                   for name in ("bench-b128", "bench-b1024")]
+                   for name in ("bench-b128", "bench-b1024", "bench-adagrad")]
 
 
-def _setup(record, dim):
+def _setup(record, dim, with_state=False):
     from refree.verif.staging import layout
     trace = make_trace(record["trace"], record["batch_size"], record["tables"], **dict(record.get("options") or {}))
     batch = trace.batch
@@ -30,26 +30,29 @@ def _setup(record, dim):
         batch = batch.with_index_dtype(record["index_dtype"])
     params = DramParams(ranks=record["ranks"])
     tables = [np.zeros((n, dim), np.float32) for n in trace.num_rows]
-    return batch, layout(batch, tables, stripe=params.mapping.staging_stripe), params
+    return batch, layout(batch, tables, with_state=with_state, stripe=params.mapping.staging_stripe), params
 
 
 def calibration(records, limits, dram_only=False):
-    """Per RTL job of ``records`` (a ``refree bench`` report's, SGD on the default limits):
+    """Per RTL job of ``records`` (a ``refree bench`` or ``refree sweep --kind rtl`` report's, on
+    the default engine; SGD or row-wise Adagrad, whose record says ``optimizer``):
     ``{"trace", "batch_size", "ranks", "mode", "job", "rtl", "model"}``, ``model`` the model's cycles (or
     with ``dram_only`` the DRAM side's clocks for the job's traffic)."""
     out = []
     for r in records:
-        if r.get("kind") != "rtl" or r.get("optimizer", "sgd") != "sgd" or r.get("config"):
-            continue            # (the model leaves Adagrad out; the default limits)
-        dim = r.get("dim", 64)
-        batch, lay, params = _setup(r, dim)
+        if r.get("kind") != "rtl" or r.get("config"):
+            continue            # (the default engine)
+        dim, optimizer = r.get("dim", 64), r.get("optimizer", "sgd")
+        batch, lay, params = _setup(r, dim, with_state=optimizer != "sgd")
         for mode, jobs in r["modes"].items():
-            for job in ("forward", "backward"):
+            for job in ("forward", "backward") if optimizer == "sgd" else ("backward",):
+                # (an Adagrad step's forward job is the SGD step's)
                 if dram_only:
                     model = serve(job_requests(batch, lay, mode, job, limits), params).cycles
                 else:
-                    model = job_cycles(batch, lay, mode, job, limits, params)[0]
+                    model = job_cycles(batch, lay, mode, job, limits, params, optimizer=optimizer)[0]
                 out.append({"trace": r["trace"], "batch_size": r["batch_size"], "ranks": r["ranks"], "mode": mode,
+                            "optimizer": optimizer,
                             "job": job, "rtl": jobs[job]["counters"]["cycles"], "model": model})
     return out
 
@@ -70,10 +73,11 @@ def main(argv=None):
             return 2
     rows = calibration(records, limits_of(load_config(None).params), args.dram_only)
     what = "DRAM side for its traffic" if args.dram_only else "model"
-    print(f"| trace | B | R | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| trace | B | R | optimizer | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {x['trace']} | {x['batch_size']} | {x['ranks']} | {x['mode']} | {x['job']} | {x['rtl']:,} | {x['model']:,} | "
+        print(f"| {x['trace']} | {x['batch_size']} | {x['ranks']} | {x['optimizer']} | {x['mode']} | {x['job']} | "
+              f"{x['rtl']:,} | {x['model']:,} | "
               f"{x['model'] / x['rtl'] - 1:+.1%} |")
     if rows:
         errs = [abs(x["model"] / x["rtl"] - 1) for x in rows]

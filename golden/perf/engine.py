@@ -28,6 +28,10 @@ the table rows: hw/engine/engine.py).
 * Backward by rows: each bag's pairs are merged in the fold once the bag is whole (beside
   the analysis); after the pass, each distinct row's update, ``D / 16`` cycles on the
   updater once its row has arrived.
+* Row-wise Adagrad (backward by rows): each row's update in slot order takes a lock on its
+  state beat and reads it, then passes the Adagrad unit (:class:`_Adagrad`: groups of rows,
+  their squares in steps, the scalars' latency, the update on the same lanes); its row and
+  state beat are written as they leave.
 * Forward results and rows updated by slot queue and go to memory ``WRITE_BURST`` beats at a
   time, or at the part's end (``PART_FINISH``).
 * ``baseline``: its lookups stream beside the analysis: forward in the lookup buffer's order
@@ -38,9 +42,12 @@ the table rows: hw/engine/engine.py).
 
 :class:`EngineTimes` holds every constant, each read off the RTL (its docstrings and
 parameters) or, where none says, measured on its counters.  ``python -m refree.golden.perf``
-compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: row-wise
-Adagrad, weighted bags' coefficient work (their weights are read), mean pooling's divider.  It models the default engine: one fold operation a cycle (D / fold lanes = 1), the sorter's 9-bit digits.
+compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: weighted
+bags' coefficient work (their weights are read), mean pooling's divider; ``refree``'s backward
+merge runs as ``dedup``'s.  It models the default engine: one fold operation a cycle (D /
+fold lanes = 1), the sorter's 9-bit digits.
 """
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -71,6 +78,11 @@ class EngineTimes:
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
     rows_in_flight: int = 32        # baseline backward: the forwarder's slots (hw/engine/forwarder.py)
     radix_bits: int = 9             # the sorter's digits
+    adagrad_lanes: int = 4          # the configuration's [engine] adagrad_lanes (P)
+    adagrad_group: int = 16         # hw/engine/adagrad.py: most rows whose squares interleave
+    adagrad_step: int = 17          # a step of the squares at least: ROUND_TRIP + the FMA's 13
+    adagrad_scalar_latency: int = 150   # the scalars: 3 adds, a divide, an add, a root, an add, a divide (8, 34, 34)
+    state_reads_ahead: int = 4      # hw/engine/engine.py state_q: state beats asked ahead
     final_scan: int = 2             # forward: a member's class read for the finals of bags without members
     round_start: int = 4            # refree: a round of deferred members' start (hw/engine/scheduler.py)
 
@@ -79,7 +91,7 @@ class _Port:
     """The engine's side of the memory port: a FIFO of asks per user, offered a clock at a
     time by the arbiter's priorities (hw/engine/engine.py: the writer, then the gradient
     rows, then the input arrays, then the table rows)."""
-    USERS = ("write", "grad", "input", "row")
+    USERS = ("write", "grad", "input", "row", "state")
 
     def __init__(self, params):
         self.dram = DramSideModel(params)
@@ -147,8 +159,8 @@ def _beats_of(arr_base, itemsize, first, last):
 
 
 class _Job:
-    def __init__(self, batch, lay, params, times):
-        self.b, self.lay, self.t = batch, lay, times
+    def __init__(self, batch, lay, params, times, adagrad=False):
+        self.b, self.lay, self.t, self.adagrad = batch, lay, times, adagrad
         self.port = _Port(params)
         self.rb = lay.row_beats
         self.T, self.B = batch.num_tables, batch.batch_size
@@ -711,7 +723,9 @@ def _backward_pass(job, rows, g, dry):
     while not fold.idle():
         job.step(None, None, each=fold.step)
     job.mark("stream")
-    for r in rows_seen:
+    if job.adagrad:
+        _adagrad_updates(job, tab, list(rows_seen))
+    for r in [] if job.adagrad else rows_seen:
         while not p.has(("row", tab, r), job.rb):
             job.wait()
         job.wait(job.rb)                    # the updater: a beat a cycle
@@ -722,6 +736,99 @@ def _backward_pass(job, rows, g, dry):
         job.wait()
     p.flushing = False
     job.mark("drain")
+
+
+class _Adagrad:
+    """The row-wise Adagrad unit (hw/engine/adagrad.py) on its ``P`` FMA lanes, an issue a
+    cycle, the updates first: a row in the ring (its row, merged gradient and state beat
+    in) waits for a group (up to ``group`` rows waiting); a group's squares take ``D / 8``
+    steps of ``8 / min(P, 8)`` issues a row, each step at least ``ROUND_TRIP`` + the FMA's
+    latency; its rows' scalars leave ``scalar_latency`` after the group, a row a cycle; each
+    row's update ``D / P`` issues; out, ``D / 16`` row beats and the state beat, the FMA's
+    latency after its last issue (``on_out(row)``)."""
+
+    def __init__(self, times, dim, on_out):
+        self.t, self.dim, self.on_out = times, dim, on_out
+        self.P = times.adagrad_lanes
+        self.ring = deque()             # rows in the ring, in order: [row, ready]
+        self.group = []                 # the group whose squares run: its rows
+        self.steps_left = self.issues_left = 0
+        self.step_from = 0              # the clock the next step may begin
+        self.updates = deque()          # (clock its scalars are out, row)
+        self.updating = None            # [row, issues left]
+        self.out = []                   # (clock, row) rows leaving
+        self.in_unit = 0
+
+    def add(self, row, ready):
+        self.ring.append([row, ready])
+        self.in_unit += 1
+
+    def step(self, now):
+        for due, row in [x for x in self.out if x[0] <= now]:
+            self.out.remove((due, row))
+            self.in_unit -= 1
+            self.on_out(row)
+        if self.updating is None and self.updates and self.updates[0][0] <= now:
+            self.updating = [self.updates.popleft()[1], self.dim // self.P]
+        if self.updating is not None:           # (an update's issue has the lanes)
+            self.updating[1] -= 1
+            if not self.updating[1]:
+                self.out.append((now + self.t.fold_latency, self.updating[0]))
+                self.updating = None
+            return
+        if not self.group:
+            ready = [x for x in itertools.islice(self.ring, self.t.adagrad_group) if x[1]()]
+            if not ready:
+                return
+            self.group = ready
+            for x in ready:
+                self.ring.remove(x)
+            self.steps_left, self.issues_left = self.dim // 8, 0
+        if not self.issues_left:
+            if now < self.step_from:
+                return
+            if not self.steps_left:         # the group's squares done: its scalars
+                for k, (row, _) in enumerate(self.group):
+                    self.updates.append((now + self.t.adagrad_scalar_latency + k, row))
+                self.group = []
+                return
+            self.steps_left -= 1
+            self.issues_left = len(self.group) * 8 // min(self.P, 8)
+            self.step_from = now + self.t.adagrad_step
+        self.issues_left -= 1
+
+    def idle(self):
+        return not self.in_unit
+
+
+def _adagrad_updates(job, tab, rows):
+    """Row-wise Adagrad's updates of a pass, in slot order: each takes a lock on its state
+    beat (``rows_in_flight`` at most; a beat locked by an update before the previous one
+    waits for its write, the previous one's is carried on: ``chained``), reads the beat
+    (after every other user of the port), and goes through :class:`_Adagrad` once its row
+    and beat are in; out, the row's beats and its state beat written (not batched)."""
+    p, t = job.port, job.t
+    locks = deque()
+    state = lambda r: job.lay.states[tab] + r // 16
+
+    def out(r):
+        p.ask("write", job.row(tab, r) + [state(r)])
+        locks.remove(state(r))
+    unit = _Adagrad(t, job.rb * 16, out)
+    tick = lambda: job.step(None, None, each=lambda: unit.step(p.now))
+    prev = None
+    for r in rows:
+        s = state(r)
+        while len(locks) >= t.rows_in_flight or (s in locks and s != prev) or \
+                len(p.asks["state"]) >= t.state_reads_ahead:
+            tick()
+        locks.append(s)
+        p.ask("state", [s], ("st", tab, r))
+        unit.add(r, lambda r=r: p.has(("row", tab, r), job.rb) and p.has(("st", tab, r), 1))
+        prev = s
+        tick()
+    while not unit.idle():
+        tick()
 
 
 class _OutOfGroup:
@@ -780,7 +887,8 @@ def _commands(job):
             "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st)}
 
 
-def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), max_lookups=None):
+def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), max_lookups=None,
+               optimizer="sgd"):
     """Model one job (see the module docstring): a :class:`ModelRun`.  ``lay``: the memory
     layout (:func:`refree.verif.staging.layout`; its rows' beats give D), ``limits`` the
     engine's part limits, ``params`` the :class:`~refree.hw.ddr4.params.DramParams`.
@@ -791,10 +899,16 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
     kind's cycles and commands are scaled by the lookups it walks: an estimate for batches
     too large to run whole (``sampled``).  A sampled job leaves out the batch check (its
     second read of the input, beside the parts: under 1 % of such a job's beats) and its
-    verdict's wait."""
+    verdict's wait.
+
+    ``optimizer``: ``"sgd"`` or ``"rowwise-adagrad"`` (``dedup`` and ``refree``; ``lay`` with
+    the state arrays: ``layout(..., with_state=True)``)."""
+    adagrad = {"sgd": False, "rowwise-adagrad": True}[optimizer]
+    if adagrad and mode == "baseline":
+        raise ValueError("row-wise Adagrad runs the dedup and refree modes (baseline has none)")
     units = _units(batch, mode, job_name, limits)
     total = sum(n for _, n, _ in units)
-    job = _Job(batch, lay, params, times)
+    job = _Job(batch, lay, params, times, adagrad=adagrad and job_name == "backward")
     if max_lookups is None or total <= max_lookups:
         for k, (_, _, run) in enumerate(units):
             job.port.unit = k
