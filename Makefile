@@ -61,6 +61,9 @@ reports: $(STAMP)
 	$(BIN)/refree sweep --kind model --traces meta --seed 3 --tables 8 --batch-sizes 1024,65536 --ranks 1,4 \
 	  --max-bag-len 1024 --title "Meta-calibrated, T = 8: the performance model's cycles up to B = 65,536" \
 	  --out reports/model-meta
+	$(BIN)/refree sweep --kind model --traces zipf --alphas 0.8,1.0,1.2 --batch-sizes 1024 --ranks 1,2,4 \
+	  --title "Zipf: the performance model's cycles against skew" --out reports/model-zipf
+	$(BIN)/python -m refree.golden.perf --out reports/model-calibration.md
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

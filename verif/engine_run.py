@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,9 +286,10 @@ class EngineRunner:
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups))
                    for j, pl in zip(jobs, per_job)]
-        # (the process's own folder: runs of one design side by side, as a sweep's workers
-        # make them, must not share their job's and results' files)
-        run_dir = build_root() / self.design.name / "runs" / f"{self.sim}-{tag}-{mode}-{seed}-{os.getpid()}"
+        # (the process's and thread's own folder: runs of one design side by side, in two
+        # processes or a worker's threads, must not share their job's and results' files)
+        run_dir = (build_root() / self.design.name / "runs" /
+                   f"{self.sim}-{tag}-{mode}-{seed}-{os.getpid()}-{threading.get_ident()}")
         run_dir.mkdir(parents=True, exist_ok=True)
         stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job
         stopped.unlink(missing_ok=True)

@@ -4,7 +4,8 @@ RTL's cycles, the model's and the error, then the largest and the mean error.  W
 ``--dram-only``: the DRAM side model's time for each job's traffic alone
 (:mod:`.traffic`), how much of each job the DRAM side explains.  Default reports:
 ``reports/bench-b128/report.json`` (``make bench-dram``), ``reports/bench-b1024`` and
-``reports/bench-adagrad`` (row-wise Adagrad's backward jobs).  About two minutes."""
+``reports/bench-adagrad`` (row-wise Adagrad's backward jobs) and ``reports/bench-zipf``.
+``--out FILE`` also writes the table (``reports/model-calibration.md``).  About two minutes."""
 import argparse
 import json
 import sys
@@ -19,7 +20,7 @@ from .engine import job_cycles
 from .traffic import job_requests
 
 DEFAULT_REPORTS = [str(Path(__file__).resolve().parents[2] / "reports" / name / "report.json")
-                   for name in ("bench-b128", "bench-b1024", "bench-adagrad")]
+                   for name in ("bench-b128", "bench-b1024", "bench-adagrad", "bench-zipf")]
 
 
 def _setup(record, dim, with_state=False):
@@ -51,10 +52,26 @@ def calibration(records, limits, dram_only=False):
                     model = serve(job_requests(batch, lay, mode, job, limits), params).cycles
                 else:
                     model = job_cycles(batch, lay, mode, job, limits, params, optimizer=optimizer)[0]
-                out.append({"trace": r["trace"], "batch_size": r["batch_size"], "ranks": r["ranks"], "mode": mode,
+                opts = ", ".join(f"{k} {v}" for k, v in sorted((r.get("options") or {}).items()))
+                out.append({"trace": r["trace"], "options": opts, "batch_size": r["batch_size"], "ranks": r["ranks"],
+                            "mode": mode,
                             "optimizer": optimizer,
                             "job": job, "rtl": jobs[job]["counters"]["cycles"], "model": model})
     return out
+
+
+def render(rows, what="model"):
+    """The Markdown table of :func:`calibration`'s rows, and the largest and mean error."""
+    out = [f"| trace | B | R | optimizer | mode | job | RTL cycles | {what} | {what} / RTL - 1 |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        trace = f"{x['trace']} ({x['options']})" if x.get("options") else x["trace"]
+        out.append(f"| {trace} | {x['batch_size']} | {x['ranks']} | {x['optimizer']} | {x['mode']} | "
+                   f"{x['job']} | {x['rtl']:,} | {x['model']:,} | {x['model'] / x['rtl'] - 1:+.1%} |")
+    if rows:
+        errs = [abs(x["model"] / x["rtl"] - 1) for x in rows]
+        out += ["", f"{len(rows)} jobs: largest error {max(errs):.1%}, mean {sum(errs) / len(errs):.1%}"]
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None):
@@ -63,7 +80,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m refree.golden.perf", description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="*", default=DEFAULT_REPORTS, metavar="REPORT.json")
     ap.add_argument("--dram-only", action="store_true", help="the DRAM side's time for each job's traffic alone")
+    ap.add_argument("--out", metavar="FILE", help="also write the table there (Markdown), with the command")
     args = ap.parse_args(argv)
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        print(f"refree: error: --out {args.out}: no such folder", file=sys.stderr)
+        return 2
     records = []
     for path in args.reports:
         try:
@@ -72,16 +93,17 @@ def main(argv=None):
             print(f"refree: error: cannot read the records of {path}: {e}", file=sys.stderr)
             return 2
     rows = calibration(records, limits_of(load_config(None).params), args.dram_only)
-    what = "DRAM side for its traffic" if args.dram_only else "model"
-    print(f"| trace | B | R | optimizer | mode | job | RTL cycles | {what} | {what} / RTL - 1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for x in rows:
-        print(f"| {x['trace']} | {x['batch_size']} | {x['ranks']} | {x['optimizer']} | {x['mode']} | {x['job']} | "
-              f"{x['rtl']:,} | {x['model']:,} | "
-              f"{x['model'] / x['rtl'] - 1:+.1%} |")
-    if rows:
-        errs = [abs(x["model"] / x["rtl"] - 1) for x in rows]
-        print(f"\n{len(rows)} jobs: largest error {max(errs):.1%}, mean {sum(errs) / len(errs):.1%}")
+    table = render(rows, "DRAM side for its traffic" if args.dram_only else "model")
+    print(table, end="")
+    if args.out:
+        cmd = "python -m refree.golden.perf " + " ".join(argv if argv is not None else sys.argv[1:])
+        try:
+            Path(args.out).write_text(f"# The performance model against the RTL\n\nMade by `{cmd}`: each RTL "
+                                      f"job of the reports, its cycles and the model's (error = model / RTL - 1)."
+                                      f"\n\n" + table)
+        except OSError as e:
+            print(f"refree: error: cannot write {args.out}: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -4,7 +4,7 @@ cycles of a job without simulating the RTL.
 Each job runs the engine's phases (docs/architecture.md, "A job") as a few rules, each with
 the rate its hardware docstring gives; every request to memory goes through the DRAM side
 model, offered by the arbiter's priorities (the writer, the gradient rows, the input arrays,
-the table rows: hw/engine/engine.py).
+the table rows, Adagrad's state beats: hw/engine/engine.py).
 
 * A part (a row group's pass: its chunks) starts by reading its bags' offsets, an offset a
   cycle as their beats arrive (``PART_OFFSETS``).
@@ -48,7 +48,7 @@ merge runs as ``dedup``'s.  It models the default engine: one fold operation a c
 fold lanes = 1), the sorter's 9-bit digits.
 """
 import itertools
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -72,16 +72,19 @@ class EngineTimes:
     check_latency: int = 24         # the batch check's last index read to its verdict
     index_beats_ahead: int = 16     # the lookup walker's index beats in flight
     analyzer_tail: int = 12         # the insertion pipeline after the last lookup
-    fold_latency: int = 15          # an operation's issue to its accumulator written (FMA L = 13, read, write)
+    fold_latency: int = 14          # an operation's issue to the first a reader of its sum may issue (FMA L + 1)
+    slot_release: int = 2           # an item's last issue to its row slot's reuse (release, then alloc cleared)
     fold_window: int = 8            # the fold datapath's issue window (64 lanes)
     result_latency: int = 8         # a bag's last operation done to its pooled row's first write
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
-    rows_in_flight: int = 32        # baseline backward: the forwarder's slots (hw/engine/forwarder.py)
+    forward_latency: int = 16       # baseline backward: a forwarded row waits for its source's update (hw/engine/forwarder.py)
+    rows_in_flight: int = 32        # IN_FLIGHT_ROWS: baseline backward's forwarder slots, Adagrad's state-beat locks
     radix_bits: int = 9             # the sorter's digits
     adagrad_lanes: int = 4          # the configuration's [engine] adagrad_lanes (P)
     adagrad_group: int = 16         # hw/engine/adagrad.py: most rows whose squares interleave
     adagrad_step: int = 17          # a step of the squares at least: ROUND_TRIP + the FMA's 13
     adagrad_scalar_latency: int = 150   # the scalars: 3 adds, a divide, an add, a root, an add, a divide (8, 34, 34)
+    adagrad_out_latency: int = 15   # an update's last issue to its row leaving (the FMA's 13, gathering)
     state_reads_ahead: int = 4      # hw/engine/engine.py state_q: state beats asked ahead
     final_scan: int = 2             # forward: a member's class read for the finals of bags without members
     round_start: int = 4            # refree: a round of deferred members' start (hw/engine/scheduler.py)
@@ -90,7 +93,8 @@ class EngineTimes:
 class _Port:
     """The engine's side of the memory port: a FIFO of asks per user, offered a clock at a
     time by the arbiter's priorities (hw/engine/engine.py: the writer, then the gradient
-    rows, then the input arrays, then the table rows)."""
+    rows, then the input arrays, then the table rows, then Adagrad's state beats).  A
+    write's tag counts once the port has taken it."""
     USERS = ("write", "grad", "input", "row", "state")
 
     def __init__(self, params):
@@ -139,8 +143,10 @@ class _Port:
                 continue                # (writes wait for the verdict)
             if self.asks[u]:
                 if self.dram.offer(*self.asks[u][0]):
-                    self.asks[u].popleft()
+                    _, write, key = self.asks[u].popleft()
                     self.writes_taken += u == "write"
+                    if write and key is not None:       # (a write's tag counts once the port takes it)
+                        self.arrived[key] = self.arrived.get(key, 0) + 1
                 break
         for tag in self.dram.clock():
             self.arrived[tag] = self.arrived.get(tag, 0) + 1
@@ -291,13 +297,15 @@ class _Fold:
     def __init__(self, port, times, row_beats):
         self.port, self.window, self.raw_wait, self.rb = port, times.fold_window, times.fold_latency, row_beats
         self.slots = times.fold_window + 2
-        self.queue = deque()            # from the scheduler: (dst, src, item, tag, on_done)
+        self.queue = deque()            # from the scheduler: (dst, src, item, on_done)
         self.win = []                   # the window: (taken at, dst, src, item, on_done)
         self.free = {}                  # partial sum -> clock from which it may be read
         self.waiting = {}               # item -> its operations not yet issued
         self.tags = {}                  # item -> the tag of its row's arrival
         self.begun, self.loaded, self.released = -1, -1, -1    # items: latest entered, loaded, whose slot is free
         self.last_done = 0
+        self.last_issue = {}            # item -> the clock its latest operation issued
+        self.release_delay = times.slot_release
 
     def add(self, dst, src, item=None, tag=None, on_done=None):
         self.queue.append((dst, src, item, on_done))
@@ -312,7 +320,8 @@ class _Fold:
         now = self.port.now
         self._issue(now)
         # release: the oldest slot whose item has no operation left, a later item begun
-        while self.released < min(self.loaded, self.begun - 1) and not self.waiting.get(self.released + 1):
+        while self.released < min(self.loaded, self.begun - 1) and not self.waiting.get(self.released + 1) \
+                and self.last_issue.get(self.released + 1, now) + self.release_delay <= now:
             self.released += 1
         # the next item's row into its slot, once the slot is free and the row is in
         nxt = self.loaded + 1
@@ -344,6 +353,7 @@ class _Fold:
                 else:
                     self.free[dst] = now + self.raw_wait
                     self.waiting[item] -= 1
+                    self.last_issue[item] = now
                     self.last_done = max(self.last_done, now + self.raw_wait)
                 return
             read.add(src)
@@ -391,7 +401,7 @@ def _members(plan, share):
     pair, mult = np.unique(plan.occ_bag.astype(np.int64) * (1 << 32) + plan.occ_stream_pos, return_counts=True)
     order = np.argsort(pair & 0xFFFFFFFF, kind="stable")
     bag, rank = (pair >> 32)[order], (pair & 0xFFFFFFFF)[order]
-    node = parent = c = []
+    node, parent, c = [], [], []
     if share:       # each bag's path in the trie of its keys, root to leaf, a key a row
         trie, at = plan.fwd_trie, {}
         cbits = plan.fkey_c.view(np.uint32)
@@ -450,11 +460,11 @@ def _stream_members(plan, share, fold, t, clock, row_tag, on_final):
             split, deferred = {}, []
             for i in todo:
                 bag, node, parent, c = int(members.bag[i]), members.node[i], members.parent[i], members.c[i]
-                _wait_room(fold, clock)         # (the scheduler's pipeline waits for its operation's room)
                 if split.setdefault(parent, c) != c:
                     deferred.append(i)
                 else:
-                    if node not in classes.of:
+                    if node not in classes.of:      # (a member with an operation waits for its room)
+                        _wait_room(fold, clock)
                         fold.add(classes.new(node, fold.port.now), classes.of.get(parent), rank, tag)
                     classes.move(parent, node, fold.port.now)
                     if last[bag] == i:
@@ -495,7 +505,7 @@ class _Classes:
         self.count[parent] -= 1
         self.count[node] = self.count.get(node, 0) + 1
         if self.count[parent] == 0 and parent:
-            self.free.append((now + 3, self.of[parent]))
+            self.free.append((now + 2, self.of[parent]))
 
 
 def _wait_room(fold, clock):
@@ -532,8 +542,9 @@ def fold_alone_cycles(plan, share, times=EngineTimes()):
 
 def _forward_sharing(job, part, share):
     """``dedup`` and ``refree`` forward: per part, offsets, lookups (each distinct row fetched
-    at its first), the analyzer's tail and sort, then the members a cycle each in key order,
-    each bag's pooled row written once its last member has passed the fold."""
+    at its first), the analyzer's tail and sort, then the members through the scheduler and
+    the fold (:func:`_stream_members`), each bag's pooled row written once its final has
+    left the fold."""
     b, p, t = job.b, job.port, job.t
     plan = plan_part(b, part, "sum")
     job.offsets(part.table * job.B + part.bag_lo, part.bag_hi - part.bag_lo + 1)
@@ -618,6 +629,7 @@ def _backward_baseline(job, part):
     state = {"next": part.lo, "analysed": part.lo, "busy_until": 0}
     asked = deque()
     written0 = p.writes_taken          # (the previous part drained)
+    latest, source, entered = {}, {}, {}     # row -> its latest lookup; lookup -> the one it takes its row from
 
     def in_flight():
         return state["next"] - part.lo - (p.writes_taken - written0) // job.rb
@@ -629,13 +641,19 @@ def _backward_baseline(job, part):
                 break
             p.ask("grad", job.staging(job.lay.grad, part.bag_lo + bag_of[k - part.lo], part.table), ("g", k))
             p.ask("row", job.row(part.table, b.indices[k]), ("brow", k))
+            r = int(b.indices[k])
+            if r in latest and not p.has(("w", latest[r]), job.rb):
+                source[k] = latest[r]           # (forwarded: the update in flight's result)
+            latest[r] = k
             asked.append(k)
             state["next"] += 1
         if asked and p.now >= state["busy_until"] and p.has(("g", asked[0]), job.rb) \
-                and p.has(("brow", asked[0]), job.rb):
+                and p.has(("brow", asked[0]), job.rb) \
+                and (asked[0] not in source or p.now >= entered[source[asked[0]]] + t.forward_latency + job.rb):
             k = asked.popleft()
+            entered[k] = p.now
             state["busy_until"] = p.now + job.rb        # the updater: a beat a cycle
-            p.ask("write", job.row(part.table, b.indices[k]))
+            p.ask("write", job.row(part.table, b.indices[k]), ("w", k))
 
     def on_lookup(k):
         state["analysed"] = k + 1
@@ -671,13 +689,15 @@ class _TableRows:
         self.member = row_group_of(idx, G) if G > 1 else np.zeros(len(idx), np.int64)
 
 
-def _backward_pass(job, rows, g, dry):
+def _backward_pass(job, rows, g, dry, share):
     """``dedup`` and ``refree`` backward, one pass of row group ``g`` (a dry one only
     analyses): offsets, the group's lookups (others passed over a run at a time), each bag's
     gradient row and each distinct row fetched at its first lookup of the group, each bag's
-    pairs merged once its last lookup is in (an operation each, on the row's accumulator, in
-    the fold); the pass in chunks of bags formed as parts are, each reading its offsets; then each row's update (``D / 16`` cycles on the updater once its row is in),
-    its write batched."""
+    pairs merged once its last lookup is in (on the row's accumulator, in the fold: ``dedup``
+    an operation per lookup, ``refree`` (``share``) one per pair, its coefficient the
+    multiplicity); the pass in chunks of bags formed as parts are, each reading its offsets;
+    then each row's update (``D / 16`` cycles on the updater once its row is in), its write
+    batched, or row-wise Adagrad's (:func:`_adagrad_updates`)."""
     b, p, t = job.b, job.port, job.t
     tab, lo, hi, bag_of = rows.tab, rows.lo, rows.hi, rows.bag_of
     rows_seen, bags_seen = {}, set()
@@ -690,8 +710,9 @@ def _backward_pass(job, rows, g, dry):
         # a bag's pairs go to the merge once the analyzer has its last lookup (its gradient
         # row the datapath's item)
         for bag in [x for x in bag_pairs if x < upto]:
-            for r in dict.fromkeys(bag_pairs.pop(bag)):
-                fold.add(r, r, len(items), ("g", tab, bag))
+            for r, mult in Counter(bag_pairs.pop(bag)).items():
+                for _ in range(1 if share else mult):   # (dedup: an operation per lookup, refree one per pair)
+                    fold.add(r, r, len(items), ("g", tab, bag))
             items.append(bag)
 
     def on_lookup(k):
@@ -722,15 +743,16 @@ def _backward_pass(job, rows, g, dry):
     # the merge's tail, then each row's final and update in slot order
     while not fold.idle():
         job.step(None, None, each=fold.step)
-    job.mark("stream")
     if job.adagrad:
-        _adagrad_updates(job, tab, list(rows_seen))
-    for r in [] if job.adagrad else rows_seen:
-        while not p.has(("row", tab, r), job.rb):
-            job.wait()
-        job.wait(job.rb)                    # the updater: a beat a cycle
-        while not p.batch(job.row(tab, r)):     # (the write queue full: the updater waits)
-            job.wait()
+        _adagrad_updates(job, tab, list(rows_seen))     # (it marks the stream's end)
+    else:
+        job.mark("stream")
+        for r in rows_seen:
+            while not p.has(("row", tab, r), job.rb):
+                job.wait()
+            job.wait(job.rb)                    # the updater: a beat a cycle
+            while not p.batch(job.row(tab, r)):     # (the write queue full: the updater waits)
+                job.wait()
     p.flushing = True
     while not p.drained():
         job.wait()
@@ -773,11 +795,11 @@ class _Adagrad:
         if self.updating is not None:           # (an update's issue has the lanes)
             self.updating[1] -= 1
             if not self.updating[1]:
-                self.out.append((now + self.t.fold_latency, self.updating[0]))
+                self.out.append((now + self.t.adagrad_out_latency, self.updating[0]))
                 self.updating = None
             return
         if not self.group:
-            ready = [x for x in itertools.islice(self.ring, self.t.adagrad_group) if x[1]()]
+            ready = list(itertools.takewhile(lambda x: x[1](), itertools.islice(self.ring, self.t.adagrad_group)))
             if not ready:
                 return
             self.group = ready
@@ -812,22 +834,27 @@ def _adagrad_updates(job, tab, rows):
     state = lambda r: job.lay.states[tab] + r // 16
 
     def out(r):
-        p.ask("write", job.row(tab, r) + [state(r)])
-        locks.remove(state(r))
+        p.ask("write", job.row(tab, r))
+        p.ask("write", [state(r)], ("sw", tab, r))      # (its lock goes once this write is taken)
     unit = _Adagrad(t, job.rb * 16, out)
-    tick = lambda: job.step(None, None, each=lambda: unit.step(p.now))
+
+    def tick():
+        job.step(None, None, each=lambda: unit.step(p.now))
+        while locks and p.has(("sw", tab, locks[0][1]), 1):
+            locks.popleft()
     prev = None
     for r in rows:
         s = state(r)
-        while len(locks) >= t.rows_in_flight or (s in locks and s != prev) or \
+        while len(locks) >= t.rows_in_flight or (s != prev and any(x == s for x, _ in locks)) or \
                 len(p.asks["state"]) >= t.state_reads_ahead:
             tick()
-        locks.append(s)
+        locks.append((s, r))
         p.ask("state", [s], ("st", tab, r))
         unit.add(r, lambda r=r: p.has(("row", tab, r), job.rb) and p.has(("st", tab, r), 1))
         prev = s
         tick()
-    while not unit.idle():
+    job.mark("stream")
+    while not unit.idle() or locks:
         tick()
 
 
@@ -866,7 +893,7 @@ def _units(batch, mode, job_name, limits):
             tables[t] = _TableRows(batch, t, G, limits)
         rows = tables[t]
         units.append(("dry pass" if dry else "pass", rows.hi - rows.lo,
-                      lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry)))
+                      lambda job, g=g, dry=dry, rows=rows: _backward_pass(job, rows, g, dry, mode == "refree")))
     return units
 
 
