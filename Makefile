@@ -65,6 +65,11 @@ reports: $(STAMP)
 	  --title "Zipf: the performance model's cycles against skew" --out reports/model-zipf
 	$(BIN)/python -m refree.golden.perf --out reports/model-calibration.md
 
+# The golden model's counts and step and the performance model at Meta's B = 65,536, T = 8:
+# their run times (issue 17's goal: each under a minute).
+bench-scale: $(STAMP)
+	$(BIN)/python -m refree.golden.perf.bench
+
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)
 	$(BIN)/python -m refree.verif.bench_fp

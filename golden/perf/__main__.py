@@ -4,7 +4,8 @@ RTL's cycles, the model's and the error, then the largest and the mean error.  W
 ``--dram-only``: the DRAM side model's time for each job's traffic alone
 (:mod:`.traffic`), how much of each job the DRAM side explains.  Default reports:
 ``reports/bench-b128/report.json`` (``make bench-dram``), ``reports/bench-b1024`` and
-``reports/bench-adagrad`` (row-wise Adagrad's backward jobs) and ``reports/bench-zipf``.
+``reports/bench-adagrad`` (row-wise Adagrad's backward jobs), ``reports/bench-zipf`` and
+``reports/bench-uniform``.
 ``--out FILE`` also writes the table (``reports/model-calibration.md``).  About two minutes."""
 import argparse
 import json
@@ -20,7 +21,7 @@ from .engine import job_cycles
 from .traffic import job_requests
 
 DEFAULT_REPORTS = [str(Path(__file__).resolve().parents[2] / "reports" / name / "report.json")
-                   for name in ("bench-b128", "bench-b1024", "bench-adagrad", "bench-zipf")]
+                   for name in ("bench-b128", "bench-b1024", "bench-adagrad", "bench-zipf", "bench-uniform")]
 
 
 def _setup(record, dim, with_state=False):

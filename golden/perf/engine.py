@@ -44,7 +44,8 @@ the table rows, Adagrad's state beats: hw/engine/engine.py).
 parameters) or, where none says, measured on its counters.  ``python -m refree.golden.perf``
 compares the model with the RTL's cycles of a ``refree bench`` report.  Left out: weighted
 bags' coefficient work (their weights are read), mean pooling's divider; ``refree``'s backward
-merge runs as ``dedup``'s.  It models the default engine: one fold operation a cycle (D /
+merge is an operation per (bag, row) pair, without the classes it shares and their rounds.
+It models the default engine: one fold operation a cycle (D /
 fold lanes = 1), the sorter's 9-bit digits.
 """
 import itertools
@@ -77,7 +78,8 @@ class EngineTimes:
     fold_window: int = 8            # the fold datapath's issue window (64 lanes)
     result_latency: int = 8         # a bag's last operation done to its pooled row's first write
     row_reads_ahead: int = 128      # hw/engine/engine.py ROW_READS_AHEAD (beats)
-    forward_latency: int = 16       # baseline backward: a forwarded row waits for its source's update (hw/engine/forwarder.py)
+    forward_latency: int = 16       # baseline backward: a forwarded row's wait for its source's result,
+                                    # the updater's latency (hw/engine/forwarder.py)
     rows_in_flight: int = 32        # IN_FLIGHT_ROWS: baseline backward's forwarder slots, Adagrad's state-beat locks
     radix_bits: int = 9             # the sorter's digits
     adagrad_lanes: int = 4          # the configuration's [engine] adagrad_lanes (P)
@@ -653,6 +655,9 @@ def _backward_baseline(job, part):
             k = asked.popleft()
             entered[k] = p.now
             state["busy_until"] = p.now + job.rb        # the updater: a beat a cycle
+            # (its write asked as it enters the updater: the RTL's writer takes it the
+            # updater's latency later, which the model leaves out; measured, that latency
+            # moves the jobs by -4 % to +5 % either way, no better on the whole)
             p.ask("write", job.row(part.table, b.indices[k]), ("w", k))
 
     def on_lookup(k):
