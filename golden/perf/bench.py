@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 
+from refree.golden.counts import MODES
 from refree.golden.traces import make_trace
-
-MODES = ("baseline", "dedup", "refree")
 
 
 def _timed(what, fn):
@@ -30,7 +29,7 @@ def _timed(what, fn):
 
 def main(argv=None):
     from refree.gen.config import load_config
-    from refree.gen.runs import MODEL_LOOKUPS, int_list
+    from refree.gen.runs import MODEL_LOOKUPS
     from refree.golden.model import plan_batch, row_group_plans, step, step_counts
     from refree.hw.ddr4.params import DramParams
     from refree.verif.engine_run import limits_of
@@ -45,9 +44,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     what = set(args.what.split(","))
-    if not set(modes) <= set(MODES) or not what <= {"counts", "step", "model"} or args.tables < 1:
-        ap.error("--modes takes baseline, dedup, refree; --what counts, step, model; --tables >= 1")
-    int_list("--ranks", str(args.ranks))
+    if not set(modes) <= set(MODES) or not what <= {"counts", "step", "model"} or min(args.tables, args.ranks) < 1:
+        ap.error("--modes takes baseline, dedup, refree; --what counts, step, model; --tables, --ranks >= 1")
     trace = _timed("the trace", lambda: make_trace("meta", args.batch_size, args.tables, seed=3))
     batch = trace.batch
     print(f"Meta-calibrated, B = {args.batch_size:,}, T = {args.tables}: {len(batch.indices):,} lookups", flush=True)
