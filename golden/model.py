@@ -30,7 +30,7 @@ from .batch import POOLINGS
 from .counts import MODES, count_part, add_counts, zero_counts
 from .errors import BatchError, ErrorCode
 from .planner import PartLimits, partition, plan_part, plan_row_groups, row_groups
-from .replay import fold_rows, replay_trie
+from .replay import fold_rows, replay_tries
 
 __all__ = ["OPTIMIZERS", "BACKWARDS", "StepResult", "check_tables", "check_step_inputs", "initial_state",
            "plan_batch", "forward", "row_group_plans", "backward_update", "step_counts", "step"]
@@ -75,19 +75,35 @@ def _pool(acc, plan):
     return acc
 
 
-def _forward_part(E, plan, mode):
-    nb, D = plan.num_bags, E.shape[1]
-    acc = np.zeros((nb, D), np.float32)
-    coef = plan.occ_w if plan.weighted else None
-    if mode == "baseline":          # index order
-        fold_rows(acc, plan.occ_bag, plan.occ_row, E, coef)
-    elif mode == "dedup":           # row-stream order, index order within a row
-        o = np.argsort(plan.occ_stream_pos, kind="stable")
-        fold_rows(acc, plan.occ_bag[o], plan.occ_row[o], E, None if coef is None else coef[o])
-    else:                           # refree: each trie node once
-        V = replay_trie(plan.fwd_trie, plan.fkey_c, plan.rows[plan.fkey_row], E)
-        acc = V[plan.fwd_trie.owner_node]
-    return _pool(acc, plan)
+def _concat(arrays, dtype, width=None):
+    return np.concatenate([np.zeros((0,) if width is None else (0, width), dtype)] + list(arrays))
+
+
+def _concat_folds(S, segs, srcs, coefs, sizes):
+    """One :func:`fold_rows` over independent folds: fold i (segments ``segs[i]`` below
+    ``sizes[i]``, sources ``srcs[i]`` in S, coefficients ``coefs[i]`` or None) with its
+    segments past the earlier folds'.  Returns each fold's acc."""
+    base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    seg = _concat((s + b for s, b in zip(segs, base)), np.int64)
+    acc = fold_rows(np.zeros((int(base[-1]), S.shape[1]), np.float32), seg, _concat(srcs, np.int64), S,
+                    None if coefs is None else _concat(coefs, np.float32))
+    return [acc[lo:hi] for lo, hi in zip(base[:-1], base[1:])]
+
+
+def _forward_table(E, plans, mode):
+    """Each plan's bag sums (before pooling): the plans of one table read the same rows and
+    are independent, so each fold step of every part is one operation."""
+    if mode == "refree":            # each trie node once
+        Vs = replay_tries([p.fwd_trie for p in plans], [p.fkey_c for p in plans],
+                          [p.rows[p.fkey_row] for p in plans], E)
+        return [V[p.fwd_trie.owner_node] for V, p in zip(Vs, plans)]
+    # baseline: index order; dedup: row-stream order, index order within a row
+    orders = [slice(None) if mode == "baseline" else np.argsort(p.occ_stream_pos, kind="stable") for p in plans]
+    weighted = bool(plans) and plans[0].weighted
+    return _concat_folds(E, [p.occ_bag[o] for p, o in zip(plans, orders)],
+                         [p.occ_row[o] for p, o in zip(plans, orders)],
+                         [p.occ_w[o] for p, o in zip(plans, orders)] if weighted else None,
+                         [p.num_bags for p in plans])
 
 
 def _occurrence_terms(G, plan):
@@ -112,23 +128,33 @@ def _adagrad(E, state, rows, g, lr, eps):
     E[rows] = fma(-m[:, None], g, E[rows])
 
 
-def _backward_update_part(E, state, G, plan, mode, optimizer, lr, eps):
-    if mode == "baseline":          # one read-modify-write per occurrence, index order
-        terms = _occurrence_terms(G, plan)
-        n = len(plan.occ_row)
-        fold_rows(E, plan.occ_row, np.arange(n), terms, np.full(n, -lr, np.float32))
+def _merged_gradients(Gt, plans, mode):
+    """Each plan's merged gradient per row of ``plan.rows`` (``dedup``, ``refree``), from the
+    table's gradient rows ``Gt``: it reads the gradient only, so every plan's at once."""
+    if mode == "refree":
+        Vs = replay_tries([p.bwd_trie for p in plans], [p.bkey_c for p in plans],
+                          [p.bkey_bag + p.part.bag_lo for p in plans], Gt)
+        return [V[p.bwd_trie.owner_node] for V, p in zip(Vs, plans)]
+    terms = _concat((_occurrence_terms(Gt[p.part.bag_lo:p.part.bag_hi], p) for p in plans), np.float32, Gt.shape[1])
+    first = np.cumsum([0] + [len(p.occ_row) for p in plans])
+    return _concat_folds(terms, [p.occ_stream_pos for p in plans],
+                         [np.arange(len(p.occ_row)) + f for p, f in zip(plans, first)], None,
+                         [len(p.rows) for p in plans])
+
+
+def _backward_update_table(E, state, Gt, plans, mode, optimizer, lr, eps):
+    """Backward and the update of one table's plans, in plan order."""
+    if mode == "baseline":          # one read-modify-write per occurrence, index order, part by part
+        terms = _concat((_occurrence_terms(Gt[p.part.bag_lo:p.part.bag_hi], p) for p in plans), np.float32,
+                        Gt.shape[1])
+        rows = _concat((p.occ_row for p in plans), np.int64)
+        fold_rows(E, rows, np.arange(len(rows)), terms, np.full(len(rows), -lr, np.float32))
         return
-    if mode == "dedup":
-        terms = _occurrence_terms(G, plan)
-        g = np.zeros((len(plan.rows), G.shape[1]), np.float32)
-        fold_rows(g, plan.occ_stream_pos, np.arange(len(terms)), terms)
-    else:
-        V = replay_trie(plan.bwd_trie, plan.bkey_c, plan.bkey_bag, G)
-        g = V[plan.bwd_trie.owner_node]
-    if optimizer == "sgd":
-        E[plan.rows] = fma(-lr, g, E[plan.rows])
-    else:
-        _adagrad(E, state, plan.rows, g, lr, eps)
+    for plan, g in zip(plans, _merged_gradients(Gt, plans, mode)):
+        if optimizer == "sgd":
+            E[plan.rows] = fma(-lr, g, E[plan.rows])
+        else:
+            _adagrad(E, state, plan.rows, g, lr, eps)
 
 
 def _check_args(mode, optimizer, lr, eps, backward="parts"):
@@ -150,9 +176,11 @@ def forward(tables, batch, poolings, mode, plans):
     """Pooled outputs (B, T*D) of every part, as the mode computes them."""
     B, D = batch.batch_size, tables[0].shape[1]
     pooled = np.zeros((B, batch.num_tables * D), np.float32)
-    for plan in plans:
-        p = plan.part
-        pooled[p.bag_lo:p.bag_hi, p.table * D:(p.table + 1) * D] = _forward_part(tables[p.table], plan, mode)
+    for t in range(batch.num_tables):
+        tplans = [p for p in plans if p.part.table == t]
+        for plan, acc in zip(tplans, _forward_table(tables[t], tplans, mode)):
+            p = plan.part
+            pooled[p.bag_lo:p.bag_hi, t * D:(t + 1) * D] = _pool(acc, plan)
     return pooled
 
 
@@ -188,11 +216,9 @@ def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
     """Apply backward and the update in place on `tables` (and `state`), plan by plan (the
     parts, or :func:`row_group_plans` for backward by rows)."""
     D = tables[0].shape[1]
-    for plan in plans:
-        p = plan.part
-        G = grad[p.bag_lo:p.bag_hi, p.table * D:(p.table + 1) * D]
-        _backward_update_part(tables[p.table], None if state is None else state[p.table],
-                              G, plan, mode, optimizer, lr, eps)
+    for t in range(len(tables)):
+        _backward_update_table(tables[t], None if state is None else state[t], grad[:, t * D:(t + 1) * D],
+                               [p for p in plans if p.part.table == t], mode, optimizer, lr, eps)
 
 
 def step_counts(plans, bwd_plans, mode, T):

@@ -155,7 +155,11 @@ class Trie:
 
 
 def build_trie(owner, key, num_owners):
-    """Trie of the sequences `key[owner == o]`, each already in fold order (key ascending)."""
+    """Trie of the sequences `key[owner == o]`, each already in fold order (key ascending).
+
+    Level by level, a level's nodes are its distinct (parent, key) edges in that order.  Once
+    a level's edges are all distinct, no two sequences share a node again: the rest are
+    chains, numbered at once (:func:`_chains`), in the order their last shared level fixes."""
     pos = segment_ranks(owner)
     parent_of_owner = np.zeros(num_owners, np.int64)
     parents, keys, depths = [np.array([-1])], [np.array([-1])], [np.array([0])]
@@ -174,8 +178,37 @@ def build_trie(owner, key, num_owners):
         depths.append(np.full(len(uniq), d + 1))
         parent_of_owner[o] = next_id + inverse
         next_id += len(uniq)
+        if len(uniq) == len(sel) and d + 1 < depth_max:
+            chain = _chains(by_depth[bounds[d + 1]:], owner, key, pos, parent_of_owner, next_id)
+            parents.append(chain[0])
+            keys.append(chain[1])
+            depths.append(chain[2])
+            break
     return Trie(np.concatenate(parents), np.concatenate(keys), np.concatenate(depths),
                 parent_of_owner)
+
+
+def _chains(rest, owner, key, pos, parent_of_owner, next_id):
+    """The nodes of elements ``rest`` (sorted by depth), whose sequences share no node: a
+    level's nodes in the order of their owners' nodes at the last shared level (as distinct
+    parents sort them), numbered from ``next_id``.  Updates ``parent_of_owner`` to each
+    owner's last node; returns (parents, keys, depths)."""
+    o = owner[rest]
+    order = np.lexsort((parent_of_owner[o], pos[rest]))     # by level, then the owner's node
+    el = rest[order]
+    node = next_id + np.arange(len(el))
+    by_owner = np.lexsort((pos[el], owner[el]))             # each owner's chain, in depth order
+    chain_owner = owner[el][by_owner]
+    chain_node = node[by_owner]
+    parent = np.empty(len(el), np.int64)
+    first = np.ones(len(el), bool)
+    first[1:] = chain_owner[1:] != chain_owner[:-1]
+    parent_by_owner = np.where(first, parent_of_owner[chain_owner], np.roll(chain_node, 1))
+    parent[by_owner] = parent_by_owner
+    last = np.ones(len(el), bool)
+    last[:-1] = chain_owner[:-1] != chain_owner[1:]
+    parent_of_owner[chain_owner[last]] = chain_node[last]
+    return parent, key[el], pos[el] + 1
 
 
 @dataclass(frozen=True)
@@ -235,23 +268,40 @@ def plan_part(batch, part, pooling, group=None, stale=None):
     rows in bag order.  ``stale`` (a backward plan's; a boolean per row of the table):
     the lookups of those rows are left out as a group's other rows are (Slipstream's skipped
     updates: no merge, no update), each bag keeping its whole length."""
-    idx = batch.indices[part.lo:part.hi]
-    offs = batch.offsets[part.table * batch.batch_size + part.bag_lo:
-                         part.table * batch.batch_size + part.bag_hi + 1] - part.lo
-    nb = part.bag_hi - part.bag_lo
-    bag_len = np.diff(offs)
-    occ_bag = np.repeat(np.arange(nb), bag_len)
-    weighted = batch.per_sample_weights is not None
-    occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
-             else np.ones(len(idx), np.float32))
+    lookups = _part_lookups(batch, part)
+    idx = lookups[0]
     if group is not None or stale is not None:
         keep = np.ones(len(idx), bool)
         if group is not None:
             keep &= row_group_of(idx, group[0]) == group[1]
         if stale is not None:
             keep &= ~stale[idx]
-        idx, occ_bag, occ_w = idx[keep], occ_bag[keep], occ_w[keep]
+        lookups = _kept(lookups, keep)
+    return _plan(part, pooling, group, *lookups)
 
+
+def _part_lookups(batch, part):
+    """(indices, bag of each lookup, weights, bag lengths, weighted) of a part's lookups."""
+    idx = batch.indices[part.lo:part.hi]
+    offs = batch.offsets[part.table * batch.batch_size + part.bag_lo:
+                         part.table * batch.batch_size + part.bag_hi + 1] - part.lo
+    bag_len = np.diff(offs)
+    occ_bag = np.repeat(np.arange(part.bag_hi - part.bag_lo), bag_len)
+    weighted = batch.per_sample_weights is not None
+    occ_w = (batch.per_sample_weights[part.lo:part.hi] if weighted
+             else np.ones(len(idx), np.float32))
+    return idx, occ_bag, occ_w, bag_len, weighted
+
+
+def _kept(lookups, keep):
+    """The lookups where ``keep`` (a mask or indices), each bag keeping its whole length."""
+    idx, occ_bag, occ_w, bag_len, weighted = lookups
+    return idx[keep], occ_bag[keep], occ_w[keep], bag_len, weighted
+
+
+def _plan(part, pooling, group, idx, occ_bag, occ_w, bag_len, weighted):
+    """The plan of a part's (or a row group's) lookups ``idx``, in index order."""
+    nb = part.bag_hi - part.bag_lo
     # Distinct (bag, row) pairs; a pair's coefficient c is the left fold of its weights in
     # index order starting from the first weight (the multiplicity when unweighted).
     rows, occ_rowpos = np.unique(idx, return_inverse=True)       # rows ascending
@@ -338,5 +388,12 @@ def plan_row_groups(batch, t, pooling, limits, groups=None, stale=None):
         raise BatchError(f"groups of table {t}", f"{G} row groups do not fit a part's {limits.max_distinct_rows} "
                          f"distinct rows; {row_groups(batch, t, limits)} do", ErrorCode.ROW_GROUP_TOO_LARGE)
     whole = whole_table_part(batch, t)
-    present = np.flatnonzero(per_group)
-    return [plan_part(batch, whole, pooling, (int(G), int(g)), stale) for g in present]
+    lookups = _part_lookups(batch, whole)
+    if stale is not None:
+        lookups = _kept(lookups, ~stale[lookups[0]])
+    # Each lookup's group once, then each group's lookups in index order (a stable sort).
+    group_of = row_group_of(lookups[0], G)
+    by_group = np.argsort(group_of, kind="stable")
+    bounds = np.searchsorted(group_of[by_group], np.arange(G + 1))
+    return [_plan(whole, pooling, (int(G), int(g)), *_kept(lookups, by_group[bounds[g]:bounds[g + 1]]))
+            for g in np.flatnonzero(per_group)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .arith import fma
 
-__all__ = ["segment_ranks", "fold_rows", "replay_trie"]
+__all__ = ["segment_ranks", "fold_rows", "replay_trie", "replay_tries"]
 
 
 def segment_ranks(seg):
@@ -44,15 +44,36 @@ def fold_rows(acc, seg, src, S, coef=None):
     return acc
 
 
+def _fma_level(c, x, acc):
+    """fma(c, x, acc) per row; where every c is 1, the float32 add (the same single rounding)."""
+    if (c == 1).all():
+        return acc + x
+    return fma(c[:, None], x, acc)
+
+
 def replay_trie(trie, key_c, key_src, S):
     """Values of every trie node: node = fma(c, S[src], parent), the root is +0.
 
     key_c, key_src: coefficient and source row of each key.  Returns (nodes, D) float32.
     """
-    V = np.zeros((len(trie.node_parent), S.shape[1]), np.float32)
-    depth = trie.node_depth
-    for d in range(1, int(depth.max()) + 1 if len(depth) else 1):
-        n = np.flatnonzero(depth == d)
-        k = trie.node_key[n]
-        V[n] = fma(key_c[k, None], S[key_src[k]], V[trie.node_parent[n]])
-    return V
+    return replay_tries([trie], [key_c], [key_src], S)[0]
+
+
+def replay_tries(tries, key_cs, key_srcs, S):
+    """:func:`replay_trie` of independent tries over the same S, level by level all at once
+    (a level of every trie in one operation).  Returns a list of (nodes, D) float32."""
+    sizes = [len(t.node_parent) for t in tries]
+    base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    parent, depth = np.zeros(base[-1], np.int64), np.zeros(base[-1], np.int64)
+    c, src = np.zeros(base[-1], np.float32), np.zeros(base[-1], np.int64)
+    for t, kc, ks, lo, hi in zip(tries, key_cs, key_srcs, base[:-1], base[1:]):
+        parent[lo:hi], depth[lo:hi] = t.node_parent + lo, t.node_depth
+        keyed = t.node_key[1:]          # (node 0 is the root, which has no key)
+        c[lo + 1:hi], src[lo + 1:hi] = kc[keyed], ks[keyed]
+    V = np.zeros((int(base[-1]), S.shape[1]), np.float32)
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max(initial=0)) + 2))
+    for d in range(1, len(bounds) - 1):
+        n = by_depth[bounds[d]:bounds[d + 1]]
+        V[n] = _fma_level(c[n], S[src[n]], V[parent[n]])
+    return [V[lo:hi] for lo, hi in zip(base[:-1], base[1:])]

@@ -7,7 +7,7 @@ from refree.golden.batch import Batch
 from refree.golden.counts import count_part
 from refree.golden.errors import BatchError, ErrorCode
 from refree.golden.model import step
-from refree.golden.planner import PartLimits, partition, plan_part
+from refree.golden.planner import PartLimits, build_trie, partition, plan_part
 
 from brute import (brute_counts, refree_pooled_by_bag_fold, refree_merged_grad_by_row_fold)
 
@@ -27,6 +27,34 @@ def test_worked_example_of_the_design():
     assert (base["forward"]["adds"], ref["forward"]["adds"]) == (5, 3)
     assert (count_part(plan, "dedup")["backward"]["adds"], ref["backward"]["adds"]) == (4, 2)
     assert ref["forward"]["reads"] == 5 and base["forward"]["reads"] == 9
+
+
+def level_by_level_trie(sequences):
+    """The trie's numbering stated plainly: level d's nodes are its distinct (parent node,
+    key) edges in ascending order, numbered after every shallower level's."""
+    node_of, parent, key, depth = {(): 0}, [-1], [-1], [0]
+    for d in range(max(map(len, sequences), default=0)):
+        edges = sorted({(node_of[tuple(s[:d])], s[d]) for s in sequences if len(s) > d})
+        number = {e: len(parent) + i for i, e in enumerate(edges)}
+        parent += [p for p, _ in edges]
+        key += [k for _, k in edges]
+        depth += [d + 1] * len(edges)
+        for s in sequences:
+            if len(s) > d:
+                node_of[tuple(s[:d + 1])] = number[(node_of[tuple(s[:d])], s[d])]
+    return parent, key, depth, [node_of[tuple(s)] for s in sequences]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), max_size=9), max_size=8))
+def test_build_trie_numbers_nodes_level_by_level(sequences):
+    # (short alphabets share prefixes; long sequences run on as chains past the last shared
+    # level, which build_trie numbers at once)
+    owner = np.array([o for o, s in enumerate(sequences) for _ in s], np.int64)
+    key = np.array([k for s in sequences for k in s], np.int64)
+    trie = build_trie(owner, key, len(sequences))
+    got = (trie.node_parent.tolist(), trie.node_key.tolist(), trie.node_depth.tolist(), trie.owner_node.tolist())
+    assert got == level_by_level_trie(sequences)
 
 
 @st.composite

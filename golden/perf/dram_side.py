@@ -113,10 +113,15 @@ class RankModel:
     def _column(self, now):
         win = self.win
         rd = wr = None
-        seen = []
+        # An access waits for an older one of its burst: a read for an older write, a write
+        # for any older access (the bursts seen so far, and those of older writes).
+        seen, seen_writes = set(), set()
         for i, (bank, row, burst, write, tag) in enumerate(win):
-            blocked = any(o[0] == bank and o[1] == row and o[2] == burst and (write or o[3]) for o in seen)
-            seen.append(win[i])
+            key = (bank, row, burst)
+            blocked = key in (seen if write else seen_writes)
+            seen.add(key)
+            if write:
+                seen_writes.add(key)
             if blocked or self.open_row[bank] != row or self.cas_b[bank] > now:
                 continue
             g = bank // self.bpg
