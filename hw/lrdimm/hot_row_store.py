@@ -1,0 +1,289 @@
+"""FAE's hot rows on chip: an SRAM of table beats between the engine's memory port and the
+DRAM side (docs/design.md section 6).
+
+The host profiles a sample of its inputs for the most-accessed rows (``refree profile``,
+:mod:`refree.golden.hot_rows`) and loads their beats here before a run of batches.  While
+they are held, every engine command to one of their beat addresses is served by the store:
+a read from SRAM, a write into SRAM (write-back: the beat is marked dirty); commands to
+other addresses pass to the DRAM side unchanged.  Reads leave in port order whoever served
+them, so the memory port's contract (:mod:`refree.hw.engine.memport`) holds and the engine
+needs no change: every mode composes with the store, and values cannot change, only where
+a beat lives.  A flush writes the dirty beats back and empties the store.
+
+Why at the memory port and not in the analyzer: the analyzer would have to tell the row
+fetcher, the updaters and the Adagrad unit where each distinct row lives; at the port one
+tag compare a command covers every user, with the same effect (no DRAM command for a hot
+beat) at one cycle of latency.  The store holds table beats only; the Adagrad state of hot
+rows stays in DRAM (its beats are never loaded, so they miss).
+
+Placement: set-associative, ``ways`` beats a set; a beat's set is :func:`set_index` (the
+XOR of its address's ``set_bits``-bit digits, so that a row's beats and neighbouring rows
+spread over the sets).  A load places each beat in the first free way of its set, in load
+order; the host finds the same placement with :func:`placement` and keeps only what fits.
+
+Jobs, over the ``load`` stream and the ``flush`` strobe, only while the store is idle (the
+chip runs them as jobs of their own; the engine is idle then):
+
+* **load**: the beat addresses in turn, ``last`` on the final one; each placed beat is read
+  from DRAM into its way.  Only into an empty store.  A load either places every beat or
+  none: a beat already held (``DUPLICATE``) or a set with no free way (``SET_FULL``) fails
+  it, the rest of its beats are taken and dropped, and the store is emptied again; a load
+  into a store that holds beats (``NOT_EMPTY``) is dropped whole and changes nothing.
+  ``error`` is the last load's outcome.
+* **flush**: every dirty beat is written to DRAM, then the store is empty.
+
+Reset empties the store: the tag SRAM is cleared a set a cycle (``busy`` meanwhile).
+"""
+from amaranth.hdl import C, Cat, Module, Mux, Signal
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..engine.credits import queue_depth, room
+from ..engine.memport import BEAT_BITS, mem_port
+from ..engine.sram import rmw_memory
+
+__all__ = ["HotRowStore", "LoadError", "set_index", "placement"]
+
+
+class LoadError(enum.IntEnum, shape=2):
+    NONE = 0
+    DUPLICATE = 1       # a beat address twice in the load
+    SET_FULL = 2        # every way of a beat's set already taken
+    NOT_EMPTY = 3       # a load into a store that holds beats (flush first)
+
+
+def set_index(addr, addr_bits, set_bits):
+    """The set of a beat address: the XOR of its ``set_bits``-bit digits.  ``addr`` is an
+    int (the host's placement) or an Amaranth value (the store's lookup): one rule."""
+    if set_bits == 0:
+        return 0 if isinstance(addr, int) else C(0, 0)
+    digits = range(0, addr_bits, set_bits)
+    if isinstance(addr, int):
+        out = 0
+        for lo in digits:
+            out ^= (addr >> lo) & ((1 << min(set_bits, addr_bits - lo)) - 1)
+        return out
+    out = addr[0:set_bits]
+    for lo in digits[1:]:
+        out = out ^ addr[lo:min(lo + set_bits, addr_bits)]
+    return out
+
+
+def placement(addrs, addr_bits, beats, ways):
+    """The slot (``set * ways + way``) of each beat address of a load, as the store places
+    them (the first free way of the set, in order), or ``(LoadError, i)`` for the first
+    address ``i`` that fails."""
+    set_bits = (beats // ways).bit_length() - 1
+    used, seen, slots = {}, set(), []
+    for i, a in enumerate(addrs):
+        if a in seen:
+            return LoadError.DUPLICATE, i
+        s = set_index(int(a), addr_bits, set_bits)
+        if used.get(s, 0) == ways:
+            return LoadError.SET_FULL, i
+        seen.add(a)
+        slots.append(s * ways + used.get(s, 0))
+        used[s] = used.get(s, 0) + 1
+    return slots
+
+
+class Kind(enum.Enum, shape=2):
+    """Who waits for a read's response, in port order."""
+    MISS = 0            # the engine, from DRAM
+    HIT = 1             # the engine, from the store
+    LOAD = 2            # the store's way, from DRAM
+
+
+class HotRowStore(wiring.Component):
+    """``beats`` 64-byte beats of hot table rows in ``ways``-way sets (both powers of two).
+
+    Members
+    -------
+    up : In(mem_port)
+        The engine's memory port.
+    down : Out(mem_port)
+        The DRAM side's.
+    load : In(stream of {addr, last})
+        A load job's beat addresses (taken only while idle or loading).
+    flush : In(1)
+        Start a flush (while idle; ignored otherwise).
+    busy : Out(1)
+        Clearing, loading, flushing, or commands and responses in flight.
+    error : Out(LoadError)
+        The last load's outcome.
+    held : Out(range(beats + 1))
+        Beats held.
+    counters : Out(Counters)
+        Since reset: engine reads and writes served by the store (the DRAM beats saved),
+        beats loaded and beats written back by flushes.
+    """
+
+    Counters = data.StructLayout({"read_hits": 32, "write_hits": 32, "loaded": 32, "written_back": 32})
+
+    def __init__(self, addr_bits, beats=4096, ways=4, reads_in_flight=256):
+        for name, v, lo in (("beats", beats, 1), ("ways", ways, 1), ("reads_in_flight", reads_in_flight, 2)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v & (v - 1):
+                raise ValueError(f"HotRowStore {name} must be a power of two of at least {lo}, not {v!r}")
+        if ways > beats or ways > 16:
+            raise ValueError(f"HotRowStore ways must be at most beats ({beats}) and 16, not {ways}")
+        self.addr_bits, self.beats, self.ways, self.reads_in_flight = addr_bits, beats, ways, reads_in_flight
+        self.sets = beats // ways
+        self.set_bits, self.way_bits = self.sets.bit_length() - 1, ways.bit_length() - 1
+        self.Entry = data.StructLayout({"valid": 1, "dirty": 1, "addr": addr_bits})
+        self.Load = data.StructLayout({"addr": addr_bits, "last": 1})
+        super().__init__({
+            "up": In(mem_port(addr_bits)), "down": Out(mem_port(addr_bits)),
+            "load": In(stream.Signature(self.Load)), "flush": In(1),
+            "busy": Out(1), "error": Out(LoadError), "held": Out(range(beats + 1)),
+            "counters": Out(self.Counters)})
+
+    def elaborate(self, platform):
+        m = Module()
+        tag_rd, tag_wr = rmw_memory(m, "tags", data.ArrayLayout(self.Entry, self.ways), self.sets)
+        data_rd, data_wr = rmw_memory(m, "beats", BEAT_BITS, self.beats)
+        m.submodules.order = order = fifo.SyncFIFOBuffered(
+            width=len(Cat(Signal(Kind), Signal(range(self.beats)))), depth=self.reads_in_flight)
+        m.submodules.hits = hits = fifo.SyncFIFOBuffered(width=BEAT_BITS, depth=queue_depth(1))
+        hit_reading = Signal()      # a read hit's SRAM read is in flight (its beat next cycle)
+        m.d.sync += hit_reading.eq(0)
+        m.d.comb += [hits.w_en.eq(hit_reading), hits.w_data.eq(data_rd.data)]
+        clear = Signal()            # empty the store (a failed load)
+        walking = Signal()          # a flush or a clear has the SRAM (after the lookup: it overrides)
+        quiet = ~order.r_rdy & ~hit_reading & ~hits.r_rdy
+        lookup_busy = self._lookup(m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, walking, quiet,
+                                   clear)
+        m.d.comb += walking.eq(self._walks(m, tag_rd, tag_wr, data_rd, clear))
+        self._responses(m, order, hits, data_wr)
+        m.d.comb += self.busy.eq(walking | lookup_busy | ~quiet)
+        return m
+
+    def _lookup(self, m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, walking, quiet, clear):
+        """Stage 0 reads the set's tags of the command (or load beat) taken; stage 1 compares
+        and serves it: a hit from SRAM, a miss (and a load's read) to the DRAM side."""
+        up, down, c = self.up, self.down, self.counters
+        s1 = Signal(data.StructLayout({"valid": 1, "load": 1, "last": 1, "write": 1, "addr": self.addr_bits,
+                                       "data": BEAT_BITS}))
+        loading, closing, dropping = Signal(), Signal(), Signal()
+        go = Signal()
+        advance = ~s1.valid | go
+        take_up = up.cmd.valid & ~walking & ~loading & advance
+        # (a load begins only on a quiet store and before the engine's commands)
+        take_load = self.load.valid & ~walking & advance & (loading & ~closing | ~up.cmd.valid & quiet & ~s1.valid)
+        m.d.comb += [up.cmd.ready.eq(take_up), self.load.ready.eq(take_load)]
+        incoming = Mux(take_up, up.cmd.payload.addr, self.load.payload.addr)
+        with m.If(~walking):
+            m.d.comb += [tag_rd.addr.eq(set_index(incoming, self.addr_bits, self.set_bits)), tag_rd.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s1.valid.eq(take_up | take_load), s1.load.eq(take_load), s1.addr.eq(incoming),
+                         s1.write.eq(take_up & up.cmd.payload.write), s1.data.eq(up.cmd.payload.data),
+                         s1.last.eq(self.load.payload.last)]
+        with m.If(take_load & ~loading):            # a load begins
+            m.d.sync += [loading.eq(1), self.error.eq(Mux(self.held != 0, LoadError.NOT_EMPTY, LoadError.NONE)),
+                         dropping.eq(self.held != 0)]
+
+        entries = tag_rd.data
+        match = Cat(*[e.valid & (e.addr == s1.addr) for e in entries])
+        free = Cat(*[~e.valid for e in entries])
+        way, free_way = Signal(range(self.ways)), Signal(range(self.ways))
+        for w in reversed(range(self.ways)):        # the first matching way, the first free one
+            with m.If(match[w]):
+                m.d.comb += way.eq(w)
+            with m.If(free[w]):
+                m.d.comb += free_way.eq(w)
+        set_ = set_index(s1.addr, self.addr_bits, self.set_bits)
+        slot = Cat(way, set_) if self.way_bits else set_
+        free_slot = Cat(free_way, set_) if self.way_bits else set_
+        m.d.comb += [tag_wr.addr.eq(set_), tag_wr.data.eq(entries), order.w_data.eq(Cat(Kind.MISS, slot)),
+                     down.cmd.payload.addr.eq(s1.addr), down.cmd.payload.write.eq(s1.write),
+                     down.cmd.payload.data.eq(s1.data)]
+        fail = Signal(LoadError)
+        with m.If(s1.valid & ~s1.load):
+            with m.If(match.any() & s1.write):                  # write hit: into SRAM, dirty
+                m.d.comb += [go.eq(1), data_wr.addr.eq(slot), data_wr.data.eq(s1.data), data_wr.en.eq(1),
+                             tag_wr.data[way].dirty.eq(1), tag_wr.en.eq(1)]
+                m.d.sync += c.write_hits.eq(c.write_hits + 1)
+            with m.Elif(match.any()):                           # read hit: from SRAM, in port order
+                with m.If(order.w_rdy & room(hits, hit_reading)):
+                    m.d.comb += [go.eq(1), data_rd.addr.eq(slot), data_rd.en.eq(1),
+                                 order.w_data.eq(Cat(Kind.HIT, slot)), order.w_en.eq(1)]
+                    m.d.sync += [hit_reading.eq(1), c.read_hits.eq(c.read_hits + 1)]
+            with m.Else():                                      # miss: to the DRAM side
+                m.d.comb += down.cmd.valid.eq(s1.write | order.w_rdy)
+                with m.If(down.cmd.ready & (s1.write | order.w_rdy)):
+                    m.d.comb += [go.eq(1), order.w_en.eq(~s1.write)]
+        with m.If(s1.valid & s1.load):
+            with m.If(dropping):
+                m.d.comb += go.eq(1)
+            with m.Elif(match.any() | ~free.any()):
+                m.d.comb += [go.eq(1), fail.eq(Mux(match.any(), LoadError.DUPLICATE, LoadError.SET_FULL))]
+                m.d.sync += [self.error.eq(fail), dropping.eq(1)]
+            with m.Else():                                      # placed: its beat read into the way
+                m.d.comb += down.cmd.valid.eq(order.w_rdy)
+                with m.If(down.cmd.ready & order.w_rdy):
+                    m.d.comb += [go.eq(1), order.w_data.eq(Cat(Kind.LOAD, free_slot)), order.w_en.eq(1),
+                                 tag_wr.data[free_way].valid.eq(1), tag_wr.data[free_way].dirty.eq(0),
+                                 tag_wr.data[free_way].addr.eq(s1.addr), tag_wr.en.eq(1)]
+                    m.d.sync += [self.held.eq(self.held + 1), c.loaded.eq(c.loaded + 1)]
+            with m.If(go & s1.last):
+                m.d.sync += closing.eq(1)
+        with m.If(closing & ~s1.valid & quiet):     # the load's last beat is in its way
+            m.d.sync += [loading.eq(0), closing.eq(0), dropping.eq(0)]
+            with m.If((self.error == LoadError.DUPLICATE) | (self.error == LoadError.SET_FULL)):
+                m.d.comb += clear.eq(1)
+        return s1.valid | loading
+
+    def _responses(self, m, order, hits, data_wr):
+        """Reads leave in port order: the head of ``order`` says whose response is next."""
+        up, down = self.up, self.down
+        kind, slot = Signal(Kind), Signal(range(self.beats))
+        m.d.comb += Cat(kind, slot).eq(order.r_data)
+        from_sram = order.r_rdy & (kind == Kind.HIT)
+        from_dram = order.r_rdy & (kind == Kind.MISS)
+        into_way = order.r_rdy & (kind == Kind.LOAD)
+        m.d.comb += [up.rsp.valid.eq(from_sram & hits.r_rdy | from_dram & down.rsp.valid),
+                     up.rsp.payload.eq(Mux(from_sram, hits.r_data, down.rsp.payload)),
+                     hits.r_en.eq(from_sram & up.rsp.ready),
+                     down.rsp.ready.eq(from_dram & up.rsp.ready | into_way),
+                     order.r_en.eq(up.rsp.valid & up.rsp.ready | into_way & down.rsp.valid)]
+        with m.If(into_way & down.rsp.valid):       # (no engine write hit while a load runs)
+            m.d.comb += [data_wr.addr.eq(slot), data_wr.data.eq(down.rsp.payload), data_wr.en.eq(1)]
+
+    def _walks(self, m, tag_rd, tag_wr, data_rd, clear):
+        """The walks over the SRAM: a flush (each dirty beat to DRAM, a slot a cycle, then
+        its set emptied) and the clear (a set a cycle) after reset or a failed load."""
+        down, c = self.down, self.counters
+        clearing = Signal(init=1)
+        flushing = Signal()
+        at = Signal(range(self.beats + 1))          # the slot (flush) or set (clear) read next
+        f1 = Signal(data.StructLayout({"valid": 1, "slot": range(self.beats)}))
+        f_go = Signal()
+        f_adv = ~f1.valid | f_go
+        with m.If(self.flush & ~self.busy):
+            m.d.sync += [flushing.eq(1), at.eq(0)]
+        with m.If(clear):
+            m.d.sync += [clearing.eq(1), at.eq(0)]
+        with m.If(clearing):
+            m.d.comb += [tag_wr.addr.eq(at), tag_wr.data.eq(0), tag_wr.en.eq(1)]
+            m.d.sync += at.eq(at + 1)
+            with m.If(at == self.sets - 1):
+                m.d.sync += [clearing.eq(0), self.held.eq(0)]
+        with m.If(flushing):
+            m.d.comb += [tag_rd.addr.eq(at >> self.way_bits), tag_rd.en.eq(f_adv),
+                         data_rd.addr.eq(at), data_rd.en.eq(f_adv)]
+            with m.If(f_adv):
+                m.d.sync += [f1.valid.eq(at < self.beats), f1.slot.eq(at), at.eq(at + (at < self.beats))]
+            way = f1.slot[:self.way_bits] if self.way_bits else 0
+            last_way = way == self.ways - 1 if self.way_bits else 1
+            entry = tag_rd.data[way]
+            dirty = entry.valid & entry.dirty
+            m.d.comb += [down.cmd.payload.addr.eq(entry.addr), down.cmd.payload.write.eq(1),
+                         down.cmd.payload.data.eq(data_rd.data), f_go.eq(f1.valid & (~dirty | down.cmd.ready))]
+            with m.If(f1.valid & dirty):
+                m.d.comb += down.cmd.valid.eq(1)
+                with m.If(down.cmd.ready):
+                    m.d.sync += c.written_back.eq(c.written_back + 1)
+            with m.If(f_go & last_way):                   # its set written back: empty it
+                m.d.comb += [tag_wr.addr.eq(f1.slot >> self.way_bits), tag_wr.data.eq(0), tag_wr.en.eq(1)]
+            with m.If(f_go & (f1.slot == self.beats - 1)):
+                m.d.sync += [flushing.eq(0), f1.valid.eq(0), self.held.eq(0)]
+        return clearing | flushing
