@@ -21,6 +21,11 @@ class ErrorCode(enum.IntEnum):
     ROW_GROUP_TOO_LARGE = 5     # backward by rows: a row group does not fit a part's buffers
     WEIGHTS_WITH_MEAN = 6       # per-sample weights, but a table pools by mean
     ADAGRAD_IN_BASELINE = 7     # row-wise Adagrad has no per-occurrence (baseline) form
+    # the hot-row store's load job (hw/lrdimm/hot_row_store.py): nothing is loaded
+    HOT_DUPLICATE = 8           # a beat address twice in the hot set
+    HOT_SET_FULL = 9            # every way of a beat's set already taken
+    HOT_NOT_EMPTY = 10          # a load into a store that holds beats (flush first)
+    HOT_TOO_MANY = 11           # more beats than the store holds
 
 
 class BatchError(ValueError):

@@ -136,9 +136,9 @@ def _merged_gradients(Gt, plans, mode):
                           [p.bkey_bag + p.part.bag_lo for p in plans], Gt)
         return [V[p.bwd_trie.owner_node] for V, p in zip(Vs, plans)]
     terms = _concat((_occurrence_terms(Gt[p.part.bag_lo:p.part.bag_hi], p) for p in plans), np.float32, Gt.shape[1])
-    first = np.cumsum([0] + [len(p.occ_row) for p in plans])
+    offset = np.cumsum([0] + [len(p.occ_row) for p in plans])      # of each plan's terms
     return _concat_folds(terms, [p.occ_stream_pos for p in plans],
-                         [np.arange(len(p.occ_row)) + f for p, f in zip(plans, first)], None,
+                         [np.arange(len(p.occ_row)) + o for p, o in zip(plans, offset)], None,
                          [len(p.rows) for p in plans])
 
 
@@ -213,8 +213,8 @@ def check_stale(stale, tables):
 
 
 def backward_update(tables, state, grad, plans, mode, optimizer, lr, eps):
-    """Apply backward and the update in place on `tables` (and `state`), plan by plan (the
-    parts, or :func:`row_group_plans` for backward by rows)."""
+    """Apply backward and the update in place on `tables` (and `state`), table by table and
+    in each plan by plan (the parts, or :func:`row_group_plans` for backward by rows)."""
     D = tables[0].shape[1]
     for t in range(len(tables)):
         _backward_update_table(tables[t], None if state is None else state[t], grad[:, t * D:(t + 1) * D],

@@ -294,7 +294,8 @@ def _part_lookups(batch, part):
 
 
 def _kept(lookups, keep):
-    """The lookups where ``keep`` (a mask or indices), each bag keeping its whole length."""
+    """The lookups where ``keep`` (a mask, or indices in ascending order: index order is
+    kept), each bag keeping its whole length."""
     idx, occ_bag, occ_w, bag_len, weighted = lookups
     return idx[keep], occ_bag[keep], occ_w[keep], bag_len, weighted
 

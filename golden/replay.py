@@ -45,9 +45,12 @@ def fold_rows(acc, seg, src, S, coef=None):
 
 
 def _fma_level(c, x, acc):
-    """fma(c, x, acc) per row; where every c is 1, the float32 add (the same single rounding)."""
+    """fma(c, x, acc) per row; where every c is 1, the float32 add ``x + acc``: the same
+    single rounding, and the operands in :func:`fma`'s order (``c * x + acc``), so that of
+    two NaNs the same one's payload is kept."""
     if (c == 1).all():
-        return acc + x
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x + acc
     return fma(c[:, None], x, acc)
 
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The hot-row store (FAE's hot rows in the buffer chip) in Amaranth's simulator, between a
 random command stream standing for the engine and a DRAM stand-in that answers in order
 after random delays, under random backpressure on every stream.
@@ -5,16 +6,20 @@ after random delays, under random backpressure on every stream.
 Every read must return what a flat memory holding every command in port order returns;
 while beats are held no command of theirs may reach DRAM; a flush must write back exactly
 the beats written since the load, with their last values, after which DRAM equals the flat
-memory.  A failed load (a duplicate beat, a full set, a store not empty) must leave the
-store as it was.  The host's placement rule (``placement``) must predict the hardware's."""
+memory.  A load reads its list from DRAM; a failed load (a duplicate beat, a full set, a
+store not empty, more beats than it holds) must leave the store as it was.  The host's
+placement rule (``placement``) must predict the hardware's errors."""
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
-from refree.hw.lrdimm.hot_row_store import HotRowStore, LoadError, placement, set_index
+from refree.golden.errors import ErrorCode
+from refree.hw.lrdimm.hot_row_store import LIST_WORDS, HotRowStore, placement, set_index
 
-ADDR_BITS, BEATS, WAYS = 8, 16, 4
+ADDR_BITS, BEATS, WAYS = 8, 32, 4
+SET_BITS = (BEATS // WAYS).bit_length() - 1
+LIST_ADDR = 200             # the hot list's beats (the traffic stays below 64)
 
 
 def initial(a):
@@ -37,19 +42,18 @@ class Bench:
     def value(self, mem, a):
         return mem.get(a, initial(a))
 
-    async def tick(self, ctx, cmds, loads):
-        """One cycle: the engine offers cmds[0], the load stream loads[0]; DRAM answers."""
+    async def tick(self, ctx, cmds):
+        """One cycle: the engine offers cmds[0]; DRAM answers."""
         d, rng = self.dut, self.rng
         self.cycle += 1
-        assert self.cycle < 200_000, "stalled"
+        assert self.cycle < 20_000, "stalled"
+        ctx.set(d.load, 0)
+        ctx.set(d.flush, 0)
         offer = bool(cmds) and rng.random() < 0.8
         ctx.set(d.up.cmd.valid, offer)
         if offer:
             a, w, v = cmds[0]
             ctx.set(d.up.cmd.payload, {"addr": a, "write": w, "data": v})
-        ctx.set(d.load.valid, bool(loads))
-        if loads:
-            ctx.set(d.load.payload, {"addr": loads[0][0], "last": loads[0][1]})
         ctx.set(d.up.rsp.ready, rng.random() < 0.7)
         ctx.set(d.down.cmd.ready, rng.random() < 0.6)
         back = bool(self.pending_rsp) and self.pending_rsp[0][0] <= self.cycle
@@ -61,8 +65,6 @@ class Bench:
                 self.flat[a] = v
             else:
                 self.expect.append(self.value(self.flat, a))
-        if loads and ctx.get(d.load.ready):
-            loads.pop(0)
         if ctx.get(d.up.rsp.valid) and ctx.get(d.up.rsp.ready):
             self.got.append(ctx.get(d.up.rsp.payload))
         if back and ctx.get(d.down.rsp.ready):
@@ -78,17 +80,31 @@ class Bench:
                 self.pending_rsp.append((at, self.value(self.dram, a)))
         await ctx.tick()
 
-    async def until_idle(self, ctx, cmds=(), loads=(), flush=False):
-        cmds, loads = list(cmds), list(loads)
-        if flush:
-            ctx.set(self.dut.flush, 1)
-            await self.tick(ctx, cmds, loads)
-            ctx.set(self.dut.flush, 0)
-        while cmds or loads or ctx.get(self.dut.busy) or self.pending_rsp:
-            await self.tick(ctx, cmds, loads)
+    async def until_idle(self, ctx, cmds=(), load=None, flush=False):
+        """Run ``cmds``, or a load of the beat addresses ``load`` (its list written to DRAM
+        first), or a flush, until the store is idle."""
+        cmds = list(cmds)
+        if load is not None:
+            for k in range(0, len(load), LIST_WORDS):
+                self.dram[LIST_ADDR + k // LIST_WORDS] = sum(a << (32 * i) for i, a in enumerate(load[k:k + 16]))
+            ctx.set(self.dut.list_addr, LIST_ADDR)
+            ctx.set(self.dut.count, len(load))
+        strobe = self.dut.load if load is not None else self.dut.flush if flush else None
+        first = True
+        while first or cmds or ctx.get(self.dut.busy) or self.pending_rsp:
+            await self.tick(ctx, cmds)
+            if first and strobe is not None:
+                ctx.set(strobe, 1)
+                await ctx.tick()
+                ctx.set(strobe, 0)
+            first = False
         for _ in range(3):
-            await self.tick(ctx, cmds, loads)
+            await self.tick(ctx, cmds)
         assert not ctx.get(self.dut.busy)
+
+    def table_log(self):
+        """The commands that reached DRAM, but the hot list's reads."""
+        return [(a, w) for a, w in self.down_log if a < LIST_ADDR]
 
     def run(self, script):
         sim = Simulator(self.dut)
@@ -99,10 +115,6 @@ class Bench:
             await script(self, ctx)
         sim.add_testbench(bench)
         sim.run()
-
-
-def load_of(addrs):
-    return [(a, i == len(addrs) - 1) for i, a in enumerate(addrs)]
 
 
 def traffic(rng, n, hot):
@@ -123,57 +135,62 @@ def fitting_hot_set(rng, n):
 def test_hot_beats_served_on_chip_and_flushed_back(seed):
     dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=8)
     b = Bench(dut, seed)
-    hot = fitting_hot_set(b.rng, 12)
+    hot = fitting_hot_set(b.rng, 20)          # (two beats of list)
     cmds = traffic(b.rng, 600, set(hot))
 
     async def script(b, ctx):
-        await b.until_idle(ctx, loads=load_of(hot))
-        assert ctx.get(dut.error) == LoadError.NONE and ctx.get(dut.held) == len(hot)
-        assert b.down_log == [(a, 0) for a in hot]              # each hot beat read once, in order
+        await b.until_idle(ctx, load=hot)
+        assert ctx.get(dut.error) == ErrorCode.OK and ctx.get(dut.held) == len(hot)
+        assert b.table_log() == [(a, 0) for a in hot]              # each hot beat read once, in order
+        assert [a for a, _ in b.down_log if a >= LIST_ADDR] == [LIST_ADDR, LIST_ADDR + 1]
         b.down_log.clear()
         await b.until_idle(ctx, cmds=cmds)
         assert b.got == b.expect
-        assert not {a for a, _ in b.down_log} & set(hot)        # no hot beat reached DRAM
+        assert not {a for a, _ in b.table_log()} & set(hot)        # no hot beat reached DRAM
         hot_cmds = [(a, w) for a, w, _ in cmds if a in hot]
         c = ctx.get(dut.counters)
         assert (c.read_hits, c.write_hits) == (sum(not w for _, w in hot_cmds), sum(w for _, w in hot_cmds))
-        assert len(b.down_log) == len(cmds) - len(hot_cmds)
+        assert len(b.table_log()) == len(cmds) - len(hot_cmds)
         b.down_log.clear()
         await b.until_idle(ctx, flush=True)
         written = {a for a, w in hot_cmds if w}
-        assert sorted(b.down_log) == sorted((a, 1) for a in written)   # the dirty beats, once each
+        assert sorted(b.table_log()) == sorted((a, 1) for a in written)   # the dirty beats, once each
         assert ctx.get(dut.held) == 0 and ctx.get(dut.counters.written_back) == len(written)
         for a in range(64):
             assert b.value(b.dram, a) == b.value(b.flat, a), f"beat {a} after the flush"
         b.down_log.clear()
         await b.until_idle(ctx, cmds=traffic(b.rng, 50, set(hot)))     # empty: everything to DRAM
-        assert len(b.down_log) == 50 and b.got == b.expect
+        assert len(b.table_log()) == 50 and b.got == b.expect
     b.run(script)
 
 
 def colliding(n, avoid=()):
     """n beat addresses of one set."""
-    s = set_index(5, ADDR_BITS, 2)
-    return [a for a in range(256) if set_index(a, ADDR_BITS, 2) == s and a not in avoid][:n]
+    s = set_index(5, ADDR_BITS, SET_BITS)
+    return [a for a in range(256) if set_index(a, ADDR_BITS, SET_BITS) == s and a not in avoid][:n]
 
 
-@pytest.mark.parametrize("case", ["duplicate", "set_full"])
+@pytest.mark.parametrize("case", ["duplicate", "set_full", "too_many"])
 def test_a_failed_load_leaves_the_store_empty(case):
     dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=8)
     b = Bench(dut, 3)
-    addrs = [3, 9, 40, 9, 17] if case == "duplicate" else [1, 2] + colliding(WAYS + 1)
+    addrs = {"duplicate": [3, 9, 40, 9, 17], "set_full": [1, 2] + colliding(WAYS + 1),
+             "too_many": list(range(BEATS + 1))}[case]
     want = placement(addrs, ADDR_BITS, BEATS, WAYS)
-    assert want == ((LoadError.DUPLICATE, 3) if case == "duplicate" else (LoadError.SET_FULL, 2 + WAYS))
+    assert want == {"duplicate": (ErrorCode.HOT_DUPLICATE, 3), "set_full": (ErrorCode.HOT_SET_FULL, 2 + WAYS),
+                    "too_many": (ErrorCode.HOT_TOO_MANY, BEATS)}[case]
 
     async def script(b, ctx):
-        await b.until_idle(ctx, loads=load_of(addrs))
+        await b.until_idle(ctx, load=addrs)
         assert ctx.get(dut.error) == want[0] and ctx.get(dut.held) == 0
+        if case == "too_many":
+            assert b.down_log == []                 # refused before any read
         b.down_log.clear()
         cmds = traffic(b.rng, 80, set(addrs))
         await b.until_idle(ctx, cmds=cmds)          # nothing held: every command to DRAM
-        assert b.got == b.expect and len(b.down_log) == len(cmds)
-        await b.until_idle(ctx, loads=load_of([3, 9]))   # and a good load takes again
-        assert ctx.get(dut.error) == LoadError.NONE and ctx.get(dut.held) == 2
+        assert b.got == b.expect and len(b.table_log()) == len(cmds)
+        await b.until_idle(ctx, load=[3, 9])   # and a good load takes again
+        assert ctx.get(dut.error) == ErrorCode.OK and ctx.get(dut.held) == 2
     b.run(script)
 
 
@@ -183,22 +200,23 @@ def test_a_load_into_a_store_that_holds_beats_changes_nothing():
     hot = [4, 8, 15, 16]
 
     async def script(b, ctx):
-        await b.until_idle(ctx, loads=load_of(hot))
+        await b.until_idle(ctx, load=hot)
         await b.until_idle(ctx, cmds=[(4, 1, 111), (8, 1, 222)])
         b.down_log.clear()
-        await b.until_idle(ctx, loads=load_of([20, 21, 22]))
-        assert ctx.get(dut.error) == LoadError.NOT_EMPTY and ctx.get(dut.held) == len(hot)
-        assert b.down_log == []                     # nothing read
+        await b.until_idle(ctx, load=[20, 21, 22])
+        assert ctx.get(dut.error) == ErrorCode.HOT_NOT_EMPTY and ctx.get(dut.held) == len(hot)
+        assert b.down_log == []                     # refused before any read
         await b.until_idle(ctx, cmds=[(4, 0, 0), (20, 0, 0), (8, 0, 0)])
         assert b.got == b.expect == [111, initial(20), 222]
-        assert b.down_log == [(20, 0)]              # the held beats still served on chip
+        assert b.table_log() == [(20, 0)]              # the held beats still served on chip
         b.down_log.clear()
         await b.until_idle(ctx, flush=True)
-        assert sorted(b.down_log) == [(4, 1), (8, 1)] and b.dram[4] == 111 and b.dram[8] == 222
+        assert sorted(b.table_log()) == [(4, 1), (8, 1)] and b.dram[4] == 111 and b.dram[8] == 222
     b.run(script)
 
 
 def test_parameters_are_checked():
-    for kw in (dict(beats=12), dict(ways=3), dict(ways=32, beats=64), dict(reads_in_flight=1), dict(beats=4, ways=8)):
+    for kw in (dict(beats=12), dict(ways=3), dict(ways=32, beats=64), dict(reads_in_flight=1), dict(beats=4, ways=8),
+               dict(addr_bits=33)):
         with pytest.raises(ValueError, match="HotRowStore"):
-            HotRowStore(ADDR_BITS, **{"beats": 16, "ways": 4, **kw})
+            HotRowStore(**{"addr_bits": ADDR_BITS, "beats": 16, "ways": 4, **kw})

@@ -21,16 +21,18 @@ XOR of its address's ``set_bits``-bit digits, so that a row's beats and neighbou
 spread over the sets).  A load places each beat in the first free way of its set, in load
 order; the host finds the same placement with :func:`placement` and keeps only what fits.
 
-Jobs, over the ``load`` stream and the ``flush`` strobe, only while the store is idle (the
-chip runs them as jobs of their own; the engine is idle then):
+Jobs, each started while the store is idle (the chip runs them as jobs of their own, the
+engine idle meanwhile):
 
-* **load**: the beat addresses in turn, ``last`` on the final one; each placed beat is read
-  from DRAM into its way.  Only into an empty store.  A load either places every beat or
-  none: a beat already held (``DUPLICATE``) or a set with no free way (``SET_FULL``) fails
-  it, the rest of its beats are taken and dropped, and the store is emptied again; a load
-  into a store that holds beats (``NOT_EMPTY``) is dropped whole and changes nothing.
-  ``error`` is the last load's outcome.
-* **flush**: every dirty beat is written to DRAM, then the store is empty.
+* **load** (``load``, with ``list_addr`` and ``count``): the hot set is a list in DRAM of
+  ``count`` beat addresses, 32-bit words sixteen to a beat from ``list_addr``; the store
+  reads it and places each beat, reading it from DRAM into its way.  Only into an empty
+  store, and never more beats than it holds.  A load places every beat or none:
+  ``HOT_TOO_MANY`` and ``HOT_NOT_EMPTY`` refuse it before anything is read; a beat already
+  placed (``HOT_DUPLICATE``) or a set with no free way (``HOT_SET_FULL``) fails it, the
+  rest of the list is read and dropped, and the store is emptied again.  ``error`` is the
+  last load's outcome (:class:`~refree.golden.errors.ErrorCode`).
+* **flush** (``flush``): every dirty beat is written to DRAM, then the store is empty.
 
 Reset empties the store: the tag SRAM is cleared a set a cycle (``busy`` meanwhile).
 """
@@ -38,19 +40,15 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from refree.golden.errors import ErrorCode
+
 from ..engine.credits import queue_depth, room
 from ..engine.memport import BEAT_BITS, mem_port
 from ..engine.sram import rmw_memory
 
-__all__ = ["HotRowStore", "LoadError", "set_index", "placement"]
+__all__ = ["HotRowStore", "set_index", "placement", "LIST_WORDS"]
 
-
-class LoadError(enum.IntEnum, shape=2):
-    NONE = 0
-    DUPLICATE = 1       # a beat address twice in the load
-    SET_FULL = 2        # every way of a beat's set already taken
-    NOT_EMPTY = 3       # a load into a store that holds beats (flush first)
-
+LIST_WORDS = 16         # beat addresses per beat of the hot list (32-bit words)
 
 def set_index(addr, addr_bits, set_bits):
     """The set of a beat address: the XOR of its ``set_bits``-bit digits.  ``addr`` is an
@@ -70,17 +68,19 @@ def set_index(addr, addr_bits, set_bits):
 
 
 def placement(addrs, addr_bits, beats, ways):
-    """The slot (``set * ways + way``) of each beat address of a load, as the store places
-    them (the first free way of the set, in order), or ``(LoadError, i)`` for the first
-    address ``i`` that fails."""
+    """The slot (``set * ways + way``) of each beat address of a load into an empty store,
+    as the store places them (the first free way of the set, in order), or ``(ErrorCode, i)``
+    for the first address ``i`` that fails the load."""
+    if len(addrs) > beats:
+        return ErrorCode.HOT_TOO_MANY, beats
     set_bits = (beats // ways).bit_length() - 1
     used, seen, slots = {}, set(), []
     for i, a in enumerate(addrs):
         if a in seen:
-            return LoadError.DUPLICATE, i
+            return ErrorCode.HOT_DUPLICATE, i
         s = set_index(int(a), addr_bits, set_bits)
         if used.get(s, 0) == ways:
-            return LoadError.SET_FULL, i
+            return ErrorCode.HOT_SET_FULL, i
         seen.add(a)
         slots.append(s * ways + used.get(s, 0))
         used[s] = used.get(s, 0) + 1
@@ -92,6 +92,7 @@ class Kind(enum.Enum, shape=2):
     MISS = 0            # the engine, from DRAM
     HIT = 1             # the engine, from the store
     LOAD = 2            # the store's way, from DRAM
+    LIST = 3            # the hot list's beat, from DRAM
 
 
 class HotRowStore(wiring.Component):
@@ -103,22 +104,24 @@ class HotRowStore(wiring.Component):
         The engine's memory port.
     down : Out(mem_port)
         The DRAM side's.
-    load : In(stream of {addr, last})
-        A load job's beat addresses (taken only while idle or loading).
+    load, list_addr, count : In
+        Start a load job of the ``count`` beat addresses listed from ``list_addr`` (a
+        strobe; taken while idle, ignored otherwise).
     flush : In(1)
-        Start a flush (while idle; ignored otherwise).
+        Start a flush (a strobe; taken while idle, ignored otherwise).
     busy : Out(1)
         Clearing, loading, flushing, or commands and responses in flight.
-    error : Out(LoadError)
-        The last load's outcome.
+    error : Out(8)
+        The last load's outcome, an :class:`~refree.golden.errors.ErrorCode`.
     held : Out(range(beats + 1))
         Beats held.
     counters : Out(Counters)
-        Since reset: engine reads and writes served by the store (the DRAM beats saved),
-        beats loaded and beats written back by flushes.
+        Since reset: engine reads and writes served by the store (the DRAM beats they
+        saved), beats read into the store by loads, beats written back by flushes.
     """
 
     Counters = data.StructLayout({"read_hits": 32, "write_hits": 32, "loaded": 32, "written_back": 32})
+    LIST_DEPTH = 6      # list beats buffered (and in flight): a load's list read ahead of its reads
 
     def __init__(self, addr_bits, beats=4096, ways=4, reads_in_flight=256):
         for name, v, lo in (("beats", beats, 1), ("ways", ways, 1), ("reads_in_flight", reads_in_flight, 2)):
@@ -126,16 +129,16 @@ class HotRowStore(wiring.Component):
                 raise ValueError(f"HotRowStore {name} must be a power of two of at least {lo}, not {v!r}")
         if ways > beats or ways > 16:
             raise ValueError(f"HotRowStore ways must be at most beats ({beats}) and 16, not {ways}")
+        if not 1 <= addr_bits <= 32:
+            raise ValueError(f"HotRowStore addr_bits must be 1 to 32 (the hot list's words), not {addr_bits!r}")
         self.addr_bits, self.beats, self.ways, self.reads_in_flight = addr_bits, beats, ways, reads_in_flight
         self.sets = beats // ways
         self.set_bits, self.way_bits = self.sets.bit_length() - 1, ways.bit_length() - 1
         self.Entry = data.StructLayout({"valid": 1, "dirty": 1, "addr": addr_bits})
-        self.Load = data.StructLayout({"addr": addr_bits, "last": 1})
         super().__init__({
             "up": In(mem_port(addr_bits)), "down": Out(mem_port(addr_bits)),
-            "load": In(stream.Signature(self.Load)), "flush": In(1),
-            "busy": Out(1), "error": Out(LoadError), "held": Out(range(beats + 1)),
-            "counters": Out(self.Counters)})
+            "load": In(1), "list_addr": In(addr_bits), "count": In(32), "flush": In(1),
+            "busy": Out(1), "error": Out(8), "held": Out(range(beats + 1)), "counters": Out(self.Counters)})
 
     def elaborate(self, platform):
         m = Module()
@@ -144,42 +147,75 @@ class HotRowStore(wiring.Component):
         m.submodules.order = order = fifo.SyncFIFOBuffered(
             width=len(Cat(Signal(Kind), Signal(range(self.beats)))), depth=self.reads_in_flight)
         m.submodules.hits = hits = fifo.SyncFIFOBuffered(width=BEAT_BITS, depth=queue_depth(1))
+        m.submodules.hot_list = hot_list = fifo.SyncFIFOBuffered(width=BEAT_BITS, depth=self.LIST_DEPTH)
         hit_reading = Signal()      # a read hit's SRAM read is in flight (its beat next cycle)
         m.d.sync += hit_reading.eq(0)
         m.d.comb += [hits.w_en.eq(hit_reading), hits.w_data.eq(data_rd.data)]
-        clear = Signal()            # empty the store (a failed load)
-        walking = Signal()          # a flush or a clear has the SRAM (after the lookup: it overrides)
-        quiet = ~order.r_rdy & ~hit_reading & ~hits.r_rdy
-        lookup_busy = self._lookup(m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, walking, quiet,
-                                   clear)
+        quiet = ~order.r_rdy & ~hit_reading & ~hits.r_rdy & ~hot_list.r_rdy
+        walking = Signal()          # a flush or a clear has the SRAM (assigned after the lookup: it overrides)
+        loading, clear = Signal(), Signal()
+        entry = self._load_list(m, order, hot_list, loading, walking, quiet)
+        self._lookup(m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, entry, loading, walking,
+                     quiet, clear)
+        self._responses(m, order, hits, hot_list, data_wr)
         m.d.comb += walking.eq(self._walks(m, tag_rd, tag_wr, data_rd, clear))
-        self._responses(m, order, hits, data_wr)
-        m.d.comb += self.busy.eq(walking | lookup_busy | ~quiet)
+        m.d.comb += self.busy.eq(walking | loading | entry.s1_valid | ~quiet)
         return m
 
-    def _lookup(self, m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, walking, quiet, clear):
-        """Stage 0 reads the set's tags of the command (or load beat) taken; stage 1 compares
-        and serves it: a hit from SRAM, a miss (and a load's read) to the DRAM side."""
+    def _load_list(self, m, order, hot_list, loading, walking, quiet):
+        """A load's start and its list: the list's beats read ahead (before stage 1's reads,
+        into ``hot_list``), and their words handed on one a cycle as the load's entries."""
+        entry = Signal(data.StructLayout({"valid": 1, "ready": 1, "addr": self.addr_bits, "last": 1,
+                                          "s1_valid": 1, "port_used": 1}))
+        base, beats_left, fetching = Signal(self.addr_bits), Signal(32), Signal(range(self.LIST_DEPTH + 1))
+        left, word = Signal(32), Signal(range(LIST_WORDS))
+        with m.If(self.load & ~self.busy):
+            with m.If(self.count > self.beats):
+                m.d.sync += self.error.eq(ErrorCode.HOT_TOO_MANY)
+            with m.Elif(self.held != 0):
+                m.d.sync += self.error.eq(ErrorCode.HOT_NOT_EMPTY)
+            with m.Else():
+                m.d.sync += [self.error.eq(ErrorCode.OK), loading.eq(self.count != 0), base.eq(self.list_addr),
+                             beats_left.eq((self.count + LIST_WORDS - 1) // LIST_WORDS), left.eq(self.count),
+                             word.eq(0)]
+        fetch = loading & (beats_left != 0) & room(hot_list, fetching) & order.w_rdy
+        m.d.comb += entry.port_used.eq(fetch)
+        with m.If(fetch):
+            m.d.comb += [self.down.cmd.valid.eq(1), self.down.cmd.payload.addr.eq(base),
+                         self.down.cmd.payload.write.eq(0), order.w_data.eq(Cat(Kind.LIST, 0))]
+            with m.If(self.down.cmd.ready):
+                m.d.comb += order.w_en.eq(1)
+                m.d.sync += [base.eq(base + 1), beats_left.eq(beats_left - 1)]
+        m.d.sync += fetching.eq(fetching + (fetch & self.down.cmd.ready) - hot_list.w_en)
+        m.d.comb += [entry.valid.eq(hot_list.r_rdy & (left != 0)),
+                     entry.addr.eq(hot_list.r_data.word_select(word, 32)[:self.addr_bits]),
+                     entry.last.eq(left == 1)]
+        with m.If(entry.valid & entry.ready):
+            m.d.sync += [left.eq(left - 1), word.eq(word + 1)]
+            with m.If((word == LIST_WORDS - 1) | (left == 1)):
+                m.d.comb += hot_list.r_en.eq(1)
+                m.d.sync += word.eq(0)
+        return entry
+
+    def _lookup(self, m, tag_rd, tag_wr, data_rd, data_wr, order, hits, hit_reading, entry, loading, walking,
+                quiet, clear):
+        """Stage 0 reads the tags of the set of the command (or load entry) it takes; stage 1
+        compares and serves it: a hit from SRAM, a miss (and a load's read) to the DRAM side.
+        The list's reads go first (``entry.port_used``)."""
         up, down, c = self.up, self.down, self.counters
         s1 = Signal(data.StructLayout({"valid": 1, "load": 1, "last": 1, "write": 1, "addr": self.addr_bits,
                                        "data": BEAT_BITS}))
-        loading, closing, dropping = Signal(), Signal(), Signal()
-        go = Signal()
+        closing, dropping, go = Signal(), Signal(), Signal()
         advance = ~s1.valid | go
         take_up = up.cmd.valid & ~walking & ~loading & advance
-        # (a load begins only on a quiet store and before the engine's commands)
-        take_load = self.load.valid & ~walking & advance & (loading & ~closing | ~up.cmd.valid & quiet & ~s1.valid)
-        m.d.comb += [up.cmd.ready.eq(take_up), self.load.ready.eq(take_load)]
-        incoming = Mux(take_up, up.cmd.payload.addr, self.load.payload.addr)
-        with m.If(~walking):
-            m.d.comb += [tag_rd.addr.eq(set_index(incoming, self.addr_bits, self.set_bits)), tag_rd.en.eq(advance)]
+        take_load = entry.valid & ~walking & advance
+        m.d.comb += [up.cmd.ready.eq(take_up), entry.ready.eq(take_load), entry.s1_valid.eq(s1.valid)]
+        incoming = Mux(take_up, up.cmd.payload.addr, entry.addr)
+        m.d.comb += [tag_rd.addr.eq(set_index(incoming, self.addr_bits, self.set_bits)), tag_rd.en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s1.valid.eq(take_up | take_load), s1.load.eq(take_load), s1.addr.eq(incoming),
                          s1.write.eq(take_up & up.cmd.payload.write), s1.data.eq(up.cmd.payload.data),
-                         s1.last.eq(self.load.payload.last)]
-        with m.If(take_load & ~loading):            # a load begins
-            m.d.sync += [loading.eq(1), self.error.eq(Mux(self.held != 0, LoadError.NOT_EMPTY, LoadError.NONE)),
-                         dropping.eq(self.held != 0)]
+                         s1.last.eq(entry.last)]
 
         entries = tag_rd.data
         match = Cat(*[e.valid & (e.addr == s1.addr) for e in entries])
@@ -191,48 +227,47 @@ class HotRowStore(wiring.Component):
             with m.If(free[w]):
                 m.d.comb += free_way.eq(w)
         set_ = set_index(s1.addr, self.addr_bits, self.set_bits)
-        slot = Cat(way, set_) if self.way_bits else set_
-        free_slot = Cat(free_way, set_) if self.way_bits else set_
-        m.d.comb += [tag_wr.addr.eq(set_), tag_wr.data.eq(entries), order.w_data.eq(Cat(Kind.MISS, slot)),
-                     down.cmd.payload.addr.eq(s1.addr), down.cmd.payload.write.eq(s1.write),
-                     down.cmd.payload.data.eq(s1.data)]
-        fail = Signal(LoadError)
+        slot, free_slot = (Cat(way, set_), Cat(free_way, set_)) if self.way_bits else (set_, set_)
+        port = order.w_rdy & ~entry.port_used       # a read may go: its place in the order
+        m.d.comb += [tag_wr.addr.eq(set_), tag_wr.data.eq(entries)]
+        with m.If(~entry.port_used):
+            m.d.comb += [down.cmd.payload.addr.eq(s1.addr), down.cmd.payload.write.eq(s1.write),
+                         down.cmd.payload.data.eq(s1.data), order.w_data.eq(Cat(Kind.MISS, slot))]
         with m.If(s1.valid & ~s1.load):
             with m.If(match.any() & s1.write):                  # write hit: into SRAM, dirty
                 m.d.comb += [go.eq(1), data_wr.addr.eq(slot), data_wr.data.eq(s1.data), data_wr.en.eq(1),
                              tag_wr.data[way].dirty.eq(1), tag_wr.en.eq(1)]
                 m.d.sync += c.write_hits.eq(c.write_hits + 1)
             with m.Elif(match.any()):                           # read hit: from SRAM, in port order
-                with m.If(order.w_rdy & room(hits, hit_reading)):
+                with m.If(port & room(hits, hit_reading)):
                     m.d.comb += [go.eq(1), data_rd.addr.eq(slot), data_rd.en.eq(1),
                                  order.w_data.eq(Cat(Kind.HIT, slot)), order.w_en.eq(1)]
                     m.d.sync += [hit_reading.eq(1), c.read_hits.eq(c.read_hits + 1)]
-            with m.Else():                                      # miss: to the DRAM side
-                m.d.comb += down.cmd.valid.eq(s1.write | order.w_rdy)
-                with m.If(down.cmd.ready & (s1.write | order.w_rdy)):
+            with m.Elif((s1.write | order.w_rdy) & ~entry.port_used):     # miss: to the DRAM side
+                m.d.comb += down.cmd.valid.eq(1)
+                with m.If(down.cmd.ready):
                     m.d.comb += [go.eq(1), order.w_en.eq(~s1.write)]
         with m.If(s1.valid & s1.load):
             with m.If(dropping):
                 m.d.comb += go.eq(1)
-            with m.Elif(match.any() | ~free.any()):
-                m.d.comb += [go.eq(1), fail.eq(Mux(match.any(), LoadError.DUPLICATE, LoadError.SET_FULL))]
-                m.d.sync += [self.error.eq(fail), dropping.eq(1)]
-            with m.Else():                                      # placed: its beat read into the way
-                m.d.comb += down.cmd.valid.eq(order.w_rdy)
-                with m.If(down.cmd.ready & order.w_rdy):
+            with m.Elif(match.any() | ~free.any()):             # the load fails: drop its rest
+                m.d.comb += go.eq(1)
+                m.d.sync += [self.error.eq(Mux(match.any(), ErrorCode.HOT_DUPLICATE, ErrorCode.HOT_SET_FULL)),
+                             dropping.eq(1)]
+            with m.Elif(port):                                  # placed: its beat read into the way
+                m.d.comb += down.cmd.valid.eq(1)
+                with m.If(down.cmd.ready):
                     m.d.comb += [go.eq(1), order.w_data.eq(Cat(Kind.LOAD, free_slot)), order.w_en.eq(1),
                                  tag_wr.data[free_way].valid.eq(1), tag_wr.data[free_way].dirty.eq(0),
                                  tag_wr.data[free_way].addr.eq(s1.addr), tag_wr.en.eq(1)]
                     m.d.sync += [self.held.eq(self.held + 1), c.loaded.eq(c.loaded + 1)]
             with m.If(go & s1.last):
                 m.d.sync += closing.eq(1)
-        with m.If(closing & ~s1.valid & quiet):     # the load's last beat is in its way
+        with m.If(closing & ~s1.valid & quiet):                 # every listed beat is in its way
             m.d.sync += [loading.eq(0), closing.eq(0), dropping.eq(0)]
-            with m.If((self.error == LoadError.DUPLICATE) | (self.error == LoadError.SET_FULL)):
-                m.d.comb += clear.eq(1)
-        return s1.valid | loading
+            m.d.comb += clear.eq(dropping)
 
-    def _responses(self, m, order, hits, data_wr):
+    def _responses(self, m, order, hits, hot_list, data_wr):
         """Reads leave in port order: the head of ``order`` says whose response is next."""
         up, down = self.up, self.down
         kind, slot = Signal(Kind), Signal(range(self.beats))
@@ -240,20 +275,21 @@ class HotRowStore(wiring.Component):
         from_sram = order.r_rdy & (kind == Kind.HIT)
         from_dram = order.r_rdy & (kind == Kind.MISS)
         into_way = order.r_rdy & (kind == Kind.LOAD)
+        into_list = order.r_rdy & (kind == Kind.LIST)
         m.d.comb += [up.rsp.valid.eq(from_sram & hits.r_rdy | from_dram & down.rsp.valid),
                      up.rsp.payload.eq(Mux(from_sram, hits.r_data, down.rsp.payload)),
                      hits.r_en.eq(from_sram & up.rsp.ready),
-                     down.rsp.ready.eq(from_dram & up.rsp.ready | into_way),
-                     order.r_en.eq(up.rsp.valid & up.rsp.ready | into_way & down.rsp.valid)]
-        with m.If(into_way & down.rsp.valid):       # (no engine write hit while a load runs)
+                     down.rsp.ready.eq(from_dram & up.rsp.ready | into_way | into_list),
+                     hot_list.w_en.eq(into_list & down.rsp.valid), hot_list.w_data.eq(down.rsp.payload),
+                     order.r_en.eq(up.rsp.valid & up.rsp.ready | (into_way | into_list) & down.rsp.valid)]
+        with m.If(into_way & down.rsp.valid):       # (no engine command while a load runs)
             m.d.comb += [data_wr.addr.eq(slot), data_wr.data.eq(down.rsp.payload), data_wr.en.eq(1)]
 
     def _walks(self, m, tag_rd, tag_wr, data_rd, clear):
         """The walks over the SRAM: a flush (each dirty beat to DRAM, a slot a cycle, then
         its set emptied) and the clear (a set a cycle) after reset or a failed load."""
         down, c = self.down, self.counters
-        clearing = Signal(init=1)
-        flushing = Signal()
+        clearing, flushing = Signal(init=1), Signal()
         at = Signal(range(self.beats + 1))          # the slot (flush) or set (clear) read next
         f1 = Signal(data.StructLayout({"valid": 1, "slot": range(self.beats)}))
         f_go = Signal()
