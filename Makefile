@@ -5,7 +5,7 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run report reports test test-slow bench bench-fp bench-dram synth clean
+.PHONY: run report reports test test-slow bench bench-fp bench-dram bench-scale bench-hot synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ reports: $(STAMP)
 # their run times (issue 17's goal: each under a minute).
 bench-scale: $(STAMP)
 	$(BIN)/python -m refree.golden.perf.bench
+
+# FAE's hot-row store on the chip's RTL (issue 18): 20 consecutive MovieLens batches after 5
+# profiled, each mode with and without a store of 4,096 beats; about 40 minutes.
+bench-hot: $(STAMP)
+	$(BIN)/python -m refree.verif.bench_hot --out reports/bench-hot.md
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

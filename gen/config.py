@@ -6,6 +6,7 @@ from importlib import resources
 from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.datapath import LANE_CHOICES
 from refree.hw.engine.params import EngineParams
+from refree.hw.lrdimm.hot_row_store import HotStoreParams
 from refree.hw.lrdimm.regmap import WindowParams
 
 __all__ = ["GeneratorConfig", "load_config", "DEFAULT_CONFIG_TEXT", "WINDOW_KEYS", "package_version"]
@@ -28,6 +29,7 @@ class GeneratorConfig:
     dram: DramParams = DramParams()
     #: ``[window]`` as written, in WINDOW_KEYS order (``row`` -1: the bank's last rows)
     window: tuple = (0, 3, 3, -1, 1)
+    hot: HotStoreParams = HotStoreParams()
 
     def window_params(self):
         """The NMP window on this configuration's ranks, checked against their geometry."""
@@ -54,6 +56,7 @@ class GeneratorConfig:
                            "fold_lanes": self.fold_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
                 "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__},
+                "hot": asdict(self.hot),
                 "window": asdict(self.window_params())}
 
 
@@ -98,9 +101,13 @@ def load_config(path=None, overrides=None):
         dram = DramParams(**conf["dram"])
     except ValueError as err:
         raise ValueError(f"dram: {err}") from None
+    try:
+        hot = HotStoreParams(**conf["hot"])
+    except ValueError as err:
+        raise ValueError(f"hot: {err}") from None
     conf = GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
                            e["div_lanes"], e["adagrad_lanes"], e["fold_lanes"], dram,
-                           tuple(conf["window"][k] for k in WINDOW_KEYS))
+                           tuple(conf["window"][k] for k in WINDOW_KEYS), hot)
     conf.window_params()        # (fails here, naming the parameter, if it does not fit)
     return conf
 

@@ -40,13 +40,14 @@ def generate(config_path, out_dir, top="engine"):
     conf = load_config(config_path)
     name = f"refree_{top}"
     if top == "engine":
-        design = engine = Engine(**conf.engine_kwargs())
+        design = engine = core = Engine(**conf.engine_kwargs())
     elif top in ("core", "lrdimm"):
         kwargs = conf.engine_kwargs()
         del kwargs["addr_bits"]             # the DRAM mapping's
-        design = NmpCore(kwargs, conf.dram) if top == "core" else \
-            LrdimmNmp(kwargs, conf.dram, conf.window_params())
+        design = NmpCore(kwargs, conf.dram, conf.hot) if top == "core" else \
+            LrdimmNmp(kwargs, conf.dram, conf.window_params(), conf.hot)
         engine = design.engine if top == "core" else design.core.engine
+        core = design if top == "core" else design.core
     else:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     text = verilog.convert(design, name=name, emit_src=False)
@@ -60,7 +61,8 @@ def generate(config_path, out_dir, top="engine"):
         "clock": {"name": "clk", "reset": "rst (synchronous, active high)"},
         "ports": [{"name": "clk", "direction": "in", "width": 1},
                   {"name": "rst", "direction": "in", "width": 1}] + ports_of(design),
-        "layouts": {"config": _fields(engine.Config), "counters": _fields(engine.Counters)},
+        # (the core's: with a hot-row store, the engine's fields and the store's)
+        "layouts": {"config": _fields(core.Config), "counters": _fields(core.Counters)},
         "register_map": ["refree_regmap.md", "refree_regmap.h"],
         "fusesoc_core": f"{name}.core",
         # the layout of the pooled output and the gradient (hw/engine/staging.py)
@@ -70,7 +72,7 @@ def generate(config_path, out_dir, top="engine"):
         json.dump(manifest, f, indent=2)
     with open(os.path.join(out_dir, f"{name}.core"), "w") as f:
         f.write(fusesoc_core(name, os.path.basename(vpath)))
-    regs = RegisterMap(engine.Config, engine.Counters, conf.window_params(),
+    regs = RegisterMap(core.Config, core.Counters, conf.window_params(),
                        bursts_per_row=conf.dram.geometry.bursts_per_row, staging_stripe=engine.staging_stripe)
     with open(os.path.join(out_dir, "refree_regmap.md"), "w") as f:
         f.write(regs.markdown())

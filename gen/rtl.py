@@ -61,7 +61,8 @@ def _runner(conf, dim, sim, memory, waves=False):
     ddr4 = memory == "ddr4"
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
                         conf.adagrad_lanes, fold_lanes=conf.fold_lanes, dram=conf.dram if ddr4 else None,
-                        window=conf.window_params() if ddr4 else None, waves=waves)
+                        window=conf.window_params() if ddr4 else None, waves=waves,
+                        hot=conf.hot if ddr4 else None)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",

@@ -220,3 +220,13 @@ def test_parameters_are_checked():
                dict(addr_bits=33)):
         with pytest.raises(ValueError, match="HotRowStore"):
             HotRowStore(**{"addr_bits": ADDR_BITS, "beats": 16, "ways": 4, **kw})
+
+
+def test_the_configuration_names_a_bad_hot_parameter():
+    from refree.gen.config import load_config
+    assert load_config(None).hot.beats == 0          # the default chip has no store
+    assert load_config(None, {"hot": {"beats": 4096, "ways": 8}}).hot.ways == 8
+    for bad, field in (({"beats": 12}, "beats"), ({"ways": 3}, "ways"), ({"beats": 4, "ways": 8}, "ways"),
+                       ({"ways": 0}, "ways")):
+        with pytest.raises(ValueError, match=f"hot: HotStoreParams.{field}"):
+            load_config(None, {"hot": bad})

@@ -21,21 +21,25 @@ from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
 from refree.hw.engine.staging import check_stripe
+from refree.hw.lrdimm.hot_row_store import HOT_JOB_ENGINE, HOT_JOB_FLUSH, HOT_JOB_LOAD, LIST_WORDS
 from .staging import layout, pack, unpack_rows, unpack_staging_rows, unpack_state
 from .toolchain import CocotbFailure, SimBuild, build_root, require_simulator, verilog_for
 
 __all__ = ["EngineRunner", "RunResult", "StepOutcome", "MODES", "JOB_NAMES", "limits_of", "cycle_limit",
-           "EngineTimeout"]
+           "EngineTimeout", "JOB_HOT_LOAD", "JOB_HOT_FLUSH"]
 
 MODES = {"baseline": MODE_BASELINE, "dedup": MODE_DEDUP, "refree": MODE_REFREE}
-JOB_NAMES = {JOB_FORWARD: "forward", JOB_BACKWARD: "backward"}
+#: The hot-row store's jobs (a chip built with one, ``EngineRunner(..., hot=...)``): load the
+#: run's ``hot_beats``, flush them back (hw/lrdimm/hot_row_store.py).
+JOB_HOT_LOAD, JOB_HOT_FLUSH = "hot-load", "hot-flush"
+JOB_NAMES = {JOB_FORWARD: "forward", JOB_BACKWARD: "backward", JOB_HOT_LOAD: "hot load", JOB_HOT_FLUSH: "hot flush"}
 
 #: The formula of :func:`cycle_limit`, as the error of a stopped job quotes it.
 CYCLE_LIMIT_FORMULA = ("100,000 + 64 x (lookups + bags) + 4 x the job's baseline traffic at one rank "
                        "[+ 4 x the Adagrad unit's rows]")
 
 
-def cycle_limit(batch, dim, job, optimizer="sgd", adagrad_lanes=4):
+def cycle_limit(batch, dim, job, optimizer="sgd", adagrad_lanes=4, hot_beats=0):
     """The testbench's default limit of one job, in cycles: a generous multiple of the job's
     size, so that a large batch runs to its end and a hung engine is stopped in time
     proportionate to the job::
@@ -51,8 +55,10 @@ def cycle_limit(batch, dim, job, optimizer="sgd", adagrad_lanes=4):
     ``D/P + 2*D + 256`` cycles on the vector unit, more than it takes today).  Measured
     against it: ``baseline``'s backward job, the slowest per lookup, takes about 40 % of
     ``4 x W`` (MovieLens B = 1024 on one DDR4-2400 rank: 1,290,076 cycles, its limit
-    4,476,976)."""
+    4,476,976).  A hot-row store's job: ``100,000 + 64 x`` the store's ``hot_beats``."""
     N, TB, row = len(batch.indices), batch.batch_size * batch.num_tables, -(-dim // 16)
+    if job in (JOB_HOT_LOAD, JOB_HOT_FLUSH):     # at most the store's beats, read or written one by one
+        return 100_000 + 64 * hot_beats
     adagrad = optimizer == "rowwise-adagrad"
     if job == JOB_FORWARD:
         beats = input_beats(batch) + N * row + TB * row
@@ -153,8 +159,11 @@ class EngineRunner:
     signal of each run (``RunResult.waves``: VCD under Verilator, FST under Icarus)."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None, window=None, fold_lanes=16, staging_stripe=None, waves=False):
+                 dram=None, window=None, fold_lanes=16, staging_stripe=None, waves=False, hot=None):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
+        self.hot = hot if hot is not None and hot.enabled else None     # the chip's hot-row store
+        if self.hot is not None and dram is None:
+            raise ValueError("a hot-row store needs the buffer chip (dram=...)")
         self.div_lanes, self.adagrad_lanes, self.dram = div_lanes, adagrad_lanes, dram
         self.fold_lanes, self.waves = fold_lanes, waves
         self.window = window        # of the chip (None: its default)
@@ -184,8 +193,9 @@ class EngineRunner:
                 name = "lrdimm"
                 # (the default named, so a runner given it shares the build)
                 window = self.window or default_window(self.dram)
+                hot = {} if self.hot is None else {"hot": self.hot}
                 self.design = verilog_for(LrdimmSimTop, name=name, subdir=name,
-                                          engine_kwargs=engine_kwargs, dram=self.dram, window=window)
+                                          engine_kwargs=engine_kwargs, dram=self.dram, window=window, **hot)
             # cocotb reaches the top-level ports through VPI; every signal only for
             # REFREE_DEBUG (a separate, much larger build)
             debug = bool(os.environ.get("REFREE_DEBUG"))
@@ -222,10 +232,18 @@ class EngineRunner:
                 "control_words": np.array([rm[n].word for n in ("STATUS", "CONTROL", "CLEAR")]),
                 "config_regs": regs("config"), "counter_regs": regs("counters"), "poll_gap": 32}
 
-    def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8, groups=None):
+    def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8, groups=None,
+               hot_list=(0, 0)):
+        """The configuration word of ``job``; ``hot_list``: the hot list's (address, count)."""
         poolings = poolings or ["sum"] * batch.num_tables
         gbits = group_bits(batch, limits_of(self.params), groups)
-        cfg = {"job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
+        hot_job = {JOB_HOT_LOAD: HOT_JOB_LOAD, JOB_HOT_FLUSH: HOT_JOB_FLUSH}.get(job, HOT_JOB_ENGINE)
+        hot = {} if self.hot is None else {"hot_job": hot_job, "hot_list": hot_list[0], "hot_count": hot_list[1]}
+        if hot_job != HOT_JOB_ENGINE:
+            if self.hot is None:
+                raise ValueError(f"job {job!r} needs a chip with a hot-row store (hot=...)")
+            job = JOB_FORWARD       # (the engine's fields are not used)
+        cfg = {**hot, "job": job, "mode": MODES[mode], "batch_size": batch.batch_size,
                "num_tables": batch.num_tables, "num_indices": len(batch.indices),
                "offsets_addr": lay.offsets, "indices_addr": lay.indices, "pooled_addr": lay.pooled,
                "offsets_int32": int(batch.offsets_int32), "indices_int32": int(batch.indices_int32),
@@ -241,8 +259,13 @@ class EngineRunner:
 
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
             ready_p=0.8, tag="job", max_cycles=None, config_layout=None, optimizer="sgd", eps=1e-8,
-            state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None, go_on=False):
-        """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, in order) on one memory image.
+            state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None, go_on=False,
+            hot_beats=()):
+        """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, and on a chip with a hot-row store
+        JOB_HOT_LOAD / JOB_HOT_FLUSH, in order) on one memory image.
+
+        ``hot_beats``: the beat addresses that a JOB_HOT_LOAD loads, in order; their list is
+        laid out after the batch and tables.
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
         describes instead of the one the memory holds (tests of bad memory maps).  With
@@ -280,11 +303,15 @@ class EngineRunner:
                              f"addresses {1 << self.addr_bits}")
         mem = pack(batch, tables, lay, grad, state)
         mem.update(extra or {})
+        hot_list = (lay.end, len(hot_beats))       # 32-bit words, LIST_WORDS a beat
+        for k in range(0, len(hot_beats), LIST_WORDS):
+            mem[lay.end + k // LIST_WORDS] = sum(int(a) << (32 * i) for i, a in enumerate(hot_beats[k:k + LIST_WORDS]))
+        end = lay.end + -(-len(hot_beats) // LIST_WORDS)
         if self.dram is not None:
-            self._check_clear_of_window(lay.end, mem)
+            self._check_clear_of_window(end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
-        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups))
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list))
                    for j, pl in zip(jobs, per_job)]
         # (the process's and thread's own folder: runs of one design side by side, in two
         # processes or a worker's threads, must not share their job's and results' files)
@@ -294,7 +321,9 @@ class EngineRunner:
         stopped = run_dir / "stopped.json"         # written by the testbench when it stops a job
         stopped.unlink(missing_ok=True)
         limits = [int(max_cycles) if max_cycles is not None else
-                  cycle_limit(batch, self.dim, j, optimizer, self.adagrad_lanes) for j in jobs]
+                  cycle_limit(batch, self.dim, j, optimizer, self.adagrad_lanes,
+                              self.hot.beats if self.hot else 0)
+                  for j in jobs]
         addrs = np.array(sorted(mem), np.int64)
         data = np.array([list(mem[a].to_bytes(64, "little")) for a in addrs], np.uint8).reshape(-1, 64)
         np.savez(run_dir / "job.npz", addrs=addrs, data=data, configs=np.array(configs), mode=mode,

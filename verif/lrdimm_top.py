@@ -52,7 +52,7 @@ class LrdimmSimTop(wiring.Component):
     def __init__(self, *args, **kwargs):
         self.chip = c = LrdimmNmp(*args, **kwargs)
         R = c.mapping.ranks
-        self.Config, self.Counters = c.core.engine.Config, c.core.engine.Counters
+        self.Config, self.Counters = c.core.Config, c.core.Counters
         self.regmap = c.regmap
         self.pin_widths = pin_widths(c.mapping.geometry)
         assert sum(self.pin_widths.values()) <= WRDATA_EN_BIT

@@ -36,6 +36,8 @@ engine idle meanwhile):
 
 Reset empties the store: the tag SRAM is cleared a set a cycle (``busy`` meanwhile).
 """
+from dataclasses import dataclass
+
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -46,9 +48,36 @@ from ..engine.credits import queue_depth, room
 from ..engine.memport import BEAT_BITS, mem_port
 from ..engine.sram import rmw_memory
 
-__all__ = ["HotRowStore", "set_index", "placement", "LIST_WORDS"]
+__all__ = ["HotStoreParams", "HotRowStore", "set_index", "placement", "LIST_WORDS", "HOT_JOB_ENGINE",
+           "HOT_JOB_LOAD", "HOT_JOB_FLUSH"]
 
 LIST_WORDS = 16         # beat addresses per beat of the hot list (32-bit words)
+HOT_JOB_ENGINE, HOT_JOB_LOAD, HOT_JOB_FLUSH = 0, 1, 2     # a chip job's ``hot_job``: what it starts
+
+
+@dataclass(frozen=True)
+class HotStoreParams:
+    """The ``[hot]`` section of the configuration: a store of ``beats`` 64-byte beats
+    (0: no store; else a power of two) in ``ways``-way sets (a power of two up to 16)."""
+    beats: int = 0
+    ways: int = 4
+
+    def __post_init__(self):
+        for name, v in (("beats", self.beats), ("ways", self.ways)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v & (v - 1) or (name == "ways" and v < 1):
+                raise ValueError(f"HotStoreParams.{name} must be {'0 or ' if name == 'beats' else ''}"
+                                 f"a power of two, not {v!r}")
+        if self.beats and not self.ways <= min(self.beats, 16):
+            raise ValueError(f"HotStoreParams.ways must be at most beats ({self.beats}) and 16, not {self.ways}")
+
+    @property
+    def enabled(self):
+        return self.beats > 0
+
+    def sram_bits(self, addr_bits):
+        """The store's SRAM: the beats, and a tag (valid, dirty, address) a beat."""
+        return self.beats * (BEAT_BITS + 2 + addr_bits)
+
 
 def set_index(addr, addr_bits, set_bits):
     """The set of a beat address: the XOR of its ``set_bits``-bit digits.  ``addr`` is an
@@ -124,9 +153,11 @@ class HotRowStore(wiring.Component):
     LIST_DEPTH = 6      # list beats buffered (and in flight): a load's list read ahead of its reads
 
     def __init__(self, addr_bits, beats=4096, ways=4, reads_in_flight=256):
-        for name, v, lo in (("beats", beats, 1), ("ways", ways, 1), ("reads_in_flight", reads_in_flight, 2)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v & (v - 1):
-                raise ValueError(f"HotRowStore {name} must be a power of two of at least {lo}, not {v!r}")
+        for name, v in (("beats", beats), ("ways", ways)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v & (v - 1):
+                raise ValueError(f"HotRowStore {name} must be a power of two, not {v!r}")
+        if isinstance(reads_in_flight, bool) or not isinstance(reads_in_flight, int) or reads_in_flight < 2:
+            raise ValueError(f"HotRowStore reads_in_flight must be an integer of at least 2, not {reads_in_flight!r}")
         if ways > beats or ways > 16:
             raise ValueError(f"HotRowStore ways must be at most beats ({beats}) and 16, not {ways}")
         if not 1 <= addr_bits <= 32:

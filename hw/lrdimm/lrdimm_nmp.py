@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 from ..ddr4.commands import A10, PINS
 from ..ddr4.params import DramParams
 from ..ddr4.rank_controller import BURST_BITS, dfi_signature
+from .hot_row_store import HotStoreParams
 from .nmp_core import NmpCore
 from .ownership import Ownership
 from .registers import WindowRegisters
@@ -74,6 +75,8 @@ class LrdimmNmp(wiring.Component):
     dram : DramParams
     window : WindowParams or None
         Default :func:`default_window`.
+    hot : HotStoreParams
+        The hot-row store (default: none; :mod:`~refree.hw.lrdimm.nmp_core`).
 
     Members
     -------
@@ -81,8 +84,8 @@ class LrdimmNmp(wiring.Component):
     rank0 ... : Out(dfi_signature)
     """
 
-    def __init__(self, engine_kwargs, dram=DramParams(), window=None):
-        self.core = NmpCore(engine_kwargs, dram)
+    def __init__(self, engine_kwargs, dram=DramParams(), window=None, hot=HotStoreParams()):
+        self.core = NmpCore(engine_kwargs, dram, hot)
         self.dram_params = dram
         self.mapping = m = self.core.mapping
         g = m.geometry
@@ -91,9 +94,9 @@ class LrdimmNmp(wiring.Component):
             raise ValueError(f"LrdimmNmp window must be a WindowParams, not {window!r}")
         window.check(m.ranks, g)
         self.window = window
-        e = self.core.engine
-        self.regmap = RegisterMap(e.Config, e.Counters, window, g.bursts_per_row, e.staging_stripe)
-        self.registers = WindowRegisters(self.regmap, e.Config, e.Counters)
+        core = self.core
+        self.regmap = RegisterMap(core.Config, core.Counters, window, g.bursts_per_row, core.engine.staging_stripe)
+        self.registers = WindowRegisters(self.regmap, core.Config, core.Counters)
         self.ownership = Ownership(dram.timing)
         super().__init__({"host": In(host_signature(g, m.ranks)),
                           **{f"rank{i}": Out(dfi_signature(g)) for i in range(m.ranks)}})
