@@ -11,6 +11,8 @@ store not empty, more beats than it holds) must leave the store as it was.  The 
 placement rule (``placement``) must predict the hardware's errors."""
 import random
 
+import numpy as np
+
 import pytest
 from amaranth.sim import Simulator
 
@@ -42,13 +44,14 @@ class Bench:
     def value(self, mem, a):
         return mem.get(a, initial(a))
 
-    async def tick(self, ctx, cmds):
-        """One cycle: the engine offers cmds[0]; DRAM answers."""
+    async def tick(self, ctx, cmds, strobe=None):
+        """One cycle: the engine offers cmds[0], ``strobe`` (load or flush) is high; DRAM
+        answers."""
         d, rng = self.dut, self.rng
         self.cycle += 1
         assert self.cycle < 20_000, "stalled"
-        ctx.set(d.load, 0)
-        ctx.set(d.flush, 0)
+        ctx.set(d.load, strobe is d.load)
+        ctx.set(d.flush, strobe is d.flush)
         offer = bool(cmds) and rng.random() < 0.8
         ctx.set(d.up.cmd.valid, offer)
         if offer:
@@ -90,14 +93,9 @@ class Bench:
             ctx.set(self.dut.list_addr, LIST_ADDR)
             ctx.set(self.dut.count, len(load))
         strobe = self.dut.load if load is not None else self.dut.flush if flush else None
-        first = True
-        while first or cmds or ctx.get(self.dut.busy) or self.pending_rsp:
+        await self.tick(ctx, cmds, strobe)
+        while cmds or ctx.get(self.dut.busy) or self.pending_rsp:
             await self.tick(ctx, cmds)
-            if first and strobe is not None:
-                ctx.set(strobe, 1)
-                await ctx.tick()
-                ctx.set(strobe, 0)
-            first = False
         for _ in range(3):
             await self.tick(ctx, cmds)
         assert not ctx.get(self.dut.busy)
@@ -206,7 +204,16 @@ def test_a_load_into_a_store_that_holds_beats_changes_nothing():
         await b.until_idle(ctx, load=[20, 21, 22])
         assert ctx.get(dut.error) == ErrorCode.HOT_NOT_EMPTY and ctx.get(dut.held) == len(hot)
         assert b.down_log == []                     # refused before any read
-        await b.until_idle(ctx, cmds=[(4, 0, 0), (20, 0, 0), (8, 0, 0)])
+        cmds = [(4, 0, 0), (20, 0, 0), (8, 0, 0)]
+        ctx.set(dut.count, BEATS + 1)               # (accepted, it would be HOT_TOO_MANY)
+        while not ctx.get(dut.busy):
+            await b.tick(ctx, cmds)
+        await b.tick(ctx, cmds, dut.flush)         # a flush and a load asked while busy: ignored
+        assert ctx.get(dut.busy)
+        await b.tick(ctx, cmds, dut.load)
+        await b.until_idle(ctx, cmds=cmds)
+        assert ctx.get(dut.held) == len(hot) and ctx.get(dut.counters.written_back) == 0
+        assert ctx.get(dut.error) == ErrorCode.HOT_NOT_EMPTY     # (the earlier refused load's)
         assert b.got == b.expect == [111, initial(20), 222]
         assert b.table_log() == [(20, 0)]              # the held beats still served on chip
         b.down_log.clear()
@@ -230,3 +237,26 @@ def test_the_configuration_names_a_bad_hot_parameter():
                        ({"ways": 0}, "ways")):
         with pytest.raises(ValueError, match=f"hot: HotStoreParams.{field}"):
             load_config(None, {"hot": bad})
+
+
+def test_the_host_lists_a_hot_set_s_beats_and_names_a_bad_row():
+    from refree.golden.errors import BatchError
+    from refree.golden.traces import make_trace
+    from refree.verif.bench_hot import fit_beats
+    from refree.verif.staging import hot_row_beats, layout
+    tr = make_trace("movielens", 16, 1, seed=0)
+    lay = layout(tr.batch, [np.zeros((n, 64), np.float32) for n in tr.num_rows])
+    base, rows, stride = lay.tables[0]
+    assert hot_row_beats([np.array([2, 0])], lay) == [base + 2 * stride + k for k in range(4)] + \
+        [base + k for k in range(4)]
+    for hot, why in (([np.array([rows])], f"row {rows} is outside table 0 of {rows} rows"),
+                     ([np.array([-1])], "row -1 is outside"), ([np.array([3, 5, 3])], "row 3 is listed twice"),
+                     ([np.array([1]), np.array([1])], "has rows of 2 tables; the batch has 1")):
+        with pytest.raises(BatchError, match=why):
+            hot_row_beats(hot, lay)
+
+    class Hot:          # a hot set larger than a store of 8 beats of 2 ways: what fits, in order
+        rows = (np.arange(6),)
+    beats, left_out = fit_beats(Hot, lay, 24, 8, 2)
+    assert len(beats) <= 8 and len(beats) % 4 == 0 and left_out == 6 - len(beats) // 4
+    assert isinstance(placement(beats, 24, 8, 2), list)

@@ -51,18 +51,20 @@ def dram_total(per_rank, key):
     return sum(rank[key] for rank in per_rank)
 
 
-@pytest.mark.parametrize("mode", ["baseline", "dedup", "refree"])
-def test_a_step_on_hot_rows_equals_the_step_without_them(mode):
+@pytest.mark.parametrize("mode,optimizer", [("baseline", "sgd"), ("dedup", "sgd"), ("refree", "sgd"),
+                                            ("refree", "rowwise-adagrad")])
+def test_a_step_on_hot_rows_equals_the_step_without_them(mode, optimizer):
+    """(Row-wise Adagrad: the hot rows' state beats stay in DRAM, the store's choice.)"""
     batch = skewed_batch(1)
     rng = np.random.default_rng(2)
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
-    plain = check_step(batch, tables, mode, grad=grad, runner=RUNNER, outcome=True).run
-    lay = layout(batch, tables, stripe=HOT_RUNNER.staging_stripe)
+    plain = check_step(batch, tables, mode, grad=grad, runner=RUNNER, outcome=True, optimizer=optimizer).run
+    lay = layout(batch, tables, stripe=HOT_RUNNER.staging_stripe, with_state=optimizer != "sgd")
     hot, beats = hot_rows(batch, lay, want=20)
     assert len(beats) >= 15
     run = HOT_RUNNER.run(batch, tables, [JOB_HOT_LOAD, JOB_FORWARD, JOB_BACKWARD, JOB_HOT_FLUSH], mode,
-                         grad=grad, lr=LR, hot_beats=beats)
+                         grad=grad, lr=LR, hot_beats=beats, optimizer=optimizer)
     assert run.errors == [0, 0, 0, 0]
     list_beats = {a for a in run.before if a >= lay.end}
     assert {a: v for a, v in run.after.items() if a not in list_beats} == plain.after

@@ -26,6 +26,7 @@ from refree.golden.hot_rows import DEFAULT_SAMPLE, profile
 from refree.golden.traces import trace_stream
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
 from refree.hw.lrdimm.hot_row_store import set_index
+from refree.verif.staging import hot_row_beats
 
 __all__ = ["main", "fit_beats"]
 
@@ -37,18 +38,17 @@ def fit_beats(hot, lay, addr_bits, beats, ways):
     row whole or not at all), and the rows left out."""
     set_bits = (beats // ways).bit_length() - 1
     used, out, left_out = {}, [], 0
-    for t, rows in enumerate(hot.rows):
-        base, _, stride = lay.tables[t]
-        for r in rows:
-            row = [base + int(r) * stride + k for k in range(lay.row_beats)]
-            sets = [set_index(a, addr_bits, set_bits) for a in row]
-            need = {s: sets.count(s) for s in sets}
-            if len(out) + len(row) > beats or any(used.get(s, 0) + n > ways for s, n in need.items()):
-                left_out += 1
-                continue
-            for s, n in need.items():
-                used[s] = used.get(s, 0) + n
-            out += row
+    listed = hot_row_beats(hot.rows, lay)         # (checked: rows inside their tables, once each)
+    for k in range(0, len(listed), lay.row_beats):
+        row = listed[k:k + lay.row_beats]
+        sets = [set_index(a, addr_bits, set_bits) for a in row]
+        need = {s: sets.count(s) for s in sets}
+        if len(out) + len(row) > beats or any(used.get(s, 0) + n > ways for s, n in need.items()):
+            left_out += 1
+            continue
+        for s, n in need.items():
+            used[s] = used.get(s, 0) + n
+        out += row
     return out, left_out
 
 

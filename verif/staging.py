@@ -10,7 +10,8 @@ import numpy as np
 
 from refree.hw.engine.staging import staging_beat, staging_beats
 
-__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_staging_rows", "unpack_state", "BEAT_BYTES"]
+__all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_staging_rows", "unpack_state", "BEAT_BYTES",
+           "hot_row_beats"]
 
 BEAT_BYTES = 64
 
@@ -134,3 +135,24 @@ def unpack_rows(mem, base, rows, row_beats, dim):
     """float32 (rows, dim) read back from `rows` rows of `row_beats` beats at `base`."""
     raw = b"".join(mem.get(base + k, 0).to_bytes(BEAT_BYTES, "little") for k in range(rows * row_beats))
     return np.frombuffer(raw, "<f4").reshape(rows, row_beats * 16)[:, :dim].copy()
+
+
+def hot_row_beats(hot_rows, lay):
+    """The beat addresses of hot rows (per table, an array of rows; FAE's hot set, as
+    ``refree profile --out`` writes it) in ``lay``, table by table, a row's beats in order:
+    what the hot-row store's load job lists.  Raises BatchError, naming the table, for a row
+    outside its table, a row listed twice or a table the layout does not have."""
+    from refree.golden.errors import BatchError
+    if len(hot_rows) > len(lay.tables):
+        raise BatchError("hot set", f"has rows of {len(hot_rows)} tables; the batch has {len(lay.tables)}")
+    beats = []
+    for t, (rows, (base, n, stride)) in enumerate(zip(hot_rows, lay.tables)):
+        rows = np.asarray(rows, np.int64)
+        bad = (rows < 0) | (rows >= n)
+        if bad.any():
+            raise BatchError(f"hot rows of table {t}", f"row {int(rows[bad][0])} is outside table {t} of {n} rows")
+        if len(np.unique(rows)) < len(rows):
+            u, c = np.unique(rows, return_counts=True)
+            raise BatchError(f"hot rows of table {t}", f"row {int(u[c > 1][0])} is listed twice")
+        beats += [base + int(r) * stride + k for r in rows for k in range(lay.row_beats)]
+    return beats
