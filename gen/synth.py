@@ -32,6 +32,9 @@ __all__ = ["main", "build_parser", "SynthResult", "synthesize", "ToolError", "UN
 UNIT_NAMES = ("add", "mul", "fma", "div", "sqrt", "vector")
 #: The whole buffer chip (``--units lrdimm``), not in the default list: it takes long.
 TOP_NAME = "lrdimm"
+#: FAE's hot-row store alone (``--units hot_store``): the configuration's ``[hot]``, or
+#: 4,096 beats (256 KiB) where it has none; its SRAM bits are the figure.
+HOT_NAME = "hot_store"
 
 _GENERIC_SHELL = """\
 // Synthesis shell for {dut}: every input bit from one shift register, every output
@@ -139,6 +142,13 @@ def _unit(key: str, lanes: int, dsp: str):
         del kwargs["addr_bits"]             # the DRAM mapping's
         return "LrdimmNmp (default)", "lrdimm_nmp", LrdimmNmp, {"engine_kwargs": kwargs, "dram": conf.dram,
                                                                 "window": conf.window_params()}
+    if key == HOT_NAME:
+        from refree.hw.lrdimm.hot_row_store import HotRowStore
+        from .config import load_config
+        conf = load_config()
+        beats = conf.hot.beats or 4096
+        return (f"HotRowStore {beats} beats", "hot_row_store", HotRowStore,
+                {"addr_bits": conf.dram.mapping.addr_bits, "beats": beats, "ways": conf.hot.ways})
     if key == "vector":
         from refree.hw.fp.vector import VectorUnit
         return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,
@@ -227,7 +237,7 @@ def synthesize(key: str, *, lanes: int = 4, freq: float = 150.0,
     verilog = work / f"{module}.v"          # (a copy, so the scripts name only this folder)
     shutil.copyfile(design.verilog, verilog)
     shell = work / "synth_top.v"
-    if key == TOP_NAME:
+    if key in (TOP_NAME, HOT_NAME):
         from .generate import ports_of
         shell.write_text(_generic_shell(module, [(p["name"], p["direction"], p["width"])
                                                  for p in ports_of(comp)]))
@@ -288,7 +298,8 @@ def build_parser(epilog=None) -> argparse.ArgumentParser:
     parser.add_argument("--units", default=",".join(UNIT_NAMES),
                         help=f"comma-separated subset of {','.join(UNIT_NAMES)} "
                              f"(default: all), or {TOP_NAME}: the whole default LrdimmNmp "
-                             f"(gen/default_config.toml; long)")
+                             f"(gen/default_config.toml; long), or {HOT_NAME}: the hot-row store "
+                             f"of [hot] (4,096 beats if none)")
     parser.add_argument("--lanes", type=int, default=4, help="lanes P of the vector unit "
                                                              "(default 4)")
     parser.add_argument("--freq", type=float, default=150.0,
@@ -307,9 +318,9 @@ def main(argv=None, epilog=None) -> int:
     parser = build_parser(epilog)
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.units.split(",") if k.strip()]
-    bad = [k for k in keys if k not in UNIT_NAMES + (TOP_NAME,)]
+    bad = [k for k in keys if k not in UNIT_NAMES + (TOP_NAME, HOT_NAME)]
     if bad:
-        parser.error(f"unknown unit {bad[0]!r}; choose from {', '.join(UNIT_NAMES + (TOP_NAME,))}")
+        parser.error(f"unknown unit {bad[0]!r}; choose from {', '.join(UNIT_NAMES + (TOP_NAME, HOT_NAME))}")
     if args.lanes < 1:
         parser.error(f"--lanes must be a positive integer, not {args.lanes}")
     results = []

@@ -15,6 +15,14 @@ def test_rejects_unknown_unit(capsys):
         capsys.readouterr().err
 
 
+def test_the_hot_row_store_is_a_unit_of_its_own():
+    """``--units hot_store``: the store of ``[hot]``, 4,096 beats where the configuration
+    has none (the default chip's), its SRAM the figure to read."""
+    name, module, cls, kwargs = synth._unit(synth.HOT_NAME, 4, "ecp5")
+    assert (name, module, kwargs["beats"], kwargs["ways"]) == ("HotRowStore 4096 beats", "hot_row_store", 4096, 4)
+    assert cls.__name__ == "HotRowStore"
+
+
 def test_rejects_bad_lanes(capsys):
     with pytest.raises(SystemExit):
         synth.main(["--lanes", "0"])
