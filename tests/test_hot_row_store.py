@@ -260,3 +260,30 @@ def test_the_host_lists_a_hot_set_s_beats_and_names_a_bad_row():
     beats, left_out = fit_beats(Hot, lay, 24, 8, 2)
     assert len(beats) <= 8 and len(beats) % 4 == 0 and left_out == 6 - len(beats) // 4
     assert isinstance(placement(beats, 24, 8, 2), list)
+
+
+@pytest.mark.parametrize("mode", ["baseline", "refree"])
+def test_the_performance_model_serves_the_hot_beats_on_chip(mode):
+    """golden/perf/hot_store.py in front of the DRAM side model: the beats it serves are the
+    golden model's hits (``table_traffic``), and DRAM's commands fewer by as many."""
+    from refree.gen.config import load_config
+    from refree.golden.hot_rows import HotSet, table_traffic
+    from refree.golden.perf.engine import job_cycles
+    from refree.golden.traces import make_trace
+    from refree.verif.engine_run import limits_of
+    from refree.verif.staging import hot_row_beats, layout
+    conf = load_config(None)
+    tr = make_trace("movielens", 64, 1, seed=0)
+    lay = layout(tr.batch, [np.zeros((n, 64), np.float32) for n in tr.num_rows],
+                 stripe=conf.dram.mapping.staging_stripe)
+    rows = np.unique(tr.batch.indices)[::3]
+    hot = HotSet((rows,), len(rows) * 256, 64)
+    limits = limits_of(conf.params)
+    hits = 0
+    for job in ("forward", "backward"):
+        plain = job_cycles(tr.batch, lay, mode, job, limits, conf.dram)
+        run = job_cycles(tr.batch, lay, mode, job, limits, conf.dram, hot_beats=hot_row_beats(hot.rows, lay))
+        hits += run.commands["hot_hits"]
+        assert run.commands["reads"] + run.commands["writes"] + run.commands["hot_hits"] == \
+            plain.commands["reads"] + plain.commands["writes"]
+    assert hits == table_traffic([tr.batch], hot, mode, limits)["hits"] * lay.row_beats > 0

@@ -19,7 +19,8 @@ from refree.verif.staging import layout
 from test_engine_step import DIM, DRAM, LR, MAX_TABLES, PARAMS, check_step, make_batch
 from test_lrdimm_core import RUNNER
 
-HOT = HotStoreParams(beats=64, ways=4)
+# (2,048 sets: the first job starts while the store still clears its tags after reset)
+HOT = HotStoreParams(beats=4096, ways=2)
 HOT_RUNNER = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, hot=HOT)
 T, B, ROWS = 2, 24, 40
 

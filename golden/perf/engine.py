@@ -57,6 +57,7 @@ import numpy as np
 
 from refree.golden.planner import partition, plan_part, row_group_of
 from .dram_side import DramSideModel
+from .hot_store import HotStoreModel
 from .traffic import backward_passes, buffer_order, row_beats, staging_row_beats
 
 __all__ = ["EngineTimes", "ModelRun", "job_cycles", "fold_alone_cycles", "WRITE_BURST"]
@@ -99,8 +100,9 @@ class _Port:
     write's tag counts once the port has taken it."""
     USERS = ("write", "grad", "input", "row", "state")
 
-    def __init__(self, params):
-        self.dram = DramSideModel(params)
+    def __init__(self, params, hot_beats=None):
+        # (with a hot-row store, the store in front of the DRAM side: golden/perf/hot_store.py)
+        self.dram = DramSideModel(params) if hot_beats is None else HotStoreModel(params, hot_beats)
         self.asks = {u: deque() for u in self.USERS}     # (beat, write, tag)
         self.arrived = {}               # tag -> beats of it that have left the port
         self.writes_from = None         # the write gate: the clock of the batch check's verdict
@@ -167,9 +169,9 @@ def _beats_of(arr_base, itemsize, first, last):
 
 
 class _Job:
-    def __init__(self, batch, lay, params, times, adagrad=False):
+    def __init__(self, batch, lay, params, times, adagrad=False, hot_beats=None):
         self.b, self.lay, self.t, self.adagrad = batch, lay, times, adagrad
-        self.port = _Port(params)
+        self.port = _Port(params, hot_beats)
         self.rb = lay.row_beats
         self.T, self.B = batch.num_tables, batch.batch_size
         self.isize = batch.given("indices").dtype.itemsize
@@ -915,12 +917,13 @@ class ModelRun(NamedTuple):
 
 def _commands(job):
     st = job.port.dram.stats
+    hot = {"hot_hits": job.port.dram.hits} if isinstance(job.port.dram, HotStoreModel) else {}
     return {"reads": sum(s["reads"] for s in st), "writes": sum(s["writes"] for s in st),
-            "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st)}
+            "activates": sum(s["acts"] for s in st), "refreshes": sum(s["refs"] for s in st), **hot}
 
 
 def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), max_lookups=None,
-               optimizer="sgd"):
+               optimizer="sgd", hot_beats=None):
     """Model one job (see the module docstring): a :class:`ModelRun`.  ``lay``: the memory
     layout (:func:`refree.verif.staging.layout`; its rows' beats give D), ``limits`` the
     engine's part limits, ``params`` the :class:`~refree.hw.ddr4.params.DramParams`.
@@ -934,13 +937,14 @@ def job_cycles(batch, lay, mode, job_name, limits, params, times=EngineTimes(), 
     verdict's wait.
 
     ``optimizer``: ``"sgd"`` or ``"rowwise-adagrad"`` (``dedup`` and ``refree``; ``lay`` with
-    the state arrays: ``layout(..., with_state=True)``)."""
+    the state arrays: ``layout(..., with_state=True)``).  ``hot_beats``: the beats a hot-row
+    store holds (hw/lrdimm/hot_row_store.py), served on chip; ``commands["hot_hits"]``."""
     adagrad = {"sgd": False, "rowwise-adagrad": True}[optimizer]
     if adagrad and mode == "baseline":
         raise ValueError("row-wise Adagrad runs the dedup and refree modes (baseline has none)")
     units = _units(batch, mode, job_name, limits)
     total = sum(n for _, n, _ in units)
-    job = _Job(batch, lay, params, times, adagrad=adagrad and job_name == "backward")
+    job = _Job(batch, lay, params, times, adagrad=adagrad and job_name == "backward", hot_beats=hot_beats)
     if max_lookups is None or total <= max_lookups:
         for k, (_, _, run) in enumerate(units):
             job.port.unit = k

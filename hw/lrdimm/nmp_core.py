@@ -11,8 +11,8 @@ With a hot-row store (``hot``, :class:`~refree.hw.lrdimm.hot_row_store.HotStoreP
 the store sits between the engine's memory port and the DRAM side, and the configuration
 has three fields more after the engine's: ``hot_job`` (what ``start`` starts: the engine,
 a load of the ``hot_count`` beat addresses listed from ``hot_list``, or a flush), and the
-counters the store's four after the engine's.  A job starts only while the engine and the
-store are both idle.
+counters the store's four after the engine's.  A job starts once the engine and the store
+are both idle (``busy`` from the start).
 """
 from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
@@ -104,15 +104,19 @@ class NmpCore(wiring.Component):
         wiring.connect(m, e.mem, s.up)
         wiring.connect(m, s.down, d.port)
         cfg = self.config
-        idle = ~e.busy & ~s.busy
-        last_job = Signal(2)        # what the last start started: its error is the chip's
-        with m.If(self.start & idle):
-            m.d.sync += last_job.eq(cfg.hot_job)
-        m.d.comb += [e.start.eq(self.start & idle & (cfg.hot_job == HOT_JOB_ENGINE)),
-                     s.load.eq(self.start & idle & (cfg.hot_job == HOT_JOB_LOAD)),
-                     s.flush.eq(self.start & idle & (cfg.hot_job == HOT_JOB_FLUSH)),
+        # A start waits until the engine and the store are idle (the store clears its tags
+        # after reset, a set a cycle), busy meanwhile; the registers hold the configuration.
+        pending, last_job = Signal(), Signal(2)     # (last_job: its error is the chip's)
+        go = (self.start | pending) & ~e.busy & ~s.busy
+        with m.If(go):
+            m.d.sync += [pending.eq(0), last_job.eq(cfg.hot_job)]
+        with m.Elif(self.start):
+            m.d.sync += pending.eq(1)
+        m.d.comb += [e.start.eq(go & (cfg.hot_job == HOT_JOB_ENGINE)),
+                     s.load.eq(go & (cfg.hot_job == HOT_JOB_LOAD)),
+                     s.flush.eq(go & (cfg.hot_job == HOT_JOB_FLUSH)),
                      s.list_addr.eq(cfg.hot_list), s.count.eq(cfg.hot_count),
-                     self.busy.eq(e.busy | s.busy | ~d.idle),
+                     self.busy.eq(e.busy | s.busy | ~d.idle | pending),
                      self.error.eq(Mux(last_job == HOT_JOB_ENGINE, e.error,
                                        Mux(last_job == HOT_JOB_LOAD, s.error, 0))),
                      self.counters.as_value()[e.Counters.size:].eq(s.counters)]
