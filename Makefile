@@ -71,7 +71,8 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m refree.golden.perf.bench
 
 # FAE's hot-row store on the chip's RTL (issue 18): 20 consecutive MovieLens batches after 5
-# profiled, each mode with and without a store of 4,096 beats; about 40 minutes.
+# profiled, each mode with and without a store of 4,096 beats; about 16 minutes once the two
+# chips are built (about 8 minutes each).
 bench-hot: $(STAMP)
 	$(BIN)/python -m refree.verif.bench_hot --out reports/bench-hot.md
 
