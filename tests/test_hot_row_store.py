@@ -287,3 +287,60 @@ def test_the_performance_model_serves_the_hot_beats_on_chip(mode):
         assert run.commands["reads"] + run.commands["writes"] + run.commands["hot_hits"] == \
             plain.commands["reads"] + plain.commands["writes"]
     assert hits == table_traffic([tr.batch], hot, mode, limits)["hits"] * lay.row_beats > 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 16, 17])
+def test_a_load_of_any_length(n):
+    """The list's last beat whole or not (16 words a beat), one entry, none."""
+    dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=8)
+    b = Bench(dut, 10 + n)
+    hot = fitting_hot_set(b.rng, n) if n else []
+
+    async def script(b, ctx):
+        await b.until_idle(ctx, load=hot)
+        assert ctx.get(dut.error) == ErrorCode.OK and ctx.get(dut.held) == n
+        assert b.table_log() == [(a, 0) for a in hot]
+        assert [a for a, _ in b.down_log if a >= LIST_ADDR] == list(range(LIST_ADDR, LIST_ADDR + -(-n // LIST_WORDS)))
+    b.run(script)
+
+
+def test_a_load_failing_early_drops_the_rest_of_its_list():
+    """A duplicate at the fourth of 30 beats: the two list beats are read whole, the rest
+    dropped, the store empty again."""
+    dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=8)
+    b = Bench(dut, 11)
+    hot = fitting_hot_set(b.rng, 29)
+    listed = hot[:3] + hot[:1] + hot[3:]
+
+    async def script(b, ctx):
+        await b.until_idle(ctx, load=listed)
+        assert ctx.get(dut.error) == ErrorCode.HOT_DUPLICATE and ctx.get(dut.held) == 0
+        assert b.table_log() == [(a, 0) for a in hot[:3]]
+        assert [a for a, _ in b.down_log if a >= LIST_ADDR] == [LIST_ADDR, LIST_ADDR + 1]
+    b.run(script)
+
+
+def test_a_strobe_beside_an_engine_command_is_ignored():
+    dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=8)
+    b = Bench(dut, 12)
+
+    class Always:           # every command offered, every stream ready
+        def random(self):
+            return 0.0
+
+        def __getattr__(self, name):
+            return getattr(random.Random(0), name)
+
+    async def script(b, ctx):
+        await b.until_idle(ctx, load=[3, 9])
+        b.rng = Always()
+        ctx.set(dut.count, BEATS + 1)           # (a load taken would be HOT_TOO_MANY)
+        for strobe, cmds in ((dut.flush, [(3, 1, 77)]), (dut.load, [(9, 0, 0)])):
+            await b.tick(ctx, cmds, strobe)     # offered on an idle store beside a command: ignored
+            await b.until_idle(ctx, cmds=cmds)
+        assert ctx.get(dut.held) == 2 and ctx.get(dut.counters.written_back) == 0
+        assert ctx.get(dut.error) == ErrorCode.OK and b.got == b.expect == [initial(9)]
+        b.down_log.clear()
+        await b.until_idle(ctx, flush=True)
+        assert b.table_log() == [(3, 1)] and b.dram[3] == 77
+    b.run(script)

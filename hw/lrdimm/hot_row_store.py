@@ -135,9 +135,9 @@ class HotRowStore(wiring.Component):
         The DRAM side's.
     load, list_addr, count : In
         Start a load job of the ``count`` beat addresses listed from ``list_addr`` (a
-        strobe; taken while idle, ignored otherwise).
+        strobe; taken while idle and no command is offered on ``up``, ignored otherwise).
     flush : In(1)
-        Start a flush (a strobe; taken while idle, ignored otherwise).
+        Start a flush (a strobe; likewise, and not beside ``load``).
     busy : Out(1)
         Clearing, loading, flushing, or commands and responses in flight.
     error : Out(8)
@@ -182,7 +182,9 @@ class HotRowStore(wiring.Component):
         hit_reading = Signal()      # a read hit's SRAM read is in flight (its beat next cycle)
         m.d.sync += hit_reading.eq(0)
         m.d.comb += [hits.w_en.eq(hit_reading), hits.w_data.eq(data_rd.data)]
-        quiet = ~order.r_rdy & ~hit_reading & ~hits.r_rdy & ~hot_list.r_rdy
+        # (by the queues' levels: a buffered queue shows an entry at its output two cycles
+        # after it is written, its level the cycle after)
+        quiet = (order.level == 0) & ~hit_reading & (hits.level == 0) & (hot_list.level == 0)
         walking = Signal()          # a flush or a clear has the SRAM (assigned after the lookup: it overrides)
         loading, clear = Signal(), Signal()
         entry = self._load_list(m, order, hot_list, loading, walking, quiet)
@@ -200,7 +202,8 @@ class HotRowStore(wiring.Component):
                                           "s1_valid": 1, "port_used": 1}))
         base, beats_left, fetching = Signal(self.addr_bits), Signal(32), Signal(range(self.LIST_DEPTH + 1))
         left, word = Signal(32), Signal(range(LIST_WORDS))
-        with m.If(self.load & ~self.busy):
+        # (a job's strobe is taken only while idle and no engine command is offered)
+        with m.If(self.load & ~self.busy & ~self.up.cmd.valid):
             with m.If(self.count > self.beats):
                 m.d.sync += self.error.eq(ErrorCode.HOT_TOO_MANY)
             with m.Elif(self.held != 0):
@@ -325,7 +328,7 @@ class HotRowStore(wiring.Component):
         f1 = Signal(data.StructLayout({"valid": 1, "slot": range(self.beats)}))
         f_go = Signal()
         f_adv = ~f1.valid | f_go
-        with m.If(self.flush & ~self.busy):
+        with m.If(self.flush & ~self.load & ~self.busy & ~self.up.cmd.valid):
             m.d.sync += [flushing.eq(1), at.eq(0)]
         with m.If(clear):
             m.d.sync += [clearing.eq(1), at.eq(0)]
