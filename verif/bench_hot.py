@@ -25,7 +25,7 @@ import numpy as np
 from refree.golden.hot_rows import DEFAULT_SAMPLE, profile
 from refree.golden.traces import trace_stream
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
-from refree.hw.lrdimm.hot_row_store import set_index
+from refree.hw.lrdimm.hot_row_store import placement
 from refree.verif.staging import hot_row_beats
 
 __all__ = ["main", "fit_beats"]
@@ -35,20 +35,15 @@ DIM = 64
 
 def fit_beats(hot, lay, addr_bits, beats, ways):
     """The beat addresses of the hot rows that the store's sets hold, in profile order (a
-    row whole or not at all), and the rows left out."""
-    set_bits = (beats // ways).bit_length() - 1
+    row whole or not at all, by the store's ``placement``), and the rows left out."""
     used, out, left_out = {}, [], 0
     listed = hot_row_beats(hot.rows, lay)         # (checked: rows inside their tables, once each)
     for k in range(0, len(listed), lay.row_beats):
         row = listed[k:k + lay.row_beats]
-        sets = [set_index(a, addr_bits, set_bits) for a in row]
-        need = {s: sets.count(s) for s in sets}
-        if len(out) + len(row) > beats or any(used.get(s, 0) + n > ways for s, n in need.items()):
+        if isinstance(placement(row, addr_bits, beats, ways, used), list):
+            out += row
+        else:
             left_out += 1
-            continue
-        for s, n in need.items():
-            used[s] = used.get(s, 0) + n
-        out += row
     return out, left_out
 
 

@@ -74,10 +74,6 @@ class HotStoreParams:
     def enabled(self):
         return self.beats > 0
 
-    def sram_bits(self, addr_bits):
-        """The store's SRAM: the beats, and a tag (valid, dirty, address) a beat."""
-        return self.beats * (BEAT_BITS + 2 + addr_bits)
-
 
 def set_index(addr, addr_bits, set_bits):
     """The set of a beat address: the XOR of its ``set_bits``-bit digits.  ``addr`` is an
@@ -96,23 +92,27 @@ def set_index(addr, addr_bits, set_bits):
     return out
 
 
-def placement(addrs, addr_bits, beats, ways):
+def placement(addrs, addr_bits, beats, ways, used=None):
     """The slot (``set * ways + way``) of each beat address of a load into an empty store,
     as the store places them (the first free way of the set, in order), or ``(ErrorCode, i)``
-    for the first address ``i`` that fails the load."""
+    for the first address ``i`` that fails the load.  ``used`` ({set: ways taken}): beats
+    placed before these, updated when all of these fit (the host adds a hot set row by row)."""
     if len(addrs) > beats:
         return ErrorCode.HOT_TOO_MANY, beats
     set_bits = (beats // ways).bit_length() - 1
-    used, seen, slots = {}, set(), []
+    taken = dict(used or {})
+    seen, slots = set(), []
     for i, a in enumerate(addrs):
         if a in seen:
             return ErrorCode.HOT_DUPLICATE, i
         s = set_index(int(a), addr_bits, set_bits)
-        if used.get(s, 0) == ways:
+        if taken.get(s, 0) == ways:
             return ErrorCode.HOT_SET_FULL, i
         seen.add(a)
-        slots.append(s * ways + used.get(s, 0))
-        used[s] = used.get(s, 0) + 1
+        slots.append(s * ways + taken.get(s, 0))
+        taken[s] = taken.get(s, 0) + 1
+    if used is not None:
+        used.update(taken)
     return slots
 
 
@@ -153,13 +153,13 @@ class HotRowStore(wiring.Component):
     LIST_DEPTH = 6      # list beats buffered (and in flight): a load's list read ahead of its reads
 
     def __init__(self, addr_bits, beats=4096, ways=4, reads_in_flight=256):
-        for name, v in (("beats", beats), ("ways", ways)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v & (v - 1):
-                raise ValueError(f"HotRowStore {name} must be a power of two, not {v!r}")
+        try:                        # (the rule of HotStoreParams; a store has beats)
+            if not HotStoreParams(beats, ways).enabled:
+                raise ValueError(f"beats must be a power of two, not {beats!r}")
+        except ValueError as err:
+            raise ValueError(f"HotRowStore: {err}") from None
         if isinstance(reads_in_flight, bool) or not isinstance(reads_in_flight, int) or reads_in_flight < 2:
             raise ValueError(f"HotRowStore reads_in_flight must be an integer of at least 2, not {reads_in_flight!r}")
-        if ways > beats or ways > 16:
-            raise ValueError(f"HotRowStore ways must be at most beats ({beats}) and 16, not {ways}")
         if not 1 <= addr_bits <= 32:
             raise ValueError(f"HotRowStore addr_bits must be 1 to 32 (the hot list's words), not {addr_bits!r}")
         self.addr_bits, self.beats, self.ways, self.reads_in_flight = addr_bits, beats, ways, reads_in_flight
