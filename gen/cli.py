@@ -99,6 +99,34 @@ def _load_tables(path):
     return [data[n] for n in want], True
 
 
+def _load_hot(path, batch, num_rows, conf, memory):
+    """``--hot``: FAE's hot set as ``refree profile --out`` writes it (hot_0 .. hot_{T-1},
+    integer rows, each inside its table and once), for a chip whose store holds it whole."""
+    if memory != "ddr4" or not conf.hot.enabled:
+        raise BatchError("--hot", "needs the buffer chip with a hot-row store: --memory ddr4 and a --config "
+                                  "whose [hot] beats is a power of two (e.g. 4096; the default chip has none)")
+    data = read_arrays(path, "--hot")
+    T = batch.num_tables
+    if isinstance(data, np.ndarray) or sorted(data) != sorted(f"hot_{t}" for t in range(T)):
+        raise BatchError("--hot", f"{str(path)!r}: must be an .npz with hot_0 .. hot_{T - 1} (refree profile "
+                                  f"--out of the same --tables)")
+    rows = [data[f"hot_{t}"] for t in range(T)]
+    for t, r in enumerate(rows):
+        if r.ndim != 1 or r.dtype.kind not in "iu":
+            raise BatchError("--hot", f"{str(path)!r}: hot_{t} must be a 1-D array of integer rows, "
+                                      f"not {r.dtype} of shape {r.shape}")
+    from refree.verif.staging import TableShape, hot_row_beats, layout
+    lay = layout(batch, [TableShape(n, conf.dim) for n in num_rows])
+    try:
+        beats = len(hot_row_beats(rows, lay))
+    except BatchError as e:                         # a row outside its table, or twice
+        raise BatchError("--hot", f"{str(path)!r}: {e.field}: {e.message}") from None
+    if beats > conf.hot.beats:
+        raise BatchError("--hot", f"{str(path)!r} holds {sum(map(len, rows)):,} rows = {beats:,} beats, more than "
+                                  f"the hot-row store's {conf.hot.beats:,} beats ([hot] beats)")
+    return rows
+
+
 def _load_state(path, T):
     data = read_arrays(path, "--state")
     if isinstance(data, np.ndarray) or sorted(data) != sorted(f"state_{t}" for t in range(T)):
@@ -224,6 +252,7 @@ def cmd_rtl_check(args):
     _check_waves(args)
     conf = _memory_config(args)
     tr, title = _trace_batch(args)
+    hot_rows = None if args.hot is None else _load_hot(args.hot, tr.batch, tr.num_rows, conf, args.memory)
     if args.timeline:                   # the testbench appends a line per run (engine_tb.py)
         if args.memory != "ddr4":
             raise BatchError("--timeline", "needs the DDR4 ranks (--memory ddr4)")
@@ -242,7 +271,7 @@ def cmd_rtl_check(args):
           f"D={conf.dim}, on the engine's RTL ({args.sim}) on {where}, and on the golden model")
     try:
         per_mode = rtl_check(tr.batch, tr.num_rows, conf, args.sim, optimizer=args.optimizer,
-                             memory=args.memory, host_io=args.host_io, waves=args.waves)
+                             memory=args.memory, host_io=args.host_io, waves=args.waves, hot_rows=hot_rows)
     except AssertionError as e:         # a difference, or a job the testbench stopped
         print(f"refree: error: {e}", file=sys.stderr)
         return 1
@@ -625,6 +654,10 @@ def build_parser():
                    help="also write every signal of each mode's step to FILE-MODE (with FILE's "
                         "suffix): VCD under Verilator, FST under Icarus, for GTKWave or Surfer (a "
                         "simulator build of its own, slower; large for big batches)")
+    r.add_argument("--hot", metavar="FILE.npz",
+                   help="FAE's hot set (refree profile --out): each step runs between a load of the rows "
+                        "the chip's hot-row store holds (a --config with [hot] beats) and a flush, checked "
+                        "against the golden model: outputs unchanged, the store's hits its counts")
 
     c = sub.add_parser("convert", help="a dlrm_datasets file (.pt.gz), or the tables and samples "
                                        "selected from it, as a batch file .npz", epilog=EXIT_CODES)

@@ -66,8 +66,10 @@ def _runner(conf, dim, sim, memory, waves=False):
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
-             eps=1e-8, state=None, memory="ddr4", host_io=False, waves=None):
+             eps=1e-8, state=None, memory="ddr4", host_io=False, waves=None, hot_rows=None):
     """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters}).
+    ``hot_rows`` (per table an array of rows; a chip with a hot-row store): loaded into the
+    store before the step, flushed after it (``EngineRunner.step``).
     ``host_io``: on the buffer chip, load through the host's DDR4 writes and take the
     outputs from its reads (else the DRAM models are preloaded, a simulator backdoor).
     ``waves``: a path, where the step's every signal is written (VCD under Verilator, FST
@@ -86,7 +88,8 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     padded = [np.pad(E, ((0, 0), (0, dim - D))) for E in tables]
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
     out = _runner(conf, dim, sim, memory, waves=waves is not None).step(
-        padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer, eps=eps, state=state, host_io=host_io)
+        padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer, eps=eps, state=state, host_io=host_io,
+        hot_rows=hot_rows)
     if waves is not None:
         shutil.move(out.run.waves, waves)
     if out.error:
@@ -98,7 +101,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
 
 
 def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print, optimizer="sgd",
-              memory="ddr4", host_io=False, waves=None):
+              memory="ddr4", host_io=False, waves=None, hot_rows=None):
     """The main job: one step per mode on the RTL and on the golden model; every output
     (pooled, tables, Adagrad states) compared bit for bit and the counters against the
     golden counts.  Returns the RTL counters per mode: ``{mode: {"forward": counters,
@@ -107,7 +110,13 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     configuration's ranks, on the generic port at its peak of a beat a cycle); on DDR4 also
     ``"energy": {"forward": e, "backward": e}`` (:func:`rtl_job_energy`); raises
     AssertionError on any difference.  ``waves`` (a path ``DIR/NAME.EXT``): each mode's step's
-    signals are written to ``DIR/NAME-MODE.EXT`` (VCD under Verilator, FST under Icarus)."""
+    signals are written to ``DIR/NAME-MODE.EXT`` (VCD under Verilator, FST under Icarus).
+
+    ``hot_rows`` (FAE's hot set, per table an array of rows; a chip with a hot-row store):
+    each step runs between a load of the rows the store holds and a flush; its outputs are
+    the golden model's as without the store, and the store's hits, loads and write-backs
+    the golden model's (``golden.hot_rows.table_traffic``); ``per_mode[mode]["hot"]`` holds
+    them."""
     from refree.hw.engine.datapath import lanes_for
     from refree.verif.engine_run import limits_of
     rng = np.random.default_rng(seed)
@@ -134,7 +143,7 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
     for mode in MODES if optimizer == "sgd" else [m for m in MODES if m != "baseline"]:
         want = step(tables, batch, grad, lr, mode=mode, limits=limits, optimizer=optimizer)
         got, counters = rtl_step(tables, batch, grad, lr, mode, conf, sim, optimizer=optimizer,
-                                 memory=memory, host_io=host_io, waves=waves_of(waves, mode))
+                                 memory=memory, host_io=host_io, waves=waves_of(waves, mode), hot_rows=hot_rows)
         same = np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32)) and all(
             np.array_equal(a.view(np.uint32), b.view(np.uint32))
             for a, b in zip(got.tables + (got.state or []), want.tables + (want.state or [])))
@@ -149,12 +158,34 @@ def rtl_check(batch, num_rows, conf, sim="verilator", lr=0.01, seed=0, out=print
             f"{'yes' if same else 'NO'}; counters equal the golden counts: {'yes' if counts_equal else 'NO'}")
         assert same and counts_equal, f"{mode}: the RTL and the golden model differ"
         per_mode[mode] = {**counters, "bounds": bounds[mode]}
+        if hot_rows is not None:
+            per_mode[mode]["hot"] = _check_hot_store(counters, batch, mode, limits, beats, D, out)
         if memory == "ddr4":
             per_mode[mode]["energy"] = {
                 j: rtl_job_energy(counters[j], counters["dram"][j], conf.dram.ranks, D, len(batch.indices),
                                   conf.dram.grade, row_store_bytes(conf.params, D))
                 for j in ("forward", "backward")}
     return per_mode
+
+
+def _check_hot_store(counters, batch, mode, limits, beats, dim, out):
+    """A step between a hot-row store's load and flush: its hits, loads and write-backs
+    against the golden model's (``table_traffic``, in rows of ``beats`` beats), and the
+    step's DRAM beats fewer by its hits.  Returns the figures."""
+    from refree.golden.hot_rows import HotSet, table_traffic
+    kept = counters["hot_rows"]
+    want = table_traffic([batch], HotSet(kept, sum(map(len, kept)) * 4 * dim, dim), mode, limits)
+    load, fwd, bwd, flush = (counters[j] for j in ("hot load", "forward", "backward", "hot flush"))
+    hits = sum(bwd[k] - load[k] for k in ("hot_read_hits", "hot_write_hits"))
+    dram = {j: sum(r["reads"] + r["writes"] for r in counters["dram"][j]) for j in ("forward", "backward")}
+    fig = {"rows": sum(map(len, kept)), "loaded": load["hot_loaded"], "hits": hits,
+           "written_back": flush["hot_written_back"], "dram": dram["forward"] + dram["backward"]}
+    out(f"{mode:8s}: hot-row store: {fig['rows']:,} rows ({fig['loaded']:,} beats) loaded, {hits:,} of the step's "
+        f"table beats served on chip, {fig['dram']:,} DRAM beats left, {fig['written_back']:,} written back by the flush")
+    assert (fig["loaded"], hits, fig["written_back"]) == (want["load"] * beats, want["hits"] * beats,
+                                                         want["flush"] * beats), \
+        f"{mode}: the hot-row store's loads, hits and write-backs differ from the golden model's {want}"
+    return fig
 
 
 def waves_of(waves, mode):

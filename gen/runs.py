@@ -126,13 +126,13 @@ def _model_record(p, conf, tr):
     from refree.golden.model import plan_batch, row_group_plans, step_counts
     from refree.golden.perf.engine import job_cycles
     from refree.verif.engine_run import limits_of
-    from refree.verif.staging import layout
+    from refree.verif.staging import TableShape, layout
     if set(p["config"]) - {"parts"} or conf.dim != 64 or conf.fold_lanes != 64:
         raise ValueError("the performance model models the default engine (D = 64, 64 fold lanes): "
                          "only [parts] limits may change")
     rec = _bounds_record(p, conf, tr)
     params, batch = conf.dram, tr.batch
-    lay = layout(batch, [_Rows(n, conf.dim) for n in tr.num_rows], with_state=p["optimizer"] != "sgd",
+    lay = layout(batch, [TableShape(n, conf.dim) for n in tr.num_rows], with_state=p["optimizer"] != "sgd",
                  stripe=params.mapping.staging_stripe)
     limits = limits_of(conf.params)
     poolings = ["sum"] * batch.num_tables
@@ -155,12 +155,6 @@ def _model_record(p, conf, tr):
         jobs["step"].update(step=jobs["forward"]["figures"]["cycles"] + jobs["backward"]["figures"]["cycles"],
                             energy=jobs["forward"]["energy"]["total"] + jobs["backward"]["energy"]["total"])
     return rec
-
-
-class _Rows:
-    """A table's shape without its values (the layout needs only rows and D)."""
-    def __init__(self, rows, dim):
-        self.shape = (rows, dim)
 
 
 def run_point(p, out=lambda s: None):

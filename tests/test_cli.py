@@ -465,6 +465,31 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_any_run(tmp_path, c
     assert out == "" and not (tmp_path / where).exists()
 
 
+@pytest.mark.parametrize("case,why", [
+    ("no store", "needs the buffer chip with a hot-row store"),
+    ("port", "needs the buffer chip with a hot-row store"),
+    ("too many", "holds 5 rows = 20 beats, more than the hot-row store's 16 beats"),
+    ("twice", "hot rows of table 0: row 3 is listed twice"),
+    ("outside", "hot rows of table 0: row 99999 is outside table 0"),
+    ("tables", "must be an .npz with hot_0 .. hot_0"),
+    ("floats", "hot_0 must be a 1-D array of integer rows"),
+    ("missing", "cannot read")])
+def test_a_bad_hot_set_is_refused_before_any_run(tmp_path, capsys, case, why):
+    """``rtl-check --hot``: a chip without a store, a hot set larger than the store (the
+    configuration's 16 beats: 4 rows of D = 64), a row twice or outside its table, the wrong
+    tables, not integers, no file.  (No simulator runs: the set is checked first.)"""
+    conf = tmp_path / "hot.toml"
+    conf.write_text("[hot]\nbeats = 16\nways = 4\n")
+    hot = {"too many": [0, 1, 2, 3, 4], "twice": [3, 1, 3], "outside": [99999], "floats": [1.5]}.get(case, [1])
+    np.savez(tmp_path / "hot.npz", **({"hot_0": np.array(hot)} if case != "tables" else
+                                      {"hot_0": np.array([1]), "hot_1": np.array([2])}))
+    args = ["rtl-check", "--batch-size", "4", "--hot", tmp_path / ("none.npz" if case == "missing" else "hot.npz")]
+    args += {"no store": [], "port": ["--memory", "port", "--config", conf]}.get(case, ["--config", conf])
+    code, out, err = run(args, capsys)
+    assert code == 2 and err.startswith("refree: error: --hot: ") and why in err, err
+    assert out == "" and "Traceback" not in err
+
+
 def _damage(data, cut, edits):
     """``data`` cut to ``cut`` bytes (if shorter), with each (position, bytes) of ``edits``
     written over it."""

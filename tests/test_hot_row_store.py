@@ -17,7 +17,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from refree.golden.errors import ErrorCode
-from refree.hw.lrdimm.hot_row_store import LIST_WORDS, HotRowStore, placement, set_index
+from refree.hw.lrdimm.hot_row_store import LIST_WORDS, HotRowStore, HotStoreParams, placement, set_index
 
 ADDR_BITS, BEATS, WAYS = 8, 32, 4
 SET_BITS = (BEATS // WAYS).bit_length() - 1
@@ -242,8 +242,7 @@ def test_the_configuration_names_a_bad_hot_parameter():
 def test_the_host_lists_a_hot_set_s_beats_and_names_a_bad_row():
     from refree.golden.errors import BatchError
     from refree.golden.traces import make_trace
-    from refree.verif.bench_hot import fit_beats
-    from refree.verif.staging import hot_row_beats, layout
+    from refree.verif.staging import fit_hot_beats, hot_row_beats, layout
     tr = make_trace("movielens", 16, 1, seed=0)
     lay = layout(tr.batch, [np.zeros((n, 64), np.float32) for n in tr.num_rows])
     base, rows, stride = lay.tables[0]
@@ -255,10 +254,9 @@ def test_the_host_lists_a_hot_set_s_beats_and_names_a_bad_row():
         with pytest.raises(BatchError, match=why):
             hot_row_beats(hot, lay)
 
-    class Hot:          # a hot set larger than a store of 8 beats of 2 ways: what fits, in order
-        rows = (np.arange(6),)
-    beats, left_out = fit_beats(Hot, lay, 24, 8, 2)
-    assert len(beats) <= 8 and len(beats) % 4 == 0 and left_out == 6 - len(beats) // 4
+    # a hot set larger than a store of 8 beats of 2 ways: what fits, in order
+    beats, (kept,) = fit_hot_beats((np.arange(6),), lay, 24, HotStoreParams(8, 2))
+    assert 0 < len(kept) < 6 and beats == hot_row_beats([kept], lay)
     assert isinstance(placement(beats, 24, 8, 2), list)
 
 

@@ -82,6 +82,26 @@ def test_a_step_on_hot_rows_equals_the_step_without_them(mode, optimizer):
     assert flushed == dram_total(run.dram[3], "writes") == want["flush"] * lay.row_beats
 
 
+def test_a_step_of_the_runner_between_a_load_and_a_flush():
+    """``EngineRunner.step(hot_rows=...)``, which ``refree rtl-check --hot`` runs: the rows
+    that fit loaded before the step, flushed after it; the step the golden model's
+    (``check_step``: outputs, counters, nothing else in memory changed), the store's loads,
+    hits and write-backs the golden counts (``gen.rtl._check_hot_store``)."""
+    from refree.gen.rtl import _check_hot_store
+    batch = skewed_batch(5)
+    rng = np.random.default_rng(6)
+    tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
+    rows = tuple(np.unique(batch.table_slice(t)[0]) for t in range(T))
+    got = check_step(batch, tables, "refree", runner=HOT_RUNNER, outcome=True, hot_rows=rows)
+    assert [list(k) for k in got.counters["hot_rows"]] == [list(r) for r in rows]     # (all fit)
+    fig = _check_hot_store(got.counters, batch, "refree", limits_of(PARAMS), got.run.lay.row_beats, DIM,
+                           lambda line: None)
+    # every row of the batch hot: every table beat of the step served on chip
+    fwd, bwd = got.counters["forward"], got.counters["backward"]
+    assert fig["hits"] == fwd["table_reads"] + bwd["table_reads"] + bwd["table_writes"] > 0
+    assert fig["written_back"] == bwd["table_writes"]
+
+
 @pytest.mark.parametrize("case", ["duplicate", "too_many", "not_empty"])
 def test_a_refused_load_changes_nothing(case):
     """A duplicate beat (the store emptied again), more beats than the store holds (refused

@@ -22,7 +22,7 @@ from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BAS
                                      MODE_REFREE)
 from refree.hw.engine.staging import check_stripe
 from refree.hw.lrdimm.hot_row_store import HOT_JOB_ENGINE, HOT_JOB_FLUSH, HOT_JOB_LOAD, LIST_WORDS
-from .staging import layout, pack, unpack_rows, unpack_staging_rows, unpack_state
+from .staging import fit_hot_beats, layout, pack, unpack_rows, unpack_staging_rows, unpack_state
 from .toolchain import CocotbFailure, SimBuild, build_root, require_simulator, verilog_for
 
 __all__ = ["EngineRunner", "RunResult", "StepOutcome", "MODES", "JOB_NAMES", "limits_of", "cycle_limit",
@@ -374,28 +374,40 @@ class EngineRunner:
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
                              [int(c) for c in out["cycles"]], dram, **extra)
 
-    def step(self, tables, batch, grad, lr, mode, host_io=False, **kw):
+    def step(self, tables, batch, grad, lr, mode, host_io=False, hot_rows=None, **kw):
         """One training step: a forward job, then a backward job; ``poolings`` per table
         ("sum" or "mean"), ``optimizer``, ``eps``, ``state`` in ``kw``.  With ``host_io`` (on
         the buffer chip) the host loads everything through ordinary DDR4 writes and the
-        outputs returned are those it reads back through ordinary reads."""
+        outputs returned are those it reads back through ordinary reads.
+
+        ``hot_rows`` (per table an array of rows, FAE's hot set; a chip with a hot-row
+        store): the rows that the store's sets hold (:func:`fit_hot_beats`) are loaded before
+        the step and flushed after it; the counters gain the jobs ``"hot load"`` and ``"hot
+        flush"`` and ``"hot_rows"``, per table the rows loaded."""
+        lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad", stripe=self.staging_stripe)
         if host_io:
             if self.dram is None:
                 raise ValueError("host_io needs the buffer chip (dram=...)")
-            lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad",
-                         stripe=self.staging_stripe)
             kw.update(host_load=True, readback=lay.outputs())
-        r = self.run(batch, tables, [JOB_FORWARD, JOB_BACKWARD], mode, grad=grad, lr=lr, **kw)
+        jobs, kept = [JOB_FORWARD, JOB_BACKWARD], None
+        if hot_rows is not None:
+            if self.hot is None:
+                raise ValueError("hot_rows needs a chip with a hot-row store (hot=...)")
+            kw["hot_beats"], kept = fit_hot_beats(hot_rows, lay, self.addr_bits, self.hot)
+            jobs = [JOB_HOT_LOAD, *jobs, JOB_HOT_FLUSH]
+        r = self.run(batch, tables, jobs, mode, grad=grad, lr=lr, **kw)
         if host_io:     # the outputs as the host read them (and DRAM holds the same)
             assert r.readback == {a: r.after.get(a, 0) for a in r.readback}, "host read-back differs from DRAM"
             r.after = {**r.after, **r.readback}
         B, T, D = batch.batch_size, batch.num_tables, self.dim
         pooled = unpack_staging_rows(r.after, r.lay, r.lay.pooled, B * T, D).reshape(B, T * D)
         new = [unpack_rows(r.after, base, rows, stride, D) for base, rows, stride in r.lay.tables]
-        names = ["forward", "backward"]
+        names = [JOB_NAMES[j] for j in jobs]
         state = [unpack_state(r.after, base, rows) for base, (_, rows, _) in zip(r.lay.states, r.lay.tables)] \
             if r.lay.states else None
         counters = dict(zip(names, r.counters))
+        if kept is not None:
+            counters["hot_rows"] = kept
         if r.dram:      # per job, per rank: the DDR4 command counts
             counters["dram"] = dict(zip(names, r.dram))
         return StepOutcome(pooled, new, state, max(r.errors), counters, r)

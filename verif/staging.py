@@ -11,7 +11,7 @@ import numpy as np
 from refree.hw.engine.staging import staging_beat, staging_beats
 
 __all__ = ["StagingLayout", "layout", "pack", "unpack_rows", "unpack_staging_rows", "unpack_state", "BEAT_BYTES",
-           "hot_row_beats"]
+           "hot_row_beats", "fit_hot_beats", "TableShape"]
 
 BEAT_BYTES = 64
 
@@ -49,6 +49,12 @@ class StagingLayout:
 ALIGN_BEATS = 16
 """Every array starts on a multiple of 16 beats (1 KB): a table row never straddles the
 chunks that the DRAM side's address mapping keeps in one rank (up to 16 beats)."""
+
+
+class TableShape:
+    """A table's shape without its values (a layout needs only rows and D)."""
+    def __init__(self, rows, dim):
+        self.shape = (rows, dim)
 
 
 def layout(batch, tables, with_state=False, stripe=1):
@@ -156,3 +162,22 @@ def hot_row_beats(hot_rows, lay):
             raise BatchError(f"hot rows of table {t}", f"row {int(u[c > 1][0])} is listed twice")
         beats += [base + int(r) * stride + k for r in rows for k in range(lay.row_beats)]
     return beats
+
+
+def fit_hot_beats(hot_rows, lay, addr_bits, store):
+    """The hot rows that a hot-row store (``store``: its HotStoreParams) holds, a row whole
+    or not at all by the store's ``placement``, in profile order (a row whose set is full is
+    left out): ``(beats, kept)``, their beat addresses and per table the rows kept.
+    Checked as :func:`hot_row_beats`."""
+    from refree.hw.lrdimm.hot_row_store import placement
+    used, beats, kept = {}, [], []
+    listed = iter(hot_row_beats(hot_rows, lay))
+    for rows in hot_rows:
+        keep = []
+        for r in rows:
+            row = [next(listed) for _ in range(lay.row_beats)]
+            if isinstance(placement(row, addr_bits, store.beats, store.ways, used), list):
+                beats += row
+                keep.append(r)
+        kept.append(np.array(keep, np.int64))
+    return beats, tuple(kept)
