@@ -342,3 +342,30 @@ def test_a_strobe_beside_an_engine_command_is_ignored():
         await b.until_idle(ctx, flush=True)
         assert b.table_log() == [(3, 1)] and b.dram[3] == 77
     b.run(script)
+
+
+def test_read_hits_go_on_while_a_miss_is_out():
+    """A read hit waits for the reads before it in a queue as deep as the order queue, so
+    that while a miss is out (its response not back) the store goes on taking hits until the
+    order is full, not after the few places of a shallow queue (which held it to about four
+    hits a DRAM latency: ``golden/perf/hot_store.py``)."""
+    rif = 8
+    dut = HotRowStore(ADDR_BITS, BEATS, WAYS, reads_in_flight=rif)
+    b = Bench(dut, 5)
+    hot = [4, 8, 15, 16]
+
+    async def script(b, ctx):
+        await b.until_idle(ctx, load=hot)
+        cmds = [(40, 0, 0)] + [(hot[k % 4], 0, 0) for k in range(2 * rif)]   # a miss, then hits
+        ctx.set(dut.up.rsp.ready, 0)            # the engine holds its responses; DRAM's never come
+        ctx.set(dut.down.cmd.ready, 1)
+        ctx.set(dut.down.rsp.valid, 0)
+        taken = 0
+        for _ in range(4 * rif):
+            ctx.set(dut.up.cmd.valid, 1)
+            ctx.set(dut.up.cmd.payload, {"addr": cmds[taken][0], "write": 0, "data": 0})
+            if ctx.get(dut.up.cmd.ready):
+                taken += 1
+            await ctx.tick()
+        assert taken == rif + 1                 # the order full (the miss and rif - 1 hits) and one in the stage
+    b.run(script)
