@@ -70,11 +70,15 @@ reports: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m refree.golden.perf.bench
 
-# FAE's hot-row store on the chip's RTL (issue 18): 20 consecutive MovieLens batches after 5
-# profiled, each mode with and without a store of 4,096 beats; about 16 minutes once the two
-# chips are built (about 8 minutes each).
+# FAE's hot-row store (issue 18): 20 consecutive batches after 5 profiled, each mode with and
+# without a store of 4,096 beats: MovieLens B = 128 and Meta's calibrated trace B = 128 on the
+# chip's RTL (four chips, about 8 minutes each to build; then about 20 and 45 minutes), and
+# MovieLens B = 1,024 on the performance model (about 15 minutes).
 bench-hot: $(STAMP)
 	$(BIN)/python -m refree.verif.bench_hot --out reports/bench-hot.md
+	$(BIN)/python -m refree.verif.bench_hot --trace meta --config reports/bench-hot-meta.toml \
+		--out reports/bench-hot-meta.md
+	$(BIN)/python -m refree.verif.bench_hot --engine model --batch-size 1024 --out reports/bench-hot-b1024.md
 
 # Simulated binary32 operations per second under Verilator.
 bench-fp: $(STAMP)

@@ -521,3 +521,19 @@ def test_rtl_check_names_a_waves_file_per_mode():
     from refree.gen.rtl import waves_of
     assert waves_of("d/w.vcd", "dedup") == "d/w-dedup.vcd" and waves_of("w", "refree") == "w-refree"
     assert waves_of(None, "baseline") is None
+
+
+@pytest.mark.slow
+def test_rtl_check_runs_a_profiled_hot_set(tmp_path, capsys):
+    """``refree profile --out`` then ``refree rtl-check --hot`` on the default chip with a
+    store (a build of its own, about 8 minutes): every mode's step between a load and a
+    flush, checked against the golden model (outputs and the store's counts), exit 0."""
+    conf = tmp_path / "hot.toml"
+    conf.write_text("[hot]\nbeats = 4096\n")
+    code, _, err = run(["profile", "--batch-size", "32", "--batches", "6", "--out", tmp_path / "hot.npz"], capsys)
+    assert code == 0, err
+    code, out, err = run(["rtl-check", "--batch-size", "32", "--batch-index", "3", "--config", conf,
+                          "--hot", tmp_path / "hot.npz"], capsys)
+    assert code == 0, err
+    lines = [x for x in out.splitlines() if "hot-row store:" in x]
+    assert len(lines) == 3 and all(" 0 of the step's table beats" not in x for x in lines), out
