@@ -110,9 +110,9 @@ def _load_hot(path, batch, num_rows, conf, memory):
     if isinstance(data, np.ndarray) or sorted(data) != sorted(f"hot_{t}" for t in range(T)):
         raise BatchError("--hot", f"{str(path)!r}: must be an .npz with hot_0 .. hot_{T - 1} (refree profile "
                                   f"--out of the same --tables)")
-    rows = [data[f"hot_{t}"] for t in range(T)]
+    rows = [data[f"hot_{t}"] if data[f"hot_{t}"].size else np.zeros(0, np.int64) for t in range(T)]
     for t, r in enumerate(rows):
-        if r.ndim != 1 or r.dtype.kind not in "iu":
+        if r.ndim != 1 or r.dtype.kind not in "iu" and r.size:
             raise BatchError("--hot", f"{str(path)!r}: hot_{t} must be a 1-D array of integer rows, "
                                       f"not {r.dtype} of shape {r.shape}")
     from refree.verif.staging import TableShape, hot_row_beats, layout

@@ -173,18 +173,20 @@ def _check_hot_store(counters, batch, mode, limits, beats, dim, out):
     against the golden model's (``table_traffic``, in rows of ``beats`` beats), and the
     step's DRAM beats fewer by its hits.  Returns the figures."""
     from refree.golden.hot_rows import HotSet, table_traffic
-    kept = counters["hot_rows"]
+    kept = tuple(np.sort(rows) for rows in counters["hot_rows"])       # (a HotSet's rows ascend)
     want = table_traffic([batch], HotSet(kept, sum(map(len, kept)) * 4 * dim, dim), mode, limits)
     load, fwd, bwd, flush = (counters[j] for j in ("hot load", "forward", "backward", "hot flush"))
     hits = sum(bwd[k] - load[k] for k in ("hot_read_hits", "hot_write_hits"))
-    dram = {j: sum(r["reads"] + r["writes"] for r in counters["dram"][j]) for j in ("forward", "backward")}
+    dram = sum(r["reads"] + r["writes"] for j in ("forward", "backward") for r in counters["dram"][j])
     fig = {"rows": sum(map(len, kept)), "loaded": load["hot_loaded"], "hits": hits,
-           "written_back": flush["hot_written_back"], "dram": dram["forward"] + dram["backward"]}
+           "written_back": flush["hot_written_back"], "dram": dram}
     out(f"{mode:8s}: hot-row store: {fig['rows']:,} rows ({fig['loaded']:,} beats) loaded, {hits:,} of the step's "
-        f"table beats served on chip, {fig['dram']:,} DRAM beats left, {fig['written_back']:,} written back by the flush")
+        f"table beats served on chip, {dram:,} DRAM beats left, {fig['written_back']:,} written back by the flush")
     assert (fig["loaded"], hits, fig["written_back"]) == (want["load"] * beats, want["hits"] * beats,
                                                          want["flush"] * beats), \
         f"{mode}: the hot-row store's loads, hits and write-backs differ from the golden model's {want}"
+    assert dram + hits == moved_beats(fwd) + moved_beats(bwd), \
+        f"{mode}: the step's DRAM beats and the store's hits do not add up to the engine's traffic"
     return fig
 
 
@@ -360,4 +362,6 @@ def check_report(per_mode, ranks=None):
             for j in ("forward", "backward"):
                 out[m][j]["energy"] = c["energy"][j]
         out[m]["step"] = summary[m]
+        if "hot" in c:
+            out[m]["hot"] = c["hot"]
     return out

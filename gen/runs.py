@@ -28,7 +28,8 @@ from refree.golden.traces import Trace, make_trace
 
 from .config import load_config
 
-__all__ = ["KINDS", "int_list", "trace_options", "point", "point_config", "check_points", "point_trace", "run_point"]
+__all__ = ["KINDS", "int_list", "trace_options", "point", "point_config", "check_points", "point_trace", "run_point",
+           "check_modelled"]
 
 KINDS = ("rtl", "model", "bounds")
 #: A model run's job runs whole up to this many lookups walked (about a minute a job at most
@@ -116,6 +117,14 @@ def _bounds_record(p, conf, tr):
     return out
 
 
+def check_modelled(sections, conf):
+    """The performance model models the default engine: of a configuration (``sections``:
+    those it sets) only the part limits (``[parts]``) may change; else ValueError."""
+    if set(sections) - {"parts"} or conf.dim != 64 or conf.fold_lanes != 64:
+        raise ValueError("the performance model models the default engine (D = 64, 64 fold lanes): "
+                         "only [parts] limits may change")
+
+
 def _model_record(p, conf, tr):
     """The bounds record with each job by the performance model: ``figures`` gain ``cycles``,
     ``cycles_over_roofline``, ``sampled`` and ``phases``; each job its ``energy``
@@ -127,9 +136,7 @@ def _model_record(p, conf, tr):
     from refree.golden.perf.engine import job_cycles
     from refree.verif.engine_run import limits_of
     from refree.verif.staging import TableShape, layout
-    if set(p["config"]) - {"parts"} or conf.dim != 64 or conf.fold_lanes != 64:
-        raise ValueError("the performance model models the default engine (D = 64, 64 fold lanes): "
-                         "only [parts] limits may change")
+    check_modelled(p["config"], conf)
     rec = _bounds_record(p, conf, tr)
     params, batch = conf.dram, tr.batch
     lay = layout(batch, [TableShape(n, conf.dim) for n in tr.num_rows], with_state=p["optimizer"] != "sgd",

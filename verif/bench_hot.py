@@ -30,6 +30,7 @@ the schedule's)."""
 import argparse
 import sys
 import time
+import tomllib
 
 import numpy as np
 
@@ -40,7 +41,6 @@ from refree.verif.staging import fit_hot_beats
 
 __all__ = ["main"]
 
-DIM = 64
 STEP_JOBS = ("forward", "backward")
 
 
@@ -57,6 +57,7 @@ def _model_step(batch, lay, mode, limits, params, hot_beats=None):
 
 
 def _rtl_step(plain, hot_chip, batch, tables, mode, beats, grad, where):
+    dim = plain.dim
     """One batch on the RTL with and without the store, checked: ((cycles, DRAM beats,
     hits) without and with, the tables after, the load's and the flush's host cycles and
     beats flushed)."""
@@ -67,8 +68,8 @@ def _rtl_step(plain, hot_chip, batch, tables, mode, beats, grad, where):
                      grad=grad, lr=0.01, hot_beats=beats)
     assert p.errors == [0, 0] and h.errors == [0, 0, 0, 0], (where, p.errors, h.errors)
     base, n_rows, stride = p.lay.tables[0]
-    new = unpack_rows(p.after, base, n_rows, stride, DIM)
-    assert np.array_equal(new.view(np.uint32), unpack_rows(h.after, base, n_rows, stride, DIM).view(np.uint32)), \
+    new = unpack_rows(p.after, base, n_rows, stride, dim)
+    assert np.array_equal(new.view(np.uint32), unpack_rows(h.after, base, n_rows, stride, dim).view(np.uint32)), \
         f"{where}: the tables after the flush differ from the run without the store"
     c0, c2 = h.counters[0], h.counters[2]
     hits = c2["hot_read_hits"] + c2["hot_write_hits"] - c0["hot_read_hits"] - c0["hot_write_hits"]
@@ -81,6 +82,7 @@ def _rtl_step(plain, hot_chip, batch, tables, mode, beats, grad, where):
 def main(argv=None):
     from refree.gen.config import load_config
     from refree.gen.rtl import _runner
+    from refree.gen.runs import check_modelled
     from refree.verif.engine_run import limits_of
     from refree.verif.staging import layout
     ap = argparse.ArgumentParser(prog="python -m refree.verif.bench_hot", description=__doc__.split("\n\n")[0])
@@ -96,20 +98,26 @@ def main(argv=None):
     ap.add_argument("--out", help="also write the table as Markdown here")
     args = ap.parse_args(argv)
     modes = args.modes.split(",")
-    plain_conf = load_config(args.config)
+    plain_conf = load_config(args.config, overrides={"hot": {"beats": 0}})
     hot_conf = load_config(args.config, overrides={"hot": {"beats": args.beats}})
-    rtl = args.engine == "rtl"
+    rtl, dim = args.engine == "rtl", plain_conf.dim
+    if not rtl:         # (the model: the default engine, its part limits; the store by --beats)
+        sections = set()
+        if args.config:
+            with open(args.config, "rb") as f:
+                sections = set(tomllib.load(f)) - {"hot"}
+        check_modelled(sections, plain_conf)
     if rtl:
-        plain, hot_chip = _runner(plain_conf, DIM, "verilator", "ddr4"), _runner(hot_conf, DIM, "verilator", "ddr4")
+        plain, hot_chip = _runner(plain_conf, dim, "verilator", "ddr4"), _runner(hot_conf, dim, "verilator", "ddr4")
     params, limits = plain_conf.dram, limits_of(plain_conf.params)
     k = args.profile_batches
     batches, rows = trace_stream(args.trace, args.batch_size, 1, k + args.batches, seed=args.seed)
-    hot, rep = profile(batches, rows, k, DEFAULT_SAMPLE, args.beats * 64, DIM, args.seed)
+    hot, rep = profile(batches, rows, k, DEFAULT_SAMPLE, args.beats * 64, dim, args.seed)
     rng = np.random.default_rng(args.seed)
-    start = [rng.standard_normal((n, DIM)).astype(np.float32) * np.float32(0.1) for n in rows]
+    start = [rng.standard_normal((n, dim)).astype(np.float32) * np.float32(0.1) for n in rows]
     chip = f"the chip of {args.config}" if args.config else "the default chip"
     lines = [f"FAE's hot rows on {'the RTL' if rtl else 'the performance model'}: {args.trace}, B = {args.batch_size}, "
-             f"T = 1, D = {DIM}, {chip} ({params.ranks} rank), a store of {args.beats} beats "
+             f"T = 1, D = {dim}, {chip} ({params.ranks} rank{'s' if params.ranks > 1 else ''}), a store of {args.beats} beats "
              f"({args.beats * 64 // 1024} KiB, {hot_conf.hot.ways}-way); the hot set profiled on {DEFAULT_SAMPLE:.0%} of "
              f"the inputs of {k} batches, the {args.batches} after them measured.  `python -m refree.verif.bench_hot "
              + " ".join(argv if argv is not None else sys.argv[1:]) + "`", ""]
@@ -126,15 +134,15 @@ def main(argv=None):
             model = (_model_step(batch, lay, mode, limits, params), _model_step(batch, lay, mode, limits, params, beats))
             tot["model"] += model
             if rtl:
-                grad = rng.standard_normal((batch.batch_size, DIM)).astype(np.float32) * np.float32(0.01)
+                grad = rng.standard_normal((batch.batch_size, dim)).astype(np.float32) * np.float32(0.01)
                 without, with_store, new, jobs = _rtl_step(plain, hot_chip, batch, tables, mode, beats, grad,
                                                            f"{mode}, batch {n}")
                 tot["rtl"] += (without, with_store)
                 tables = [new]
             shown = (without, with_store) if rtl else model
+            beside = f"; model {model[0][0]:,} -> {model[1][0]:,}" if rtl else ""
             print(f"  {mode} batch {n + 1}/{args.batches}: {shown[0][0]:,} -> {shown[1][0]:,} cycles, DRAM beats "
-                  f"{shown[0][1]:,} -> {shown[1][1]:,}; model {model[0][0]:,} -> {model[1][0]:,} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"{shown[0][1]:,} -> {shown[1][1]:,}{beside} ({time.perf_counter() - t0:.0f} s)", flush=True)
     measured = "rtl" if rtl else "model"
     ref = totals["baseline" if "baseline" in totals else modes[0]][measured][0][0]
     lines += ["| mode | store | step cycles (sum) | speed-up over `baseline` | DRAM beats (sum) | store hits |"
@@ -150,8 +158,8 @@ def main(argv=None):
                 errors.append(m / cycles - 1)
                 line += f" {m:,} | {m / cycles - 1:+.1%} |"
             lines.append(line)
-    lines += ["", f"The hot set: {len(beats):,} beats loaded ({left_out} profiled rows left out: their sets were full). "
-              f"Its coverage of the measured batches: {rep['after']['hot_lookups'] / max(rep['after']['lookups'], 1):.1%} "
+    lines += ["", f"The hot set in the last batch's layout: {len(beats):,} beats loaded ({left_out} profiled rows left "
+              f"out: their sets were full).  The profiled hot set's coverage of the measured batches: {rep['after']['hot_lookups'] / max(rep['after']['lookups'], 1):.1%} "
               f"of the lookups, {rep['after']['hot_inputs'] / max(rep['after']['inputs'], 1):.1%} of the inputs."]
     if rtl:
         lines += [f"A load job {jobs[0]:,} cycles, a flush {jobs[1]:,} cycles ({jobs[2]:,} dirty beats), the host's, "

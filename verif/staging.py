@@ -153,10 +153,11 @@ def hot_row_beats(hot_rows, lay):
         raise BatchError("hot set", f"has rows of {len(hot_rows)} tables; the batch has {len(lay.tables)}")
     beats = []
     for t, (rows, (base, n, stride)) in enumerate(zip(hot_rows, lay.tables)):
-        rows = np.asarray(rows, np.int64)
-        bad = (rows < 0) | (rows >= n)
+        rows = np.asarray(rows)
+        bad = (rows < 0) | (rows >= n)          # (before a cast: a uint64 row stays itself)
         if bad.any():
             raise BatchError(f"hot rows of table {t}", f"row {int(rows[bad][0])} is outside table {t} of {n} rows")
+        rows = rows.astype(np.int64)
         if len(np.unique(rows)) < len(rows):
             u, c = np.unique(rows, return_counts=True)
             raise BatchError(f"hot rows of table {t}", f"row {int(u[c > 1][0])} is listed twice")
@@ -166,8 +167,8 @@ def hot_row_beats(hot_rows, lay):
 
 def fit_hot_beats(hot_rows, lay, addr_bits, store):
     """The hot rows that a hot-row store (``store``: its HotStoreParams) holds, a row whole
-    or not at all by the store's ``placement``, in profile order (a row whose set is full is
-    left out): ``(beats, kept)``, their beat addresses and per table the rows kept.
+    or not at all by the store's ``placement``, in the order given (a row whose set is full
+    is left out): ``(beats, kept)``, their beat addresses and per table the rows kept.
     Checked as :func:`hot_row_beats`."""
     from refree.hw.lrdimm.hot_row_store import placement
     used, beats, kept = {}, [], []

@@ -10,14 +10,14 @@ performance model: the interface of :class:`~refree.golden.perf.dram_side.DramSi
 * a hit is a read of the SRAM in its serving clock, in the hits' queue the clock after, out
   at the port ``HIT_TO_PORT`` clocks after its serving clock when the reads before it have
   left; a write hit is done in its serving clock;
-* reads leave in port order, one a clock, whoever served them (the order queue, of the DRAM
-  side's reads in flight plus ``HITS_IN_FLIGHT`` entries: a read waits in the stage while it
-  is full; a hit's beat waits in a queue as deep, so never for room of its own).
+* reads leave in port order, one a clock, whoever served them (the order queue, of
+  ``order_depth`` entries: a read waits in the stage while it is full; a hit's beat waits
+  in a queue as deep, whose last place the RTL keeps free: left out here).
 
 ``stats`` are the DRAM side's; ``hits`` counts the beats the store served."""
 from collections import deque
 
-from refree.hw.lrdimm.hot_row_store import HITS_IN_FLIGHT
+from refree.hw.lrdimm.hot_row_store import order_depth
 from .dram_side import DramSideModel
 
 __all__ = ["HotStoreModel", "HIT_TO_PORT"]
@@ -28,7 +28,7 @@ HIT_TO_PORT = 3     # the SRAM read (1), the hits' queue (a SyncFIFOBuffered: 2)
 class HotStoreModel:
     def __init__(self, params, hot_beats, *, reads_in_flight=None):
         self.dram = DramSideModel(params, reads_in_flight=reads_in_flight)
-        self.order_depth = self.dram.reads_in_flight + HITS_IN_FLIGHT
+        self.order_depth = order_depth(self.dram.reads_in_flight)
         self.hot = frozenset(hot_beats)
         self.stage = None           # (beat, write, tag): taken, served from the next clock
         self.taken_at = -1

@@ -52,12 +52,18 @@ from ..engine.credits import room
 from ..engine.memport import BEAT_BITS, mem_port
 from ..engine.sram import rmw_memory
 
-__all__ = ["HotStoreParams", "HotRowStore", "set_index", "placement", "LIST_WORDS", "HITS_IN_FLIGHT", "HOT_JOB_ENGINE",
+__all__ = ["HotStoreParams", "HotRowStore", "set_index", "placement", "LIST_WORDS", "order_depth", "HOT_JOB_ENGINE",
            "HOT_JOB_LOAD", "HOT_JOB_FLUSH"]
 
 LIST_WORDS = 16         # beat addresses per beat of the hot list (32-bit words)
-# The store's reads in flight beyond the DRAM side's: its own hits (NmpCore's reads_in_flight)
+# The store's reads in flight beyond the DRAM side's: its own hits (:func:`order_depth`)
 HITS_IN_FLIGHT = 16
+
+
+def order_depth(dram_reads_in_flight):
+    """The store's order queue (and read-hit queue): every read the DRAM side holds and
+    ``HITS_IN_FLIGHT`` of its own hits (``NmpCore``'s store; the performance model's)."""
+    return dram_reads_in_flight + HITS_IN_FLIGHT
 HOT_JOB_ENGINE, HOT_JOB_LOAD, HOT_JOB_FLUSH = 0, 1, 2     # a chip job's ``hot_job``: what it starts
 
 

@@ -22,7 +22,7 @@ from ..ddr4.dram_side import DramSide
 from ..ddr4.params import DramParams
 from ..ddr4.rank_controller import dfi_signature
 from ..engine.engine import Engine
-from .hot_row_store import HITS_IN_FLIGHT, HOT_JOB_ENGINE, HOT_JOB_FLUSH, HOT_JOB_LOAD, HotRowStore, HotStoreParams
+from .hot_row_store import HOT_JOB_ENGINE, HOT_JOB_FLUSH, HOT_JOB_LOAD, HotRowStore, HotStoreParams, order_depth
 
 __all__ = ["NmpCore"]
 
@@ -69,7 +69,7 @@ class NmpCore(wiring.Component):
         if hot.enabled:
             A = mapping.addr_bits
             # (every read the DRAM side holds, and the store's own hits, may be in flight)
-            self.store = HotRowStore(A, hot.beats, hot.ways, reads_in_flight=d.reads_in_flight + HITS_IN_FLIGHT)
+            self.store = HotRowStore(A, hot.beats, hot.ways, reads_in_flight=order_depth(d.reads_in_flight))
             self.Config = data.StructLayout({**{name: f.shape for name, f in e.Config},
                                              "hot_job": 2, "hot_list": A, "hot_count": 32})
             self.Counters = data.StructLayout({**{name: f.shape for name, f in e.Counters},
