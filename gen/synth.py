@@ -143,12 +143,15 @@ def _unit(key: str, lanes: int, dsp: str):
         return "LrdimmNmp (default)", "lrdimm_nmp", LrdimmNmp, {"engine_kwargs": kwargs, "dram": conf.dram,
                                                                 "window": conf.window_params()}
     if key == HOT_NAME:
-        from refree.hw.lrdimm.hot_row_store import HotRowStore
+        from refree.hw.ddr4.dram_side import DramSide
+        from refree.hw.lrdimm.hot_row_store import HotRowStore, order_depth
         from .config import load_config
         conf = load_config()
-        beats = conf.hot.beats or 4096
+        beats, d = conf.hot.beats or 4096, conf.dram
+        reads = DramSide(d.timing, d.mapping, **d.controller_kwargs()).reads_in_flight    # (as NmpCore's)
         return (f"HotRowStore {beats} beats", "hot_row_store", HotRowStore,
-                {"addr_bits": conf.dram.mapping.addr_bits, "beats": beats, "ways": conf.hot.ways})
+                {"addr_bits": d.mapping.addr_bits, "beats": beats, "ways": conf.hot.ways,
+                 "reads_in_flight": order_depth(reads)})
     if key == "vector":
         from refree.hw.fp.vector import VectorUnit
         return (f"vector P={lanes}", f"fp_vector_p{lanes}", VectorUnit,
