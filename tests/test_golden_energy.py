@@ -203,8 +203,8 @@ def test_rtl_check_gives_each_ddr4_job_its_energy(monkeypatch):
     per_rank = {"reads": 70, "writes": 30, "activates": 9, "refreshes": 1, "row_hits": 60, "row_misses": 40,
                 "row_conflicts": 0, "precharges": 8, "data_bus_busy_cycles": 400}
 
-    def fake_step(tables, batch, grad, lr, mode, conf, sim, optimizer, memory, host_io, waves):
-        assert waves is None                # (no --waves)
+    def fake_step(tables, batch, grad, lr, mode, conf, sim, optimizer, memory, host_io, waves, hot_rows):
+        assert waves is None and hot_rows is None       # (no --waves, no --hot)
         res = rtl.step(tables, batch, grad, lr, mode=mode, limits=None, optimizer=optimizer)
         c = res.counts
         zero = {name: 0 for _, name, _ in rtl.COUNTER_ROWS}
