@@ -466,7 +466,15 @@ def cmd_train(args):
         raise UsageError("--skip-window is Slipstream's: give --skip or --skip-sweep")
     common = dict(epochs=args.epochs, batch_size=args.batch_size, dim=args.dim, lr=args.lr, dense_lr=args.dense_lr,
                   seed=args.seed, max_steps=args.max_steps, test_samples=args.test_samples,
-                  skip_window=args.skip_window)
+                  skip_window=args.skip_window, rtl_steps=args.rtl_steps, rtl_config=args.config)
+    if args.config is not None and not args.rtl_steps:
+        raise UsageError("--config is the RTL's chip: give --rtl-steps")
+    if args.config is not None:
+        from .config import load_config
+        try:
+            load_config(args.config)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if bool(args.skip_sweep) != bool(args.out):
         raise UsageError("--skip-sweep and --out go together (the report of a sweep)")
     if args.skip_sweep:
@@ -505,8 +513,15 @@ def cmd_train(args):
         print(f"skipped {r['skipped_updates']:,d} of {r['row_updates']:,d} row updates ({r['skip_fraction']:.1%}; "
               f"of the hot rows' {r['hot_skip_fraction']:.1%}; T = {T}, {r['hot_rows']:,d} hot rows, window "
               f"{r['window']}): {r['beats_saved']:,d} DRAM beats saved")
+    if res["rtl"] and not args.json:
+        r = res["rtl"]
+        print(f"RTL: the last {len(r)} steps of epoch 1 on the chip, bit for bit the golden step's; backward job "
+              f"{np.mean([x['backward_cycles'] for x in r]):,.0f} cycles a step (forward "
+              f"{np.mean([x['forward_cycles'] for x in r]):,.0f}), {sum(x['stale_skipped'] for x in r):,d} "
+              f"stale lookups skipped, {sum(x['stale_left_out'] for x in r):,d} stale rows left out of the set")
     if args.json:
-        print(json.dumps({"mode": args.mode, "epochs": res["epochs"], "slipstream": res["slipstream"]}))
+        print(json.dumps({"mode": args.mode, "epochs": res["epochs"], "slipstream": res["slipstream"],
+                          "rtl": res["rtl"]}))
     return 0
 
 
@@ -744,6 +759,13 @@ def build_parser():
     tr.add_argument("--skip-sweep", metavar="LIST", help="with --out: the PyTorch reference, the exact run and "
                                                          "one run per skip target (comma-separated): the report")
     tr.add_argument("--out", metavar="DIR", help="with --skip-sweep: write report.md, report.json, slipstream.png")
+    tr.add_argument("--rtl-steps", type=int, default=0, metavar="N",
+                    help="the last N steps of the first epoch also on the RTL (the buffer chip), checked bit for "
+                         "bit against the golden step; with --skip, Slipstream's stale rows are the engine's "
+                         "stale set (default 0; a chip build of its own, minutes a step)")
+    tr.add_argument("--config", metavar="FILE.toml", help="with --rtl-steps: the chip's configuration (default "
+                                                          "the default one, with [slipstream] entries = 8192, "
+                                                          "ways = 8 when skipping)")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("bench", help="the main job on the RTL over traces and ranks, with the report "

@@ -6,6 +6,7 @@ from importlib import resources
 from refree.hw.ddr4.params import DramParams
 from refree.hw.engine.datapath import LANE_CHOICES
 from refree.hw.engine.params import EngineParams
+from refree.hw.engine.stale_set import StaleSetParams
 from refree.hw.lrdimm.hot_row_store import HotStoreParams
 from refree.hw.lrdimm.regmap import WindowParams
 
@@ -30,6 +31,7 @@ class GeneratorConfig:
     #: ``[window]`` as written, in WINDOW_KEYS order (``row`` -1: the bank's last rows)
     window: tuple = (0, 3, 3, -1, 1)
     hot: HotStoreParams = HotStoreParams()
+    slipstream: StaleSetParams = StaleSetParams()
 
     def window_params(self):
         """The NMP window on this configuration's ranks, checked against their geometry."""
@@ -46,9 +48,10 @@ class GeneratorConfig:
 
     def engine_kwargs(self):
         """Keyword arguments of :class:`refree.hw.engine.engine.Engine`."""
+        stale = {"stale": self.slipstream} if self.slipstream.enabled else {}
         return dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
                     addr_bits=self.addr_bits, div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes,
-                    fold_lanes=self.fold_lanes)
+                    fold_lanes=self.fold_lanes, **stale)
 
     def as_dict(self):
         return {"engine": {"dim": self.dim, "max_tables": self.max_tables, "addr_bits": self.addr_bits,
@@ -56,7 +59,7 @@ class GeneratorConfig:
                            "fold_lanes": self.fold_lanes},
                 "parts": {k: getattr(self.params, k) for k in EngineParams.__dataclass_fields__},
                 "dram": {k: getattr(self.dram, k) for k in DramParams.__dataclass_fields__},
-                "hot": asdict(self.hot),
+                "hot": asdict(self.hot), "slipstream": asdict(self.slipstream),
                 "window": asdict(self.window_params())}
 
 
@@ -105,9 +108,15 @@ def load_config(path=None, overrides=None):
         hot = HotStoreParams(**conf["hot"])
     except ValueError as err:
         raise ValueError(f"hot: {err}") from None
+    try:
+        slipstream = StaleSetParams(**conf["slipstream"])
+        if slipstream.enabled and (conf["parts"]["index_width"] > 48 or e["max_tables"] > 256):
+            raise ValueError("a stale set takes index_width <= 48 (the list's rows are 48-bit)")
+    except ValueError as err:
+        raise ValueError(f"slipstream: {err}") from None
     conf = GeneratorConfig(EngineParams(**conf["parts"]), e["dim"], e["max_tables"], e["addr_bits"],
                            e["div_lanes"], e["adagrad_lanes"], e["fold_lanes"], dram,
-                           tuple(conf["window"][k] for k in WINDOW_KEYS), hot)
+                           tuple(conf["window"][k] for k in WINDOW_KEYS), hot, slipstream)
     conf.window_params()        # (fails here, naming the parameter, if it does not fit)
     return conf
 

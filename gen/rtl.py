@@ -62,18 +62,21 @@ def _runner(conf, dim, sim, memory, waves=False):
     return EngineRunner(conf.params, dim, conf.max_tables, conf.addr_bits, sim, conf.div_lanes,
                         conf.adagrad_lanes, fold_lanes=conf.fold_lanes, dram=conf.dram if ddr4 else None,
                         window=conf.window_params() if ddr4 else None, waves=waves,
-                        hot=conf.hot if ddr4 else None)
+                        hot=conf.hot if ddr4 else None, stale=conf.slipstream)
 
 
 def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None, optimizer="sgd",
-             eps=1e-8, state=None, memory="ddr4", host_io=False, waves=None, hot_rows=None):
+             eps=1e-8, state=None, memory="ddr4", host_io=False, waves=None, hot_rows=None, stale=None):
     """One step on the RTL; returns (StepResult, {"forward": counters, "backward": counters}).
     ``hot_rows`` (per table an array of rows; a chip with a hot-row store): loaded into the
     store before the step, flushed after it (``EngineRunner.step``).
     ``host_io``: on the buffer chip, load through the host's DDR4 writes and take the
     outputs from its reads (else the DRAM models are preloaded, a simulator backdoor).
     ``waves``: a path, where the step's every signal is written (VCD under Verilator, FST
-    under Icarus; a simulator build of its own)."""
+    under Icarus; a simulator build of its own).  ``stale`` (per table a boolean per row,
+    Slipstream's stale rows; a configuration with ``[slipstream] entries``): the backward
+    job skips the rows that the engine's set holds (the counters' ``"stale_rows"``).
+    """
     poolings = check_step_inputs(tables, batch, grad, lr, poolings, mode, optimizer, eps)
     if optimizer == "rowwise-adagrad" and tables[0].shape[1] % 16:
         # (the engine's rows are whole beats; Adagrad's mean of squares divides by the padded D)
@@ -89,7 +92,7 @@ def rtl_step(tables, batch, grad, lr, mode, conf, sim="verilator", poolings=None
     g = np.pad(grad.reshape(B, T, D), ((0, 0), (0, 0), (0, dim - D))).reshape(B, T * dim)
     out = _runner(conf, dim, sim, memory, waves=waves is not None).step(
         padded, batch, g, lr, mode, poolings=poolings, optimizer=optimizer, eps=eps, state=state, host_io=host_io,
-        hot_rows=hot_rows)
+        hot_rows=hot_rows, stale=stale)
     if waves is not None:
         shutil.move(out.run.waves, waves)
     if out.error:

@@ -22,6 +22,15 @@ tables, from the same initial tables, dense weights and batches.
 
 Seeded and deterministic (one torch thread).  Reports, per epoch: the training loss, the
 held-out ROC-AUC and log loss.
+
+The RTL (``rtl_steps`` N, a configuration ``rtl_config``): the last N steps of the first
+epoch also run on the engine's generated Verilog (:func:`refree.gen.rtl.rtl_step`: the
+buffer chip on DDR4, a chip build of its own for D), each compared bit for bit with the
+golden step (the pooled outputs and the updated tables), with Slipstream's stale rows as the
+engine's stale set (``[slipstream] entries``; by default 8,192 in 8 ways, which holds the
+stale rows of a hot set of 256 KiB at D = 16, 4,096 rows); the training goes on with the
+tables that both computed.  Each RTL step's counters are recorded (``result["rtl"]``):
+the cycles of its jobs, the DRAM beats of its backward job and the lookups it skipped.
 """
 import time
 
@@ -48,7 +57,7 @@ class TrainConfig:
 
     def __init__(self, mode="refree", epochs=1, batch_size=128, dim=16, hidden=32, lr=20.0, dense_lr=3e-3,
                  init_scale=0.05, seed=0, max_steps=None, test_samples=None, limits=None, skip=None,
-                 skip_window=None):
+                 skip_window=None, rtl_steps=0, rtl_config=None):
         if mode not in TRAIN_MODES:
             raise ValueError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {mode!r}")
         for name, v in (("epochs", epochs), ("batch_size", batch_size), ("dim", dim), ("hidden", hidden)):
@@ -68,6 +77,21 @@ class TrainConfig:
             raise ValueError(f"skipping stale updates takes the project's step and a fraction in [0, 1), "
                              f"not {skip!r} in mode {mode}")
         self.skip, self.skip_window = skip, skip_window     # (Slipstream: golden/slipstream.py)
+        if isinstance(rtl_steps, bool) or not isinstance(rtl_steps, int) or rtl_steps < 0:
+            raise ValueError(f"rtl_steps must be a non-negative integer, not {rtl_steps!r}")
+        if rtl_steps and mode == "torch":
+            raise ValueError("the RTL runs the project's step, not mode torch")
+        self.rtl_steps = rtl_steps
+        self.rtl_config = rtl_config        # (a path, or None: the default configuration)
+
+    def chip(self):
+        """The configuration of the RTL steps: ``rtl_config``'s, with a stale set of 8,192
+        entries in 8 ways when Slipstream skips and it has none."""
+        from .config import load_config
+        conf = load_config(self.rtl_config)
+        if self.skip is not None and not conf.slipstream.enabled:
+            conf = load_config(self.rtl_config, overrides={"slipstream": {"entries": 8192, "ways": 8}})
+        return conf
 
 
 def roc_auc(scores, labels):
@@ -107,23 +131,51 @@ class _ProjectTables:
 
     def __init__(self, tables, cfg, slip=None):
         self.tables, self.cfg, self.slip = tables, cfg, slip
+        self.on_rtl, self.rtl, self.chip = False, [], cfg.chip() if cfg.rtl_steps else None
+        self.last_pooled = None
         if slip is not None:
             slip.begin(tables)
 
     def pooled(self, batch):
         plans = plan_batch(batch, POOLINGS, self.cfg.limits)
         with np.errstate(all="ignore"):
-            return forward(self.tables, batch, POOLINGS, self.cfg.mode, plans)
+            self.last_pooled = forward(self.tables, batch, POOLINGS, self.cfg.mode, plans)
+        return self.last_pooled
 
     def update(self, batch, grad):
         stale = None
         if self.slip is not None:           # (the step skips them: no merge, no write)
             self.slip.count_updates(batch)
             stale = self.slip.stale_rows([E.shape[0] for E in self.tables])
+        if self.on_rtl:
+            stale = self._rtl_step(batch, grad, stale)
         res = step(self.tables, batch, grad, self.cfg.lr, mode=self.cfg.mode, limits=self.cfg.limits, stale=stale)
+        if self.on_rtl:
+            got = self.rtl[-1].pop("tables")
+            for t, (g, w) in enumerate(zip(got, res.tables)):
+                if not np.array_equal(g.view(np.uint32), w.view(np.uint32)):
+                    raise AssertionError(f"RTL step {len(self.rtl)}: table {t} differs from the golden step")
         if self.slip is not None:
             self.slip.end_step(res.tables)
         self.tables = res.tables
+
+    def _rtl_step(self, batch, grad, stale):
+        """The step on the RTL (the chip's pooled outputs against the golden forward's); its
+        record; returns the stale rows that the chip's set held (the golden step's)."""
+        from .rtl import rtl_step
+        got, counters = rtl_step(self.tables, batch, grad, self.cfg.lr, self.cfg.mode, self.chip,
+                                 poolings=POOLINGS, stale=stale)
+        if not np.array_equal(got.pooled.view(np.uint32), self.last_pooled.view(np.uint32)):
+            raise AssertionError(f"RTL step {len(self.rtl) + 1}: the pooled outputs differ from the golden forward")
+        bwd = counters["backward"]
+        kept = counters.get("stale_rows")
+        self.rtl.append({"forward_cycles": counters["forward"]["cycles"], "backward_cycles": bwd["cycles"],
+                         "backward_table_beats": bwd["table_reads"] + bwd["table_writes"],
+                         "stale_skipped": bwd.get("stale_skipped", 0),
+                         "stale_left_out": 0 if stale is None else int(sum(s.sum() - k.sum()
+                                                                           for s, k in zip(stale, kept))),
+                         "tables": got.tables})
+        return kept
 
 
 class _TorchTables:
@@ -188,6 +240,8 @@ def train(cfg, out=lambda line: None):
     for epoch in range(cfg.epochs):
         t0, losses = time.perf_counter(), []
         for k in range(steps_per_epoch):
+            if isinstance(emb, _ProjectTables):     # (the RTL: the first epoch's last rtl_steps)
+                emb.on_rtl = epoch == 0 and k >= steps_per_epoch - cfg.rtl_steps
             trace, labels = movielens_samples(k * B, B)
             pooled = torch.from_numpy(emb.pooled(trace.batch)).requires_grad_(True)
             loss = loss_fn(_logits(torch, net, pooled, D), torch.from_numpy(labels.astype(np.float32)))
@@ -203,7 +257,8 @@ def train(cfg, out=lambda line: None):
         history.append(rec)
         out(f"epoch {rec['epoch']}: {rec['steps']} steps, training loss {rec['train_loss']:.4f}, held-out "
             f"AUC {rec['test_auc']:.4f}, log loss {rec['test_log_loss']:.4f} ({rec['seconds']:.1f} s)")
-    return {"epochs": history, "tables": emb.tables, "slipstream": slip.report(D) if slip is not None else None}
+    return {"epochs": history, "tables": emb.tables, "slipstream": slip.report(D) if slip is not None else None,
+            "rtl": emb.rtl if isinstance(emb, _ProjectTables) else []}
 
 
 def _predict(torch, net, emb, first, count, B, D):
@@ -218,6 +273,17 @@ def _predict(torch, net, emb, first, count, B, D):
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def _rtl_figures(rtl):
+    """A run's RTL steps summed up: their count, the mean backward cycles and DRAM table
+    beats a step, the stale lookups skipped a step."""
+    if not rtl:
+        return {"rtl_steps": 0}
+    mean = lambda key: float(np.mean([r[key] for r in rtl]))
+    return {"rtl_steps": len(rtl), "rtl_backward_cycles": mean("backward_cycles"),
+            "rtl_backward_table_beats": mean("backward_table_beats"), "rtl_stale_skipped": mean("stale_skipped"),
+            "rtl_stale_left_out": sum(r["stale_left_out"] for r in rtl)}
+
+
 def slipstream_report(targets, out_dir, command, out=print, **config):
     """Train once with PyTorch's tables (the reference), once exactly (the project's step,
     ``config``'s mode), and once per skip target; write ``report.md``, ``report.json`` and
@@ -226,7 +292,7 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
     import json
     import os
     runs = []
-    for name, kw in ([("PyTorch (nn.EmbeddingBag + SGD)", {"mode": "torch"}), ("exact (no skipping)", {})]
+    for name, kw in ([("PyTorch (nn.EmbeddingBag + SGD)", {"mode": "torch", "rtl_steps": 0}), ("exact (no skipping)", {})]
                      + [(f"skip target {t:g}", {"skip": t}) for t in targets]):
         cfg = TrainConfig(**{**config, **kw})
         res = train(cfg)
@@ -238,7 +304,8 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
                      "threshold": slip.get("threshold"), "skip_fraction": slip.get("skip_fraction", 0.0),
                      "hot_skip_fraction": slip.get("hot_skip_fraction", 0.0),
                      "skipped_updates": slip.get("skipped_updates", 0),
-                     "beats_saved_per_step": slip.get("beats_saved", 0) / steps})
+                     "beats_saved_per_step": slip.get("beats_saved", 0) / steps,
+                     **_rtl_figures(res["rtl"])})
         out(f"{name}: AUC {last['test_auc']:.4f}, log loss {last['test_log_loss']:.4f}, "
             f"skipped {runs[-1]['skip_fraction']:.1%} of the row updates")
     os.makedirs(out_dir, exist_ok=True)
@@ -267,16 +334,30 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
              "fraction of all row updates and of the hot rows' (the candidates; the target is of these, at the "
              "first window's end, and the stale set grows after it); "
              "the beats saved are their DRAM reads and writes (2 x D/16 beats each: D = "
-             f"{runs[0]['dim']}). Cycles saved on the chip are not measured yet: the engine does not skip "
-             "updates (issue 19).", "",
-             "| run | target | T | updates skipped | of the hot rows' | beats saved a step | held-out AUC | log loss |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{runs[0]['dim']}), over the run.", ""]
+    exact = runs[1]
+    if exact["rtl_steps"]:
+        lines += [f"On the chip (the RTL of the buffer chip, one DDR4-2400 rank, the engine's stale set as "
+                  f"Slipstream's stale rows): the last {exact['rtl_steps']} steps of each run also ran on the "
+                  "generated Verilog, every one bit for bit the golden step's (pooled outputs and tables); the "
+                  "backward job's cycles and DRAM table beats a step on those batches, and the saving against "
+                  "the exact run's on the same batches (its baseline: the same mode without skipping). "
+                  "The forward job is the same in every run (Slipstream skips updates only).", ""]
+    rtl_head = " | RTL backward cycles a step | saved | RTL table beats a step | stale lookups skipped a step" \
+        if exact["rtl_steps"] else ""
+    lines += ["| run | target | T | updates skipped | of the hot rows' | beats saved a step | held-out AUC | log loss"
+              + rtl_head + " |", "|---" * (8 + 4 * bool(rtl_head)) + "|"]
     for r in runs:
+        rtl = ""
+        if rtl_head:
+            rtl = (" | - | - | - | -" if not r["rtl_steps"] else
+                   f" | {r['rtl_backward_cycles']:,.0f} | {1 - r['rtl_backward_cycles'] / exact['rtl_backward_cycles']:.1%}"
+                   f" | {r['rtl_backward_table_beats']:,.0f} | {r['rtl_stale_skipped']:,.0f}")
         lines.append(f"| {r['run']} | {'-' if r['target'] is None else r['target']} | "
                      f"{'-' if r['threshold'] is None else format(r['threshold'], '.4g')} | "
                      f"{r['skip_fraction']:.1%} | {r['hot_skip_fraction']:.1%} | {r['beats_saved_per_step']:,.0f} | "
                      f"{r['auc']:.4f} | "
-                     f"{r['log_loss']:.4f} |")
+                     f"{r['log_loss']:.4f}{rtl} |")
     lines += ["", "![AUC and log loss against the updates skipped](slipstream.png)", ""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines))

@@ -26,6 +26,8 @@ class ErrorCode(enum.IntEnum):
     HOT_SET_FULL = 9            # every way of a beat's set already taken
     HOT_NOT_EMPTY = 10          # a load into a store that holds beats (flush first)
     HOT_TOO_MANY = 11           # more beats than the store holds
+    # Slipstream's stale set (hw/engine/stale_set.py), loaded by a backward job: nothing written
+    STALE_SET_FULL = 12         # a (table, row) pair of the list found its set full
 
 
 class BatchError(ValueError):

@@ -37,15 +37,19 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
                state=None, eps=1e-8, runner=None, outcome=False, **kw):
     """One step on the RTL (``runner``, default that of ``sim``) against the golden model;
     returns the RTL's counters (and, with Adagrad, the new state), or with ``outcome`` the
-    whole StepOutcome."""
+    whole StepOutcome.  ``stale`` in ``kw`` (Slipstream, an engine with a stale set): the
+    golden step skips the rows that the engine's set held, the engine's count of lookups
+    skipped is theirs and their rows are untouched."""
     B, T = batch.batch_size, batch.num_tables
     if grad is None:
         grad = np.random.default_rng(99).standard_normal((B, T * DIM)).astype(np.float32)
     got = (runner or RUNNERS[sim]).step(tables, batch, grad, lr, mode, poolings=poolings, optimizer=optimizer,
                             state=state, eps=eps, **kw)
     assert got.error == 0
+    stale = got.counters.get("stale_rows")
     want = step(tables, batch, grad, lr, mode=mode, poolings=poolings, limits=limits_of(PARAMS),
-                optimizer=optimizer, state=state, eps=eps, groups=None if mode == "baseline" else kw.get("groups"))
+                optimizer=optimizer, state=state, eps=eps, groups=None if mode == "baseline" else kw.get("groups"),
+                stale=stale)
     assert np.array_equal(got.pooled.view(np.uint32), want.pooled.view(np.uint32))
     for t, (g, w) in enumerate(zip(got.tables, want.tables)):
         assert np.array_equal(g.view(np.uint32), w.view(np.uint32)), f"table {t} differs"
@@ -79,6 +83,11 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
     for job in (fwd, bwd):
         phases = sum(job[k] for k in ("cycles_check", "cycles_analysis", "cycles_stream", "cycles_drain"))
         assert phases == job["cycles"]
+    if stale is not None:
+        skipped = sum(int(s[batch.table_slice(t)[0]].sum()) for t, s in enumerate(stale))
+        assert bwd["stale_skipped"] == skipped and fwd["stale_skipped"] == 0
+        for t, s in enumerate(stale):
+            assert np.array_equal(got.tables[t][s].view(np.uint32), tables[t][s].view(np.uint32))
     if run.dram:    # DDR4: the ranks carried exactly the engine's traffic, a burst a beat, but
         # for what a hot-row store served (its counters since reset: the job's less the last's)
         last = got.counters.get("hot load")

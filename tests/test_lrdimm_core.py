@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from refree.golden.traces import make_trace
+from refree.hw.engine.stale_set import StaleSetParams
+from refree.hw.lrdimm.hot_row_store import HotStoreParams
 from refree.hw.lrdimm.regmap import POISON_WORD
 from refree.hw.lrdimm.registers import STATUS_REFUSED
 from refree.verif.engine_run import EngineRunner
@@ -20,7 +22,13 @@ from refree.verif.staging import layout
 
 from test_engine_step import DIM, DRAM, MAX_TABLES, PARAMS, check_step, make_batch
 
-RUNNER = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM)
+# The chip of these tests, of test_lrdimm_hot's and of test_lrdimm_stale's (one build): with
+# a hot-row store (2,048 sets: the first job starts while the store still clears its tags
+# after reset) and a stale set; a run that loads neither is the plain chip's (every
+# access a miss of the store, no lookup stale).
+HOT = HotStoreParams(beats=4096, ways=2)
+STALE = StaleSetParams(entries=64, ways=4)
+RUNNER = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, hot=HOT, stale=STALE)
 ICARUS = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, sim="icarus")
 
 

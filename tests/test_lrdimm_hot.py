@@ -1,6 +1,6 @@
 """FAE's hot rows in the buffer chip (hw/lrdimm/hot_row_store.py), generated Verilog under
 cocotb and Verilator: the host loads a hot set through a job of the NMP window, runs a
-training step in each mode and flushes.  Against the same chip without the store (its
+training step in each mode and flushes.  Against the same chip with its store left empty (its
 every output checked bit for bit against the golden model by ``check_step``): DRAM after
 the flush identical beat for beat; each job's DRAM reads and writes fewer by exactly the
 store's hits, which are the golden model's count (``golden.hot_rows.table_traffic``); the
@@ -12,16 +12,14 @@ import pytest
 from refree.golden.errors import ErrorCode
 from refree.golden.hot_rows import HotSet, table_traffic
 from refree.hw.engine.engine import JOB_BACKWARD, JOB_FORWARD
-from refree.hw.lrdimm.hot_row_store import HotStoreParams, placement
-from refree.verif.engine_run import JOB_HOT_FLUSH, JOB_HOT_LOAD, EngineRunner, limits_of
+from refree.hw.lrdimm.hot_row_store import placement
+from refree.verif.engine_run import JOB_HOT_FLUSH, JOB_HOT_LOAD, limits_of
 from refree.verif.staging import layout
 
-from test_engine_step import DIM, DRAM, LR, MAX_TABLES, PARAMS, check_step, make_batch
-from test_lrdimm_core import RUNNER
+from test_engine_step import DIM, DRAM, LR, PARAMS, check_step, make_batch
+from test_lrdimm_core import HOT, RUNNER
 
-# (2,048 sets: the first job starts while the store still clears its tags after reset)
-HOT = HotStoreParams(beats=4096, ways=2)
-HOT_RUNNER = EngineRunner(PARAMS, DIM, MAX_TABLES, None, dram=DRAM, hot=HOT)
+HOT_RUNNER = RUNNER         # (test_lrdimm_core's chip has the store; a run that loads none, the plain chip)
 T, B, ROWS = 2, 24, 40
 
 

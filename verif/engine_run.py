@@ -20,6 +20,7 @@ from refree.golden.planner import PartLimits, row_groups
 from refree.golden.roofline import input_beats
 from refree.hw.engine.engine import (Engine, JOB_BACKWARD, JOB_FORWARD, MODE_BASELINE, MODE_DEDUP,
                                      MODE_REFREE)
+from refree.hw.engine.stale_set import StaleSetParams, fit_stale
 from refree.hw.engine.staging import check_stripe
 from refree.hw.lrdimm.hot_row_store import HOT_JOB_ENGINE, HOT_JOB_FLUSH, HOT_JOB_LOAD, LIST_WORDS
 from .staging import fit_hot_beats, layout, pack, unpack_rows, unpack_staging_rows, unpack_state
@@ -159,8 +160,10 @@ class EngineRunner:
     signal of each run (``RunResult.waves``: VCD under Verilator, FST under Icarus)."""
 
     def __init__(self, params, dim, max_tables, addr_bits, sim="verilator", div_lanes=4, adagrad_lanes=4,
-                 dram=None, window=None, fold_lanes=16, staging_stripe=None, waves=False, hot=None):
+                 dram=None, window=None, fold_lanes=16, staging_stripe=None, waves=False, hot=None,
+                 stale=StaleSetParams()):
         self.params, self.dim, self.max_tables, self.sim = params, dim, max_tables, sim
+        self.stale = stale          # the engine's stale set (Slipstream; default none)
         self.hot = hot if hot is not None and hot.enabled else None     # the chip's hot-row store
         if self.hot is not None and dram is None:
             raise ValueError("a hot-row store needs the buffer chip (dram=...)")
@@ -183,6 +186,8 @@ class EngineRunner:
             engine_kwargs = dict(params=self.params, dim=self.dim, max_tables=self.max_tables,
                                  div_lanes=self.div_lanes, adagrad_lanes=self.adagrad_lanes,
                                  fold_lanes=self.fold_lanes)
+            if self.stale.enabled:      # (the default named not, so that older builds stay valid)
+                engine_kwargs["stale"] = self.stale
             if self.dram is None:
                 name = "engine"
                 self.design = verilog_for(Engine, name=name, subdir=name, addr_bits=self.addr_bits,
@@ -233,12 +238,17 @@ class EngineRunner:
                 "config_regs": regs("config"), "counter_regs": regs("counters"), "poll_gap": 32}
 
     def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8, groups=None,
-               hot_list=(0, 0)):
-        """The configuration word of ``job``; ``hot_list``: the hot list's (address, count)."""
+               hot_list=(0, 0), stale_list=(0, 0)):
+        """The configuration word of ``job``; ``hot_list``: the hot list's (address, count);
+        ``stale_list``: the stale list's (a backward job's, on an engine with a stale set)."""
         poolings = poolings or ["sum"] * batch.num_tables
         gbits = group_bits(batch, limits_of(self.params), groups)
         hot_job = {JOB_HOT_LOAD: HOT_JOB_LOAD, JOB_HOT_FLUSH: HOT_JOB_FLUSH}.get(job, HOT_JOB_ENGINE)
         hot = {} if self.hot is None else {"hot_job": hot_job, "hot_list": hot_list[0], "hot_count": hot_list[1]}
+        if stale_list[1] and not self.stale.enabled:
+            raise ValueError("a stale list needs an engine with a stale set (stale=...)")
+        if self.stale.enabled:
+            hot.update(stale_addr=stale_list[0], stale_count=stale_list[1] if job == JOB_BACKWARD else 0)
         if hot_job != HOT_JOB_ENGINE:
             if self.hot is None:
                 raise ValueError(f"job {job!r} needs a chip with a hot-row store (hot=...)")
@@ -260,12 +270,13 @@ class EngineRunner:
     def run(self, batch, tables, jobs, mode, grad=None, lr=0.0, poolings=None, seed=0, latency=(1, 8),
             ready_p=0.8, tag="job", max_cycles=None, config_layout=None, optimizer="sgd", eps=1e-8,
             state=None, host_load=False, readback=(), intrude_addr=None, extra=None, groups=None, go_on=False,
-            hot_beats=()):
+            hot_beats=(), stale_entries=()):
         """Run ``jobs`` (JOB_FORWARD / JOB_BACKWARD, and on a chip with a hot-row store
         JOB_HOT_LOAD / JOB_HOT_FLUSH, in order) on one memory image.
 
         ``hot_beats``: the beat addresses that a JOB_HOT_LOAD loads, in order; their list is
-        laid out after the batch and tables.
+        laid out after the batch and tables.  ``stale_entries``: the stale list that each
+        backward job loads (int64 entries, :mod:`refree.hw.engine.stale_set`), after it.
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
         describes instead of the one the memory holds (tests of bad memory maps).  With
@@ -307,11 +318,15 @@ class EngineRunner:
         for k in range(0, len(hot_beats), LIST_WORDS):
             mem[lay.end + k // LIST_WORDS] = sum(int(a) << (32 * i) for i, a in enumerate(hot_beats[k:k + LIST_WORDS]))
         end = lay.end + -(-len(hot_beats) // LIST_WORDS)
+        stale_list = (end, len(stale_entries))      # int64, 8 a beat
+        for k in range(0, len(stale_entries), 8):
+            mem[end + k // 8] = sum(int(e) << (64 * i) for i, e in enumerate(stale_entries[k:k + 8]))
+        end += -(-len(stale_entries) // 8)
         if self.dram is not None:
             self._check_clear_of_window(end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
-        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list))
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list, stale_list))
                    for j, pl in zip(jobs, per_job)]
         # (the process's and thread's own folder: runs of one design side by side, in two
         # processes or a worker's threads, must not share their job's and results' files)
@@ -374,7 +389,7 @@ class EngineRunner:
             return RunResult(mem, after, lay, [int(e) for e in out["errors"]], counters,
                              [int(c) for c in out["cycles"]], dram, **extra)
 
-    def step(self, tables, batch, grad, lr, mode, host_io=False, hot_rows=None, **kw):
+    def step(self, tables, batch, grad, lr, mode, host_io=False, hot_rows=None, stale=None, **kw):
         """One training step: a forward job, then a backward job; ``poolings`` per table
         ("sum" or "mean"), ``optimizer``, ``eps``, ``state`` in ``kw``.  With ``host_io`` (on
         the buffer chip) the host loads everything through ordinary DDR4 writes and the
@@ -383,7 +398,12 @@ class EngineRunner:
         ``hot_rows`` (per table an array of rows, FAE's hot set; a chip with a hot-row
         store): the rows that the store's sets hold (:func:`fit_hot_beats`) are loaded before
         the step and flushed after it; the counters gain the jobs ``"hot load"`` and ``"hot
-        flush"`` and ``"hot_rows"``, per table the rows loaded."""
+        flush"`` and ``"hot_rows"``, per table the rows loaded.
+
+        ``stale`` (per table a boolean per row, Slipstream's stale rows; an engine with a stale
+        set): the pairs that the set holds (:func:`fit_stale`) are the backward job's list;
+        the counters gain ``"stale_rows"``, per table the boolean array of the rows kept
+        (the golden step's ``stale``)."""
         lay = layout(batch, tables, with_state=kw.get("optimizer") == "rowwise-adagrad", stripe=self.staging_stripe)
         if host_io:
             if self.dram is None:
@@ -395,6 +415,11 @@ class EngineRunner:
                 raise ValueError("hot_rows needs a chip with a hot-row store (hot=...)")
             kw["hot_beats"], kept = fit_hot_beats(hot_rows, lay, self.addr_bits, self.hot)
             jobs = [JOB_HOT_LOAD, *jobs, JOB_HOT_FLUSH]
+        stale_kept = None
+        if stale is not None:
+            if not self.stale.enabled:
+                raise ValueError("stale needs an engine with a stale set (stale=...)")
+            kw["stale_entries"], stale_kept = fit_stale(stale, self.stale, self.params.index_width, self.max_tables)
         r = self.run(batch, tables, jobs, mode, grad=grad, lr=lr, **kw)
         if host_io:     # the outputs as the host read them (and DRAM holds the same)
             assert r.readback == {a: r.after.get(a, 0) for a in r.readback}, "host read-back differs from DRAM"
@@ -408,6 +433,8 @@ class EngineRunner:
         counters = dict(zip(names, r.counters))
         if kept is not None:
             counters["hot_rows"] = kept
+        if stale_kept is not None:
+            counters["stale_rows"] = stale_kept
         if r.dram:      # per job, per rank: the DDR4 command counts
             counters["dram"] = dict(zip(names, r.dram))
         return StepOutcome(pooled, new, state, max(r.errors), counters, r)

@@ -137,6 +137,7 @@ from .row_store import RowStore
 from .rowdiv import RowDivider
 from .params import EngineParams, counter_signal
 from .scheduler import ShareScheduler
+from .stale_set import ENTRY_TABLE_SHIFT, StaleSet, StaleSetParams, table_bits
 from .staging import check_stripe, staging_beat
 from .updater import RowUpdater
 
@@ -210,6 +211,9 @@ class Engine(wiring.Component):
     addr_bits : int         beat address width of the memory port
     staging_stripe : int    the layout of the pooled output and the upstream gradient
                             (:mod:`.staging`; 1: row-major)
+    stale : StaleSetParams  Slipstream's stale set (:mod:`.stale_set`; default none): with
+                            one, ``Config`` has ``stale_addr`` and ``stale_count`` (the list a
+                            backward job loads) and ``Counters`` ``stale_skipped``
 
     Members
     -------
@@ -220,7 +224,7 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, params, dim=64, max_tables=4, addr_bits=32, div_lanes=4, adagrad_lanes=4,
-                 fold_lanes=16, staging_stripe=1):
+                 fold_lanes=16, staging_stripe=1, stale=StaleSetParams()):
         if not isinstance(params, EngineParams):
             raise TypeError(f"Engine params must be an EngineParams, not {params!r}")
         if not isinstance(dim, int) or dim < 16 or dim % 16:
@@ -232,6 +236,13 @@ class Engine(wiring.Component):
         self.fold_lanes = lanes_for(dim, fold_lanes)     # (fewer when they do not divide D)
         self.beats = dim // 16
         p = params
+        if not isinstance(stale, StaleSetParams):
+            raise TypeError(f"Engine stale must be a StaleSetParams, not {stale!r}")
+        if stale.enabled and (p.index_width > ENTRY_TABLE_SHIFT or max_tables > 256):
+            raise ValueError(f"a stale set's list holds rows of at most {ENTRY_TABLE_SHIFT} bits and 256 "
+                             f"tables, not index_width {p.index_width}, max_tables {max_tables}")
+        self.stale = stale
+        stale_fields = {"stale_addr": addr_bits, "stale_count": 32} if stale.enabled else {}
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
                                         "mean": 1, "state": addr_bits, "groups": GROUP_BITS_WIDTH})
         self.Config = data.StructLayout({
@@ -241,13 +252,14 @@ class Engine(wiring.Component):
             "weighted": 1, "weights_addr": addr_bits,
             "pooled_addr": addr_bits, "grad_addr": addr_bits, "lr": 32,
             "optimizer": 1, "eps": 32,
-            "tables": data.ArrayLayout(self.Table, max_tables)})
+            "tables": data.ArrayLayout(self.Table, max_tables), **stale_fields})
         self.Counters = data.StructLayout({
             "cycles": 48, "cycles_check": 48, "cycles_analysis": 48, "cycles_stream": 48,
             "cycles_drain": 48,
             "input_reads": 32, "table_reads": 32, "table_writes": 32, "grad_reads": 32,
             "state_reads": 32, "state_writes": 32,
-            "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32})
+            "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32,
+            **({"stale_skipped": 32} if stale.enabled else {})})
         super().__init__({
             "start": In(1), "config": In(self.Config),
             "busy": Out(1), "error": Out(8), "counters": Out(self.Counters),
@@ -728,8 +740,27 @@ class Engine(wiring.Component):
         m.d.comb += [inv_of_bag.addr.eq(replayed.len),
                      scale_q.w_data.eq(Mux(mean_bwd, inv_of_bag.data, replayed.weight))]
 
+        # Slipstream's stale set (backward): a lookup of a (table, row) it holds is left out
+        # of its row group's pass (by rows) or of the replay (baseline), so that nothing
+        # merges, reads or writes its row; loaded from the job's list (STALE_LOAD).
+        stale_hit = Signal() if self.stale.enabled else C(0, 1)
+        if self.stale.enabled:
+            tbits = table_bits(self.max_tables)
+            m.submodules.stale_set = stale_set = StaleSet(self.stale, p.index_width + tbits)
+            asked = Mux(baseline, replayed.row, lookup_index)
+            entry = idxr.data.payload
+            m.d.comb += [stale_set.key.eq(Cat(asked[:p.index_width], t[:tbits])),
+                         stale_set.insert.payload.eq(Cat(entry[:p.index_width],
+                                                         entry[ENTRY_TABLE_SHIFT:ENTRY_TABLE_SHIFT + tbits])),
+                         stale_hit.eq(~forward & stale_set.hit)]
+
+        def count_stale(event):
+            if self.stale.enabled:
+                count(cnt.stale_skipped, event)
+
         # ---- 0. the memory map, a (table, region) pair a cycle ----------------------------
-        m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats, self.staging_stripe)
+        m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats, self.staging_stripe,
+                                                        stale_list=self.stale.enabled)
         m.d.comb += [mmap.config.eq(cfg), mmap.forward.eq(forward)]
 
         def lookup_walker(source_valid, on_lookup, skip=None):
@@ -799,9 +830,11 @@ class Engine(wiring.Component):
             batch the check will refuse, streamed before the verdict) reads the first row of
             the job's staging array instead (the pooled output, the gradient: placed by the
             memory-map check, unlike an index past a table, or a table of no rows); its
-            result and update are never written."""
-            m.d.comb += [issue.eq(lbuf.out.valid), need_row.eq(1), lbuf.out.ready.eq(taken),
+            result and update are never written.  Backward, a stale row's lookup is passed
+            over (Slipstream)."""
+            m.d.comb += [issue.eq(lbuf.out.valid & ~stale_hit), need_row.eq(1), lbuf.out.ready.eq(taken | stale_hit),
                          item_row.eq(replayed.row), item_outside.eq(replayed.row >= table.rows)]
+            count_stale(lbuf.out.valid & stale_hit)     # (backward only: stale_hit)
             with m.If(forward):
                 m.d.comb += [need_item.eq(1), item.item.eq(k), item.member.eq(replayed.bag), item.first.eq(1),
                              item.member_last.eq(replayed.last), item.c.eq(replayed.weight), item.repeat.eq(1)]
@@ -818,11 +851,25 @@ class Engine(wiring.Component):
                          & ~splitter.busy & ~grad_packer.busy & (row_q.level == 0) & (want_q.level == 0)
                          & (beat_addr_q.level == 0) & (update_wants.level == 0))
 
+        def begin_batch():
+            """The batch check starts; parts are formed beside it.  (By rows: dry passes
+            check every row group before the first write, but table 0's first when its pass
+            is one chunk: that pass checks itself before anything streams; one table of one
+            such group has none.)"""
+            one_chunk = (cfg.batch_size <= p.max_bags) & (cfg.num_indices <= p.max_lookups)
+            dry_run = by_rows & ((cfg.num_tables > 1) | (cfg.tables[0].groups != 0) | ~one_chunk)
+            m.d.comb += [check.start.eq(1), check.share.eq(~dry_run)]
+            m.d.sync += [t.eq(0), tb.eq(0), g.eq(0), b0.eq(0), chunk_cont.eq(0), dry.eq(dry_run),
+                         first_part.eq(~dry_run), first_checks_itself.eq(one_chunk)]
+            m.next = "PART_START"
+
         with m.FSM(name="engine") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.comb += mmap.restart.eq(1)
+                    if self.stale.enabled:      # (a backward job's set is its list's alone)
+                        m.d.comb += stale_set.clear.eq(1)
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
                                  first_part.eq(1)]
                     m.next = "CHECK_CONFIG"
@@ -837,16 +884,22 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(~mmap.last):
                     m.d.comb += mmap.step.eq(1)
-                with m.Else():              # the batch check starts; parts are formed beside it
-                    # (by rows: dry passes check every row group before the first write, but
-                    # table 0's first when its pass is one chunk: that pass checks itself
-                    # before anything streams; one table of one such group has none)
-                    one_chunk = (cfg.batch_size <= p.max_bags) & (cfg.num_indices <= p.max_lookups)
-                    dry_run = by_rows & ((cfg.num_tables > 1) | (cfg.tables[0].groups != 0) | ~one_chunk)
-                    m.d.comb += [check.start.eq(1), check.share.eq(~dry_run)]
-                    m.d.sync += [t.eq(0), tb.eq(0), g.eq(0), b0.eq(0), chunk_cont.eq(0), dry.eq(dry_run),
-                                 first_part.eq(~dry_run), first_checks_itself.eq(one_chunk)]
-                    m.next = "PART_START"
+                if self.stale.enabled:          # (Slipstream: a backward job's stale set first)
+                    with m.Elif(~forward & cfg.stale_count.any()):
+                        m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.stale_addr), idxr.first.eq(0),
+                                     idxr.count.eq(cfg.stale_count), idxr.narrow.eq(0)]
+                        m.next = "STALE_LOAD"
+                with m.Else():
+                    begin_batch()
+
+            if self.stale.enabled:
+                with m.State("STALE_LOAD"):     # the backward job's stale set, an entry a cycle
+                    m.d.comb += [idxr.data.ready.eq(1), stale_set.insert.valid.eq(idxr.data.valid)]
+                    with m.If(~idxr.busy & stale_set.full):
+                        m.d.sync += error.eq(ErrorCode.STALE_SET_FULL)
+                        m.next = "IDLE"
+                    with m.Elif(~idxr.busy):
+                        begin_batch()
 
             # ---- 2. form a part -----------------------------------------------------------
             with m.State("PART_START"):
@@ -914,7 +967,9 @@ class Engine(wiring.Component):
 
                 def feed():
                     # (by rows: only the group's lookups enter the analyzer)
-                    in_group = ~by_rows | (lookup_group == g)
+                    # (Slipstream: nor a stale row's)
+                    in_group = ~by_rows | (lookup_group == g) & ~stale_hit
+                    count_stale(by_rows & ~dry & (lookup_group == g) & stale_hit)
                     taken_ = Mux(in_group, an.lookups.ready, 1)
                     m.d.comb += an.lookups.valid.eq(in_group)
                     take_lookup(taken_)
@@ -1073,7 +1128,8 @@ class Engine(wiring.Component):
                                        | fsm.ongoing("PART_WAIT_ANALYZER") & an.inserted
                                        | fsm.ongoing("PART_ANALYZE") & chunk_waits
                                        | fsm.ongoing("PART_START") & (t == T))
-        count(cnt.cycles_check, ongoing("CHECK_CONFIG") | waiting_check)
+        count(cnt.cycles_check, ongoing("CHECK_CONFIG", *(["STALE_LOAD"] if self.stale.enabled else []))
+              | waiting_check)
         count(cnt.cycles_analysis, (ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
                                             "DRY_DRAIN") | fsm.ongoing("CHUNK_WAIT") & dry) & ~waiting_check)
         count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE")

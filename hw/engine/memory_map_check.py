@@ -3,15 +3,16 @@
 Every table's rows lie in memory and do not overlap each other (a stride of at least D/16
 beats, no two descriptors sharing a beat), and no staging array the job reads or writes
 (offsets, indices, weights; the pooled output in forward, the upstream gradient in
-backward) runs past memory or shares a beat with a table; else the engine refuses the job
-with ``ACCESS_OUTSIDE_TABLES`` (docs/design.md section 4).
+backward; with ``stale_list``, a backward job's list of stale rows) runs past memory or
+shares a beat with a table; else the engine refuses the job with ``ACCESS_OUTSIDE_TABLES``
+(docs/design.md section 4).
 
 Regions ``[lo, hi)`` in beats: 0 .. max_tables-1 are the tables (live when ``t < T`` and
-the table has rows), then the four staging arrays (live when not empty).  The check walks
-the pairs (table i, region j), i < T, j over every region but i itself, one pair a cycle:
-``T * (max_tables + 4)`` cycles for a job that passes.  A table is checked against the
-staging arrays and every other table; a staging array against every table (never against
-another staging array: the host may place them as it likes).
+the table has rows), then the four (five) staging arrays (live when not empty).  The check
+walks the pairs (table i, region j), i < T, j over every region but i itself, one pair a
+cycle: ``T * (max_tables + 4)`` cycles for a job that passes (``+ 5`` with the list).  A
+table is checked against the staging arrays and every other table; a staging array against
+every table (never against another staging array: the host may place them as it likes).
 
 Members
 -------
@@ -48,11 +49,13 @@ class MemoryMapCheck(wiring.Component):
     addr_bits : int     beat address width: memory ends at ``2 ** addr_bits`` beats
     beats : int         beats of a row (D / 16)
     stripe : int        the staging rows' stripe (:mod:`.staging`)
+    stale_list : bool   the config has ``stale_addr`` and ``stale_count`` (int64 entries)
     """
 
-    def __init__(self, config_layout, max_tables, addr_bits, beats, stripe=1):
+    def __init__(self, config_layout, max_tables, addr_bits, beats, stripe=1, stale_list=False):
         self.max_tables, self.addr_bits, self.beats, self.stripe = max_tables, addr_bits, beats, stripe
-        self.num_regions = max_tables + STAGING_ARRAYS
+        self.stale_list = stale_list
+        self.num_regions = max_tables + STAGING_ARRAYS + stale_list
         super().__init__({"config": In(config_layout), "forward": In(1), "restart": In(1), "step": In(1),
                           "conflict": Out(1), "last": Out(1)})
 
@@ -72,6 +75,10 @@ class MemoryMapCheck(wiring.Component):
                    (cfg.indices_addr, cfg.indices_addr + array_beats(n_idx, cfg.indices_int32), n_idx != 0),
                    (cfg.weights_addr, cfg.weights_addr + array_beats(n_idx, True), cfg.weighted & (n_idx != 0)),
                    (job_out, job_out + staging_beats(T * B, beats, self.stripe), T * B != 0)]
+        if self.stale_list:
+            n_stale = cfg.stale_count
+            staging.append((cfg.stale_addr, cfg.stale_addr + array_beats(n_stale, False),
+                            ~self.forward & (n_stale != 0)))
         i_lo, i_hi, i_live = Signal(RW), Signal(RW), Signal()
         j_lo, j_hi, j_live = Signal(RW), Signal(RW), Signal()
         lo_, hi_, live_ = table_region(ci)

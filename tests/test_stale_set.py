@@ -1,0 +1,94 @@
+# amaranth: UnusedElaboratable=no
+"""Slipstream's stale set (hw/engine/stale_set.py) in Amaranth's simulator: loaded with the
+list that the host's ``fit_stale`` keeps, it must answer every (table, row) key exactly
+(the kept pairs and nothing else); a list with one pair more than a set holds must set
+``full``; ``clear`` must empty it."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from refree.hw.engine.stale_set import (ENTRY_TABLE_SHIFT, StaleSet, StaleSetParams, fit_stale, stale_key,
+                                        table_bits)
+from refree.hw.lrdimm.hot_row_store import set_index
+
+INDEX_WIDTH, MAX_TABLES, ROWS = 10, 2, 300
+PARAMS = StaleSetParams(entries=32, ways=4)
+KEY_BITS = INDEX_WIDTH + table_bits(MAX_TABLES)
+
+
+def keys_of(entries):
+    return [stale_key(e >> ENTRY_TABLE_SHIFT, e & ((1 << ENTRY_TABLE_SHIFT) - 1), INDEX_WIDTH) for e in entries]
+
+
+def run(script):
+    dut = StaleSet(PARAMS, KEY_BITS)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    out = {}
+
+    async def bench(ctx):
+        await script(ctx, dut, out)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+async def load(ctx, dut, keys):
+    ctx.set(dut.clear, 1)
+    await ctx.tick()
+    ctx.set(dut.clear, 0)
+    for k in keys:
+        ctx.set(dut.insert.valid, 1)
+        ctx.set(dut.insert.payload, k)
+        await ctx.tick()
+    ctx.set(dut.insert.valid, 0)
+
+
+async def answers(ctx, dut):
+    got = set()
+    for t in range(MAX_TABLES):
+        for r in range(ROWS):
+            ctx.set(dut.key, stale_key(t, r, INDEX_WIDTH))
+            if ctx.get(dut.hit):
+                got.add((t, r))
+    return got
+
+
+def test_the_set_holds_exactly_the_pairs_the_host_keeps():
+    rng = np.random.default_rng(5)
+    stale = [rng.random(ROWS) < 0.1 for _ in range(MAX_TABLES)]     # about 60 pairs: some sets fill
+    entries, kept = fit_stale(stale, PARAMS, INDEX_WIDTH, MAX_TABLES)
+    want = {(t, int(r)) for t in range(MAX_TABLES) for r in kept[t].nonzero()[0]}
+    assert 20 <= len(entries) == len(want) <= PARAMS.entries
+    assert all((kept[t] <= stale[t]).all() for t in range(MAX_TABLES))
+
+    async def script(ctx, dut, out):
+        await load(ctx, dut, keys_of(entries))
+        out["full"] = ctx.get(dut.full)
+        out["hits"] = await answers(ctx, dut)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        out["after_clear"] = await answers(ctx, dut)
+    out = run(script)
+    assert out["full"] == 0 and out["hits"] == want and out["after_clear"] == set()
+
+
+def test_a_pair_past_its_sets_ways_sets_full():
+    set_bits = PARAMS.set_bits
+    same_set = [k for k in range(1 << KEY_BITS) if set_index(k, KEY_BITS, set_bits) == 3][:PARAMS.ways + 1]
+
+    async def script(ctx, dut, out):
+        await load(ctx, dut, same_set[:PARAMS.ways])
+        out["ways_full"] = ctx.get(dut.full)
+        await load(ctx, dut, same_set)
+        out["one_more"] = ctx.get(dut.full)
+        ctx.set(dut.key, same_set[-1])
+        out["dropped_hit"] = ctx.get(dut.hit)
+    out = run(script)
+    assert out == {"ways_full": 0, "one_more": 1, "dropped_hit": 0}
+
+
+def test_bad_parameters_are_refused():
+    for bad in (dict(entries=3), dict(entries=8, ways=16), dict(ways=0), dict(entries=True)):
+        with pytest.raises(ValueError, match="StaleSetParams"):
+            StaleSetParams(**bad)
