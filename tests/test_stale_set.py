@@ -34,14 +34,20 @@ def run(script):
 
 
 async def load(ctx, dut, keys):
+    """A clear, then the keys as the set takes them (none while it clears: a set a cycle)."""
     ctx.set(dut.clear, 1)
     await ctx.tick()
     ctx.set(dut.clear, 0)
+    waited = 0
     for k in keys:
         ctx.set(dut.insert.valid, 1)
         ctx.set(dut.insert.payload, k)
+        while not ctx.get(dut.insert.ready):
+            waited += 1
+            await ctx.tick()
         await ctx.tick()
     ctx.set(dut.insert.valid, 0)
+    assert waited == (PARAMS.entries // PARAMS.ways if keys else 0)
 
 
 async def answers(ctx, dut):
@@ -66,8 +72,8 @@ def test_the_set_holds_exactly_the_pairs_the_host_keeps():
         await load(ctx, dut, keys_of(entries))
         out["full"] = ctx.get(dut.full)
         out["hits"] = await answers(ctx, dut)
-        ctx.set(dut.clear, 1)
-        await ctx.tick()
+        await load(ctx, dut, [])
+        await ctx.tick().repeat(PARAMS.entries // PARAMS.ways)
         out["after_clear"] = await answers(ctx, dut)
     out = run(script)
     assert out["full"] == 0 and out["hits"] == want and out["after_clear"] == set()
@@ -92,3 +98,16 @@ def test_bad_parameters_are_refused():
     for bad in (dict(entries=3), dict(entries=8, ways=16), dict(ways=0), dict(entries=True)):
         with pytest.raises(ValueError, match="StaleSetParams"):
             StaleSetParams(**bad)
+
+
+def test_the_configuration_names_a_bad_slipstream_parameter():
+    from refree.gen.config import load_config
+    assert not load_config(None).slipstream.enabled and "stale" not in load_config(None).engine_kwargs()
+    conf = load_config(None, {"slipstream": {"entries": 1024, "ways": 8}})
+    assert conf.engine_kwargs()["stale"] == StaleSetParams(1024, 8)
+    for bad, field in (({"entries": 12}, "StaleSetParams.entries"), ({"ways": 3}, "StaleSetParams.ways"),
+                       ({"entries": 4, "ways": 8}, "StaleSetParams.ways")):
+        with pytest.raises(ValueError, match=f"slipstream: {field}"):
+            load_config(None, {"slipstream": bad})
+    with pytest.raises(ValueError, match="slipstream: a stale set takes index_width <= 48"):
+        load_config(None, {"slipstream": {"entries": 64}, "parts": {"index_width": 56}})

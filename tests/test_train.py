@@ -34,9 +34,21 @@ def test_the_command(capsys):
     assert main(["train", "--mode", "torch", "--max-steps", "20", "--test-samples", "500", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["mode"] == "torch" and rec["epochs"][0]["steps"] == 20 and 0 < rec["epochs"][0]["test_auc"] < 1
-    for bad in (["--max-steps", "0"], ["--epochs", "0"], ["--lr", "-1"]):
+    for bad in (["--max-steps", "0"], ["--epochs", "0"], ["--lr", "-1"], ["--rtl-steps", "-1"],
+                ["--rtl-steps", "2", "--mode", "torch"], ["--config", "x.toml"],
+                ["--rtl-steps", "2", "--config", "/nonexistent.toml"]):
         with pytest.raises(SystemExit) as e:
             main(["train", *bad])
         assert e.value.code == 2
     with pytest.raises(ValueError):
         TrainConfig(mode="fast")
+
+
+@pytest.mark.slow
+def test_rtl_steps_with_skipping_are_the_golden_steps():
+    """``--rtl-steps``: the last steps of a run with Slipstream on the chip (a D = 16 chip
+    with a stale set, a build of its own), each bit for bit the golden step's (the run stops
+    otherwise), with stale lookups skipped on the chip and none left out of its set."""
+    res = train(TrainConfig(max_steps=8, test_samples=256, skip=0.3, skip_window=3, rtl_steps=2))
+    assert len(res["rtl"]) == 2 and res["slipstream"]["skipped_updates"] > 0
+    assert all(r["stale_skipped"] > 0 and r["stale_left_out"] == 0 for r in res["rtl"])

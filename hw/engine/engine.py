@@ -752,7 +752,7 @@ class Engine(wiring.Component):
             m.d.comb += [stale_set.key.eq(Cat(asked[:p.index_width], t[:tbits])),
                          stale_set.insert.payload.eq(Cat(entry[:p.index_width],
                                                          entry[ENTRY_TABLE_SHIFT:ENTRY_TABLE_SHIFT + tbits])),
-                         stale_hit.eq(~forward & stale_set.hit)]
+                         stale_hit.eq(~forward & cfg.stale_count.any() & stale_set.hit)]
 
         def count_stale(event):
             if self.stale.enabled:
@@ -868,8 +868,6 @@ class Engine(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.comb += mmap.restart.eq(1)
-                    if self.stale.enabled:      # (a backward job's set is its list's alone)
-                        m.d.comb += stale_set.clear.eq(1)
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
                                  first_part.eq(1)]
                     m.next = "CHECK_CONFIG"
@@ -887,14 +885,15 @@ class Engine(wiring.Component):
                 if self.stale.enabled:          # (Slipstream: a backward job's stale set first)
                     with m.Elif(~forward & cfg.stale_count.any()):
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.stale_addr), idxr.first.eq(0),
-                                     idxr.count.eq(cfg.stale_count), idxr.narrow.eq(0)]
+                                     idxr.count.eq(cfg.stale_count), idxr.narrow.eq(0), stale_set.clear.eq(1)]
                         m.next = "STALE_LOAD"
                 with m.Else():
                     begin_batch()
 
             if self.stale.enabled:
-                with m.State("STALE_LOAD"):     # the backward job's stale set, an entry a cycle
-                    m.d.comb += [idxr.data.ready.eq(1), stale_set.insert.valid.eq(idxr.data.valid)]
+                with m.State("STALE_LOAD"):     # the backward job's stale set: cleared, then an entry a cycle
+                    m.d.comb += [idxr.data.ready.eq(stale_set.insert.ready),
+                                 stale_set.insert.valid.eq(idxr.data.valid)]
                     with m.If(~idxr.busy & stale_set.full):
                         m.d.sync += error.eq(ErrorCode.STALE_SET_FULL)
                         m.next = "IDLE"

@@ -13,14 +13,17 @@ the hot-row store's rule: one rule), the first free way in list order.  A pair w
 full sets ``full`` (the engine's ``STALE_SET_FULL``: the job writes nothing); the host
 keeps only the pairs that fit (:func:`fit_stale`).
 
-The tags are a register file read combinationally (one set a cycle), so the engine's
-lookup walker tests a lookup in the cycle it meets it.  Cost at 1,024 entries of 35 bits
-(``index_width`` 32, 8 tables): 35 Kibit of tags and 1,024 valid bits.
+The tags and a word of valid bits a set are small SRAMs read combinationally (one set a
+cycle: a register file), so the engine's lookup walker tests a lookup in the cycle it meets
+it.  A clear zeroes the valid words a set a cycle (``entries / ways`` cycles, during which
+the set takes no insert and answers no); a set's contents are never trusted before a clear
+(the engine clears it at each load).  Cost at 1,024 entries of 35 bits (``index_width`` 32,
+8 tables): 35 Kibit of tags and 1 Kibit of valid bits.
 
 Members
 -------
-clear : In(1)           empties the set (in the next cycle) and clears ``full``
-insert : In(stream)     a key to add, one a cycle (always ready)
+clear : In(1)           empties the set (``entries / ways`` cycles) and clears ``full``
+insert : In(stream)     a key to add, one a cycle (ready unless clearing)
 full : Out(1)           an insert since the last clear found its set full (it was dropped)
 key : In(key_bits)      the key asked ...
 hit : Out(1)            ... is in the set (combinational)
@@ -106,36 +109,45 @@ class StaleSet(wiring.Component):
     def elaborate(self, platform):
         from refree.hw.lrdimm.hot_row_store import set_index
         m = Module()
-        W, S = self.params.ways, self.params.entries // self.params.ways
-        set_bits = self.params.set_bits
-        valid = Signal(W * S)                   # way w of set s: bit s * W + w
+        W, S, set_bits = self.params.ways, self.params.entries // self.params.ways, self.params.set_bits
 
         def set_of(key):
             return set_index(key, self.key_bits, set_bits) if set_bits else 0
 
-        ways = []
+        # a word of valid bits a set (way w: bit w), and a tag memory a way
+        m.submodules.valid = valid = memory.Memory(shape=W, depth=S, init=[])
+        q_valid, i_valid, valid_wr = valid.read_port(domain="comb"), valid.read_port(domain="comb"), valid.write_port()
+        tags = []
         for w in range(W):
             m.submodules[f"way{w}"] = mem = memory.Memory(shape=self.key_bits, depth=S, init=[])
-            ways.append((mem.read_port(domain="comb"), mem.write_port()))
+            tags.append((mem.read_port(domain="comb"), mem.write_port()))
+        sweeping = Signal()
+        sweep = Signal(max(1, set_bits))
         # the query: one set, every way compared
-        q_set, q_valid = Signal(max(1, set_bits)), Signal(W)
-        m.d.comb += [q_set.eq(set_of(self.key)), q_valid.eq(valid.word_select(q_set, W))]
-        m.d.comb += self.hit.eq(Cat(*[q_valid[w] & (rd.data == self.key) for w, (rd, _) in enumerate(ways)]).any())
-        for rd, _ in ways:
+        q_set, i_set = Signal(max(1, set_bits)), Signal(max(1, set_bits))
+        m.d.comb += [q_set.eq(set_of(self.key)), q_valid.addr.eq(q_set), i_set.eq(set_of(self.insert.payload)),
+                     i_valid.addr.eq(i_set)]
+        hits = [q_valid.data[w] & (rd.data == self.key) for w, (rd, _) in enumerate(tags)]
+        m.d.comb += self.hit.eq(~sweeping & Cat(*hits).any())
+        for rd, _ in tags:
             m.d.comb += rd.addr.eq(q_set)
-        # an insert: the first free way of its set
-        i_set, i_valid = Signal(max(1, set_bits)), Signal(W)
-        m.d.comb += [i_set.eq(set_of(self.insert.payload)), i_valid.eq(valid.word_select(i_set, W)),
-                     self.insert.ready.eq(1)]
-        with m.If(self.insert.valid):
-            with m.If(i_valid.all()):
+        # an insert: the first free way of its set (the ways before it taken)
+        m.d.comb += self.insert.ready.eq(~sweeping)
+        with m.If(self.insert.valid & ~sweeping):
+            with m.If(i_valid.data.all()):
                 m.d.sync += self.full.eq(1)
-            for _, wr in ways:
+            m.d.comb += [valid_wr.addr.eq(i_set), valid_wr.en.eq(~i_valid.data.all())]
+            for w, (_, wr) in enumerate(tags):
                 m.d.comb += [wr.addr.eq(i_set), wr.data.eq(self.insert.payload)]
-            for w in range(W):                  # (the ways before it taken)
-                with m.If(~i_valid[w] & (i_valid[:w].all() if w else 1)):
-                    m.d.comb += ways[w][1].en.eq(1)
-                    m.d.sync += valid.bit_select(i_set * W + w, 1).eq(1)
+                with m.If(~i_valid.data[w] & (i_valid.data[:w].all() if w else 1)):
+                    m.d.comb += [wr.en.eq(1), valid_wr.data.eq(i_valid.data | (1 << w))]
+        # a clear: every set's valid word zeroed, a set a cycle (S cycles; the set answers
+        # and takes inserts again after it)
+        with m.If(sweeping):
+            m.d.comb += [valid_wr.addr.eq(sweep), valid_wr.data.eq(0), valid_wr.en.eq(1)]
+            m.d.sync += sweep.eq(sweep + 1)
+            with m.If(sweep == S - 1):
+                m.d.sync += sweeping.eq(0)
         with m.If(self.clear):
-            m.d.sync += [valid.eq(0), self.full.eq(0)]
+            m.d.sync += [sweeping.eq(1), sweep.eq(0), self.full.eq(0)]
         return m
