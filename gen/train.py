@@ -172,6 +172,7 @@ class _ProjectTables:
         self.rtl.append({"forward_cycles": counters["forward"]["cycles"], "backward_cycles": bwd["cycles"],
                          "backward_table_beats": bwd["table_reads"] + bwd["table_writes"],
                          "stale_skipped": bwd.get("stale_skipped", 0),
+                         "stale_rows_skipped": bwd.get("stale_rows_skipped", 0),
                          "stale_left_out": 0 if stale is None else int(sum(s.sum() - k.sum()
                                                                            for s, k in zip(stale, kept))),
                          "tables": got.tables})
@@ -281,6 +282,7 @@ def _rtl_figures(rtl):
     mean = lambda key: float(np.mean([r[key] for r in rtl]))
     return {"rtl_steps": len(rtl), "rtl_backward_cycles": mean("backward_cycles"),
             "rtl_backward_table_beats": mean("backward_table_beats"), "rtl_stale_skipped": mean("stale_skipped"),
+            "rtl_stale_rows_skipped": mean("stale_rows_skipped"),
             "rtl_stale_left_out": sum(r["stale_left_out"] for r in rtl)}
 
 
@@ -343,8 +345,8 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
                   "backward job's cycles and DRAM table beats a step on those batches, and the saving against "
                   "the exact run's on the same batches (its baseline: the same mode without skipping). "
                   "The forward job is the same in every run (Slipstream skips updates only).", ""]
-    rtl_head = " | RTL backward cycles a step | saved | RTL table beats a step | stale lookups skipped a step" \
-        if exact["rtl_steps"] else ""
+    rtl_head = (" | RTL backward cycles a step | saved | RTL table beats a step | stale lookups (rows) skipped "
+                "a step") if exact["rtl_steps"] else ""
     lines += ["| run | target | T | updates skipped | of the hot rows' | beats saved a step | held-out AUC | log loss"
               + rtl_head + " |", "|---" * (8 + 4 * bool(rtl_head)) + "|"]
     for r in runs:
@@ -352,7 +354,8 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
         if rtl_head:
             rtl = (" | - | - | - | -" if not r["rtl_steps"] else
                    f" | {r['rtl_backward_cycles']:,.0f} | {1 - r['rtl_backward_cycles'] / exact['rtl_backward_cycles']:.1%}"
-                   f" | {r['rtl_backward_table_beats']:,.0f} | {r['rtl_stale_skipped']:,.0f}")
+                   f" | {r['rtl_backward_table_beats']:,.0f} | {r['rtl_stale_skipped']:,.0f} "
+                   f"({r['rtl_stale_rows_skipped']:,.0f})")
         lines.append(f"| {r['run']} | {'-' if r['target'] is None else r['target']} | "
                      f"{'-' if r['threshold'] is None else format(r['threshold'], '.4g')} | "
                      f"{r['skip_fraction']:.1%} | {r['hot_skip_fraction']:.1%} | {r['beats_saved_per_step']:,.0f} | "

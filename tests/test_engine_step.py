@@ -85,7 +85,9 @@ def check_step(batch, tables, mode, sim="verilator", grad=None, lr=LR, poolings=
         assert phases == job["cycles"]
     if stale is not None:
         skipped = sum(int(s[batch.table_slice(t)[0]].sum()) for t, s in enumerate(stale))
-        assert bwd["stale_skipped"] == skipped and fwd["stale_skipped"] == 0
+        rows = sum(int(s[np.unique(batch.table_slice(t)[0])].sum()) for t, s in enumerate(stale))
+        assert (bwd["stale_skipped"], bwd["stale_rows_skipped"]) == (skipped, rows)
+        assert fwd["stale_skipped"] == fwd["stale_rows_skipped"] == 0
         for t, s in enumerate(stale):
             assert np.array_equal(got.tables[t][s].view(np.uint32), tables[t][s].view(np.uint32))
     if run.dram:    # DDR4: the ranks carried exactly the engine's traffic, a burst a beat, but

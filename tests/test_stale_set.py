@@ -60,6 +60,18 @@ async def answers(ctx, dut):
     return got
 
 
+async def marks(ctx, dut, pairs):
+    """Mark each pair in turn: whether it was the pair's first."""
+    got = []
+    for t, r in pairs:
+        ctx.set(dut.key, stale_key(t, r, INDEX_WIDTH))
+        ctx.set(dut.mark, 1)
+        got.append(ctx.get(dut.first))
+        await ctx.tick()
+    ctx.set(dut.mark, 0)
+    return got
+
+
 def test_the_set_holds_exactly_the_pairs_the_host_keeps():
     rng = np.random.default_rng(5)
     stale = [rng.random(ROWS) < 0.1 for _ in range(MAX_TABLES)]     # about 60 pairs: some sets fill
@@ -72,11 +84,13 @@ def test_the_set_holds_exactly_the_pairs_the_host_keeps():
         await load(ctx, dut, keys_of(entries))
         out["full"] = ctx.get(dut.full)
         out["hits"] = await answers(ctx, dut)
+        out["marks"] = await marks(ctx, dut, sorted(want) * 2)
         await load(ctx, dut, [])
         await ctx.tick().repeat(PARAMS.entries // PARAMS.ways)
         out["after_clear"] = await answers(ctx, dut)
     out = run(script)
     assert out["full"] == 0 and out["hits"] == want and out["after_clear"] == set()
+    assert out["marks"] == [1] * len(want) + [0] * len(want)      # each pair first once
 
 
 def test_a_pair_past_its_sets_ways_sets_full():

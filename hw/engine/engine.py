@@ -17,6 +17,11 @@ Job flow (one ``start`` pulse, configuration latched):
    indices, weights; the pooled output in forward, the upstream gradient in backward) runs
    past memory or shares a beat with a table; else ``ACCESS_OUTSIDE_TABLES``.  One (table,
    region) pair per cycle, for the batch's T tables: T * (max_tables + 4) cycles.
+   With a stale set (Slipstream, :mod:`.stale_set`), a backward job with a list
+   (``stale_count`` > 0) then loads it (STALE_LOAD: the set cleared, a set a cycle, then an
+   entry a cycle from the index reader; a pair whose set is full is ``STALE_SET_FULL``);
+   its passes (by rows) and its replay (``baseline``) pass over every lookup of a stale
+   row, as the golden step's ``stale`` does.
 1. CHECK (:mod:`.batch_checker`, beside step 2): the whole batch is read and checked
    before anything is written: offsets start at 0, never decrease, end at
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
@@ -213,7 +218,8 @@ class Engine(wiring.Component):
                             (:mod:`.staging`; 1: row-major)
     stale : StaleSetParams  Slipstream's stale set (:mod:`.stale_set`; default none): with
                             one, ``Config`` has ``stale_addr`` and ``stale_count`` (the list a
-                            backward job loads) and ``Counters`` ``stale_skipped``
+                            backward job loads) and ``Counters`` ``stale_skipped`` (lookups)
+                            and ``stale_rows_skipped`` (rows: the updates skipped)
 
     Members
     -------
@@ -259,7 +265,7 @@ class Engine(wiring.Component):
             "input_reads": 32, "table_reads": 32, "table_writes": 32, "grad_reads": 32,
             "state_reads": 32, "state_writes": 32,
             "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32,
-            **({"stale_skipped": 32} if stale.enabled else {})})
+            **({"stale_skipped": 32, "stale_rows_skipped": 32} if stale.enabled else {})})
         super().__init__({
             "start": In(1), "config": In(self.Config),
             "busy": Out(1), "error": Out(8), "counters": Out(self.Counters),
@@ -755,8 +761,12 @@ class Engine(wiring.Component):
                          stale_hit.eq(~forward & cfg.stale_count.any() & stale_set.hit)]
 
         def count_stale(event):
+            """A stale lookup passed over: counted, and its row once (its update skipped)."""
             if self.stale.enabled:
                 count(cnt.stale_skipped, event)
+                count(cnt.stale_rows_skipped, event & stale_set.first)
+                with m.If(event):           # (an If: two callers, one state)
+                    m.d.comb += stale_set.mark.eq(1)
 
         # ---- 0. the memory map, a (table, region) pair a cycle ----------------------------
         m.submodules.memory_map = mmap = MemoryMapCheck(self.Config, self.max_tables, A, beats, self.staging_stripe,

@@ -26,7 +26,10 @@ clear : In(1)           empties the set (``entries / ways`` cycles) and clears `
 insert : In(stream)     a key to add, one a cycle (ready unless clearing)
 full : Out(1)           an insert since the last clear found its set full (it was dropped)
 key : In(key_bits)      the key asked ...
-hit : Out(1)            ... is in the set (combinational)
+hit : Out(1)            ... is in the set (combinational) ...
+first : Out(1)          ... and not yet marked since the last clear (combinational)
+mark : In(1)            marks the key asked, a hit (its row's update was skipped: ``first``
+                        counts each stale row skipped once)
 """
 from dataclasses import dataclass
 
@@ -104,7 +107,7 @@ class StaleSet(wiring.Component):
             raise ValueError("a StaleSet needs entries (StaleSetParams.entries > 0)")
         self.params, self.key_bits = params, key_bits
         super().__init__({"clear": In(1), "insert": In(stream.Signature(key_bits)), "full": Out(1),
-                          "key": In(key_bits), "hit": Out(1)})
+                          "key": In(key_bits), "hit": Out(1), "first": Out(1), "mark": In(1)})
 
     def elaborate(self, platform):
         from refree.hw.lrdimm.hot_row_store import set_index
@@ -114,9 +117,11 @@ class StaleSet(wiring.Component):
         def set_of(key):
             return set_index(key, self.key_bits, set_bits) if set_bits else 0
 
-        # a word of valid bits a set (way w: bit w), and a tag memory a way
+        # a word of valid bits a set (way w: bit w), one of marked bits, and a tag memory a way
         m.submodules.valid = valid = memory.Memory(shape=W, depth=S, init=[])
         q_valid, i_valid, valid_wr = valid.read_port(domain="comb"), valid.read_port(domain="comb"), valid.write_port()
+        m.submodules.marked = marked = memory.Memory(shape=W, depth=S, init=[])
+        q_marked, marked_wr = marked.read_port(domain="comb"), marked.write_port()
         tags = []
         for w in range(W):
             m.submodules[f"way{w}"] = mem = memory.Memory(shape=self.key_bits, depth=S, init=[])
@@ -125,10 +130,12 @@ class StaleSet(wiring.Component):
         sweep = Signal(max(1, set_bits))
         # the query: one set, every way compared
         q_set, i_set = Signal(max(1, set_bits)), Signal(max(1, set_bits))
-        m.d.comb += [q_set.eq(set_of(self.key)), q_valid.addr.eq(q_set), i_set.eq(set_of(self.insert.payload)),
-                     i_valid.addr.eq(i_set)]
-        hits = [q_valid.data[w] & (rd.data == self.key) for w, (rd, _) in enumerate(tags)]
-        m.d.comb += self.hit.eq(~sweeping & Cat(*hits).any())
+        m.d.comb += [q_set.eq(set_of(self.key)), q_valid.addr.eq(q_set), q_marked.addr.eq(q_set),
+                     i_set.eq(set_of(self.insert.payload)), i_valid.addr.eq(i_set)]
+        hits = Cat(*[q_valid.data[w] & (rd.data == self.key) for w, (rd, _) in enumerate(tags)])
+        m.d.comb += [self.hit.eq(~sweeping & hits.any()), self.first.eq(~sweeping & (hits & ~q_marked.data).any()),
+                     marked_wr.addr.eq(q_set), marked_wr.data.eq(q_marked.data | hits),
+                     marked_wr.en.eq(self.mark & self.hit)]
         for rd, _ in tags:
             m.d.comb += rd.addr.eq(q_set)
         # an insert: the first free way of its set (the ways before it taken)
@@ -144,7 +151,8 @@ class StaleSet(wiring.Component):
         # a clear: every set's valid word zeroed, a set a cycle (S cycles; the set answers
         # and takes inserts again after it)
         with m.If(sweeping):
-            m.d.comb += [valid_wr.addr.eq(sweep), valid_wr.data.eq(0), valid_wr.en.eq(1)]
+            m.d.comb += [valid_wr.addr.eq(sweep), valid_wr.data.eq(0), valid_wr.en.eq(1),
+                         marked_wr.addr.eq(sweep), marked_wr.data.eq(0), marked_wr.en.eq(1)]
             m.d.sync += sweep.eq(sweep + 1)
             with m.If(sweep == S - 1):
                 m.d.sync += sweeping.eq(0)
