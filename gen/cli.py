@@ -516,7 +516,8 @@ def cmd_train(args):
     if res["rtl"] and not args.json:
         r = res["rtl"]
         print(f"RTL: the last {len(r)} steps of epoch 1 on the chip, bit for bit the golden step's; backward job "
-              f"{np.mean([x['backward_cycles'] for x in r]):,.0f} cycles a step (forward "
+              f"{np.mean([x['backward_cycles'] for x in r]):,.0f} cycles a step (the stale set's load "
+              f"{np.mean([x['stale_load_cycles'] for x in r]):,.0f} of them; forward "
               f"{np.mean([x['forward_cycles'] for x in r]):,.0f}), {sum(x['stale_skipped'] for x in r):,d} "
               f"stale lookups ({sum(x['stale_rows_skipped'] for x in r):,d} row updates) skipped, "
               f"{sum(x['stale_left_out'] for x in r):,d} stale rows left out of the set")

@@ -1,18 +1,22 @@
 """The memory map check (step 0 of a job) against a plain-Python statement of the rule, on
-random job configurations: the verdict and the pair (so the cycle) where the walk stops."""
+random job configurations: the verdict and the pair (so the cycle) where the walk stops;
+with a stale set's list (Slipstream, a backward job's) and without."""
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from refree.hw.engine.engine import Engine
 from refree.hw.engine.memory_map_check import MemoryMapCheck
 from refree.hw.engine.params import EngineParams
+from refree.hw.engine.stale_set import StaleSetParams
 
 MAX_TABLES, ADDR_BITS, BEATS = 4, 12, 4
 STRIPE = 4      # the staging rows striped (hw/engine/staging.py): whole groups of 4 rows
 
 
 def regions(c, forward):
-    """[lo, hi, live] per region: the tables, then offsets, indices, weights, output."""
+    """[lo, hi, live] per region: the tables, then offsets, indices, weights, output (and
+    the stale list, when the config has one: int64 entries, a backward job's)."""
     T, B, n = c["num_tables"], c["batch_size"], c["num_indices"]
     out = []
     for i, (base, rows, stride) in enumerate(c["tables"]):
@@ -22,6 +26,9 @@ def regions(c, forward):
             (c["indices_addr"], c["indices_addr"] + (n + 7) // 8, n != 0),
             (c["weights_addr"], c["weights_addr"] + (n + 15) // 16, c["weighted"] and n != 0),
             (job_out, job_out + -(-T * B // STRIPE) * STRIPE * BEATS, T * B != 0)]
+    if "stale_addr" in c:
+        out.append((c["stale_addr"], c["stale_addr"] + (c["stale_count"] + 7) // 8,
+                    not forward and c["stale_count"] != 0))
     return out
 
 
@@ -45,7 +52,8 @@ def first_conflict(c, forward):
 def abut(rng, c, forward):
     """Move a staging array so that it ends at a table's first beat or one beat after it
     (touching, or sharing exactly one beat), or a table so that it ends at the array."""
-    keys = ["offsets_addr", "indices_addr", "weights_addr", "pooled_addr" if forward else "grad_addr"]
+    keys = ["offsets_addr", "indices_addr", "weights_addr", "pooled_addr" if forward else "grad_addr"] \
+        + (["stale_addr"] if "stale_addr" in c else [])
     j = int(rng.integers(0, len(keys)))
     i = int(rng.integers(0, MAX_TABLES))
     lo, hi, _ = regions(c, forward)[MAX_TABLES + j]
@@ -59,7 +67,7 @@ def abut(rng, c, forward):
     return c
 
 
-def random_config(rng):
+def random_config(rng, stale_list):
     span = 1 << ADDR_BITS
     # (addresses fit their fields; a region may still end past memory)
     near = lambda: int(rng.integers(span - 80, span)) if rng.random() < 0.2 else int(rng.integers(0, span - 80))
@@ -68,23 +76,27 @@ def random_config(rng):
                 offsets_addr=near(), indices_addr=near(), weights_addr=near(), pooled_addr=near(),
                 grad_addr=near(),
                 tables=[(near(), int(rng.integers(0, 30)), int(rng.choice([2, 4, 4, 5, 8])))
-                        for _ in range(MAX_TABLES)])
+                        for _ in range(MAX_TABLES)],
+                **({"stale_addr": near(), "stale_count": int(rng.choice([0, 1, 8, 9, int(rng.integers(0, 60))]))}
+                   if stale_list else {}))
 
 
-def test_the_walk_stops_at_the_first_conflict_or_passes_every_pair():
-    layout = Engine(EngineParams(), dim=16 * BEATS, max_tables=MAX_TABLES, addr_bits=ADDR_BITS).Config
-    dut = MemoryMapCheck(layout, MAX_TABLES, ADDR_BITS, BEATS, STRIPE)
+@pytest.mark.parametrize("stale_list", [False, True], ids=["plain", "stale-list"])
+def test_the_walk_stops_at_the_first_conflict_or_passes_every_pair(stale_list):
+    layout = Engine(EngineParams(), dim=16 * BEATS, max_tables=MAX_TABLES, addr_bits=ADDR_BITS,
+                    stale=StaleSetParams(64) if stale_list else StaleSetParams()).Config
+    dut = MemoryMapCheck(layout, MAX_TABLES, ADDR_BITS, BEATS, STRIPE, stale_list=stale_list)
     rng = np.random.default_rng(11)
     cases = []
     for k in range(600):
-        c, forward = random_config(rng), bool(rng.integers(0, 2))
+        c, forward = random_config(rng, stale_list), bool(rng.integers(0, 2))
         cases.append((abut(rng, c, forward) if k % 2 else c, forward))
     seen = {"refused": 0, "passed": 0}
 
     async def bench(ctx):
         for c, forward in cases:
             for k in ("num_tables", "batch_size", "num_indices", "weighted", "offsets_addr", "indices_addr",
-                      "weights_addr", "pooled_addr", "grad_addr"):
+                      "weights_addr", "pooled_addr", "grad_addr") + (("stale_addr", "stale_count") if stale_list else ()):
                 ctx.set(getattr(dut.config, k), c[k])
             for i, (base, rows, stride) in enumerate(c["tables"]):
                 t = dut.config.tables[i]

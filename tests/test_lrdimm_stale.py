@@ -3,15 +3,20 @@ under cocotb and Verilator, on test_lrdimm_core's chip: a training step whose ba
 loads a stale list skips those rows' lookups (no merge, no read, no write) in every mode,
 bit for bit as the golden step with the same ``stale`` rows (``check_step``: outputs,
 tables, states, the engine's count of lookups skipped, the skipped rows untouched, the
-ranks' traffic equal to the engine's counters); a list with a pair more than its set holds
-is refused before anything is written."""
+ranks' traffic equal to the engine's counters); the set stays for the next backward job,
+which skips the same rows without loading it again; a list with a pair more than its set
+holds is refused before anything is written."""
 import numpy as np
 import pytest
 
 from refree.golden.errors import ErrorCode
+from refree.golden.model import step
 from refree.hw.engine.engine import JOB_BACKWARD
-from refree.hw.engine.stale_set import ENTRY_TABLE_SHIFT, stale_key, table_bits
+from refree.hw.engine.stale_set import ENTRY_TABLE_SHIFT, fit_stale, stale_key, table_bits
 from refree.hw.lrdimm.hot_row_store import set_index
+
+from refree.verif.engine_run import limits_of
+from refree.verif.staging import unpack_rows
 
 from test_engine_step import DIM, LR, MAX_TABLES, PARAMS, check_step, make_batch
 from test_lrdimm_core import RUNNER, STALE
@@ -56,6 +61,25 @@ def test_a_step_skips_the_stale_rows(mode, optimizer, groups):
     kept = got.counters["stale_rows"]
     assert all(np.array_equal(k, s) for k, s in zip(kept, stale))      # (64 entries hold them all)
     assert got.counters["backward"]["stale_skipped"] >= len(batch.indices) // 4
+
+
+def test_the_set_stays_for_the_next_backward_job():
+    batch = skewed_batch(8)
+    rng = np.random.default_rng(9)
+    tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
+    grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
+    entries, kept = fit_stale(stale_rows(batch, 10), STALE, PARAMS.index_width, MAX_TABLES)
+    run = RUNNER.run(batch, tables, [JOB_BACKWARD, JOB_BACKWARD], "refree", grad=grad, lr=LR, stale_entries=entries)
+    assert run.errors == [0, 0]
+    first, second = run.counters
+    assert first["stale_load_cycles"] >= len(entries) + STALE.entries // STALE.ways and second["stale_load_cycles"] == 0
+    assert second["stale_skipped"] == first["stale_skipped"] > 0
+    want = tables
+    for _ in range(2):
+        want = step(want, batch, grad, LR, mode="refree", limits=limits_of(PARAMS), stale=kept).tables
+    for t, (base, rows, stride) in enumerate(run.lay.tables):
+        got = unpack_rows(run.after, base, rows, stride, DIM)
+        assert np.array_equal(got.view(np.uint32), want[t].view(np.uint32)), f"table {t} differs"
 
 
 def test_a_list_past_a_sets_ways_is_refused_and_nothing_written():

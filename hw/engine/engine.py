@@ -20,8 +20,9 @@ Job flow (one ``start`` pulse, configuration latched):
    With a stale set (Slipstream, :mod:`.stale_set`), a backward job with a list
    (``stale_count`` > 0) then loads it (STALE_LOAD: the set cleared, a set a cycle, then an
    entry a cycle from the index reader; a pair whose set is full is ``STALE_SET_FULL``);
-   its passes (by rows) and its replay (``baseline``) pass over every lookup of a stale
-   row, as the golden step's ``stale`` does.
+   the set stays from job to job until the next load.  With ``stale_use``, the job's passes
+   (by rows) and its replay (``baseline``) pass over every lookup of a stale row, as the
+   golden step's ``stale`` does.
 1. CHECK (:mod:`.batch_checker`, beside step 2): the whole batch is read and checked
    before anything is written: offsets start at 0, never decrease, end at
    ``num_indices``; no bag is longer than ``max_bag_len``; weights come only with tables
@@ -218,8 +219,10 @@ class Engine(wiring.Component):
                             (:mod:`.staging`; 1: row-major)
     stale : StaleSetParams  Slipstream's stale set (:mod:`.stale_set`; default none): with
                             one, ``Config`` has ``stale_addr`` and ``stale_count`` (the list a
-                            backward job loads) and ``Counters`` ``stale_skipped`` (lookups)
-                            and ``stale_rows_skipped`` (rows: the updates skipped)
+                            backward job loads; 0: the set is kept as it is) and
+                            ``stale_use`` (a backward job passes over the set's rows), and
+                            ``Counters`` ``stale_skipped`` (lookups), ``stale_rows_skipped``
+                            (rows: the updates skipped) and ``stale_load_cycles``
 
     Members
     -------
@@ -248,7 +251,7 @@ class Engine(wiring.Component):
             raise ValueError(f"a stale set's list holds rows of at most {ENTRY_TABLE_SHIFT} bits and 256 "
                              f"tables, not index_width {p.index_width}, max_tables {max_tables}")
         self.stale = stale
-        stale_fields = {"stale_addr": addr_bits, "stale_count": 32} if stale.enabled else {}
+        stale_fields = {"stale_addr": addr_bits, "stale_count": 32, "stale_use": 1} if stale.enabled else {}
         self.Table = data.StructLayout({"base": addr_bits, "rows": p.index_width + 1, "stride": 16,
                                         "mean": 1, "state": addr_bits, "groups": GROUP_BITS_WIDTH})
         self.Config = data.StructLayout({
@@ -265,7 +268,7 @@ class Engine(wiring.Component):
             "input_reads": 32, "table_reads": 32, "table_writes": 32, "grad_reads": 32,
             "state_reads": 32, "state_writes": 32,
             "pooled_writes": 32, "adds": 32, "muls": 32, "distinct_rows": 32, "parts": 32,
-            **({"stale_skipped": 32, "stale_rows_skipped": 32} if stale.enabled else {})})
+            **({"stale_skipped": 32, "stale_rows_skipped": 32, "stale_load_cycles": 32} if stale.enabled else {})})
         super().__init__({
             "start": In(1), "config": In(self.Config),
             "busy": Out(1), "error": Out(8), "counters": Out(self.Counters),
@@ -758,7 +761,7 @@ class Engine(wiring.Component):
             m.d.comb += [stale_set.key.eq(Cat(asked[:p.index_width], t[:tbits])),
                          stale_set.insert.payload.eq(Cat(entry[:p.index_width],
                                                          entry[ENTRY_TABLE_SHIFT:ENTRY_TABLE_SHIFT + tbits])),
-                         stale_hit.eq(~forward & cfg.stale_count.any() & stale_set.hit)]
+                         stale_hit.eq(~forward & cfg.stale_use & stale_set.hit)]
 
         def count_stale(event):
             """A stale lookup passed over: counted, and its row once (its update skipped)."""
@@ -893,6 +896,8 @@ class Engine(wiring.Component):
                 with m.Elif(~mmap.last):
                     m.d.comb += mmap.step.eq(1)
                 if self.stale.enabled:          # (Slipstream: a backward job's stale set first)
+                    with m.Elif(~stale_set.ready):
+                        pass                    # (the set's clear after reset)
                     with m.Elif(~forward & cfg.stale_count.any()):
                         m.d.comb += [idxr.start.eq(1), idxr.base.eq(cfg.stale_addr), idxr.first.eq(0),
                                      idxr.count.eq(cfg.stale_count), idxr.narrow.eq(0), stale_set.clear.eq(1)]
@@ -904,7 +909,8 @@ class Engine(wiring.Component):
                 with m.State("STALE_LOAD"):     # the backward job's stale set: cleared, then an entry a cycle
                     m.d.comb += [idxr.data.ready.eq(stale_set.insert.ready),
                                  stale_set.insert.valid.eq(idxr.data.valid)]
-                    with m.If(~idxr.busy & stale_set.full):
+                    with m.If(~idxr.busy & stale_set.full):     # (the set left empty)
+                        m.d.comb += stale_set.clear.eq(1)
                         m.d.sync += error.eq(ErrorCode.STALE_SET_FULL)
                         m.next = "IDLE"
                     with m.Elif(~idxr.busy):
@@ -1139,6 +1145,8 @@ class Engine(wiring.Component):
                                        | fsm.ongoing("PART_START") & (t == T))
         count(cnt.cycles_check, ongoing("CHECK_CONFIG", *(["STALE_LOAD"] if self.stale.enabled else []))
               | waiting_check)
+        if self.stale.enabled:                  # (within cycles_check)
+            count(cnt.stale_load_cycles, fsm.ongoing("STALE_LOAD"))
         count(cnt.cycles_analysis, (ongoing("PART_START", "PART_OFFSETS", "PART_ANALYZE", "PART_WAIT_ANALYZER",
                                             "DRY_DRAIN") | fsm.ongoing("CHUNK_WAIT") & dry) & ~waiting_check)
         count(cnt.cycles_stream, ongoing("RUN_MEMBERS", "RUN_BASELINE", "RUN_GRADIENTS", "RUN_BASELINE_UPDATE")

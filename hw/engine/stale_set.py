@@ -16,13 +16,15 @@ keeps only the pairs that fit (:func:`fit_stale`).
 The tags and a word of valid bits a set are small SRAMs read combinationally (one set a
 cycle: a register file), so the engine's lookup walker tests a lookup in the cycle it meets
 it.  A clear zeroes the valid words a set a cycle (``entries / ways`` cycles, during which
-the set takes no insert and answers no); a set's contents are never trusted before a clear
-(the engine clears it at each load).  Cost at 1,024 entries of 35 bits (``index_width`` 32,
+the set takes no insert and answers no, ``ready`` low); so does a reset.  The set keeps its
+pairs from job to job until the next load (Slipstream's set changes only at a window's
+end).  Cost at 1,024 entries of 35 bits (``index_width`` 32,
 8 tables): 35 Kibit of tags and 1 Kibit of valid bits.
 
 Members
 -------
 clear : In(1)           empties the set (``entries / ways`` cycles) and clears ``full``
+ready : Out(1)          not clearing (after a clear or a reset)
 insert : In(stream)     a key to add, one a cycle (ready unless clearing)
 full : Out(1)           an insert since the last clear found its set full (it was dropped)
 key : In(key_bits)      the key asked ...
@@ -106,7 +108,7 @@ class StaleSet(wiring.Component):
         if not params.enabled:
             raise ValueError("a StaleSet needs entries (StaleSetParams.entries > 0)")
         self.params, self.key_bits = params, key_bits
-        super().__init__({"clear": In(1), "insert": In(stream.Signature(key_bits)), "full": Out(1),
+        super().__init__({"clear": In(1), "ready": Out(1), "insert": In(stream.Signature(key_bits)), "full": Out(1),
                           "key": In(key_bits), "hit": Out(1), "first": Out(1), "mark": In(1)})
 
     def elaborate(self, platform):
@@ -126,8 +128,9 @@ class StaleSet(wiring.Component):
         for w in range(W):
             m.submodules[f"way{w}"] = mem = memory.Memory(shape=self.key_bits, depth=S, init=[])
             tags.append((mem.read_port(domain="comb"), mem.write_port()))
-        sweeping = Signal()
+        sweeping = Signal(init=1)               # (a reset clears it too)
         sweep = Signal(max(1, set_bits))
+        m.d.comb += self.ready.eq(~sweeping)
         # the query: one set, every way compared
         q_set, i_set = Signal(max(1, set_bits)), Signal(max(1, set_bits))
         m.d.comb += [q_set.eq(set_of(self.key)), q_valid.addr.eq(q_set), q_marked.addr.eq(q_set),
