@@ -238,17 +238,20 @@ class EngineRunner:
                 "config_regs": regs("config"), "counter_regs": regs("counters"), "poll_gap": 32}
 
     def config(self, batch, lay, mode, job, lr=0.0, poolings=None, optimizer="sgd", eps=1e-8, groups=None,
-               hot_list=(0, 0), stale_list=(0, 0)):
+               hot_list=(0, 0), stale_list=(0, 0, 0)):
         """The configuration word of ``job``; ``hot_list``: the hot list's (address, count);
-        ``stale_list``: the stale list's (a backward job's, on an engine with a stale set)."""
+        ``stale_list``: a backward job's stale list (address, count: 0 keeps the set as it
+        is) and whether it skips the set's rows (on an engine with a stale set)."""
         poolings = poolings or ["sum"] * batch.num_tables
         gbits = group_bits(batch, limits_of(self.params), groups)
         hot_job = {JOB_HOT_LOAD: HOT_JOB_LOAD, JOB_HOT_FLUSH: HOT_JOB_FLUSH}.get(job, HOT_JOB_ENGINE)
         hot = {} if self.hot is None else {"hot_job": hot_job, "hot_list": hot_list[0], "hot_count": hot_list[1]}
-        if stale_list[1] and not self.stale.enabled:
+        if stale_list[2] and not self.stale.enabled:
             raise ValueError("a stale list needs an engine with a stale set (stale=...)")
         if self.stale.enabled:
-            hot.update(stale_addr=stale_list[0], stale_count=stale_list[1] if job == JOB_BACKWARD else 0)
+            backward = job == JOB_BACKWARD
+            hot.update(stale_addr=stale_list[0], stale_count=stale_list[1] if backward else 0,
+                       stale_use=stale_list[2] if backward else 0)
         if hot_job != HOT_JOB_ENGINE:
             if self.hot is None:
                 raise ValueError(f"job {job!r} needs a chip with a hot-row store (hot=...)")
@@ -275,8 +278,9 @@ class EngineRunner:
         JOB_HOT_LOAD / JOB_HOT_FLUSH, in order) on one memory image.
 
         ``hot_beats``: the beat addresses that a JOB_HOT_LOAD loads, in order; their list is
-        laid out after the batch and tables.  ``stale_entries``: the stale list that each
-        backward job loads (int64 entries, :mod:`refree.hw.engine.stale_set`), after it.
+        laid out after the batch and tables.  ``stale_entries``: the stale list (int64
+        entries, :mod:`refree.hw.engine.stale_set`), after it, that the first backward job
+        loads; every backward job skips its rows (the later ones keep the set).
 
         ``config_layout(lay)``, if given, returns the layout that the engine's configuration
         describes instead of the one the memory holds (tests of bad memory maps).  With
@@ -318,7 +322,7 @@ class EngineRunner:
         for k in range(0, len(hot_beats), LIST_WORDS):
             mem[lay.end + k // LIST_WORDS] = sum(int(a) << (32 * i) for i, a in enumerate(hot_beats[k:k + LIST_WORDS]))
         end = lay.end + -(-len(hot_beats) // LIST_WORDS)
-        stale_list = (end, len(stale_entries))      # int64, 8 a beat
+        stale_list = (end, len(stale_entries), int(len(stale_entries) > 0))      # int64, 8 a beat
         for k in range(0, len(stale_entries), 8):
             mem[end + k // 8] = sum(int(e) << (64 * i) for i, e in enumerate(stale_entries[k:k + 8]))
         end += -(-len(stale_entries) // 8)
@@ -326,8 +330,10 @@ class EngineRunner:
             self._check_clear_of_window(end, mem)
         cfg_lay = lay if config_layout is None else config_layout(lay)
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
-        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list, stale_list))
-                   for j, pl in zip(jobs, per_job)]
+        first_bwd = jobs.index(JOB_BACKWARD) if JOB_BACKWARD in jobs else None
+        configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list,
+                                   stale_list if i == first_bwd else stale_list[:1] + (0,) + stale_list[2:]))
+                   for i, (j, pl) in enumerate(zip(jobs, per_job))]
         # (the process's and thread's own folder: runs of one design side by side, in two
         # processes or a worker's threads, must not share their job's and results' files)
         run_dir = (build_root() / self.design.name / "runs" /
