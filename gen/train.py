@@ -358,7 +358,7 @@ def slipstream_report(targets, out_dir, command, out=print, **config):
                   "the chip from job to job (tests/test_lrdimm_stale.py) and Slipstream's changes only at a "
                   "window's end, so the cycles a step count the load once a window (the job's cycles less "
                   "its load, plus the load / W); as measured, with a load every step, in brackets. "
-                  "The forward job is the same in every run (Slipstream skips updates only).", ""]
+                  "Slipstream skips updates only: the forward job is not shown.", ""]
     rtl_head = (" | RTL backward cycles a step (a load every step) | saved | the load | RTL table beats a step "
                 "| stale lookups (rows) skipped a step") if exact["rtl_steps"] else ""
     lines += ["| run | target | T | updates skipped | of the hot rows' | beats saved a step | held-out AUC | log loss"

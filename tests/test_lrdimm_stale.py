@@ -74,6 +74,7 @@ def test_the_set_stays_for_the_next_backward_job():
     first, second = run.counters
     assert first["stale_load_cycles"] >= len(entries) + STALE.entries // STALE.ways and second["stale_load_cycles"] == 0
     assert second["stale_skipped"] == first["stale_skipped"] > 0
+    assert second["stale_rows_skipped"] == first["stale_rows_skipped"] > 0       # (each job counts afresh)
     want = tables
     for _ in range(2):
         want = step(want, batch, grad, LR, mode="refree", limits=limits_of(PARAMS), stale=kept).tables

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from refree.hw.engine.stale_set import (ENTRY_TABLE_SHIFT, StaleSet, StaleSetParams, fit_stale, stale_key,
-                                        table_bits)
+from refree.hw.engine.stale_set import (ENTRY_TABLE_SHIFT, EPOCH_BITS, StaleSet, StaleSetParams, fit_stale,
+                                        stale_key, table_bits)
 from refree.hw.lrdimm.hot_row_store import set_index
 
 INDEX_WIDTH, MAX_TABLES, ROWS = 10, 2, 300
@@ -125,3 +125,33 @@ def test_the_configuration_names_a_bad_slipstream_parameter():
             load_config(None, {"slipstream": bad})
     with pytest.raises(ValueError, match="slipstream: a stale set takes index_width <= 48"):
         load_config(None, {"slipstream": {"entries": 64}, "parts": {"index_width": 56}})
+
+
+def test_each_job_counts_its_rows_afresh_past_the_epochs_wrap():
+    """A pair marked is not first again until an unmark (a job's start); a pair marked at
+    epoch 0 and not since must be first again when the epoch comes back to 0 (the marks
+    swept at the wrap), and the set keeps its pairs through it."""
+    pairs = [(0, 5), (1, 9)]
+    assert len({set_index(stale_key(t, r, INDEX_WIDTH), KEY_BITS, PARAMS.set_bits) for t, r in pairs}) == 2
+    entries = [r | t << ENTRY_TABLE_SHIFT for t, r in pairs]
+
+    async def unmark(ctx, dut):
+        ctx.set(dut.unmark, 1)
+        await ctx.tick()
+        ctx.set(dut.unmark, 0)
+        while not ctx.get(dut.ready):
+            await ctx.tick()
+
+    async def script(ctx, dut, out):
+        await load(ctx, dut, keys_of(entries))
+        await ctx.tick().repeat(PARAMS.entries // PARAMS.ways)     # (the reset's sweep, then the load's)
+        out["first_job"] = await marks(ctx, dut, pairs + pairs)
+        await unmark(ctx, dut)
+        out["second_job"] = await marks(ctx, dut, pairs[:1])       # (pair 1 keeps epoch 0's mark)
+        for _ in range((1 << EPOCH_BITS) - 1):                     # back to epoch 0
+            await unmark(ctx, dut)
+        out["after_wrap"] = await marks(ctx, dut, pairs)
+        out["hits"] = await answers(ctx, dut)
+    out = run(script)
+    assert out["first_job"] == [1, 1, 0, 0] and out["second_job"] == [1]
+    assert out["after_wrap"] == [1, 1] and out["hits"] == set(pairs)

@@ -881,6 +881,8 @@ class Engine(wiring.Component):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
                     m.d.comb += mmap.restart.eq(1)
+                    if self.stale.enabled:      # (the job counts its stale rows afresh)
+                        m.d.comb += stale_set.unmark.eq(1)
                     m.d.sync += [cfg.eq(self.config), error.eq(0), cnt.eq(0), k.eq(0), t.eq(0), tb.eq(0),
                                  first_part.eq(1)]
                     m.next = "CHECK_CONFIG"

@@ -1,11 +1,12 @@
 """Slipstream's stale set on chip: the (table, row) pairs whose updates a backward job skips.
 
 Slipstream (docs/design.md section 6, :mod:`refree.golden.slipstream`) skips the updates of
-hot rows that have stopped changing.  The host decides which rows are stale; the engine
-loads the set at the start of each backward job (from a list in memory, one int64 entry a
-pair, ``row | table << ENTRY_TABLE_SHIFT``) and asks it, for each lookup that a backward
-pass would take, whether the lookup's row is stale: such a lookup takes no part in the
-merge, and its row is neither read nor written.
+hot rows that have stopped changing.  The host decides which rows are stale; a backward
+job given a list in memory (one int64 entry a pair, ``row | table << ENTRY_TABLE_SHIFT``)
+loads the set before its batch check, and it stays for the jobs after it until the next
+load; a backward job that uses it asks it, for each lookup that a pass would take, whether
+the lookup's row is stale: such a lookup takes no part in the merge, and its row is
+neither read nor written.
 
 Placement: set-associative, ``ways`` pairs a set; a pair's set is the XOR of the digits of
 its key, ``row | table << index_width`` (:func:`~refree.hw.lrdimm.hot_row_store.set_index`,
@@ -19,7 +20,7 @@ it.  A clear zeroes the valid words a set a cycle (``entries / ways`` cycles, du
 the set takes no insert and answers no, ``ready`` low); so does a reset.  The set keeps its
 pairs from job to job until the next load (Slipstream's set changes only at a window's
 end).  Cost at 1,024 entries of 35 bits (``index_width`` 32,
-8 tables): 35 Kibit of tags and 1 Kibit of valid bits.
+8 tables): 35 Kibit of tags, 1 Kibit of valid bits and 3 Kibit of marks with their epochs.
 
 Members
 -------
@@ -29,13 +30,16 @@ insert : In(stream)     a key to add, one a cycle (ready unless clearing)
 full : Out(1)           an insert since the last clear found its set full (it was dropped)
 key : In(key_bits)      the key asked ...
 hit : Out(1)            ... is in the set (combinational) ...
-first : Out(1)          ... and not yet marked since the last clear (combinational)
+first : Out(1)          ... and not yet marked since the last ``unmark`` (combinational)
 mark : In(1)            marks the key asked, a hit (its row's update was skipped: ``first``
-                        counts each stale row skipped once)
+                        counts each stale row skipped once a job)
+unmark : In(1)          every pair unmarked (a job begins): the marks carry the epoch of
+                        the job that made them, so this is a count up of the epoch; when
+                        the epoch wraps, the marks are swept a set a cycle (``ready`` low)
 """
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +47,9 @@ __all__ = ["StaleSetParams", "StaleSet", "ENTRY_TABLE_SHIFT", "stale_key", "fit_
 
 #: An entry of the list in memory: the row in its low bits, the table from this bit on.
 ENTRY_TABLE_SHIFT = 48
+#: Bits of a set's mark epoch: the marks are swept once every 2**EPOCH_BITS jobs (an
+#: ``entries / ways``-cycle sweep, 256 cycles at 1,024 entries in 4 ways: a cycle a job).
+EPOCH_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,8 @@ class StaleSet(wiring.Component):
             raise ValueError("a StaleSet needs entries (StaleSetParams.entries > 0)")
         self.params, self.key_bits = params, key_bits
         super().__init__({"clear": In(1), "ready": Out(1), "insert": In(stream.Signature(key_bits)), "full": Out(1),
-                          "key": In(key_bits), "hit": Out(1), "first": Out(1), "mark": In(1)})
+                          "key": In(key_bits), "hit": Out(1), "first": Out(1), "mark": In(1),
+                          "unmark": In(1)})
 
     def elaborate(self, platform):
         from refree.hw.lrdimm.hot_row_store import set_index
@@ -119,25 +127,30 @@ class StaleSet(wiring.Component):
         def set_of(key):
             return set_index(key, self.key_bits, set_bits) if set_bits else 0
 
-        # a word of valid bits a set (way w: bit w), one of marked bits, and a tag memory a way
+        # a word of valid bits a set (way w: bit w), one of marked bits with the epoch that
+        # marked them, and a tag memory a way
         m.submodules.valid = valid = memory.Memory(shape=W, depth=S, init=[])
         q_valid, i_valid, valid_wr = valid.read_port(domain="comb"), valid.read_port(domain="comb"), valid.write_port()
-        m.submodules.marked = marked = memory.Memory(shape=W, depth=S, init=[])
+        m.submodules.marked = marked = memory.Memory(shape=W + EPOCH_BITS, depth=S, init=[])
         q_marked, marked_wr = marked.read_port(domain="comb"), marked.write_port()
         tags = []
         for w in range(W):
             m.submodules[f"way{w}"] = mem = memory.Memory(shape=self.key_bits, depth=S, init=[])
             tags.append((mem.read_port(domain="comb"), mem.write_port()))
         sweeping = Signal(init=1)               # (a reset clears it too)
+        sweeping_marks = Signal()               # (the epoch wrapped: the marks alone)
         sweep = Signal(max(1, set_bits))
-        m.d.comb += self.ready.eq(~sweeping)
+        epoch = Signal(EPOCH_BITS)
+        busy = sweeping | sweeping_marks
+        m.d.comb += self.ready.eq(~busy)
         # the query: one set, every way compared
         q_set, i_set = Signal(max(1, set_bits)), Signal(max(1, set_bits))
         m.d.comb += [q_set.eq(set_of(self.key)), q_valid.addr.eq(q_set), q_marked.addr.eq(q_set),
                      i_set.eq(set_of(self.insert.payload)), i_valid.addr.eq(i_set)]
         hits = Cat(*[q_valid.data[w] & (rd.data == self.key) for w, (rd, _) in enumerate(tags)])
-        m.d.comb += [self.hit.eq(~sweeping & hits.any()), self.first.eq(~sweeping & (hits & ~q_marked.data).any()),
-                     marked_wr.addr.eq(q_set), marked_wr.data.eq(q_marked.data | hits),
+        marks = Mux(q_marked.data[W:] == epoch, q_marked.data[:W], 0)     # (an older job's: none)
+        m.d.comb += [self.hit.eq(~busy & hits.any()), self.first.eq(~busy & (hits & ~marks).any()),
+                     marked_wr.addr.eq(q_set), marked_wr.data.eq(Cat(marks | hits, epoch)),
                      marked_wr.en.eq(self.mark & self.hit)]
         for rd, _ in tags:
             m.d.comb += rd.addr.eq(q_set)
@@ -151,14 +164,19 @@ class StaleSet(wiring.Component):
                 m.d.comb += [wr.addr.eq(i_set), wr.data.eq(self.insert.payload)]
                 with m.If(~i_valid.data[w] & (i_valid.data[:w].all() if w else 1)):
                     m.d.comb += [wr.en.eq(1), valid_wr.data.eq(i_valid.data | (1 << w))]
-        # a clear: every set's valid word zeroed, a set a cycle (S cycles; the set answers
-        # and takes inserts again after it)
-        with m.If(sweeping):
-            m.d.comb += [valid_wr.addr.eq(sweep), valid_wr.data.eq(0), valid_wr.en.eq(1),
-                         marked_wr.addr.eq(sweep), marked_wr.data.eq(0), marked_wr.en.eq(1)]
+        # a clear: every set's valid and marks words zeroed, a set a cycle (S cycles; the set
+        # answers and takes inserts again after it); an epoch's wrap: the marks words alone
+        with m.If(busy):
+            m.d.comb += [marked_wr.addr.eq(sweep), marked_wr.data.eq(0), marked_wr.en.eq(1)]
             m.d.sync += sweep.eq(sweep + 1)
             with m.If(sweep == S - 1):
-                m.d.sync += sweeping.eq(0)
+                m.d.sync += [sweeping.eq(0), sweeping_marks.eq(0)]
+        with m.If(sweeping):
+            m.d.comb += [valid_wr.addr.eq(sweep), valid_wr.data.eq(0), valid_wr.en.eq(1)]
+        with m.If(self.unmark):                 # (marks of epoch 0 swept before it comes again)
+            m.d.sync += epoch.eq(epoch + 1)
+            with m.If(epoch == (1 << EPOCH_BITS) - 1):
+                m.d.sync += [sweeping_marks.eq(1), sweep.eq(0)]
         with m.If(self.clear):
             m.d.sync += [sweeping.eq(1), sweep.eq(0), self.full.eq(0)]
         return m
