@@ -19,14 +19,14 @@ from refree.verif.staging import layout
 from test_engine_step import DIM, DRAM, LR, PARAMS, check_step, make_batch
 from test_lrdimm_core import HOT, RUNNER
 
-HOT_RUNNER = RUNNER         # (test_lrdimm_core's chip has the store; a run that loads none, the plain chip)
 T, B, ROWS = 2, 24, 40
 
 
-def skewed_batch(seed):
+def skewed_batch(seed, longest=5):
+    """T tables of B bags of 1 to ``longest`` rows of ROWS, Zipf-like (1.1)."""
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, ROWS + 1) ** 1.1
-    bags = [list(rng.choice(ROWS, size=rng.integers(1, 6), p=p / p.sum())) for _ in range(T * B)]
+    bags = [list(rng.choice(ROWS, size=rng.integers(1, longest + 1), p=p / p.sum())) for _ in range(T * B)]
     return make_batch(bags, T)
 
 
@@ -59,10 +59,10 @@ def test_a_step_on_hot_rows_equals_the_step_without_them(mode, optimizer):
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
     plain = check_step(batch, tables, mode, grad=grad, runner=RUNNER, outcome=True, optimizer=optimizer).run
-    lay = layout(batch, tables, stripe=HOT_RUNNER.staging_stripe, with_state=optimizer != "sgd")
+    lay = layout(batch, tables, stripe=RUNNER.staging_stripe, with_state=optimizer != "sgd")
     hot, beats = hot_rows(batch, lay, want=20)
     assert len(beats) >= 15
-    run = HOT_RUNNER.run(batch, tables, [JOB_HOT_LOAD, JOB_FORWARD, JOB_BACKWARD, JOB_HOT_FLUSH], mode,
+    run = RUNNER.run(batch, tables, [JOB_HOT_LOAD, JOB_FORWARD, JOB_BACKWARD, JOB_HOT_FLUSH], mode,
                          grad=grad, lr=LR, hot_beats=beats, optimizer=optimizer)
     assert run.errors == [0, 0, 0, 0]
     list_beats = {a for a in run.before if a >= lay.end}
@@ -90,7 +90,7 @@ def test_a_step_of_the_runner_between_a_load_and_a_flush():
     rng = np.random.default_rng(6)
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     rows = tuple(np.unique(batch.table_slice(t)[0]) for t in range(T))
-    got = check_step(batch, tables, "refree", runner=HOT_RUNNER, outcome=True, hot_rows=rows)
+    got = check_step(batch, tables, "refree", runner=RUNNER, outcome=True, hot_rows=rows)
     assert [list(k) for k in got.counters["hot_rows"]] == [list(r) for r in rows]     # (all fit)
     fig = _check_hot_store(got.counters, batch, "refree", limits_of(PARAMS), got.run.lay.row_beats, DIM,
                            lambda line: None)
@@ -110,13 +110,13 @@ def test_a_refused_load_changes_nothing(case):
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
     plain = check_step(batch, tables, "refree", grad=grad, runner=RUNNER, outcome=True).run
-    lay = layout(batch, tables, stripe=HOT_RUNNER.staging_stripe)
+    lay = layout(batch, tables, stripe=RUNNER.staging_stripe)
     _, beats = hot_rows(batch, lay, want=8)
     base = lay.tables[0][0]
     listed = {"duplicate": beats + beats[:1], "too_many": list(range(base, base + HOT.beats + 1)),
               "not_empty": beats}[case]
     loads = [JOB_HOT_LOAD] * (2 if case == "not_empty" else 1)
-    run = HOT_RUNNER.run(batch, tables, loads + [JOB_FORWARD, JOB_BACKWARD, JOB_HOT_FLUSH], "refree",
+    run = RUNNER.run(batch, tables, loads + [JOB_FORWARD, JOB_BACKWARD, JOB_HOT_FLUSH], "refree",
                          grad=grad, lr=LR, hot_beats=listed, go_on=True)
     code = {"duplicate": ErrorCode.HOT_DUPLICATE, "too_many": ErrorCode.HOT_TOO_MANY,
             "not_empty": ErrorCode.HOT_NOT_EMPTY}[case]

@@ -18,17 +18,9 @@ from refree.hw.lrdimm.hot_row_store import set_index
 from refree.verif.engine_run import limits_of
 from refree.verif.staging import unpack_rows
 
-from test_engine_step import DIM, LR, MAX_TABLES, PARAMS, check_step, make_batch
+from test_engine_step import DIM, LR, MAX_TABLES, PARAMS, check_step
 from test_lrdimm_core import RUNNER, STALE
-
-T, B, ROWS = 2, 24, 40
-
-
-def skewed_batch(seed):
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, ROWS + 1) ** 1.1
-    bags = [list(rng.choice(ROWS, size=rng.integers(1, 7), p=p / p.sum())) for _ in range(T * B)]
-    return make_batch(bags, T)
+from test_lrdimm_hot import B, ROWS, T, skewed_batch
 
 
 def stale_rows(batch, seed):
@@ -51,7 +43,7 @@ def stale_rows(batch, seed):
 def test_a_step_skips_the_stale_rows(mode, optimizer, groups):
     """(``dedup`` by two row groups in table 0: a stale lookup among another group's is
     passed over with them; table 1 pools by mean: a bag keeps its whole length.)"""
-    batch = skewed_batch(3)
+    batch = skewed_batch(3, longest=6)
     rng = np.random.default_rng(4)
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
@@ -64,7 +56,7 @@ def test_a_step_skips_the_stale_rows(mode, optimizer, groups):
 
 
 def test_the_set_stays_for_the_next_backward_job():
-    batch = skewed_batch(8)
+    batch = skewed_batch(8, longest=6)
     rng = np.random.default_rng(9)
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)
@@ -84,7 +76,7 @@ def test_the_set_stays_for_the_next_backward_job():
 
 
 def test_a_list_past_a_sets_ways_is_refused_and_nothing_written():
-    batch = skewed_batch(6)
+    batch = skewed_batch(6, longest=6)
     rng = np.random.default_rng(7)
     tables = [rng.standard_normal((ROWS, DIM)).astype(np.float32) for _ in range(T)]
     grad = rng.standard_normal((B, T * DIM)).astype(np.float32)

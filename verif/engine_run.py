@@ -331,8 +331,9 @@ class EngineRunner:
         cfg_lay = lay if config_layout is None else config_layout(lay)
         per_job = poolings if poolings and isinstance(poolings[0], (list, tuple)) else [poolings] * len(jobs)
         first_bwd = jobs.index(JOB_BACKWARD) if JOB_BACKWARD in jobs else None
+        kept_list = (stale_list[0], 0, stale_list[2])       # (a later backward job keeps the set)
         configs = [str(self.config(batch, cfg_lay, mode, j, lr, pl, optimizer, eps, groups, hot_list,
-                                   stale_list if i == first_bwd else stale_list[:1] + (0,) + stale_list[2:]))
+                                   stale_list if i == first_bwd else kept_list))
                    for i, (j, pl) in enumerate(zip(jobs, per_job))]
         # (the process's and thread's own folder: runs of one design side by side, in two
         # processes or a worker's threads, must not share their job's and results' files)
